@@ -1,0 +1,711 @@
+//! Settings: built-in defaults, then the TOML file, then `GATEHOUSE_*` environment variables.
+//!
+//! Loading is split in two: `RawConfig` is exactly what the operator wrote (unknown keys are
+//! refused), `Config` is the validated form the rest of the program uses. Validation never
+//! touches the database, so a bad file fails before anything is written.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::PasswordHash;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::secret::Secret;
+
+pub const ENV_PREFIX: &str = "GATEHOUSE_";
+pub const CONFIG_PATH_VAR: &str = "GATEHOUSE_CONFIG";
+pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
+const KEY_ENCRYPTION_KEY_LEN: usize = 32;
+const MIN_CLIENT_SECRET_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("configuration file {path} is not valid TOML: {reason}")]
+    Syntax { path: PathBuf, reason: String },
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), reason: reason.into() }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the operator writes.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    issuer: Option<String>,
+    listen: Option<String>,
+    database_url: Option<String>,
+    database_url_file: Option<PathBuf>,
+    key_encryption_key: Option<String>,
+    key_encryption_key_file: Option<PathBuf>,
+    log_format: Option<String>,
+    #[serde(default)]
+    session: RawSession,
+    #[serde(default)]
+    login: RawLogin,
+    #[serde(default)]
+    tokens: RawTokens,
+    cleanup_interval_secs: Option<u64>,
+    #[serde(default)]
+    clients: Vec<RawClient>,
+    #[serde(default)]
+    connectors: Vec<RawConnector>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSession {
+    idle_timeout_secs: Option<i64>,
+    absolute_timeout_secs: Option<i64>,
+    cookie_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogin {
+    max_failures_per_username: Option<u32>,
+    max_failures_per_ip: Option<u32>,
+    failure_window_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokens {
+    id_token_lifetime_secs: Option<i64>,
+    access_token_lifetime_secs: Option<i64>,
+    key_cache_secs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClient {
+    client_id: String,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_hash: Option<String>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+    scopes: Option<Vec<String>>,
+    grant_types: Option<Vec<String>>,
+    name: Option<String>,
+    #[serde(default)]
+    first_party: bool,
+    signing_alg: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConnector {
+    id: String,
+    #[serde(rename = "type")]
+    kind: String,
+    name: Option<String>,
+    #[serde(default)]
+    email_domains: Vec<String>,
+    #[serde(default)]
+    users: Vec<RawLocalUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocalUser {
+    username: String,
+    password_hash: String,
+    email: Option<String>,
+    #[serde(default = "default_true")]
+    email_verified: bool,
+    name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    disabled: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the program uses.
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Public base URL without a trailing slash.
+    pub issuer: String,
+    pub listen: SocketAddr,
+    pub database_url: Secret<String>,
+    pub key_encryption_key: KeyEncryptionKeySource,
+    pub log_format: LogFormat,
+    pub session: SessionSettings,
+    pub login: LoginSettings,
+    pub tokens: TokenSettings,
+    pub cleanup_interval_secs: u64,
+    pub clients: Vec<ClientConfig>,
+    pub connectors: Vec<ConnectorConfig>,
+}
+
+impl Config {
+    pub fn issuer_is_https(&self) -> bool {
+        self.issuer.starts_with("https://")
+    }
+}
+
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyEncryptionKeySource {
+    Inline(Secret<[u8; KEY_ENCRYPTION_KEY_LEN]>),
+    /// Read from a file; a missing file is generated only when the issuer is plain http.
+    File { path: PathBuf, generate_if_missing: bool },
+}
+
+impl std::fmt::Debug for KeyEncryptionKeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Inline(********)"),
+            Self::File { path, generate_if_missing } => f
+                .debug_struct("File")
+                .field("path", path)
+                .field("generate_if_missing", generate_if_missing)
+                .finish(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionSettings {
+    pub idle_timeout_secs: i64,
+    pub absolute_timeout_secs: i64,
+    pub cookie_name: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoginSettings {
+    pub max_failures_per_username: u32,
+    pub max_failures_per_ip: u32,
+    pub failure_window_secs: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenSettings {
+    pub id_token_lifetime_secs: i64,
+    pub access_token_lifetime_secs: i64,
+    /// How long a node signs with its cached key set before re-reading it, so a rotation on
+    /// one node reaches every node without a restart.
+    pub key_cache_secs: i64,
+}
+
+impl TokenSettings {
+    /// The longest a token signed by a key can stay valid; retired keys stay published this long.
+    pub fn max_token_lifetime_secs(&self) -> i64 {
+        self.id_token_lifetime_secs.max(self.access_token_lifetime_secs)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlg {
+    ES256,
+    RS256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "ES256" => Some(Self::ES256),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientConfig {
+    pub client_id: String,
+    pub secret: ClientSecret,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub name: String,
+    pub first_party: bool,
+    pub signing_alg: SigningAlg,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientSecret {
+    /// A public client: no secret, PKCE required.
+    None,
+    Plain(Secret<String>),
+    Hash(Secret<String>),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorConfig {
+    pub id: String,
+    pub name: String,
+    pub email_domains: Vec<String>,
+    pub kind: ConnectorKind,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConnectorKind {
+    Local { users: Vec<LocalUser> },
+}
+
+impl ConnectorKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Local { .. } => "local",
+        }
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LocalUser {
+    pub username: String,
+    /// An argon2id PHC string; masked when the configuration is printed.
+    pub password_hash: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for LocalUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalUser")
+            .field("username", &self.username)
+            .field("email", &self.email)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys whose values `check-config` never prints, on top of the `Secret` fields.
+const MASKED_KEYS: [&str; 1] = ["password_hash"];
+
+impl Config {
+    /// The effective configuration as TOML, with every secret masked.
+    pub fn to_masked_toml(&self) -> Result<String, toml::ser::Error> {
+        let mut value = toml::Value::try_from(self)?;
+        mask(&mut value);
+        toml::to_string_pretty(&value)
+    }
+}
+
+fn mask(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, inner) in table.iter_mut() {
+                if MASKED_KEYS.contains(&key.as_str()) {
+                    *inner = toml::Value::String(crate::secret::MASK.to_owned());
+                } else {
+                    mask(inner);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(mask),
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Where the configuration file is: the `--config` flag, else `GATEHOUSE_CONFIG`, else the default.
+pub fn resolve_path(flag: Option<&Path>, env: &[(String, String)]) -> PathBuf {
+    if let Some(path) = flag {
+        return path.to_path_buf();
+    }
+    env.iter()
+        .find(|(name, _)| name == CONFIG_PATH_VAR)
+        .map(|(_, value)| PathBuf::from(value))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH))
+}
+
+/// Loads the file at `path`, overlays the `GATEHOUSE_*` variables in `env`, and validates.
+pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|err| ConfigError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
+    let table: toml::Table = toml::from_str(&text)
+        .map_err(|err| ConfigError::Syntax { path: path.to_path_buf(), reason: err.message().to_owned() })?;
+    let mut root = toml::Value::Table(table);
+    overlay_env(&mut root, env)?;
+    let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|err| {
+        let key = err.path().to_string();
+        invalid(if key == "." { String::from("(top level)") } else { key }, err.into_inner().message().to_owned())
+    })?;
+    validate(raw)
+}
+
+/// Applies `GATEHOUSE_A__B=value` as `a.b = value`. Values that read as TOML numbers, booleans or
+/// arrays take that type; anything else is a string.
+fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
+        if name == CONFIG_PATH_VAR {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase();
+        let segments: Vec<&str> = key.split("__").collect();
+        if segments.iter().any(|segment| segment.is_empty()) {
+            return Err(invalid(key.replace("__", "."), format!("environment variable {name} has an empty key segment")));
+        }
+        set_path(root, &segments, parse_env_value(value)).map_err(|reason| invalid(key.replace("__", "."), reason))?;
+    }
+    Ok(())
+}
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let parsed = format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
+    match parsed {
+        Some(value @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) | toml::Value::Array(_))) => value,
+        Some(toml::Value::String(s)) if raw.starts_with('"') || raw.starts_with('\'') => toml::Value::String(s),
+        _ => toml::Value::String(raw.to_owned()),
+    }
+}
+
+fn set_path(node: &mut toml::Value, segments: &[&str], value: toml::Value) -> Result<(), String> {
+    let Some((first, rest)) = segments.split_first() else {
+        *node = value;
+        return Ok(());
+    };
+    match node {
+        toml::Value::Table(table) => {
+            let child = table.entry((*first).to_owned()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if rest.is_empty() {
+                *child = value;
+                return Ok(());
+            }
+            set_path(child, rest, value)
+        }
+        toml::Value::Array(items) => {
+            let index: usize = first.parse().map_err(|_| format!("`{first}` is not an index into a list"))?;
+            let len = items.len();
+            let child = items.get_mut(index).ok_or_else(|| format!("index {index} is past the end of a list of {len}"))?;
+            set_path(child, rest, value)
+        }
+        _ => Err(format!("`{first}` cannot be set inside a plain value")),
+    }
+}
+
+fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| invalid(key, format!("cannot read {}: {err}", path.display())))?;
+    Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// `X` or `X_file`, never both.
+fn secret_value(key: &str, inline: Option<String>, file: Option<PathBuf>) -> Result<Option<String>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(key, format!("set either `{key}` or `{key}_file`, not both"))),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => read_secret_file(&format!("{key}_file"), &path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Relative paths (secret files, the SQLite file) are relative to the working directory.
+fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let issuer = validate_issuer(raw.issuer.as_deref().ok_or_else(|| invalid("issuer", "is required"))?)?;
+    let issuer_is_https = issuer.starts_with("https://");
+
+    let listen_text = raw.listen.unwrap_or_else(|| String::from("127.0.0.1:8080"));
+    let listen = listen_text
+        .parse::<SocketAddr>()
+        .map_err(|_| invalid("listen", format!("`{listen_text}` is not an address:port such as 127.0.0.1:8080")))?;
+
+    let database_url = secret_value("database_url", raw.database_url, raw.database_url_file)?
+        .unwrap_or_else(|| String::from("sqlite://data/gatehouse.db"));
+    if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        return Err(invalid("database_url", "must start with sqlite:, postgres:// or postgresql://"));
+    }
+
+    let key_encryption_key = match (raw.key_encryption_key, raw.key_encryption_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("key_encryption_key", "set either `key_encryption_key` or `key_encryption_key_file`, not both"));
+        }
+        (Some(encoded), None) => KeyEncryptionKeySource::Inline(Secret::new(decode_key_encryption_key("key_encryption_key", &encoded)?)),
+        (None, Some(path)) => {
+            if issuer_is_https && !path.exists() {
+                return Err(invalid(
+                    "key_encryption_key_file",
+                    format!("{} does not exist; it must be provided when the issuer is https", path.display()),
+                ));
+            }
+            KeyEncryptionKeySource::File { path, generate_if_missing: !issuer_is_https }
+        }
+        (None, None) => {
+            return Err(invalid(
+                "key_encryption_key",
+                "is required: set `key_encryption_key` (32 bytes, base64) or `key_encryption_key_file`",
+            ));
+        }
+    };
+
+    let log_format = match raw.log_format.as_deref().unwrap_or("pretty") {
+        "pretty" => LogFormat::Pretty,
+        "json" => LogFormat::Json,
+        other => return Err(invalid("log_format", format!("`{other}` is not one of pretty, json"))),
+    };
+
+    let session = SessionSettings {
+        idle_timeout_secs: positive("session.idle_timeout_secs", raw.session.idle_timeout_secs.unwrap_or(30 * 60))?,
+        absolute_timeout_secs: positive("session.absolute_timeout_secs", raw.session.absolute_timeout_secs.unwrap_or(10 * 3600))?,
+        cookie_name: raw.session.cookie_name.unwrap_or_else(|| String::from("gatehouse_session")),
+    };
+    if session.idle_timeout_secs > session.absolute_timeout_secs {
+        return Err(invalid("session.idle_timeout_secs", "must not exceed session.absolute_timeout_secs"));
+    }
+    if session.cookie_name.is_empty() || !session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        return Err(invalid("session.cookie_name", "must be letters, digits, `_` or `-`"));
+    }
+
+    let login = LoginSettings {
+        max_failures_per_username: raw.login.max_failures_per_username.unwrap_or(5),
+        max_failures_per_ip: raw.login.max_failures_per_ip.unwrap_or(50),
+        failure_window_secs: positive("login.failure_window_secs", raw.login.failure_window_secs.unwrap_or(15 * 60))?,
+    };
+    if login.max_failures_per_username == 0 {
+        return Err(invalid("login.max_failures_per_username", "must be at least 1"));
+    }
+    if login.max_failures_per_ip == 0 {
+        return Err(invalid("login.max_failures_per_ip", "must be at least 1"));
+    }
+
+    let tokens = TokenSettings {
+        id_token_lifetime_secs: positive("tokens.id_token_lifetime_secs", raw.tokens.id_token_lifetime_secs.unwrap_or(3600))?,
+        access_token_lifetime_secs: positive("tokens.access_token_lifetime_secs", raw.tokens.access_token_lifetime_secs.unwrap_or(600))?,
+        key_cache_secs: positive("tokens.key_cache_secs", raw.tokens.key_cache_secs.unwrap_or(10))?,
+    };
+
+    let cleanup_interval_secs = raw.cleanup_interval_secs.unwrap_or(300);
+    if cleanup_interval_secs == 0 {
+        return Err(invalid("cleanup_interval_secs", "must be at least 1"));
+    }
+
+    let mut client_ids = HashSet::new();
+    let mut clients = Vec::with_capacity(raw.clients.len());
+    for (index, client) in raw.clients.into_iter().enumerate() {
+        let client = validate_client(index, client, issuer_is_https)?;
+        if !client_ids.insert(client.client_id.clone()) {
+            return Err(invalid(format!("clients[{index}].client_id"), format!("duplicate client id `{}`", client.client_id)));
+        }
+        clients.push(client);
+    }
+
+    let mut connector_ids = HashSet::new();
+    let mut connectors = Vec::with_capacity(raw.connectors.len());
+    for (index, connector) in raw.connectors.into_iter().enumerate() {
+        let connector = validate_connector(index, connector)?;
+        if !connector_ids.insert(connector.id.clone()) {
+            return Err(invalid(format!("connectors[{index}].id"), format!("duplicate connector id `{}`", connector.id)));
+        }
+        connectors.push(connector);
+    }
+
+    Ok(Config {
+        issuer,
+        listen,
+        database_url: Secret::new(database_url),
+        key_encryption_key,
+        log_format,
+        session,
+        login,
+        tokens,
+        cleanup_interval_secs,
+        clients,
+        connectors,
+    })
+}
+
+fn positive(key: &str, value: i64) -> Result<i64, ConfigError> {
+    if value > 0 { Ok(value) } else { Err(invalid(key, "must be a positive number of seconds")) }
+}
+
+fn validate_issuer(text: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(text).map_err(|err| invalid("issuer", format!("`{text}` is not a URL: {err}")))?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err(invalid("issuer", "must be an http or https URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid("issuer", "must have a host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("issuer", "must not have a query or fragment"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("issuer", "must not contain credentials"));
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
+}
+
+pub fn decode_key_encryption_key(key: &str, encoded: &str) -> Result<[u8; KEY_ENCRYPTION_KEY_LEN], ConfigError> {
+    let trimmed = encoded.trim();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(trimmed)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
+        .map_err(|_| invalid(key, "must be base64"))?;
+    bytes
+        .try_into()
+        .map_err(|_| invalid(key, format!("must decode to exactly {KEY_ENCRYPTION_KEY_LEN} bytes")))
+}
+
+const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
+
+fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
+    let key = |field: &str| format!("clients[{index}].{field}");
+    if raw.client_id.is_empty()
+        || raw.client_id.len() > 128
+        || !raw.client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    {
+        return Err(invalid(key("client_id"), "must be 1 to 128 characters of letters, digits, `-`, `.`, `_` or `~`"));
+    }
+    let plain = secret_value(&key("client_secret"), raw.client_secret, raw.client_secret_file)?;
+    let secret = match (plain, raw.client_secret_hash) {
+        (Some(_), Some(_)) => return Err(invalid(key("client_secret_hash"), "set either client_secret or client_secret_hash, not both")),
+        (Some(plain), None) => {
+            if plain.chars().count() < MIN_CLIENT_SECRET_LEN {
+                return Err(invalid(key("client_secret"), format!("must be at least {MIN_CLIENT_SECRET_LEN} characters")));
+            }
+            ClientSecret::Plain(Secret::new(plain))
+        }
+        (None, Some(hash)) => {
+            check_argon2_phc(&key("client_secret_hash"), &hash)?;
+            ClientSecret::Hash(Secret::new(hash))
+        }
+        (None, None) => ClientSecret::None,
+    };
+    if raw.redirect_uris.is_empty() {
+        return Err(invalid(key("redirect_uris"), "at least one redirect URI is required"));
+    }
+    for (i, uri) in raw.redirect_uris.iter().enumerate() {
+        validate_redirect_uri(&key(&format!("redirect_uris[{i}]")), uri, issuer_is_https)?;
+    }
+    for (i, uri) in raw.post_logout_redirect_uris.iter().enumerate() {
+        validate_redirect_uri(&key(&format!("post_logout_redirect_uris[{i}]")), uri, issuer_is_https)?;
+    }
+    let scopes = raw.scopes.unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    for scope in &scopes {
+        if scope.is_empty() || !scope.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\') {
+            return Err(invalid(key("scopes"), format!("`{scope}` is not a valid scope token")));
+        }
+    }
+    let grant_types = raw.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]);
+    for grant in &grant_types {
+        if !GRANT_TYPES.contains(&grant.as_str()) {
+            return Err(invalid(key("grant_types"), format!("`{grant}` is not one of {}", GRANT_TYPES.join(", "))));
+        }
+    }
+    if grant_types.iter().any(|g| g == "client_credentials") && matches!(secret, ClientSecret::None) {
+        return Err(invalid(key("grant_types"), "client_credentials needs a confidential client (set client_secret)"));
+    }
+    let signing_alg = match raw.signing_alg.as_deref() {
+        None => SigningAlg::ES256,
+        Some(text) => SigningAlg::parse(text).ok_or_else(|| invalid(key("signing_alg"), format!("`{text}` is not one of ES256, RS256")))?,
+    };
+    Ok(ClientConfig {
+        name: raw.name.unwrap_or_else(|| raw.client_id.clone()),
+        client_id: raw.client_id,
+        secret,
+        redirect_uris: raw.redirect_uris,
+        post_logout_redirect_uris: raw.post_logout_redirect_uris,
+        scopes,
+        grant_types,
+        first_party: raw.first_party,
+        signing_alg,
+    })
+}
+
+/// Redirect URIs are compared exactly later, so they must be absolute, fragment-free, and not
+/// plain http to a remote host when the broker itself runs on https.
+fn validate_redirect_uri(key: &str, text: &str, issuer_is_https: bool) -> Result<(), ConfigError> {
+    let url = Url::parse(text).map_err(|err| invalid(key, format!("`{text}` is not an absolute URL: {err}")))?;
+    if url.fragment().is_some() {
+        return Err(invalid(key, "must not contain a fragment"));
+    }
+    if url.scheme() == "http" && issuer_is_https {
+        let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if !loopback {
+            return Err(invalid(key, "plain http is only allowed for loopback hosts when the issuer is https"));
+        }
+    }
+    if matches!(url.scheme(), "javascript" | "data" | "file" | "vbscript") {
+        return Err(invalid(key, format!("the `{}` scheme is not allowed", url.scheme())));
+    }
+    Ok(())
+}
+
+fn check_argon2_phc(key: &str, hash: &str) -> Result<(), ConfigError> {
+    let parsed = PasswordHash::new(hash).map_err(|_| invalid(key, "is not a PHC string (use `gatehouse hash-password`)"))?;
+    if parsed.algorithm.as_str() != "argon2id" {
+        return Err(invalid(key, "must be an argon2id hash (use `gatehouse hash-password`)"));
+    }
+    Ok(())
+}
+
+fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig, ConfigError> {
+    let key = |field: &str| format!("connectors[{index}].{field}");
+    if raw.id.is_empty() || raw.id.len() > 64 || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err(invalid(key("id"), format!("`{}` must be 1 to 64 characters of a-z, 0-9 and `-`", raw.id)));
+    }
+    for domain in &raw.email_domains {
+        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+            return Err(invalid(key("email_domains"), format!("`{domain}` is not a domain name")));
+        }
+    }
+    let kind = match raw.kind.as_str() {
+        "local" => {
+            let mut usernames = HashSet::new();
+            let mut users = Vec::with_capacity(raw.users.len());
+            for (i, user) in raw.users.into_iter().enumerate() {
+                let user_key = |field: &str| key(&format!("users[{i}].{field}"));
+                if user.username.is_empty() || user.username.len() > 128 || user.username.chars().any(char::is_control) {
+                    return Err(invalid(user_key("username"), "must be 1 to 128 printable characters"));
+                }
+                if !usernames.insert(user.username.clone()) {
+                    return Err(invalid(user_key("username"), format!("duplicate username `{}`", user.username)));
+                }
+                check_argon2_phc(&user_key("password_hash"), &user.password_hash)?;
+                users.push(LocalUser {
+                    username: user.username,
+                    password_hash: user.password_hash,
+                    email: user.email,
+                    email_verified: user.email_verified,
+                    name: user.name,
+                    groups: user.groups,
+                    disabled: user.disabled,
+                });
+            }
+            ConnectorKind::Local { users }
+        }
+        other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local)"))),
+    };
+    Ok(ConnectorConfig { name: raw.name.unwrap_or_else(|| raw.id.clone()), id: raw.id, email_domains: raw.email_domains, kind })
+}

@@ -1,0 +1,18 @@
+//! Gatehouse: a single sign-on identity broker.
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+pub mod clock;
+pub mod config;
+pub mod secret;
+pub mod store;
+pub mod login;
+pub mod mapping;
+pub mod metrics;
+pub mod password;
+pub mod session;
+pub mod sync;
+pub mod tokens;
+pub mod upstream;
+pub mod startup;
+pub mod web;

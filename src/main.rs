@@ -1,0 +1,174 @@
+//! The `gatehouse` command.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use gatehouse::clock::{SharedClock, SystemClock};
+use gatehouse::config::{self, Config, LogFormat};
+use gatehouse::startup;
+use gatehouse::tokens::KeyManager;
+
+/// sysexits(3) EX_CONFIG: the configuration is wrong, nothing was started.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about = "Single sign-on identity broker")]
+struct Cli {
+    /// Configuration file [default: $GATEHOUSE_CONFIG, else config/gatehouse.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the broker (the default)
+    Serve,
+    /// Create or upgrade the database schema, then exit
+    Migrate,
+    /// Validate the configuration and print it with secrets masked
+    CheckConfig,
+    /// Manage signing keys
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Read a password from standard input and print its argon2id hash for the configuration
+    HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// List signing keys: active, retired, and whether each is still published
+    List,
+    /// Make a new key active; tokens signed by the old one stay verifiable until they expire
+    Rotate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::HashPassword) = cli.command {
+        return hash_password();
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let path = config::resolve_path(cli.config.as_deref(), &env);
+    let config = match config::load(&path, &env) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("gatehouse: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(Command::CheckConfig) = cli.command {
+        return match config.to_masked_toml() {
+            Ok(text) => {
+                println!("# {} is valid\n{text}", path.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("gatehouse: cannot print the configuration: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("gatehouse: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(run(cli.command.unwrap_or(Command::Serve), config));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("gatehouse: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_sessions=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+    }
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    let clock: SharedClock = Arc::new(SystemClock);
+    match command {
+        Command::Serve => serve(config, clock).await,
+        Command::Migrate => {
+            startup::open_database(config.database_url.expose()).await?;
+            println!("database schema is up to date");
+            Ok(())
+        }
+        Command::Keys { command } => {
+            let kek = startup::load_key_encryption_key(&config.key_encryption_key)?;
+            let (store, _) = startup::open_database(config.database_url.expose()).await?;
+            let keys = KeyManager::new(store, kek, clock, config.tokens.clone());
+            let listed = match command {
+                KeysCommand::List => keys.list().await?,
+                KeysCommand::Rotate => {
+                    let rotated = keys.rotate().await?;
+                    println!("rotated: {}", rotated.iter().map(|k| format!("{} ({})", k.kid, k.alg)).collect::<Vec<_>>().join(", "));
+                    keys.list().await?
+                }
+            };
+            println!("{:<44} {:<6} {:<8} {:<10}", "KID", "ALG", "STATE", "PUBLISHED");
+            for key in listed {
+                let state = if key.retired_at.is_some() { "retired" } else { "active" };
+                println!("{:<44} {:<6} {:<8} {:<10}", key.kid, key.alg, state, if key.published { "yes" } else { "no" });
+            }
+            Ok(())
+        }
+        Command::CheckConfig | Command::HashPassword => Ok(()),
+    }
+}
+
+async fn serve(config: Config, clock: SharedClock) -> anyhow::Result<()> {
+    let listen = config.listen;
+    let issuer = config.issuer.clone();
+    let app = startup::build(config, clock).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(listen = %listen, "Gatehouse is ready: open {issuer}/ to sign in");
+    app.serve(listener, startup::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn hash_password() -> ExitCode {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprintln!("Password (input is visible; pipe it in to avoid that):");
+    }
+    let mut line = String::new();
+    if let Err(err) = stdin.lock().read_line(&mut line) {
+        eprintln!("gatehouse: cannot read standard input: {err}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        eprintln!("gatehouse: the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match gatehouse::password::hash(password) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("gatehouse: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}

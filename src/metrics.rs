@@ -1,0 +1,72 @@
+//! Prometheus metrics, one registry per running app (so tests can run several apps at once).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LoginLabels {
+    pub connector: String,
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrantLabels {
+    pub grant_type: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 14))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
+    pub logins: Family<LoginLabels, Counter>,
+    /// Incremented by the token endpoint's grant handlers.
+    pub tokens_issued: Family<GrantLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_duration = Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram);
+        let logins = Family::<LoginLabels, Counter>::default();
+        let tokens_issued = Family::<GrantLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests by matched route, method and status", requests.clone());
+        registry.register("http_request_duration_seconds", "HTTP request latency", request_duration.clone());
+        registry.register("logins", "Sign-in attempts by connector and outcome", logins.clone());
+        registry.register("tokens_issued", "Tokens issued by grant type", tokens_issued.clone());
+        Self { registry, requests, request_duration, logins, tokens_issued }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn record_login(&self, connector: &str, outcome: &str) {
+        self.logins.get_or_create(&LoginLabels { connector: connector.to_owned(), outcome: outcome.to_owned() }).inc();
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}

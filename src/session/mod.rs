@@ -1,0 +1,68 @@
+//! The SSO session: server-side records that a browser's cookie points at, so sessions can be
+//! listed and revoked, and end on idle or absolute timeouts measured by the injected clock.
+
+pub mod pending;
+
+use crate::clock::UnixTime;
+use crate::config::SessionSettings;
+use crate::store::{SsoSession, Store, StoreError, StoreResult, User};
+use crate::tokens::random_token;
+
+/// How stale `last_seen_at` may get before a request writes it again; bounds idle-timeout error.
+const TOUCH_INTERVAL_SECS: i64 = 60;
+
+pub struct NewSession<'a> {
+    pub user_id: &'a str,
+    pub connector_id: &'a str,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub async fn start(store: &dyn Store, new: NewSession<'_>, settings: &SessionSettings, now: UnixTime) -> StoreResult<SsoSession> {
+    let session = SsoSession {
+        id: random_token(),
+        user_id: new.user_id.to_owned(),
+        connector_id: new.connector_id.to_owned(),
+        auth_time: now,
+        last_seen_at: now,
+        expires_at: now + settings.absolute_timeout_secs,
+        revoked_at: None,
+        ip: new.ip,
+        user_agent: new.user_agent,
+    };
+    store.create_sso_session(&session).await?;
+    Ok(session)
+}
+
+/// The session and its user when the session is still good; `None` once it is revoked, past
+/// its absolute end, idle too long, or its user is disabled.
+pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now: UnixTime) -> StoreResult<Option<(SsoSession, User)>> {
+    let session = match store.get_sso_session(id).await {
+        Ok(session) => session,
+        Err(StoreError::NotFound) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    if session.revoked_at.is_some() || session.expires_at <= now {
+        return Ok(None);
+    }
+    if session.last_seen_at + settings.idle_timeout_secs <= now {
+        store.revoke_sso_session(&session.id, now).await?;
+        return Ok(None);
+    }
+    let user = match store.get_user(&session.user_id).await {
+        Ok(user) if !user.disabled => user,
+        Ok(_) | Err(StoreError::NotFound) => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    if now - session.last_seen_at >= TOUCH_INTERVAL_SECS {
+        store.touch_sso_session(&session.id, now).await?;
+    }
+    Ok(Some((session, user)))
+}
+
+pub async fn end(store: &dyn Store, id: &str, now: UnixTime) -> StoreResult<()> {
+    match store.revoke_sso_session(id, now).await {
+        Ok(()) | Err(StoreError::NotFound) => Ok(()),
+        Err(err) => Err(err),
+    }
+}

@@ -1,0 +1,169 @@
+//! Builds the application from a validated configuration and serves it.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as SqliteSessions};
+
+use crate::clock::SharedClock;
+use crate::config::{Config, KeyEncryptionKeySource, SigningAlg, decode_key_encryption_key};
+use crate::metrics::Metrics;
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::sync::{self, SyncError};
+use crate::tokens::{KeyEncryptionKey, KeyManager, TokenError};
+use crate::web::sessions::SessionBackend;
+use crate::web::{self, AppState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("session store: {0}")]
+    Sessions(#[source] sqlx::Error),
+    #[error("key-encryption key: {0}")]
+    KeyEncryptionKey(String),
+    #[error("signing keys: {0}")]
+    Keys(#[from] TokenError),
+    #[error("configuration sync: {0}")]
+    Sync(#[from] SyncError),
+}
+
+/// Connects to the configured database and brings its schema up to date.
+pub async fn open_database(url: &str) -> Result<(Arc<dyn Store>, SessionBackend), StartupError> {
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        let sessions = SessionBackend::Sqlite(SqliteSessions::new(store.pool().clone()));
+        sessions.migrate().await.map_err(StartupError::Sessions)?;
+        Ok((Arc::new(store), sessions))
+    } else {
+        let store = PostgresStore::connect(url).await?;
+        store.migrate().await?;
+        let sessions = SessionBackend::Postgres(PgSessions::new(store.pool().clone()));
+        sessions.migrate().await.map_err(StartupError::Sessions)?;
+        Ok((Arc::new(store), sessions))
+    }
+}
+
+pub fn load_key_encryption_key(source: &KeyEncryptionKeySource) -> Result<KeyEncryptionKey, StartupError> {
+    match source {
+        KeyEncryptionKeySource::Inline(bytes) => Ok(KeyEncryptionKey::new(*bytes.expose())),
+        KeyEncryptionKeySource::File { path, generate_if_missing } => {
+            if !path.exists() && *generate_if_missing {
+                return generate_key_file(path);
+            }
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| StartupError::KeyEncryptionKey(format!("cannot read {}: {err}", path.display())))?;
+            decode_key_encryption_key("key_encryption_key_file", &text)
+                .map(KeyEncryptionKey::new)
+                .map_err(|err| StartupError::KeyEncryptionKey(err.to_string()))
+        }
+    }
+}
+
+/// Development only (plain-http issuer): creates a key file readable by this user alone.
+fn generate_key_file(path: &Path) -> Result<KeyEncryptionKey, StartupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fail = |err: std::io::Error| StartupError::KeyEncryptionKey(format!("cannot create {}: {err}", path.display()));
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(fail)?;
+    }
+    let kek = KeyEncryptionKey::generate();
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(fail)?;
+    file.write_all(kek.to_base64().as_bytes()).map_err(fail)?;
+    tracing::warn!(path = %path.display(), "generated a development key-encryption key; set key_encryption_key in production");
+    Ok(kek)
+}
+
+/// The signing algorithms in use: ES256 always, plus whatever a client asks for.
+pub fn signing_algs(config: &Config) -> HashSet<SigningAlg> {
+    let mut algs: HashSet<SigningAlg> = config.clients.iter().map(|c| c.signing_alg).collect();
+    algs.insert(SigningAlg::ES256);
+    algs
+}
+
+pub struct App {
+    pub state: AppState,
+    sessions: SessionBackend,
+    router: Router,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").field("issuer", &self.state.config.issuer).finish_non_exhaustive()
+    }
+}
+
+/// Opens the database, applies migrations, syncs the configured clients and connectors, and
+/// makes sure signing keys exist.
+pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupError> {
+    let kek = load_key_encryption_key(&config.key_encryption_key)?;
+    let (store, sessions) = open_database(config.database_url.expose()).await?;
+    let report = sync::sync(store.as_ref(), &config, clock.now()).await?;
+    for entry in report.changed.iter().chain(&report.removed) {
+        tracing::info!(entry = %entry, "configuration synced");
+    }
+    let keys = Arc::new(KeyManager::new(store.clone(), kek, clock.clone(), config.tokens.clone()));
+    for kid in keys.ensure_active(&signing_algs(&config)).await? {
+        tracing::info!(kid = %kid, "generated signing key");
+    }
+    let state = AppState { config: Arc::new(config), store, keys, clock, metrics: Arc::new(Metrics::default()) };
+    let router = web::router(state.clone(), sessions.clone());
+    Ok(App { state, sessions, router })
+}
+
+impl App {
+    /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight finish.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let cleanup = tokio::spawn(cleanup_loop(self.state.clone(), self.sessions.clone()));
+        let service = self.router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
+        cleanup.abort();
+        served
+    }
+}
+
+/// Deletes expired single-use records, sessions and retired keys, on every node; the deletes
+/// are idempotent, so nodes need not coordinate.
+async fn cleanup_loop(state: AppState, sessions: SessionBackend) {
+    let mut interval = tokio::time::interval(Duration::from_secs(state.config.cleanup_interval_secs));
+    loop {
+        interval.tick().await;
+        let now = state.clock.now();
+        match state.store.delete_expired(now, state.keys.retired_key_cutoff(now)).await {
+            Ok(report) => tracing::debug!(?report, "expired rows deleted"),
+            Err(err) => tracing::warn!(error = %err, "cleanup of expired rows failed"),
+        }
+        if let Err(err) = sessions.delete_expired().await {
+            tracing::warn!(error = %err, "cleanup of expired cookie sessions failed");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}

@@ -1,0 +1,286 @@
+//! Storage: one interface, implemented for SQLite and PostgreSQL over the same SQL.
+//!
+//! Times are Unix seconds from the caller's clock; the store never reads the time itself.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::clock::UnixTime;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    AlreadyExists,
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match &err {
+            sqlx::Error::RowNotFound => Self::NotFound,
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::AlreadyExists,
+            _ => Self::Database(err),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(err: serde_json::Error) -> Self {
+        Self::Corrupt(err.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Stable and never reused; this, not the email, is what tokens name as the subject.
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    pub last_login_at: Option<UnixTime>,
+}
+
+/// The user fields an upstream identity source asserts; applied at every sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UserProfile {
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    /// An argon2id PHC string; `None` for a public client.
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub name: String,
+    pub first_party: bool,
+    pub signing_alg: String,
+    pub managed_by_config: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectorRecord {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub email_domains: Vec<String>,
+    /// Type-specific settings as JSON; may hold password hashes, so `Debug` leaves it out.
+    pub settings: String,
+    pub managed_by_config: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+impl std::fmt::Debug for ConnectorRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorRecord")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("managed_by_config", &self.managed_by_config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    /// The public key as a JWK (JSON).
+    pub public_jwk: String,
+    /// The PKCS#8 private key, sealed with the key-encryption key.
+    pub sealed_private_key: Vec<u8>,
+    pub created_at: UnixTime,
+    /// Set when a newer key of the same algorithm took over signing.
+    pub retired_at: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SsoSession {
+    pub id: String,
+    pub user_id: String,
+    pub connector_id: String,
+    pub auth_time: UnixTime,
+    pub last_seen_at: UnixTime,
+    /// The absolute end of the session, whatever the activity.
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    Success,
+    Failure,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+        }
+    }
+}
+
+/// A security event. Never carries a secret: `detail` is a fixed reason code, not input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub time: UnixTime,
+    pub kind: String,
+    pub outcome: AuditOutcome,
+    pub actor: Option<String>,
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub connector_id: Option<String>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Which field a failure count is keyed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKey {
+    Actor,
+    Ip,
+}
+
+/// Kinds of single-use records. Each kind is a separate namespace of keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleUseKind {
+    /// A downstream request waiting for the user to sign in.
+    PendingLogin,
+    AuthorizationCode,
+    UpstreamState,
+    SamlRequestId,
+    /// A seen SAML assertion id, kept until it expires so it cannot be replayed.
+    SamlAssertionId,
+}
+
+impl SingleUseKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingLogin => "pending_login",
+            Self::AuthorizationCode => "authorization_code",
+            Self::UpstreamState => "upstream_state",
+            Self::SamlRequestId => "saml_request_id",
+            Self::SamlAssertionId => "saml_assertion_id",
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupReport {
+    pub single_use: u64,
+    pub sessions: u64,
+    pub signing_keys: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn ping(&self) -> StoreResult<()>;
+
+    // Users and the links from upstream identities to them.
+    /// Returns the user linked to `(connector_id, subject)`, creating both the user (from
+    /// `profile`) and the link when there is none yet. The boolean says whether it was created.
+    async fn get_or_create_linked_user(
+        &self,
+        connector_id: &str,
+        subject: &str,
+        profile: &UserProfile,
+        now: UnixTime,
+    ) -> StoreResult<(User, bool)>;
+    async fn get_user(&self, id: &str) -> StoreResult<User>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+    async fn update_user_profile(&self, id: &str, profile: &UserProfile, now: UnixTime) -> StoreResult<User>;
+    async fn set_user_disabled(&self, id: &str, disabled: bool, now: UnixTime) -> StoreResult<()>;
+    async fn record_user_login(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;
+
+    // Clients and connectors.
+    async fn upsert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    async fn get_client(&self, client_id: &str) -> StoreResult<ClientRecord>;
+    async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
+    async fn delete_client(&self, client_id: &str) -> StoreResult<()>;
+    async fn upsert_connector(&self, connector: &ConnectorRecord) -> StoreResult<()>;
+    async fn get_connector(&self, id: &str) -> StoreResult<ConnectorRecord>;
+    async fn list_connectors(&self) -> StoreResult<Vec<ConnectorRecord>>;
+    async fn delete_connector(&self, id: &str) -> StoreResult<()>;
+
+    // Signing keys.
+    /// Stores `key` as the active key of its algorithm and retires the previous one, atomically.
+    async fn activate_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
+    async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+
+    // SSO sessions.
+    async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;
+    async fn get_sso_session(&self, id: &str) -> StoreResult<SsoSession>;
+    async fn touch_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Revokes the session; revoking an already revoked session keeps the first time.
+    async fn revoke_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Sessions that are neither revoked nor past their absolute end.
+    async fn list_active_sso_sessions(&self, user_id: Option<&str>, now: UnixTime) -> StoreResult<Vec<SsoSession>>;
+
+    // Audit log.
+    async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    async fn count_audit_since(
+        &self,
+        kind: &str,
+        outcome: AuditOutcome,
+        key: AuditKey,
+        value: &str,
+        since: UnixTime,
+    ) -> StoreResult<u64>;
+
+    // Single-use records: stored once, consumed at most once even by concurrent nodes.
+    /// Fails with `AlreadyExists` when the key is already stored and unexpired.
+    async fn put_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: UnixTime) -> StoreResult<()>;
+    async fn peek_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
+    /// Deletes and returns the record in one statement; `None` when absent, expired or already taken.
+    async fn take_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
+
+    /// Deletes expired single-use records, sessions past their end, and retired signing keys
+    /// retired before `retired_key_cutoff`.
+    async fn delete_expired(&self, now: UnixTime, retired_key_cutoff: UnixTime) -> StoreResult<CleanupReport>;
+}

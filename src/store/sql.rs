@@ -1,0 +1,652 @@
+//! The SQL both databases share. Every statement here is written in the common subset of
+//! SQLite and PostgreSQL (`$n` parameters, `RETURNING`, `ON CONFLICT`, partial indexes), so the
+//! two implementations are one body instantiated per pool type.
+
+use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SsoSession, StoreError, StoreResult, User};
+
+pub(super) fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| String::from("[]"))
+}
+
+fn from_json(text: &str) -> StoreResult<Vec<String>> {
+    serde_json::from_str(text).map_err(StoreError::from)
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct UserRow {
+    id: String,
+    username: String,
+    email: Option<String>,
+    email_verified: bool,
+    display_name: Option<String>,
+    groups_json: String,
+    disabled: bool,
+    created_at: i64,
+    updated_at: i64,
+    last_login_at: Option<i64>,
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = StoreError;
+    fn try_from(row: UserRow) -> StoreResult<Self> {
+        Ok(User {
+            groups: from_json(&row.groups_json)?,
+            id: row.id,
+            username: row.username,
+            email: row.email,
+            email_verified: row.email_verified,
+            display_name: row.display_name,
+            disabled: row.disabled,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            last_login_at: row.last_login_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ClientRow {
+    client_id: String,
+    secret_hash: Option<String>,
+    redirect_uris_json: String,
+    post_logout_redirect_uris_json: String,
+    scopes_json: String,
+    grant_types_json: String,
+    name: String,
+    first_party: bool,
+    signing_alg: String,
+    managed_by_config: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ClientRow> for ClientRecord {
+    type Error = StoreError;
+    fn try_from(row: ClientRow) -> StoreResult<Self> {
+        Ok(ClientRecord {
+            redirect_uris: from_json(&row.redirect_uris_json)?,
+            post_logout_redirect_uris: from_json(&row.post_logout_redirect_uris_json)?,
+            scopes: from_json(&row.scopes_json)?,
+            grant_types: from_json(&row.grant_types_json)?,
+            client_id: row.client_id,
+            secret_hash: row.secret_hash,
+            name: row.name,
+            first_party: row.first_party,
+            signing_alg: row.signing_alg,
+            managed_by_config: row.managed_by_config,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct ConnectorRow {
+    id: String,
+    kind: String,
+    name: String,
+    email_domains_json: String,
+    settings: String,
+    managed_by_config: bool,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<ConnectorRow> for ConnectorRecord {
+    type Error = StoreError;
+    fn try_from(row: ConnectorRow) -> StoreResult<Self> {
+        Ok(ConnectorRecord {
+            email_domains: from_json(&row.email_domains_json)?,
+            id: row.id,
+            kind: row.kind,
+            name: row.name,
+            settings: row.settings,
+            managed_by_config: row.managed_by_config,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SigningKeyRow {
+    kid: String,
+    alg: String,
+    public_jwk: String,
+    sealed_private_key: Vec<u8>,
+    created_at: i64,
+    retired_at: Option<i64>,
+}
+
+impl From<SigningKeyRow> for SigningKeyRecord {
+    fn from(row: SigningKeyRow) -> Self {
+        SigningKeyRecord {
+            kid: row.kid,
+            alg: row.alg,
+            public_jwk: row.public_jwk,
+            sealed_private_key: row.sealed_private_key,
+            created_at: row.created_at,
+            retired_at: row.retired_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SsoSessionRow {
+    id: String,
+    user_id: String,
+    connector_id: String,
+    auth_time: i64,
+    last_seen_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl From<SsoSessionRow> for SsoSession {
+    fn from(row: SsoSessionRow) -> Self {
+        SsoSession {
+            id: row.id,
+            user_id: row.user_id,
+            connector_id: row.connector_id,
+            auth_time: row.auth_time,
+            last_seen_at: row.last_seen_at,
+            expires_at: row.expires_at,
+            revoked_at: row.revoked_at,
+            ip: row.ip,
+            user_agent: row.user_agent,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditRow {
+    time: i64,
+    kind: String,
+    outcome: String,
+    actor: Option<String>,
+    user_id: Option<String>,
+    client_id: Option<String>,
+    connector_id: Option<String>,
+    ip: Option<String>,
+    detail: Option<String>,
+}
+
+impl TryFrom<AuditRow> for AuditEvent {
+    type Error = StoreError;
+    fn try_from(row: AuditRow) -> StoreResult<Self> {
+        let outcome = match row.outcome.as_str() {
+            "success" => AuditOutcome::Success,
+            "failure" => AuditOutcome::Failure,
+            other => return Err(StoreError::Corrupt(format!("unknown audit outcome `{other}`"))),
+        };
+        Ok(AuditEvent {
+            time: row.time,
+            kind: row.kind,
+            outcome,
+            actor: row.actor,
+            user_id: row.user_id,
+            client_id: row.client_id,
+            connector_id: row.connector_id,
+            ip: row.ip,
+            detail: row.detail,
+        })
+    }
+}
+
+pub(super) const USER_COLUMNS: &str =
+    "id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at, last_login_at";
+pub(super) const CLIENT_COLUMNS: &str = "client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
+     grant_types_json, name, first_party, signing_alg, managed_by_config, created_at, updated_at";
+pub(super) const CONNECTOR_COLUMNS: &str =
+    "id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at";
+pub(super) const SESSION_COLUMNS: &str =
+    "id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent";
+
+/// Implements `Store` for a struct with a `pool` field of the given sqlx database.
+macro_rules! impl_sql_store {
+    ($store:ty, $db:ty) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn get_or_create_linked_user(
+                &self,
+                connector_id: &str,
+                subject: &str,
+                profile: &$crate::store::UserProfile,
+                now: i64,
+            ) -> $crate::store::StoreResult<($crate::store::User, bool)> {
+                if let Some(user_id) = self.find_linked_user_id(connector_id, subject).await? {
+                    return Ok((self.get_user(&user_id).await?, false));
+                }
+                let id = uuid::Uuid::new_v4().to_string();
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO users (id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+                )
+                .bind(&id)
+                .bind(&profile.username)
+                .bind(&profile.email)
+                .bind(profile.email_verified)
+                .bind(&profile.display_name)
+                .bind($crate::store::sql::to_json(&profile.groups))
+                .bind(false)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let linked = sqlx::query(
+                    "INSERT INTO identity_links (connector_id, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(connector_id)
+                .bind(subject)
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                match linked.map_err($crate::store::StoreError::from) {
+                    Ok(_) => {
+                        tx.commit().await?;
+                        Ok((self.get_user(&id).await?, true))
+                    }
+                    // Another node linked this identity first: use its user, drop ours.
+                    Err($crate::store::StoreError::AlreadyExists) => {
+                        tx.rollback().await?;
+                        let user_id = self
+                            .find_linked_user_id(connector_id, subject)
+                            .await?
+                            .ok_or($crate::store::StoreError::NotFound)?;
+                        Ok((self.get_user(&user_id).await?, false))
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+
+            async fn get_user(&self, id: &str) -> $crate::store::StoreResult<$crate::store::User> {
+                let sql = format!("SELECT {} FROM users WHERE id = $1", $crate::store::sql::USER_COLUMNS);
+                let row: $crate::store::sql::UserRow = sqlx::query_as(&sql).bind(id).fetch_one(&self.pool).await?;
+                row.try_into()
+            }
+
+            async fn list_users(&self) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
+                let sql = format!("SELECT {} FROM users ORDER BY username, id", $crate::store::sql::USER_COLUMNS);
+                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn update_user_profile(
+                &self,
+                id: &str,
+                profile: &$crate::store::UserProfile,
+                now: i64,
+            ) -> $crate::store::StoreResult<$crate::store::User> {
+                let result = sqlx::query(
+                    "UPDATE users SET username = $2, email = $3, email_verified = $4, display_name = $5, groups_json = $6, \
+                     updated_at = $7 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&profile.username)
+                .bind(&profile.email)
+                .bind(profile.email_verified)
+                .bind(&profile.display_name)
+                .bind($crate::store::sql::to_json(&profile.groups))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                self.get_user(id).await
+            }
+
+            async fn set_user_disabled(&self, id: &str, disabled: bool, now: i64) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(disabled)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn record_user_login(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> $crate::store::StoreResult<Option<String>> {
+                let user_id: Option<String> =
+                    sqlx::query_scalar("SELECT user_id FROM identity_links WHERE connector_id = $1 AND subject = $2")
+                        .bind(connector_id)
+                        .bind(subject)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(user_id)
+            }
+
+            async fn upsert_client(&self, client: &$crate::store::ClientRecord) -> $crate::store::StoreResult<()> {
+                use $crate::store::sql::to_json;
+                sqlx::query(
+                    "INSERT INTO clients (client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
+                     grant_types_json, name, first_party, signing_alg, managed_by_config, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
+                     redirect_uris_json = excluded.redirect_uris_json, \
+                     post_logout_redirect_uris_json = excluded.post_logout_redirect_uris_json, \
+                     scopes_json = excluded.scopes_json, grant_types_json = excluded.grant_types_json, name = excluded.name, \
+                     first_party = excluded.first_party, signing_alg = excluded.signing_alg, \
+                     managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at",
+                )
+                .bind(&client.client_id)
+                .bind(&client.secret_hash)
+                .bind(to_json(&client.redirect_uris))
+                .bind(to_json(&client.post_logout_redirect_uris))
+                .bind(to_json(&client.scopes))
+                .bind(to_json(&client.grant_types))
+                .bind(&client.name)
+                .bind(client.first_party)
+                .bind(&client.signing_alg)
+                .bind(client.managed_by_config)
+                .bind(client.created_at)
+                .bind(client.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_client(&self, client_id: &str) -> $crate::store::StoreResult<$crate::store::ClientRecord> {
+                let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
+                let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&self.pool).await?;
+                row.try_into()
+            }
+
+            async fn list_clients(&self) -> $crate::store::StoreResult<Vec<$crate::store::ClientRecord>> {
+                let sql = format!("SELECT {} FROM clients ORDER BY client_id", $crate::store::sql::CLIENT_COLUMNS);
+                let rows: Vec<$crate::store::sql::ClientRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delete_client(&self, client_id: &str) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&self.pool).await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn upsert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, \
+                     email_domains_json = excluded.email_domains_json, settings = excluded.settings, \
+                     managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at",
+                )
+                .bind(&connector.id)
+                .bind(&connector.kind)
+                .bind(&connector.name)
+                .bind($crate::store::sql::to_json(&connector.email_domains))
+                .bind(&connector.settings)
+                .bind(connector.managed_by_config)
+                .bind(connector.created_at)
+                .bind(connector.updated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_connector(&self, id: &str) -> $crate::store::StoreResult<$crate::store::ConnectorRecord> {
+                let sql = format!("SELECT {} FROM connectors WHERE id = $1", $crate::store::sql::CONNECTOR_COLUMNS);
+                let row: $crate::store::sql::ConnectorRow = sqlx::query_as(&sql).bind(id).fetch_one(&self.pool).await?;
+                row.try_into()
+            }
+
+            async fn list_connectors(&self) -> $crate::store::StoreResult<Vec<$crate::store::ConnectorRecord>> {
+                let sql = format!("SELECT {} FROM connectors ORDER BY id", $crate::store::sql::CONNECTOR_COLUMNS);
+                let rows: Vec<$crate::store::sql::ConnectorRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn delete_connector(&self, id: &str) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("DELETE FROM connectors WHERE id = $1").bind(id).execute(&self.pool).await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn activate_signing_key(&self, key: &$crate::store::SigningKeyRecord) -> $crate::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE alg = $1 AND retired_at IS NULL")
+                    .bind(&key.alg)
+                    .bind(key.created_at)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, public_jwk, sealed_private_key, created_at, retired_at) \
+                     VALUES ($1, $2, $3, $4, $5, NULL)",
+                )
+                .bind(&key.kid)
+                .bind(&key.alg)
+                .bind(&key.public_jwk)
+                .bind(&key.sealed_private_key)
+                .bind(key.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> $crate::store::StoreResult<Vec<$crate::store::SigningKeyRecord>> {
+                let rows: Vec<$crate::store::sql::SigningKeyRow> = sqlx::query_as(
+                    "SELECT kid, alg, public_jwk, sealed_private_key, created_at, retired_at FROM signing_keys \
+                     ORDER BY created_at DESC, kid",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn create_sso_session(&self, session: &$crate::store::SsoSession) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&session.id)
+                .bind(&session.user_id)
+                .bind(&session.connector_id)
+                .bind(session.auth_time)
+                .bind(session.last_seen_at)
+                .bind(session.expires_at)
+                .bind(session.revoked_at)
+                .bind(&session.ip)
+                .bind(&session.user_agent)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn get_sso_session(&self, id: &str) -> $crate::store::StoreResult<$crate::store::SsoSession> {
+                let sql = format!("SELECT {} FROM sso_sessions WHERE id = $1", $crate::store::sql::SESSION_COLUMNS);
+                let row: $crate::store::sql::SsoSessionRow = sqlx::query_as(&sql).bind(id).fetch_one(&self.pool).await?;
+                Ok(row.into())
+            }
+
+            async fn touch_sso_session(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if result.rows_affected() == 0 {
+                    self.get_sso_session(id).await?;
+                }
+                Ok(())
+            }
+
+            async fn revoke_sso_session(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("UPDATE sso_sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
+            async fn list_active_sso_sessions(
+                &self,
+                user_id: Option<&str>,
+                now: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SsoSession>> {
+                let sql = format!(
+                    "SELECT {} FROM sso_sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+                     AND ($2 IS NULL OR user_id = $2) ORDER BY auth_time DESC, id",
+                    $crate::store::sql::SESSION_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::SsoSessionRow> =
+                    sqlx::query_as(&sql).bind(now).bind(user_id).fetch_all(&self.pool).await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(event.time)
+                .bind(&event.kind)
+                .bind(event.outcome.as_str())
+                .bind(&event.actor)
+                .bind(&event.user_id)
+                .bind(&event.client_id)
+                .bind(&event.connector_id)
+                .bind(&event.ip)
+                .bind(&event.detail)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn list_audit(&self, limit: u32) -> $crate::store::StoreResult<Vec<$crate::store::AuditEvent>> {
+                let rows: Vec<$crate::store::sql::AuditRow> = sqlx::query_as(
+                    "SELECT time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail FROM audit_log \
+                     ORDER BY id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn count_audit_since(
+                &self,
+                kind: &str,
+                outcome: $crate::store::AuditOutcome,
+                key: $crate::store::AuditKey,
+                value: &str,
+                since: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                let sql = match key {
+                    $crate::store::AuditKey::Actor => {
+                        "SELECT COUNT(*) FROM audit_log WHERE kind = $1 AND outcome = $2 AND actor = $3 AND time >= $4"
+                    }
+                    $crate::store::AuditKey::Ip => {
+                        "SELECT COUNT(*) FROM audit_log WHERE kind = $1 AND outcome = $2 AND ip = $3 AND time >= $4"
+                    }
+                };
+                let count: i64 = sqlx::query_scalar(sql)
+                    .bind(kind)
+                    .bind(outcome.as_str())
+                    .bind(value)
+                    .bind(since)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn put_single_use(
+                &self,
+                kind: $crate::store::SingleUseKind,
+                key: &str,
+                payload: &str,
+                expires_at: i64,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query("INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4)")
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .bind(payload)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn peek_single_use(
+                &self,
+                kind: $crate::store::SingleUseKind,
+                key: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<Option<String>> {
+                let payload: Option<String> =
+                    sqlx::query_scalar("SELECT payload FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $3")
+                        .bind(kind.as_str())
+                        .bind(key)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(payload)
+            }
+
+            async fn take_single_use(
+                &self,
+                kind: $crate::store::SingleUseKind,
+                key: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<Option<String>> {
+                // One statement: of two concurrent callers, only one gets the row back.
+                let taken: Option<(String, i64)> = sqlx::query_as(
+                    "DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING payload, expires_at",
+                )
+                .bind(kind.as_str())
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(payload, _)| payload))
+            }
+
+            async fn delete_expired(&self, now: i64, retired_key_cutoff: i64) -> $crate::store::StoreResult<$crate::store::CleanupReport> {
+                let single_use = sqlx::query("DELETE FROM single_use WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                let sessions = sqlx::query("DELETE FROM sso_sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                let signing_keys = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+                    .bind(retired_key_cutoff)
+                    .execute(&self.pool)
+                    .await?;
+                Ok($crate::store::CleanupReport {
+                    single_use: single_use.rows_affected(),
+                    sessions: sessions.rows_affected(),
+                    signing_keys: signing_keys.rows_affected(),
+                })
+            }
+        }
+    };
+}
+
+pub(crate) use impl_sql_store;

@@ -1,0 +1,125 @@
+//! Brings the clients and connectors declared in the configuration into the database. Entries
+//! the file manages are created, updated, or removed when the file drops them; entries created
+//! at run time are left alone.
+
+use std::collections::HashSet;
+
+use crate::clock::UnixTime;
+use crate::config::{ClientConfig, ClientSecret, Config, ConnectorConfig};
+use crate::password;
+use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError};
+
+pub const AUDIT_CONFIG_CHANGE: &str = "config_change";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("hashing the secret of client `{0}` failed")]
+    Hash(String),
+    #[error("connector `{0}` cannot be serialized")]
+    Serialize(String),
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+pub async fn sync(store: &dyn Store, config: &Config, now: UnixTime) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport::default();
+    let existing_clients = store.list_clients().await?;
+    for client in &config.clients {
+        let previous = existing_clients.iter().find(|c| c.client_id == client.client_id);
+        let record = client_record(client, previous, now)?;
+        if previous.is_none_or(|p| !same_client(p, &record)) {
+            store.upsert_client(&record).await?;
+            report.changed.push(format!("client:{}", client.client_id));
+        }
+    }
+    let declared: HashSet<&str> = config.clients.iter().map(|c| c.client_id.as_str()).collect();
+    for stale in existing_clients.iter().filter(|c| c.managed_by_config && !declared.contains(c.client_id.as_str())) {
+        store.delete_client(&stale.client_id).await?;
+        report.removed.push(format!("client:{}", stale.client_id));
+    }
+
+    let existing_connectors = store.list_connectors().await?;
+    for connector in &config.connectors {
+        let previous = existing_connectors.iter().find(|c| c.id == connector.id);
+        let record = connector_record(connector, previous, now)?;
+        if previous.is_none_or(|p| !same_connector(p, &record)) {
+            store.upsert_connector(&record).await?;
+            report.changed.push(format!("connector:{}", connector.id));
+        }
+    }
+    let declared: HashSet<&str> = config.connectors.iter().map(|c| c.id.as_str()).collect();
+    for stale in existing_connectors.iter().filter(|c| c.managed_by_config && !declared.contains(c.id.as_str())) {
+        store.delete_connector(&stale.id).await?;
+        report.removed.push(format!("connector:{}", stale.id));
+    }
+
+    for entry in report.changed.iter().map(|e| (e, "updated")).chain(report.removed.iter().map(|e| (e, "removed"))) {
+        store
+            .record_audit(&AuditEvent {
+                time: now,
+                kind: AUDIT_CONFIG_CHANGE.to_owned(),
+                outcome: AuditOutcome::Success,
+                actor: Some(String::from("configuration file")),
+                user_id: None,
+                client_id: entry.0.strip_prefix("client:").map(str::to_owned),
+                connector_id: entry.0.strip_prefix("connector:").map(str::to_owned),
+                ip: None,
+                detail: Some(entry.1.to_owned()),
+            })
+            .await?;
+    }
+    Ok(report)
+}
+
+fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, now: UnixTime) -> Result<ClientRecord, SyncError> {
+    let secret_hash = match &client.secret {
+        ClientSecret::None => None,
+        ClientSecret::Hash(hash) => Some(hash.expose().clone()),
+        // Keep the stored hash while it still matches, so restarts do not rewrite every client.
+        ClientSecret::Plain(plain) => match previous.and_then(|p| p.secret_hash.as_deref()) {
+            Some(stored) if password::verify(stored, plain.expose()) => Some(stored.to_owned()),
+            _ => Some(password::hash(plain.expose()).map_err(|_| SyncError::Hash(client.client_id.clone()))?),
+        },
+    };
+    Ok(ClientRecord {
+        client_id: client.client_id.clone(),
+        secret_hash,
+        redirect_uris: client.redirect_uris.clone(),
+        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
+        scopes: client.scopes.clone(),
+        grant_types: client.grant_types.clone(),
+        name: client.name.clone(),
+        first_party: client.first_party,
+        signing_alg: client.signing_alg.as_str().to_owned(),
+        managed_by_config: true,
+        created_at: previous.map_or(now, |p| p.created_at),
+        updated_at: now,
+    })
+}
+
+fn same_client(a: &ClientRecord, b: &ClientRecord) -> bool {
+    ClientRecord { updated_at: 0, ..a.clone() } == ClientRecord { updated_at: 0, ..b.clone() }
+}
+
+fn connector_record(connector: &ConnectorConfig, previous: Option<&ConnectorRecord>, now: UnixTime) -> Result<ConnectorRecord, SyncError> {
+    Ok(ConnectorRecord {
+        id: connector.id.clone(),
+        kind: connector.kind.type_name().to_owned(),
+        name: connector.name.clone(),
+        email_domains: connector.email_domains.clone(),
+        settings: serde_json::to_string(&connector.kind).map_err(|_| SyncError::Serialize(connector.id.clone()))?,
+        managed_by_config: true,
+        created_at: previous.map_or(now, |p| p.created_at),
+        updated_at: now,
+    })
+}
+
+fn same_connector(a: &ConnectorRecord, b: &ConnectorRecord) -> bool {
+    ConnectorRecord { updated_at: 0, ..a.clone() } == ConnectorRecord { updated_at: 0, ..b.clone() }
+}

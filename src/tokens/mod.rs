@@ -1,0 +1,262 @@
+//! Signing keys, the JWKS, and signing and verifying JWTs; hashing of opaque single-use values.
+
+pub mod keys;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::Jwk;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use tokio::sync::RwLock;
+
+use crate::clock::{SharedClock, UnixTime};
+use crate::config::{SigningAlg, TokenSettings};
+use crate::store::{SigningKeyRecord, Store, StoreError};
+
+pub use keys::KeyEncryptionKey;
+
+/// Grace added to a retired key's publication so that clocks a little behind still verify.
+const PUBLICATION_GRACE_SECS: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("key material error: {0}")]
+    KeyMaterial(&'static str),
+    #[error("no active signing key for {0}")]
+    NoActiveKey(&'static str),
+    #[error("token signing failed")]
+    Signing(#[source] jsonwebtoken::errors::Error),
+    #[error("token is invalid")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("token was signed by an unknown key")]
+    UnknownKey,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A fresh opaque value with 256 bits of randomness, URL-safe.
+pub fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What is stored in place of an opaque value, so a database leak reveals no usable code.
+pub fn digest(value: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(value.as_bytes()))
+}
+
+struct LoadedKey {
+    kid: String,
+    alg: SigningAlg,
+    retired_at: Option<UnixTime>,
+    decoding: DecodingKey,
+    /// Present only for active keys: retired keys never sign again.
+    encoding: Option<EncodingKey>,
+}
+
+struct KeyCache {
+    loaded_at: UnixTime,
+    keys: Vec<Arc<LoadedKey>>,
+}
+
+/// Owns the signing keys of this node. Keys live in the database so every node signs with the
+/// same active key; each node re-reads them after `key_cache_secs`, and at once when it meets an
+/// unknown `kid`, so a rotation needs no restart.
+pub struct KeyManager {
+    store: Arc<dyn Store>,
+    kek: KeyEncryptionKey,
+    clock: SharedClock,
+    settings: TokenSettings,
+    cache: RwLock<Option<KeyCache>>,
+}
+
+impl std::fmt::Debug for KeyManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyManager").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeySummary {
+    pub kid: String,
+    pub alg: String,
+    pub created_at: UnixTime,
+    pub retired_at: Option<UnixTime>,
+    pub published: bool,
+}
+
+impl KeyManager {
+    pub fn new(store: Arc<dyn Store>, kek: KeyEncryptionKey, clock: SharedClock, settings: TokenSettings) -> Self {
+        Self { store, kek, clock, settings, cache: RwLock::new(None) }
+    }
+
+    /// Makes sure each algorithm in `algs` has an active key, generating the missing ones.
+    pub async fn ensure_active(&self, algs: &HashSet<SigningAlg>) -> Result<Vec<String>, TokenError> {
+        let existing = self.store.list_signing_keys().await?;
+        let mut created = Vec::new();
+        for alg in algs {
+            let active = existing.iter().any(|k| k.alg == alg.as_str() && k.retired_at.is_none());
+            if !active {
+                let record = self.generate(*alg).await?;
+                match self.store.activate_signing_key(&record).await {
+                    Ok(()) => created.push(record.kid),
+                    // Another node created one at the same moment; theirs stays active.
+                    Err(StoreError::AlreadyExists) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        self.refresh().await?;
+        Ok(created)
+    }
+
+    /// Makes a new key active for every algorithm that has one. Tokens signed by the previous
+    /// keys stay verifiable: those keys stay published until such tokens have expired.
+    pub async fn rotate(&self) -> Result<Vec<KeySummary>, TokenError> {
+        let existing = self.store.list_signing_keys().await?;
+        let mut algs: Vec<SigningAlg> =
+            existing.iter().filter(|k| k.retired_at.is_none()).filter_map(|k| SigningAlg::parse(&k.alg)).collect();
+        if algs.is_empty() {
+            algs.push(SigningAlg::ES256);
+        }
+        let mut rotated = Vec::new();
+        for alg in algs {
+            let record = self.generate(alg).await?;
+            self.store.activate_signing_key(&record).await?;
+            rotated.push(self.summary(&record));
+        }
+        self.refresh().await?;
+        Ok(rotated)
+    }
+
+    async fn generate(&self, alg: SigningAlg) -> Result<SigningKeyRecord, TokenError> {
+        let kek = self.kek.clone();
+        let now = self.clock.now();
+        // RSA generation takes long enough to stall the runtime.
+        tokio::task::spawn_blocking(move || keys::generate(alg, &kek, now))
+            .await
+            .map_err(|_| TokenError::KeyMaterial("key generation task failed"))?
+    }
+
+    fn publication_end(&self, retired_at: UnixTime) -> UnixTime {
+        retired_at + self.settings.max_token_lifetime_secs() + PUBLICATION_GRACE_SECS
+    }
+
+    /// When retired keys may be deleted: nothing they signed can still be valid.
+    pub fn retired_key_cutoff(&self, now: UnixTime) -> UnixTime {
+        now - self.settings.max_token_lifetime_secs() - PUBLICATION_GRACE_SECS
+    }
+
+    fn summary(&self, record: &SigningKeyRecord) -> KeySummary {
+        let now = self.clock.now();
+        KeySummary {
+            kid: record.kid.clone(),
+            alg: record.alg.clone(),
+            created_at: record.created_at,
+            retired_at: record.retired_at,
+            published: record.retired_at.is_none_or(|retired| self.publication_end(retired) > now),
+        }
+    }
+
+    pub async fn list(&self) -> Result<Vec<KeySummary>, TokenError> {
+        Ok(self.store.list_signing_keys().await?.iter().map(|k| self.summary(k)).collect())
+    }
+
+    /// The JWK set: active keys and retired keys whose tokens may still be valid. Read from the
+    /// database each time so a key activated on another node is published here at once.
+    pub async fn jwks(&self) -> Result<serde_json::Value, TokenError> {
+        let now = self.clock.now();
+        let keys: Vec<serde_json::Value> = self
+            .store
+            .list_signing_keys()
+            .await?
+            .iter()
+            .filter(|k| k.retired_at.is_none_or(|retired| self.publication_end(retired) > now))
+            .filter_map(|k| serde_json::from_str(&k.public_jwk).ok())
+            .collect();
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    async fn refresh(&self) -> Result<(), TokenError> {
+        let now = self.clock.now();
+        let mut keys = Vec::new();
+        for record in self.store.list_signing_keys().await? {
+            let Some(alg) = SigningAlg::parse(&record.alg) else { continue };
+            if record.retired_at.is_some_and(|retired| self.publication_end(retired) <= now) {
+                continue;
+            }
+            let jwk: Jwk =
+                serde_json::from_str(&record.public_jwk).map_err(|_| TokenError::KeyMaterial("stored public key is not a JWK"))?;
+            let decoding = DecodingKey::from_jwk(&jwk).map_err(TokenError::Invalid)?;
+            let encoding = if record.retired_at.is_none() {
+                let der = self.kek.open(&record.sealed_private_key, &record.kid)?;
+                Some(match alg {
+                    SigningAlg::ES256 => EncodingKey::from_ec_der(&der),
+                    SigningAlg::RS256 => EncodingKey::from_rsa_der(&der),
+                })
+            } else {
+                None
+            };
+            keys.push(Arc::new(LoadedKey { kid: record.kid, alg, retired_at: record.retired_at, decoding, encoding }));
+        }
+        *self.cache.write().await = Some(KeyCache { loaded_at: now, keys });
+        Ok(())
+    }
+
+    async fn cached_keys(&self, force: bool) -> Result<Vec<Arc<LoadedKey>>, TokenError> {
+        let now = self.clock.now();
+        if !force {
+            if let Some(cache) = self.cache.read().await.as_ref() {
+                if now - cache.loaded_at < self.settings.key_cache_secs {
+                    return Ok(cache.keys.clone());
+                }
+            }
+        }
+        self.refresh().await?;
+        Ok(self.cache.read().await.as_ref().map(|c| c.keys.clone()).unwrap_or_default())
+    }
+
+    /// Signs `claims` with the active key of `alg`; `typ` goes in the header (`JWT`, `at+jwt`, …).
+    pub async fn sign<T: Serialize + Sync>(&self, claims: &T, alg: SigningAlg, typ: &str) -> Result<String, TokenError> {
+        let keys = self.cached_keys(false).await?;
+        let key = keys
+            .iter()
+            .find(|k| k.alg == alg && k.retired_at.is_none())
+            .ok_or(TokenError::NoActiveKey(alg.as_str()))?;
+        let encoding = key.encoding.as_ref().ok_or(TokenError::NoActiveKey(alg.as_str()))?;
+        let mut header = Header::new(jwt_alg(alg));
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(typ.to_owned());
+        jsonwebtoken::encode(&header, claims, encoding).map_err(TokenError::Signing)
+    }
+
+    /// Verifies a token signed by one of our published keys. `validation` carries the issuer,
+    /// audience and time checks; the algorithm is pinned to the key's own.
+    pub async fn verify<T: DeserializeOwned>(&self, token: &str, validation: &Validation) -> Result<T, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
+        let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+        let mut key = self.cached_keys(false).await?.into_iter().find(|k| k.kid == kid);
+        if key.is_none() {
+            key = self.cached_keys(true).await?.into_iter().find(|k| k.kid == kid);
+        }
+        let key = key.ok_or(TokenError::UnknownKey)?;
+        let mut validation = validation.clone();
+        validation.algorithms = vec![jwt_alg(key.alg)];
+        jsonwebtoken::decode::<T>(token, &key.decoding, &validation).map(|data| data.claims).map_err(TokenError::Invalid)
+    }
+}
+
+fn jwt_alg(alg: SigningAlg) -> Algorithm {
+    match alg {
+        SigningAlg::ES256 => Algorithm::ES256,
+        SigningAlg::RS256 => Algorithm::RS256,
+    }
+}

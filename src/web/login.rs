@@ -1,0 +1,271 @@
+//! `/login` and `/logout`.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, Form, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use crate::login::{self, LoginError, LoginPolicy, PasswordLogin};
+use crate::secret::Secret;
+use crate::session::pending::{self, PendingLogin};
+use crate::store::{AuditEvent, AuditOutcome};
+use crate::web::AppState;
+use crate::web::csrf;
+use crate::web::error::WebError;
+use crate::web::pages::{ConnectorView, LoginPage, MessagePage, render_page};
+use crate::web::sessions;
+
+const MAX_USERNAME_CHARS: usize = 256;
+const MAX_PASSWORD_BYTES: usize = 1024;
+const MAX_REQUEST_ID_LEN: usize = 128;
+const MAX_USER_AGENT_CHARS: usize = 512;
+const EXPIRED_REQUEST: &str =
+    "This sign-in link has expired or is not valid. Go back to the application you came from and start again.";
+
+#[derive(Debug, Deserialize)]
+pub struct LoginQuery {
+    req: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    csrf: String,
+    connector: String,
+    username: String,
+    password: Secret<String>,
+    req: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+/// A pending-request id as the browser sent it: shape-checked before any lookup.
+fn request_id(raw: Option<String>) -> Result<Option<String>, WebError> {
+    match raw {
+        None => Ok(None),
+        Some(id) if id.is_empty() => Ok(None),
+        Some(id) if id.len() <= MAX_REQUEST_ID_LEN && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') => {
+            Ok(Some(id))
+        }
+        Some(_) => Err(WebError::BadRequest(EXPIRED_REQUEST)),
+    }
+}
+
+async fn pending_for(state: &AppState, id: Option<&str>) -> Result<Option<PendingLogin>, WebError> {
+    let Some(id) = id else { return Ok(None) };
+    match pending::peek(state.store.as_ref(), id, state.clock.now()).await? {
+        Some(found) => Ok(Some(found)),
+        None => Err(WebError::BadRequest(EXPIRED_REQUEST)),
+    }
+}
+
+/// Where to send a signed-in browser: the pending request's resume path (consumed), else home.
+async fn continue_to(state: &AppState, id: Option<&str>) -> Result<Response, WebError> {
+    let Some(id) = id else { return Ok(Redirect::to("/").into_response()) };
+    match pending::take(state.store.as_ref(), id, state.clock.now()).await? {
+        Some(found) => Ok(Redirect::to(&found.resume_path).into_response()),
+        None => Err(WebError::BadRequest(EXPIRED_REQUEST)),
+    }
+}
+
+struct PageInput<'a> {
+    error: Option<&'a str>,
+    username: &'a str,
+    request: Option<&'a str>,
+    client_name: Option<&'a str>,
+}
+
+async fn login_page(state: &AppState, session: &Session, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
+    let csrf = csrf::token(session).await?;
+    let connectors = state
+        .store
+        .list_connectors()
+        .await?
+        .into_iter()
+        .filter(|c| c.kind == "local")
+        .map(|c| ConnectorView { id: c.id, name: c.name })
+        .collect();
+    let page = LoginPage {
+        csrf: &csrf,
+        connectors,
+        error: input.error,
+        username: input.username,
+        request: input.request,
+        client_name: input.client_name,
+    };
+    Ok((status, render_page(&page)).into_response())
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    session: Session,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+) -> Result<Response, WebError> {
+    let Query(query) = query.map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?;
+    let request = request_id(query.req)?;
+    // Already signed in: a second application gets through without asking again.
+    if sessions::current(&state, &session).await?.is_some() {
+        return continue_to(&state, request.as_deref()).await;
+    }
+    let pending = pending_for(&state, request.as_deref()).await?;
+    let input = PageInput {
+        error: None,
+        username: "",
+        request: request.as_deref(),
+        client_name: pending.as_ref().and_then(|p| p.client_name.as_deref()),
+    };
+    login_page(&state, &session, StatusCode::OK, input).await
+}
+
+fn client_ip(addr: SocketAddr) -> String {
+    addr.ip().to_string()
+}
+
+fn user_agent(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect())
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let Form(form) = form.map_err(|rejection| {
+        WebError::from_rejection(rejection.status(), "The sign-in form was incomplete. Reload the page and try again.")
+    })?;
+    csrf::verify(&session, &form.csrf).await?;
+    let request = request_id(form.req)?;
+    let pending = pending_for(&state, request.as_deref()).await?;
+    let client_name = pending.as_ref().and_then(|p| p.client_name.clone());
+
+    let username = form.username.trim();
+    let problem = if username.is_empty() || form.password.expose().is_empty() {
+        Some("Enter your username and password.")
+    } else if username.chars().count() > MAX_USERNAME_CHARS || username.chars().any(char::is_control) {
+        Some("That username is not valid.")
+    } else if form.password.expose().len() > MAX_PASSWORD_BYTES {
+        Some("That password is too long.")
+    } else {
+        None
+    };
+    let retry = |error: &'static str, status: StatusCode, username: String| {
+        let state = state.clone();
+        let session = session.clone();
+        let request = request.clone();
+        let client_name = client_name.clone();
+        async move {
+            let input = PageInput {
+                error: Some(error),
+                username: &username,
+                request: request.as_deref(),
+                client_name: client_name.as_deref(),
+            };
+            login_page(&state, &session, status, input).await
+        }
+    };
+    if let Some(problem) = problem {
+        let shown: String = username.chars().take(MAX_USERNAME_CHARS).filter(|c| !c.is_control()).collect();
+        return retry(problem, StatusCode::BAD_REQUEST, shown).await;
+    }
+
+    let attempt = PasswordLogin {
+        connector_id: form.connector.clone(),
+        username: username.to_owned(),
+        password: form.password,
+        ip: Some(client_ip(addr)),
+        user_agent: user_agent(&headers),
+    };
+    let policy = LoginPolicy { login: &state.config.login, session: &state.config.session };
+    let result = login::password_login(&state.store, policy, attempt, state.clock.now()).await;
+    match result {
+        Ok((sso, _user)) => {
+            state.metrics.record_login(&form.connector, "success");
+            sessions::attach(&session, &sso).await?;
+            csrf::renew(&session).await?;
+            continue_to(&state, request.as_deref()).await
+        }
+        Err(err) => {
+            state.metrics.record_login(&form.connector, err.reason());
+            let username = username.to_owned();
+            match err {
+                LoginError::InvalidCredentials => retry("Invalid username or password.", StatusCode::UNAUTHORIZED, username).await,
+                LoginError::Throttled => retry(
+                    "Too many failed sign-in attempts. Wait a few minutes and try again.",
+                    StatusCode::TOO_MANY_REQUESTS,
+                    username,
+                )
+                .await,
+                LoginError::Disabled => {
+                    retry("This account is disabled. Contact your administrator.", StatusCode::FORBIDDEN, username).await
+                }
+                LoginError::UnknownConnector => Err(WebError::BadRequest("That sign-in method does not exist.")),
+                LoginError::Interrupted | LoginError::Store(_) => Err(WebError::internal(err)),
+            }
+        }
+    }
+}
+
+/// A cross-site GET must not be able to sign someone out, so those get a confirmation form;
+/// a navigation from this site, a typed address, or a non-browser client signs out at once.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    matches!(headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()), Some("cross-site" | "same-site"))
+}
+
+pub async fn logout_page(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+) -> Result<Response, WebError> {
+    if sessions::current(&state, &session).await?.is_some() && is_cross_site(&headers) {
+        let csrf = csrf::token(&session).await?;
+        let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf) };
+        return Ok(render_page(&page).into_response());
+    }
+    end_session(&state, &session, addr).await
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
+    csrf::verify(&session, &form.csrf).await?;
+    end_session(&state, &session, addr).await
+}
+
+async fn end_session(state: &AppState, session: &Session, addr: SocketAddr) -> Result<Response, WebError> {
+    let signed_in = sessions::current(state, session).await?;
+    let ended = sessions::detach(state, session).await?;
+    if let (Some(_), Some((sso, user))) = (ended, signed_in) {
+        state
+            .store
+            .record_audit(&AuditEvent {
+                time: state.clock.now(),
+                kind: String::from("logout"),
+                outcome: AuditOutcome::Success,
+                actor: Some(user.username),
+                user_id: Some(user.id),
+                client_id: None,
+                connector_id: Some(sso.connector_id),
+                ip: Some(client_ip(addr)),
+                detail: None,
+            })
+            .await?;
+    }
+    let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None };
+    Ok(render_page(&page).into_response())
+}

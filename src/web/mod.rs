@@ -1,0 +1,106 @@
+//! HTTP: handlers parse requests, call a core, and render. Nothing here decides policy.
+
+pub mod csrf;
+pub mod error;
+pub mod login;
+pub mod ops;
+pub mod pages;
+pub mod portal;
+pub mod sessions;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::{Expiry, SessionManagerLayer};
+use tracing::Instrument;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::Store;
+use crate::tokens::KeyManager;
+use crate::web::error::InternalErrorCause;
+use crate::web::sessions::SessionBackend;
+
+/// Forms here are small; anything bigger is refused before it is read.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyManager>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState, sessions: SessionBackend) -> Router {
+    let session_layer = SessionManagerLayer::new(sessions)
+        .with_name(state.config.session.cookie_name.clone())
+        .with_http_only(true)
+        .with_same_site(SameSite::Lax)
+        .with_secure(state.config.issuer_is_https())
+        .with_path("/")
+        .with_expiry(Expiry::OnInactivity(time::Duration::seconds(state.config.session.idle_timeout_secs)));
+
+    let mut router = Router::new()
+        .route("/", get(portal::home))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", get(login::logout_page).post(login::logout))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/static/gatehouse.css", get(ops::stylesheet))
+        .fallback(ops::not_found)
+        .layer(session_layer)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(header_layer(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
+        .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))
+        .layer(header_layer(header::REFERRER_POLICY, "no-referrer"))
+        .layer(header_layer(header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .layer(header_layer(header::CACHE_CONTROL, "no-store"));
+    if state.config.issuer_is_https() {
+        router = router.layer(header_layer(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
+    }
+    router.layer(middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
+}
+
+fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {
+    SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value))
+}
+
+/// One span per request with its id, method, matched route and status; never the URI, whose
+/// query can hold codes and state, nor any header.
+async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let method = request.method().as_str().to_owned();
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route, status = tracing::field::Empty);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    span.record("status", status);
+    if let Some(InternalErrorCause(cause)) = response.extensions().get::<InternalErrorCause>() {
+        tracing::error!(parent: &span, error = %cause, "request failed");
+    }
+    tracing::info!(parent: &span, latency_ms = elapsed.as_millis() as u64, "request finished");
+    let labels = RequestLabels { route, method, status };
+    state.metrics.requests.get_or_create(&labels).inc();
+    state.metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}

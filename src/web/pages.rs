@@ -1,0 +1,45 @@
+//! Page templates. askama escapes every value for HTML.
+
+use askama::Template;
+use axum::response::Html;
+
+pub struct ConnectorView {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage<'a> {
+    pub csrf: &'a str,
+    pub connectors: Vec<ConnectorView>,
+    pub error: Option<&'a str>,
+    pub username: &'a str,
+    pub request: Option<&'a str>,
+    pub client_name: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "portal.html")]
+pub struct PortalPage<'a> {
+    pub display_name: &'a str,
+    pub username: &'a str,
+    pub email: Option<&'a str>,
+    pub groups: &'a [String],
+    pub connector: &'a str,
+    pub csrf: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    /// When set, the page offers a sign-out button (the logout confirmation).
+    pub logout_csrf: Option<&'a str>,
+}
+
+/// Renders a page; a template failure becomes a plain message rather than a panic.
+pub fn render_page<T: Template>(page: &T) -> Html<String> {
+    Html(page.render().unwrap_or_else(|_| String::from("<!doctype html><title>Gatehouse</title><p>The page could not be shown.</p>")))
+}

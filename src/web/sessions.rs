@@ -1,0 +1,94 @@
+//! The browser side of the SSO session: a tower-sessions cookie whose server-side record names
+//! our `SsoSession`. The cookie store lives in the same database as everything else.
+
+use async_trait::async_trait;
+use tower_sessions::session::{Id, Record};
+use tower_sessions::session_store::{self, SessionStore};
+use tower_sessions::{ExpiredDeletion, Session};
+use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as SqliteSessions};
+
+use crate::store::{SsoSession, User};
+use crate::web::AppState;
+use crate::web::error::WebError;
+
+const SSO_KEY: &str = "sso";
+
+#[derive(Debug, Clone)]
+pub enum SessionBackend {
+    Sqlite(SqliteSessions),
+    Postgres(PgSessions),
+}
+
+impl SessionBackend {
+    pub async fn migrate(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Sqlite(store) => store.migrate().await,
+            Self::Postgres(store) => store.migrate().await,
+        }
+    }
+
+    pub async fn delete_expired(&self) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(store) => store.delete_expired().await,
+            Self::Postgres(store) => store.delete_expired().await,
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SessionBackend {
+    async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(store) => store.create(record).await,
+            Self::Postgres(store) => store.create(record).await,
+        }
+    }
+
+    async fn save(&self, record: &Record) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(store) => store.save(record).await,
+            Self::Postgres(store) => store.save(record).await,
+        }
+    }
+
+    async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+        match self {
+            Self::Sqlite(store) => store.load(id).await,
+            Self::Postgres(store) => store.load(id).await,
+        }
+    }
+
+    async fn delete(&self, id: &Id) -> session_store::Result<()> {
+        match self {
+            Self::Sqlite(store) => store.delete(id).await,
+            Self::Postgres(store) => store.delete(id).await,
+        }
+    }
+}
+
+/// The signed-in user of this browser, if its SSO session is still good.
+pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoSession, User)>, WebError> {
+    let Some(sso_id) = session.get::<String>(SSO_KEY).await? else { return Ok(None) };
+    let resumed = crate::session::resume(state.store.as_ref(), &sso_id, &state.config.session, state.clock.now()).await?;
+    if resumed.is_none() {
+        session.remove::<String>(SSO_KEY).await?;
+    }
+    Ok(resumed)
+}
+
+/// Binds the browser to a new SSO session under a fresh cookie id (no session fixation).
+pub async fn attach(session: &Session, sso: &SsoSession) -> Result<(), WebError> {
+    session.cycle_id().await?;
+    session.insert(SSO_KEY, &sso.id).await?;
+    Ok(())
+}
+
+/// Ends the browser's session: the SSO record is revoked and the cookie record deleted.
+pub async fn detach(state: &AppState, session: &Session) -> Result<Option<String>, WebError> {
+    let sso_id = session.get::<String>(SSO_KEY).await?;
+    if let Some(id) = &sso_id {
+        crate::session::end(state.store.as_ref(), id, state.clock.now()).await?;
+    }
+    session.flush().await?;
+    Ok(sso_id)
+}
