@@ -166,18 +166,19 @@ impl Config {
 pub enum KeyEncryptionKeySource {
     Inline(Secret<[u8; KEY_ENCRYPTION_KEY_LEN]>),
     /// Read from a file; a missing file is generated only when the issuer is plain http.
-    File { path: PathBuf, generate_if_missing: bool },
+    File {
+        path: PathBuf,
+        generate_if_missing: bool,
+    },
 }
 
 impl std::fmt::Debug for KeyEncryptionKeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Inline(_) => f.write_str("Inline(********)"),
-            Self::File { path, generate_if_missing } => f
-                .debug_struct("File")
-                .field("path", path)
-                .field("generate_if_missing", generate_if_missing)
-                .finish(),
+            Self::File { path, generate_if_missing } => {
+                f.debug_struct("File").field("path", path).field("generate_if_missing", generate_if_missing).finish()
+            }
         }
     }
 }
@@ -352,8 +353,8 @@ pub fn resolve_path(flag: Option<&Path>, env: &[(String, String)]) -> PathBuf {
 
 /// Loads the file at `path`, overlays the `GATEHOUSE_*` variables in `env`, and validates.
 pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| ConfigError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
     let table: toml::Table = toml::from_str(&text)
         .map_err(|err| ConfigError::Syntax { path: path.to_path_buf(), reason: err.message().to_owned() })?;
     let mut root = toml::Value::Table(table);
@@ -386,7 +387,9 @@ fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), C
 fn parse_env_value(raw: &str) -> toml::Value {
     let parsed = format!("v = {raw}").parse::<toml::Table>().ok().and_then(|mut t| t.remove("v"));
     match parsed {
-        Some(value @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) | toml::Value::Array(_))) => value,
+        Some(value @ (toml::Value::Integer(_) | toml::Value::Boolean(_) | toml::Value::Float(_) | toml::Value::Array(_))) => {
+            value
+        }
         Some(toml::Value::String(s)) if raw.starts_with('"') || raw.starts_with('\'') => toml::Value::String(s),
         _ => toml::Value::String(raw.to_owned()),
     }
@@ -443,7 +446,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let database_url = secret_value("database_url", raw.database_url, raw.database_url_file)?
         .unwrap_or_else(|| String::from("sqlite://data/gatehouse.db"));
-    if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+    if !(database_url.starts_with("sqlite:")
+        || database_url.starts_with("postgres://")
+        || database_url.starts_with("postgresql://"))
+    {
         return Err(invalid("database_url", "must start with sqlite:, postgres:// or postgresql://"));
     }
 
@@ -451,7 +457,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         (Some(_), Some(_)) => {
             return Err(invalid("key_encryption_key", "set either `key_encryption_key` or `key_encryption_key_file`, not both"));
         }
-        (Some(encoded), None) => KeyEncryptionKeySource::Inline(Secret::new(decode_key_encryption_key("key_encryption_key", &encoded)?)),
+        (Some(encoded), None) => {
+            KeyEncryptionKeySource::Inline(Secret::new(decode_key_encryption_key("key_encryption_key", &encoded)?))
+        }
         (None, Some(path)) => {
             if issuer_is_https && !path.exists() {
                 return Err(invalid(
@@ -483,7 +491,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     if session.idle_timeout_secs > session.absolute_timeout_secs {
         return Err(invalid("session.idle_timeout_secs", "must not exceed session.absolute_timeout_secs"));
     }
-    if session.cookie_name.is_empty() || !session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if session.cookie_name.is_empty() || !session.cookie_name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err(invalid("session.cookie_name", "must be letters, digits, `_` or `-`"));
     }
 
@@ -501,7 +510,10 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
 
     let tokens = TokenSettings {
         id_token_lifetime_secs: positive("tokens.id_token_lifetime_secs", raw.tokens.id_token_lifetime_secs.unwrap_or(3600))?,
-        access_token_lifetime_secs: positive("tokens.access_token_lifetime_secs", raw.tokens.access_token_lifetime_secs.unwrap_or(600))?,
+        access_token_lifetime_secs: positive(
+            "tokens.access_token_lifetime_secs",
+            raw.tokens.access_token_lifetime_secs.unwrap_or(600),
+        )?,
         key_cache_secs: positive("tokens.key_cache_secs", raw.tokens.key_cache_secs.unwrap_or(10))?,
     };
 
@@ -572,9 +584,7 @@ pub fn decode_key_encryption_key(key: &str, encoded: &str) -> Result<[u8; KEY_EN
         .decode(trimmed)
         .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(trimmed))
         .map_err(|_| invalid(key, "must be base64"))?;
-    bytes
-        .try_into()
-        .map_err(|_| invalid(key, format!("must decode to exactly {KEY_ENCRYPTION_KEY_LEN} bytes")))
+    bytes.try_into().map_err(|_| invalid(key, format!("must decode to exactly {KEY_ENCRYPTION_KEY_LEN} bytes")))
 }
 
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
@@ -589,7 +599,9 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
     }
     let plain = secret_value(&key("client_secret"), raw.client_secret, raw.client_secret_file)?;
     let secret = match (plain, raw.client_secret_hash) {
-        (Some(_), Some(_)) => return Err(invalid(key("client_secret_hash"), "set either client_secret or client_secret_hash, not both")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(key("client_secret_hash"), "set either client_secret or client_secret_hash, not both"));
+        }
         (Some(plain), None) => {
             if plain.chars().count() < MIN_CLIENT_SECRET_LEN {
                 return Err(invalid(key("client_secret"), format!("must be at least {MIN_CLIENT_SECRET_LEN} characters")));
@@ -628,7 +640,9 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
     }
     let signing_alg = match raw.signing_alg.as_deref() {
         None => SigningAlg::ES256,
-        Some(text) => SigningAlg::parse(text).ok_or_else(|| invalid(key("signing_alg"), format!("`{text}` is not one of ES256, RS256")))?,
+        Some(text) => {
+            SigningAlg::parse(text).ok_or_else(|| invalid(key("signing_alg"), format!("`{text}` is not one of ES256, RS256")))?
+        }
     };
     Ok(ClientConfig {
         name: raw.name.unwrap_or_else(|| raw.client_id.clone()),
@@ -672,7 +686,10 @@ fn check_argon2_phc(key: &str, hash: &str) -> Result<(), ConfigError> {
 
 fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig, ConfigError> {
     let key = |field: &str| format!("connectors[{index}].{field}");
-    if raw.id.is_empty() || raw.id.len() > 64 || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+    if raw.id.is_empty()
+        || raw.id.len() > 64
+        || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
         return Err(invalid(key("id"), format!("`{}` must be 1 to 64 characters of a-z, 0-9 and `-`", raw.id)));
     }
     for domain in &raw.email_domains {

@@ -4,15 +4,15 @@
 
 pub mod clock;
 pub mod config;
-pub mod secret;
-pub mod store;
 pub mod login;
 pub mod mapping;
 pub mod metrics;
 pub mod password;
+pub mod secret;
 pub mod session;
+pub mod startup;
+pub mod store;
 pub mod sync;
 pub mod tokens;
 pub mod upstream;
-pub mod startup;
 pub mod web;

@@ -126,7 +126,12 @@ pub async fn password_login(
 }
 
 /// Failed password checks in the window, per username and per client address.
-async fn is_throttled(store: &dyn Store, settings: &LoginSettings, attempt: &PasswordLogin, now: UnixTime) -> Result<bool, StoreError> {
+async fn is_throttled(
+    store: &dyn Store,
+    settings: &LoginSettings,
+    attempt: &PasswordLogin,
+    now: UnixTime,
+) -> Result<bool, StoreError> {
     let since = now - settings.failure_window_secs;
     let by_user = store.count_audit_since(AUDIT_LOGIN, AuditOutcome::Failure, AuditKey::Actor, &attempt.username, since).await?;
     if by_user >= u64::from(settings.max_failures_per_username) {

@@ -120,7 +120,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 KeysCommand::List => keys.list().await?,
                 KeysCommand::Rotate => {
                     let rotated = keys.rotate().await?;
-                    println!("rotated: {}", rotated.iter().map(|k| format!("{} ({})", k.kid, k.alg)).collect::<Vec<_>>().join(", "));
+                    println!(
+                        "rotated: {}",
+                        rotated.iter().map(|k| format!("{} ({})", k.kid, k.alg)).collect::<Vec<_>>().join(", ")
+                    );
                     keys.list().await?
                 }
             };
@@ -140,7 +143,8 @@ async fn serve(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     let issuer = config.issuer.clone();
     let app = startup::build(config, clock).await?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(listen = %listen, "Gatehouse is ready: open {issuer}/ to sign in");
+    let bound = listener.local_addr()?;
+    tracing::info!(listen = %bound, "Gatehouse is ready: open {issuer}/ to sign in");
     app.serve(listener, startup::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

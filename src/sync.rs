@@ -107,7 +107,11 @@ fn same_client(a: &ClientRecord, b: &ClientRecord) -> bool {
     ClientRecord { updated_at: 0, ..a.clone() } == ClientRecord { updated_at: 0, ..b.clone() }
 }
 
-fn connector_record(connector: &ConnectorConfig, previous: Option<&ConnectorRecord>, now: UnixTime) -> Result<ConnectorRecord, SyncError> {
+fn connector_record(
+    connector: &ConnectorConfig,
+    previous: Option<&ConnectorRecord>,
+    now: UnixTime,
+) -> Result<ConnectorRecord, SyncError> {
     Ok(ConnectorRecord {
         id: connector.id.clone(),
         kind: connector.kind.type_name().to_owned(),

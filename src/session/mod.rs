@@ -36,7 +36,12 @@ pub async fn start(store: &dyn Store, new: NewSession<'_>, settings: &SessionSet
 
 /// The session and its user when the session is still good; `None` once it is revoked, past
 /// its absolute end, idle too long, or its user is disabled.
-pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now: UnixTime) -> StoreResult<Option<(SsoSession, User)>> {
+pub async fn resume(
+    store: &dyn Store,
+    id: &str,
+    settings: &SessionSettings,
+    now: UnixTime,
+) -> StoreResult<Option<(SsoSession, User)>> {
     let session = match store.get_sso_session(id).await {
         Ok(session) => session,
         Err(StoreError::NotFound) => return Ok(None),

@@ -1,8 +1,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::store::StoreResult;
 
@@ -17,11 +17,8 @@ pub struct PostgresStore {
 impl PostgresStore {
     pub async fn connect(url: &str) -> StoreResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
+        let pool =
+            PgPoolOptions::new().max_connections(16).acquire_timeout(Duration::from_secs(10)).connect_with(options).await?;
         Ok(Self { pool })
     }
 
@@ -35,4 +32,4 @@ impl PostgresStore {
     }
 }
 
-super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres);
+super::sql::impl_sql_store!(PostgresStore);

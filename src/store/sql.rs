@@ -2,7 +2,9 @@
 //! SQLite and PostgreSQL (`$n` parameters, `RETURNING`, `ON CONFLICT`, partial indexes), so the
 //! two implementations are one body instantiated per pool type.
 
-use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SsoSession, StoreError, StoreResult, User};
+use crate::store::{
+    AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
+};
 
 pub(super) fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| String::from("[]"))
@@ -206,7 +208,7 @@ pub(super) const SESSION_COLUMNS: &str =
 
 /// Implements `Store` for a struct with a `pool` field of the given sqlx database.
 macro_rules! impl_sql_store {
-    ($store:ty, $db:ty) => {
+    ($store:ty) => {
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn ping(&self) -> $crate::store::StoreResult<()> {

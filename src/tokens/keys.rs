@@ -92,7 +92,8 @@ pub fn generate(alg: SigningAlg, kek: &KeyEncryptionKey, now: UnixTime) -> Resul
             )
         }
         SigningAlg::RS256 => {
-            let private = rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS).map_err(|_| TokenError::KeyMaterial("RSA key generation failed"))?;
+            let private = rsa::RsaPrivateKey::new(&mut OsRng, RSA_BITS)
+                .map_err(|_| TokenError::KeyMaterial("RSA key generation failed"))?;
             let der = private.to_pkcs1_der().map_err(|_| TokenError::KeyMaterial("RSA key encoding failed"))?;
             let public = private.to_public_key();
             (
@@ -138,11 +139,8 @@ mod tests {
         let kek = KeyEncryptionKey::generate();
         let record = generate(SigningAlg::ES256, &kek, 100).unwrap();
         let jwk: serde_json::Value = serde_json::from_str(&record.public_jwk).unwrap();
-        let canonical = format!(
-            r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
-            jwk["x"].as_str().unwrap(),
-            jwk["y"].as_str().unwrap()
-        );
+        let canonical =
+            format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, jwk["x"].as_str().unwrap(), jwk["y"].as_str().unwrap());
         assert_eq!(record.kid, URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes())));
         assert_eq!(jwk["kid"], record.kid.as_str());
         assert!(jwk.get("d").is_none(), "the public JWK must not contain the private key");

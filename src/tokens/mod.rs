@@ -35,6 +35,10 @@ pub enum TokenError {
     Signing(#[source] jsonwebtoken::errors::Error),
     #[error("token is invalid")]
     Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("token is expired or not yet valid")]
+    Expired,
+    #[error("token claims do not have the expected shape")]
+    Claims,
     #[error("token was signed by an unknown key")]
     UnknownKey,
     #[error(transparent)]
@@ -193,8 +197,8 @@ impl KeyManager {
             if record.retired_at.is_some_and(|retired| self.publication_end(retired) <= now) {
                 continue;
             }
-            let jwk: Jwk =
-                serde_json::from_str(&record.public_jwk).map_err(|_| TokenError::KeyMaterial("stored public key is not a JWK"))?;
+            let jwk: Jwk = serde_json::from_str(&record.public_jwk)
+                .map_err(|_| TokenError::KeyMaterial("stored public key is not a JWK"))?;
             let decoding = DecodingKey::from_jwk(&jwk).map_err(TokenError::Invalid)?;
             let encoding = if record.retired_at.is_none() {
                 let der = self.kek.open(&record.sealed_private_key, &record.kid)?;
@@ -213,12 +217,11 @@ impl KeyManager {
 
     async fn cached_keys(&self, force: bool) -> Result<Vec<Arc<LoadedKey>>, TokenError> {
         let now = self.clock.now();
-        if !force {
-            if let Some(cache) = self.cache.read().await.as_ref() {
-                if now - cache.loaded_at < self.settings.key_cache_secs {
-                    return Ok(cache.keys.clone());
-                }
-            }
+        if !force
+            && let Some(cache) = self.cache.read().await.as_ref()
+            && now - cache.loaded_at < self.settings.key_cache_secs
+        {
+            return Ok(cache.keys.clone());
         }
         self.refresh().await?;
         Ok(self.cache.read().await.as_ref().map(|c| c.keys.clone()).unwrap_or_default())
@@ -227,10 +230,7 @@ impl KeyManager {
     /// Signs `claims` with the active key of `alg`; `typ` goes in the header (`JWT`, `at+jwt`, …).
     pub async fn sign<T: Serialize + Sync>(&self, claims: &T, alg: SigningAlg, typ: &str) -> Result<String, TokenError> {
         let keys = self.cached_keys(false).await?;
-        let key = keys
-            .iter()
-            .find(|k| k.alg == alg && k.retired_at.is_none())
-            .ok_or(TokenError::NoActiveKey(alg.as_str()))?;
+        let key = keys.iter().find(|k| k.alg == alg && k.retired_at.is_none()).ok_or(TokenError::NoActiveKey(alg.as_str()))?;
         let encoding = key.encoding.as_ref().ok_or(TokenError::NoActiveKey(alg.as_str()))?;
         let mut header = Header::new(jwt_alg(alg));
         header.kid = Some(key.kid.clone());
@@ -238,8 +238,9 @@ impl KeyManager {
         jsonwebtoken::encode(&header, claims, encoding).map_err(TokenError::Signing)
     }
 
-    /// Verifies a token signed by one of our published keys. `validation` carries the issuer,
-    /// audience and time checks; the algorithm is pinned to the key's own.
+    /// Verifies a token signed by one of our published keys. `validation` carries the issuer
+    /// and audience checks; the algorithm is pinned to the key's own, and `exp`/`nbf` are
+    /// checked against the injected clock rather than the wall clock.
     pub async fn verify<T: DeserializeOwned>(&self, token: &str, validation: &Validation) -> Result<T, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(TokenError::Invalid)?;
         let kid = header.kid.ok_or(TokenError::UnknownKey)?;
@@ -250,7 +251,22 @@ impl KeyManager {
         let key = key.ok_or(TokenError::UnknownKey)?;
         let mut validation = validation.clone();
         validation.algorithms = vec![jwt_alg(key.alg)];
-        jsonwebtoken::decode::<T>(token, &key.decoding, &validation).map(|data| data.claims).map_err(TokenError::Invalid)
+        let (validate_exp, validate_nbf, leeway) = (validation.validate_exp, validation.validate_nbf, validation.leeway);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let claims = jsonwebtoken::decode::<serde_json::Value>(token, &key.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(TokenError::Invalid)?;
+        let now = self.clock.now();
+        let leeway = i64::try_from(leeway).unwrap_or(i64::MAX);
+        let time_claim = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+        if validate_exp && time_claim("exp").is_none_or(|exp| exp + leeway <= now) {
+            return Err(TokenError::Expired);
+        }
+        if validate_nbf && time_claim("nbf").is_some_and(|nbf| nbf - leeway > now) {
+            return Err(TokenError::Expired);
+        }
+        serde_json::from_value(claims).map_err(|_| TokenError::Claims)
     }
 }
 

@@ -28,6 +28,8 @@ pub async fn verify(session: &Session, submitted: &str) -> Result<(), WebError> 
     let expected = session.get::<String>(CSRF_KEY).await?;
     match expected {
         Some(expected) if constant_time_eq(expected.as_bytes(), submitted.as_bytes()) => Ok(()),
-        _ => Err(WebError::Forbidden("This form has expired or did not come from this site. Go back, reload the page and try again.")),
+        _ => Err(WebError::Forbidden(
+            "This form has expired or did not come from this site. Go back, reload the page and try again.",
+        )),
     }
 }

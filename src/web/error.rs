@@ -51,7 +51,9 @@ impl WebError {
         match self {
             Self::BadRequest(message) => (StatusCode::BAD_REQUEST, "Bad request", message),
             Self::Forbidden(message) => (StatusCode::FORBIDDEN, "Forbidden", message),
-            Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "Request too large", "The request was larger than this server accepts."),
+            Self::PayloadTooLarge => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "Request too large", "The request was larger than this server accepts.")
+            }
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported request", "The request was not sent as a form.")
             }

@@ -128,10 +128,7 @@ fn client_ip(addr: SocketAddr) -> String {
 }
 
 fn user_agent(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect())
+    headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect())
 }
 
 pub async fn submit(
@@ -199,13 +196,17 @@ pub async fn submit(
             state.metrics.record_login(&form.connector, err.reason());
             let username = username.to_owned();
             match err {
-                LoginError::InvalidCredentials => retry("Invalid username or password.", StatusCode::UNAUTHORIZED, username).await,
-                LoginError::Throttled => retry(
-                    "Too many failed sign-in attempts. Wait a few minutes and try again.",
-                    StatusCode::TOO_MANY_REQUESTS,
-                    username,
-                )
-                .await,
+                LoginError::InvalidCredentials => {
+                    retry("Invalid username or password.", StatusCode::UNAUTHORIZED, username).await
+                }
+                LoginError::Throttled => {
+                    retry(
+                        "Too many failed sign-in attempts. Wait a few minutes and try again.",
+                        StatusCode::TOO_MANY_REQUESTS,
+                        username,
+                    )
+                    .await
+                }
                 LoginError::Disabled => {
                     retry("This account is disabled. Contact your administrator.", StatusCode::FORBIDDEN, username).await
                 }
@@ -242,7 +243,8 @@ pub async fn logout(
     session: Session,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
+    let Form(form) =
+        form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
     csrf::verify(&session, &form.csrf).await?;
     end_session(&state, &session, addr).await
 }

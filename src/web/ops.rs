@@ -1,9 +1,9 @@
 //! Health, readiness, metrics, the JWKS, and the stylesheet.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 
 use crate::web::AppState;
 use crate::web::error::WebError;

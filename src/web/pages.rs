@@ -41,5 +41,8 @@ pub struct MessagePage<'a> {
 
 /// Renders a page; a template failure becomes a plain message rather than a panic.
 pub fn render_page<T: Template>(page: &T) -> Html<String> {
-    Html(page.render().unwrap_or_else(|_| String::from("<!doctype html><title>Gatehouse</title><p>The page could not be shown.</p>")))
+    Html(
+        page.render()
+            .unwrap_or_else(|_| String::from("<!doctype html><title>Gatehouse</title><p>The page could not be shown.</p>")),
+    )
 }

@@ -1,0 +1,239 @@
+//! The `gatehouse` binary itself: commands, exit codes, logs, and shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::helpers::{ALICE_PASSWORD, DEMO_CLIENT_SECRET, TEST_KEK, browser, config_toml, field_value, set_cookie, write_config};
+
+fn gatehouse() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("GATEHOUSE_") || name == "RUST_LOG") {
+        command.env_remove(name);
+    }
+    command
+}
+
+fn run(command: &mut Command) -> (i32, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    )
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+        &["check-config", "--help"],
+        &["keys", "--help"],
+        &["keys", "rotate", "--help"],
+        &["keys", "list", "--help"],
+        &["hash-password", "--help"],
+    ] {
+        let (code, stdout, _) = run(gatehouse().args(args));
+        assert_eq!(code, 0, "{args:?}");
+        assert!(stdout.contains("Usage: gatehouse"), "{args:?}: {stdout}");
+    }
+    let (code, _, stderr) = run(gatehouse().arg("frobnicate"));
+    assert_eq!(code, 2, "a usage error exits 2");
+    assert!(stderr.contains("unrecognized subcommand"), "{stderr}");
+}
+
+#[test]
+fn a_bad_configuration_exits_non_zero_naming_the_key_without_touching_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("never.db");
+    let text = format!(
+        "{}\n[[clients]]\nclient_id = \"demo-app\"\nredirect_uris = [\"http://localhost:3000/cb\"]\n",
+        config_toml(&format!("sqlite://{}", db_path.display()), "")
+    );
+    let path = write_config(dir.path(), &text);
+    for command in ["check-config", "serve", "migrate"] {
+        let (code, stdout, stderr) = run(gatehouse().args(["--config", path.to_str().unwrap(), command]));
+        assert_eq!(code, 78, "{command}: {stdout}{stderr}");
+        assert!(stderr.contains("configuration key `clients[1].client_id`: duplicate client id `demo-app`"), "{stderr}");
+    }
+    assert!(!db_path.exists(), "validation must fail before the database is created");
+
+    let (code, _, stderr) = run(gatehouse().args(["--config", "/nonexistent/gatehouse.toml", "check-config"]));
+    assert_eq!(code, 78);
+    assert!(stderr.contains("/nonexistent/gatehouse.toml"), "{stderr}");
+
+    let good = write_config(dir.path(), &config_toml("sqlite://x.db", ""));
+    let (code, _, stderr) =
+        run(gatehouse().args(["--config", good.to_str().unwrap(), "check-config"]).env("GATEHOUSE_LISTEN", "nowhere"));
+    assert_eq!(code, 78);
+    assert!(stderr.contains("configuration key `listen`"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_the_effective_configuration_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &config_toml("postgres://gh:db-secret@localhost/gh", ""));
+    let (code, stdout, _) =
+        run(gatehouse().env("GATEHOUSE_CONFIG", &path).env("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "77").arg("check-config"));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("is valid"));
+    assert!(stdout.contains("idle_timeout_secs = 77"), "environment overrides are shown: {stdout}");
+    assert!(stdout.contains("client_id = \"demo-app\""));
+    for secret in [DEMO_CLIENT_SECRET, "db-secret", TEST_KEK, "$argon2id$"] {
+        assert!(!stdout.contains(secret), "check-config printed {secret}");
+    }
+}
+
+#[test]
+fn hash_password_prints_an_argon2id_hash_of_standard_input() {
+    let mut child =
+        gatehouse().arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"s3cret pass\n").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let hash = String::from_utf8(output.stdout).unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(gatehouse::password::verify(hash.trim(), "s3cret pass"), "the newline is not part of the password");
+
+    let mut child =
+        gatehouse().arg("hash-password").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
+}
+
+#[test]
+fn migrate_then_keys_list_and_rotate() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("cli.db");
+    let path = write_config(dir.path(), &config_toml(&format!("sqlite://{}", db_path.display()), ""));
+    let config = path.to_str().unwrap();
+    let (code, stdout, stderr) = run(gatehouse().args(["--config", config, "migrate"]));
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(db_path.exists());
+
+    let (code, stdout, _) = run(gatehouse().args(["--config", config, "keys", "rotate"]));
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("rotated:") && stdout.contains("(ES256)"), "{stdout}");
+    let (code, stdout, _) = run(gatehouse().args(["--config", config, "keys", "rotate"]));
+    assert_eq!(code, 0);
+    let (code, listed, _) = run(gatehouse().args(["--config", config, "keys", "list"]));
+    assert_eq!(code, 0);
+    let rows: Vec<&str> = listed.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{listed}");
+    assert_eq!(rows.iter().filter(|r| r.contains("active")).count(), 1, "{listed}");
+    assert_eq!(
+        rows.iter().filter(|r| r.contains("retired") && r.contains("yes")).count(),
+        1,
+        "the old key stays published: {listed}"
+    );
+    let new_kid = stdout.trim_start_matches("rotated: ").split(' ').next().unwrap();
+    assert!(rows.iter().any(|r| r.starts_with(new_kid) && r.contains("active")), "{listed}");
+}
+
+/// Reads the server's JSON log lines until one satisfies `until`.
+fn read_until(reader: &mut impl BufRead, log: &mut String, until: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "timed out waiting in the log:\n{log}");
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            panic!("the server exited early:\n{log}");
+        }
+        log.push_str(&line);
+        if let Ok(value) = serde_json::from_str::<serde_json::Value>(&line)
+            && until(&value)
+        {
+            return value;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("logs.db");
+    let text = config_toml(&format!("sqlite://{}", db_path.display()), "log_format = \"json\"");
+    let path = write_config(dir.path(), &text);
+    let mut child = gatehouse()
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    let ready = read_until(&mut reader, &mut log, |v| {
+        v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready"))
+    });
+    let base = format!("http://{}", ready["fields"]["listen"].as_str().unwrap());
+
+    let http = browser();
+    let login_page = http.get(format!("{base}/login")).send().await.unwrap();
+    let first_cookie = set_cookie(&login_page, "gatehouse_session").unwrap();
+    let csrf = field_value(&login_page.text().await.unwrap(), "csrf").unwrap();
+    let response = http
+        .post(format!("{base}/login"))
+        .form(&[("csrf", csrf.as_str()), ("connector", "local"), ("username", "alice"), ("password", ALICE_PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let session_cookie = set_cookie(&response, "gatehouse_session").unwrap();
+    let portal = http.get(format!("{base}/?code=query-secret-code&state=query-secret-state")).send().await.unwrap();
+    assert_eq!(portal.status(), 200);
+    let failed = browser();
+    let csrf2 = field_value(&failed.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap(), "csrf").unwrap();
+    failed
+        .post(format!("{base}/login"))
+        .form(&[("csrf", csrf2.as_str()), ("connector", "local"), ("username", "alice"), ("password", "wrong-password-guess")])
+        .send()
+        .await
+        .unwrap();
+
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    read_until(&mut reader, &mut log, |v| v["fields"]["message"] == "stopped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "gatehouse did not stop within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "SIGTERM is a clean stop: {exit:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut reader, &mut rest).unwrap();
+    log.push_str(&rest);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    log.push_str(&stderr);
+
+    // The request log is there, with route and status…
+    assert!(log.contains("\"route\":\"/login\""), "{log}");
+    assert!(log.contains("request finished"), "{log}");
+    assert!(log.contains("shutting down"), "{log}");
+    // …and nothing secret is.
+    let cookie_value = |c: &str| c.split(';').next().unwrap().split('=').nth(1).unwrap().to_owned();
+    let secrets = [
+        ALICE_PASSWORD.to_owned(),
+        "wrong-password-guess".to_owned(),
+        cookie_value(&first_cookie),
+        cookie_value(&session_cookie),
+        csrf,
+        csrf2,
+        TEST_KEK.to_owned(),
+        DEMO_CLIENT_SECRET.to_owned(),
+        "$argon2id$".to_owned(),
+        "query-secret-code".to_owned(),
+        "query-secret-state".to_owned(),
+    ];
+    for secret in &secrets {
+        assert!(!log.contains(secret.as_str()), "the log contains a secret ({secret}):\n{log}");
+    }
+}

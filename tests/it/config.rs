@@ -1,0 +1,265 @@
+//! Configuration: file, environment overlay, secrets from files, and errors that name the key.
+
+use gatehouse::config::{self, ClientSecret, ConfigError, KeyEncryptionKeySource};
+
+use crate::helpers::{TEST_KEK, config_toml, local_users_toml, write_config};
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn load(text: &str, vars: &[(&str, &str)]) -> Result<config::Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    config::load(&write_config(dir.path(), text), &env(vars))
+}
+
+fn error_of(text: &str, vars: &[(&str, &str)]) -> (String, String) {
+    match load(text, vars) {
+        Err(ConfigError::Invalid { key, reason }) => (key, reason),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+const MINIMAL: &str =
+    "issuer = \"http://localhost:8080\"\nkey_encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
+
+#[test]
+fn the_demo_configuration_is_valid() {
+    let config = config::load(std::path::Path::new("config/gatehouse.toml"), &[]).unwrap();
+    assert_eq!(config.issuer, "http://localhost:8080");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.database_url.expose(), "sqlite://data/gatehouse.db");
+    assert!(matches!(config.key_encryption_key, KeyEncryptionKeySource::File { generate_if_missing: true, .. }));
+    assert_eq!(config.clients[0].client_id, "demo-app");
+    assert!(config.clients[0].first_party);
+    assert_eq!(config.connectors[0].id, "local");
+}
+
+#[test]
+fn defaults_fill_what_the_file_leaves_out() {
+    let config = load(MINIMAL, &[]).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.database_url.expose(), "sqlite://data/gatehouse.db");
+    assert_eq!(config.session.idle_timeout_secs, 1800);
+    assert_eq!(config.session.absolute_timeout_secs, 36000);
+    assert_eq!(config.tokens.access_token_lifetime_secs, 600);
+    assert_eq!(config.login.max_failures_per_username, 5);
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    let (key, reason) = error_of(&format!("{MINIMAL}colour = \"blue\"\n"), &[]);
+    assert!(reason.contains("colour"), "{key}: {reason}");
+
+    let text = config_toml("sqlite://x.db", "").replace("first_party = true", "first_party = true\nredirect_uri = \"typo\"");
+    let (key, reason) = error_of(&text, &[]);
+    assert!(key.starts_with("clients[0]"), "{key}");
+    assert!(reason.contains("redirect_uri"), "{reason}");
+
+    let (key, reason) = error_of(&format!("{MINIMAL}[session]\nidle_timeout = 5\n"), &[]);
+    assert!(key.starts_with("session"), "{key}");
+    assert!(reason.contains("idle_timeout"), "{reason}");
+}
+
+#[test]
+fn bad_urls_and_addresses_are_refused() {
+    let (key, reason) = error_of("issuer = \"not a url\"\n", &[]);
+    assert_eq!(key, "issuer");
+    assert!(reason.contains("not a URL"), "{reason}");
+
+    let (key, _) = error_of(&MINIMAL.replace("http://localhost:8080", "ftp://localhost"), &[]);
+    assert_eq!(key, "issuer");
+    let (key, _) = error_of(&MINIMAL.replace("http://localhost:8080", "https://idp.example/?x=1"), &[]);
+    assert_eq!(key, "issuer");
+    let (key, _) = error_of(&format!("{MINIMAL}listen = \"everywhere\"\n"), &[]);
+    assert_eq!(key, "listen");
+    let (key, _) = error_of(&format!("{MINIMAL}database_url = \"mysql://db\"\n"), &[]);
+    assert_eq!(key, "database_url");
+
+    let text = config_toml("sqlite://x.db", "").replace("http://localhost:3000/callback", "javascript:alert(1)");
+    let (key, _) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].redirect_uris[0]");
+    let text = config_toml("sqlite://x.db", "").replace("http://localhost:3000/callback", "https://app.example/cb#frag");
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].redirect_uris[0]");
+    assert!(reason.contains("fragment"));
+}
+
+#[test]
+fn an_https_issuer_requires_a_key_encryption_key() {
+    let (key, reason) = error_of("issuer = \"https://sso.example.com\"\n", &[]);
+    assert_eq!(key, "key_encryption_key");
+    assert!(reason.contains("required"), "{reason}");
+
+    let text = "issuer = \"https://sso.example.com\"\nkey_encryption_key_file = \"/nonexistent/kek\"\n";
+    let (key, reason) = error_of(text, &[]);
+    assert_eq!(key, "key_encryption_key_file");
+    assert!(reason.contains("does not exist"), "{reason}");
+
+    let (key, reason) = error_of(&MINIMAL.replace(TEST_KEK, "c2hvcnQ="), &[]);
+    assert_eq!(key, "key_encryption_key");
+    assert!(reason.contains("32 bytes"), "{reason}");
+}
+
+#[test]
+fn missing_secret_files_and_double_secrets_are_refused() {
+    let text = config_toml("sqlite://x.db", "")
+        .replace("client_secret = \"demo-app-secret-change-me\"", "client_secret_file = \"/nonexistent/secret\"");
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].client_secret_file");
+    assert!(reason.contains("cannot read"), "{reason}");
+
+    let text = config_toml("sqlite://x.db", "").replace(
+        "client_secret = \"demo-app-secret-change-me\"",
+        "client_secret = \"demo-app-secret-change-me\"\nclient_secret_hash = \"x\"",
+    );
+    let (key, _) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].client_secret_hash");
+
+    let (key, _) = error_of(MINIMAL, &[("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "/tmp/kek")]);
+    assert_eq!(key, "key_encryption_key");
+
+    let text = config_toml("sqlite://x.db", "").replace("demo-app-secret-change-me", "short");
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].client_secret");
+    assert!(reason.contains("at least 16"), "{reason}");
+}
+
+#[test]
+fn secrets_can_come_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_path = dir.path().join("client-secret");
+    std::fs::write(&secret_path, "a-secret-from-a-file-0123\n").unwrap();
+    let kek_path = dir.path().join("kek");
+    std::fs::write(&kek_path, format!("{TEST_KEK}\n")).unwrap();
+    let text = config_toml("sqlite://x.db", "")
+        .replace("client_secret = \"demo-app-secret-change-me\"", &format!("client_secret_file = \"{}\"", secret_path.display()))
+        .replace(&format!("key_encryption_key = \"{TEST_KEK}\""), "");
+    let vars = [("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", kek_path.to_str().unwrap())];
+    let config = config::load(&write_config(dir.path(), &text), &env(&vars)).unwrap();
+    match &config.clients[0].secret {
+        ClientSecret::Plain(secret) => assert_eq!(secret.expose(), "a-secret-from-a-file-0123"),
+        other => panic!("expected a plain secret, got {other:?}"),
+    }
+    assert!(matches!(config.key_encryption_key, KeyEncryptionKeySource::File { .. }));
+}
+
+#[test]
+fn duplicates_are_refused() {
+    let text = format!(
+        "{}\n[[clients]]\nclient_id = \"demo-app\"\nredirect_uris = [\"http://localhost:3000/cb\"]\n",
+        config_toml("sqlite://x.db", "")
+    );
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[1].client_id");
+    assert!(reason.contains("duplicate client id `demo-app`"), "{reason}");
+
+    let text = format!("{MINIMAL}{0}{0}", local_users_toml());
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "connectors[1].id");
+    assert!(reason.contains("duplicate connector id"), "{reason}");
+
+    let text = format!("{MINIMAL}{}", local_users_toml().replace("username = \"bob\"", "username = \"alice\""));
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "connectors[0].users[1].username");
+    assert!(reason.contains("duplicate username"), "{reason}");
+}
+
+#[test]
+fn connectors_are_checked() {
+    let (key, _) =
+        error_of(&format!("{MINIMAL}{}", local_users_toml().replace("id = \"local\"", "id = \"Local Accounts\"")), &[]);
+    assert_eq!(key, "connectors[0].id");
+    let (key, reason) = error_of(&format!("{MINIMAL}{}", local_users_toml().replace("type = \"local\"", "type = \"ldap\"")), &[]);
+    assert_eq!(key, "connectors[0].type");
+    assert!(reason.contains("ldap"), "{reason}");
+    let text = format!("{MINIMAL}{}", local_users_toml().replacen("password_hash = \"$argon2id$", "password_hash = \"plain$", 1));
+    let (key, _) = error_of(&text, &[]);
+    assert_eq!(key, "connectors[0].users[0].password_hash");
+}
+
+#[test]
+fn client_rules_are_enforced() {
+    let text = config_toml("sqlite://x.db", "")
+        .replace("grant_types = [\"authorization_code\", \"refresh_token\"]", "grant_types = [\"password\"]");
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].grant_types");
+    assert!(reason.contains("password"), "{reason}");
+
+    let text = config_toml("sqlite://x.db", "")
+        .replace("client_secret = \"demo-app-secret-change-me\"\n", "")
+        .replace("grant_types = [\"authorization_code\", \"refresh_token\"]", "grant_types = [\"client_credentials\"]");
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].grant_types");
+    assert!(reason.contains("confidential"), "{reason}");
+
+    let text = config_toml("sqlite://x.db", "")
+        .replace("issuer = \"http://127.0.0.1:8080\"", "issuer = \"https://sso.example.com\"")
+        .replace("http://localhost:3000/callback", "http://app.example/callback");
+    let (key, reason) = error_of(&text, &[]);
+    assert_eq!(key, "clients[0].redirect_uris[0]");
+    assert!(reason.contains("loopback"), "{reason}");
+}
+
+#[test]
+fn environment_variables_override_the_file() {
+    let text = config_toml("sqlite://x.db", "");
+    let vars = [
+        ("GATEHOUSE_ISSUER", "https://sso.example.com/"),
+        ("GATEHOUSE_LISTEN", "0.0.0.0:9000"),
+        ("GATEHOUSE_DATABASE_URL", "postgres://gatehouse@db/gatehouse"),
+        ("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "60"),
+        ("GATEHOUSE_CLIENTS__0__NAME", "Renamed App"),
+        ("GATEHOUSE_LOG_FORMAT", "json"),
+        ("GATEHOUSE_CONFIG", "ignored: it names the file"),
+        ("OTHER_VARIABLE", "ignored"),
+    ];
+    let config = load(&text, &vars).unwrap();
+    assert_eq!(config.issuer, "https://sso.example.com", "trailing slash is dropped");
+    assert_eq!(config.listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.database_url.expose(), "postgres://gatehouse@db/gatehouse");
+    assert_eq!(config.session.idle_timeout_secs, 60);
+    assert_eq!(config.clients[0].name, "Renamed App");
+    assert_eq!(config.log_format, config::LogFormat::Json);
+}
+
+#[test]
+fn unknown_environment_variables_are_errors() {
+    let (key, reason) = error_of(MINIMAL, &[("GATEHOUSE_ISSUR", "https://typo.example")]);
+    assert_eq!(key, "issur");
+    assert!(reason.contains("unknown field"), "{reason}");
+    let (key, reason) = error_of(&config_toml("sqlite://x.db", ""), &[("GATEHOUSE_CLIENTS__3__NAME", "x")]);
+    assert_eq!(key, "clients.3.name");
+    assert!(reason.contains("index 3"), "{reason}");
+}
+
+#[test]
+fn the_config_path_comes_from_flag_then_environment_then_default() {
+    let vars = env(&[("GATEHOUSE_CONFIG", "/etc/gatehouse.toml")]);
+    assert_eq!(config::resolve_path(Some(std::path::Path::new("a.toml")), &vars), std::path::PathBuf::from("a.toml"));
+    assert_eq!(config::resolve_path(None, &vars), std::path::PathBuf::from("/etc/gatehouse.toml"));
+    assert_eq!(config::resolve_path(None, &[]), std::path::PathBuf::from("config/gatehouse.toml"));
+}
+
+#[test]
+fn secrets_never_show_in_debug_or_the_printed_configuration() {
+    let config = load(&config_toml("postgres://user:db-password@db/gh", ""), &[]).unwrap();
+    let printed = config.to_masked_toml().unwrap();
+    let debug = format!("{config:?}");
+    for leak in ["demo-app-secret-change-me", "db-password", TEST_KEK, "$argon2id$"] {
+        assert!(!printed.contains(leak), "check-config output shows {leak}");
+        assert!(!debug.contains(leak), "Debug output shows {leak}");
+    }
+    assert!(printed.contains("demo-app"), "non-secret values are printed");
+    assert!(printed.contains("alice"));
+}
+
+#[test]
+fn a_file_that_is_not_toml_names_the_file() {
+    match load("issuer = ", &[]) {
+        Err(err @ ConfigError::Syntax { .. }) => assert!(err.to_string().contains("not valid TOML")),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+    let missing = config::load(std::path::Path::new("/nonexistent/gatehouse.toml"), &[]);
+    assert!(matches!(missing, Err(ConfigError::Read { .. })));
+}

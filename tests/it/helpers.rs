@@ -1,0 +1,236 @@
+//! Test scaffolding: a real database per test, the real app on a free port, a cookie jar.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gatehouse::clock::ManualClock;
+use gatehouse::config::{self, Config};
+use gatehouse::startup;
+use gatehouse::store::{PostgresStore, SqliteStore, Store};
+use gatehouse::web::AppState;
+use sqlx::Connection;
+
+/// Passwords of the demo users; the hashes below are theirs.
+pub const ALICE_PASSWORD: &str = "alice-password";
+pub const BOB_PASSWORD: &str = "bob-password";
+pub const CAROL_PASSWORD: &str = "carol-password";
+const ALICE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$uVHQekRhPbu6UhtrGd89bg$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A";
+const BOB_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c02eN0x2JPJ5qlgzxEJMQg$Hq8VjETeUpyCiLEl0keIVzLfcXXWJBKK7XHX6avxEyY";
+const CAROL_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$97CVVflArc4Ne78cyfohSQ$B2rWPPeL01j/HhZkqF+RWLc8XQASrrP5dLcYFAT6HFQ";
+pub const TEST_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+pub const DEMO_CLIENT_SECRET: &str = "demo-app-secret-change-me";
+/// 2026-11-22T00:00:00Z
+pub const START: i64 = 1_795_305_600;
+
+/// A database that lives as long as the test: a temporary SQLite file, or a fresh PostgreSQL
+/// database created next to `TEST_DATABASE_URL`.
+pub struct TestDb {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/gatehouse.db", dir.path().display());
+        Self { url, dir }
+    }
+
+    /// `None` when `TEST_DATABASE_URL` is unset (a plain `cargo test`); CI always sets it, and
+    /// then an unreachable server fails the test.
+    pub async fn postgres() -> Option<Self> {
+        let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+            eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL part of this test");
+            return None;
+        };
+        let mut admin = sqlx::PgConnection::connect(&base).await.expect("TEST_DATABASE_URL must reach PostgreSQL");
+        let name = format!("gatehouse_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.unwrap();
+        let mut url = url::Url::parse(&base).unwrap();
+        url.set_path(&name);
+        Some(Self { url: url.to_string(), dir: tempfile::tempdir().unwrap() })
+    }
+
+    pub async fn open_store(&self) -> Arc<dyn Store> {
+        if self.url.starts_with("sqlite:") {
+            let store = SqliteStore::connect(&self.url).await.unwrap();
+            store.migrate().await.unwrap();
+            Arc::new(store)
+        } else {
+            let store = PostgresStore::connect(&self.url).await.unwrap();
+            store.migrate().await.unwrap();
+            Arc::new(store)
+        }
+    }
+}
+
+pub fn local_users_toml() -> String {
+    format!(
+        r#"
+[[connectors]]
+id = "local"
+type = "local"
+name = "Local accounts"
+
+[[connectors.users]]
+username = "alice"
+password_hash = "{ALICE_HASH}"
+email = "alice@example.com"
+name = "Alice Example"
+groups = ["engineering"]
+
+[[connectors.users]]
+username = "bob"
+password_hash = "{BOB_HASH}"
+email = "bob@example.com"
+name = "Bob Example"
+groups = ["sales"]
+
+[[connectors.users]]
+username = "carol"
+password_hash = "{CAROL_HASH}"
+name = "Carol Example"
+disabled = true
+"#
+    )
+}
+
+/// A complete configuration for `db_url`; `extra` is appended as top-level TOML before the
+/// tables, so it can set plain keys.
+pub fn config_toml(db_url: &str, extra: &str) -> String {
+    format!(
+        r#"
+issuer = "http://127.0.0.1:8080"
+listen = "127.0.0.1:0"
+database_url = "{db_url}"
+key_encryption_key = "{TEST_KEK}"
+{extra}
+
+[[clients]]
+client_id = "demo-app"
+client_secret = "{DEMO_CLIENT_SECRET}"
+redirect_uris = ["http://localhost:3000/callback"]
+scopes = ["openid", "profile", "email", "groups", "offline_access"]
+grant_types = ["authorization_code", "refresh_token"]
+name = "Demo App"
+first_party = true
+{users}"#,
+        users = local_users_toml()
+    )
+}
+
+pub fn write_config(dir: &std::path::Path, text: &str) -> PathBuf {
+    let path = dir.join(format!("gatehouse-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn load_config(dir: &std::path::Path, text: &str) -> Config {
+    config::load(&write_config(dir, text), &[]).unwrap()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestApp {
+    /// Starts the app on SQLite with the standard test configuration.
+    pub async fn start(db: &TestDb) -> Self {
+        Self::start_with(db, "").await
+    }
+
+    pub async fn start_with(db: &TestDb, extra: &str) -> Self {
+        let config = load_config(db.dir.path(), &config_toml(&db.url, extra));
+        Self::start_config(config, Arc::new(ManualClock::new(START))).await
+    }
+
+    pub async fn start_config(config: Config, clock: Arc<ManualClock>) -> Self {
+        let app = startup::build(config, clock.clone()).await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = app.state.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.serve(listener, async move {
+            let _ = rx.await;
+        }));
+        Self { base, http: browser(), state, clock, shutdown: Some(tx), server: Some(server) }
+    }
+
+    /// A second browser (its own cookie jar) against the same running app.
+    pub fn handle(app: &TestApp) -> TestApp {
+        TestApp {
+            base: app.base.clone(),
+            http: browser(),
+            state: app.state.clone(),
+            clock: app.clock.clone(),
+            shutdown: None,
+            server: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_form(&self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        self.http.post(self.url(path)).form(form).send().await.unwrap()
+    }
+
+    /// Opens the login page and returns its CSRF token.
+    pub async fn csrf(&self, path: &str) -> String {
+        let page = self.get(path).await.text().await.unwrap();
+        field_value(&page, "csrf").expect("the page has a CSRF field")
+    }
+
+    /// Signs in through the login form; returns the response to the form post.
+    pub async fn login(&self, username: &str, password: &str) -> reqwest::Response {
+        let csrf = self.csrf("/login").await;
+        self.post_form("/login", &[("csrf", &csrf), ("connector", "local"), ("username", username), ("password", password)]).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// A client that keeps cookies and does not follow redirects, so each hop can be checked.
+pub fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The `value` of the input named `name` in an HTML page.
+pub fn field_value(html: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html.find(&marker)? + marker.len();
+    let end = html[start..].find('"')?;
+    Some(html[start..start + end].to_owned())
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response.headers().get("location").map(|v| v.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+/// The value of the session cookie set by `response`, with its attributes.
+pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_owned)
+}

@@ -1,0 +1,330 @@
+//! One conformance suite for every storage backend: the same calls must behave the same.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use gatehouse::store::{
+    AuditEvent, AuditKey, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SingleUseKind, SsoSession, Store,
+    StoreError, UserProfile,
+};
+
+use crate::helpers::{START, TestDb};
+
+const NOW: i64 = START;
+
+fn profile(username: &str) -> UserProfile {
+    UserProfile {
+        username: username.into(),
+        email: Some(format!("{username}@example.com")),
+        email_verified: true,
+        display_name: Some(username.to_uppercase()),
+        groups: vec!["a".into(), "b".into()],
+    }
+}
+
+async fn users_and_links(store: &Arc<dyn Store>) {
+    let (alice, created) = store.get_or_create_linked_user("corp", "sub-1", &profile("alice"), NOW).await.unwrap();
+    assert!(created);
+    assert_eq!(alice.username, "alice");
+    assert_eq!(alice.groups, vec!["a".to_owned(), "b".to_owned()]);
+    assert_eq!(alice.created_at, NOW);
+    assert!(!alice.disabled);
+
+    let (again, created) = store.get_or_create_linked_user("corp", "sub-1", &profile("renamed"), NOW + 1).await.unwrap();
+    assert!(!created, "the same (connector, subject) must map to the same user");
+    assert_eq!(again.id, alice.id);
+    assert_eq!(again.username, "alice", "linking does not rewrite the profile");
+
+    let (other_connector, created) = store.get_or_create_linked_user("other", "sub-1", &profile("alice"), NOW).await.unwrap();
+    assert!(created);
+    assert_ne!(other_connector.id, alice.id, "the same subject at another connector is another user");
+
+    assert_eq!(store.find_linked_user_id("corp", "sub-1").await.unwrap(), Some(alice.id.clone()));
+    assert_eq!(store.find_linked_user_id("corp", "sub-2").await.unwrap(), None);
+
+    let mut changed = profile("alice");
+    changed.email = Some("alice@new.example".into());
+    changed.groups = vec![];
+    let updated = store.update_user_profile(&alice.id, &changed, NOW + 5).await.unwrap();
+    assert_eq!(updated.email.as_deref(), Some("alice@new.example"));
+    assert!(updated.groups.is_empty());
+    assert_eq!(updated.updated_at, NOW + 5);
+    assert_eq!(store.find_linked_user_id("corp", "sub-1").await.unwrap(), Some(alice.id.clone()), "link survives email change");
+
+    store.set_user_disabled(&alice.id, true, NOW + 6).await.unwrap();
+    assert!(store.get_user(&alice.id).await.unwrap().disabled);
+    store.record_user_login(&alice.id, NOW + 7).await.unwrap();
+    assert_eq!(store.get_user(&alice.id).await.unwrap().last_login_at, Some(NOW + 7));
+
+    assert!(matches!(store.get_user("missing").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.set_user_disabled("missing", true, NOW).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.update_user_profile("missing", &changed, NOW).await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_users().await.unwrap().len(), 2);
+}
+
+async fn concurrent_first_sign_in_creates_one_user(store: &Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.get_or_create_linked_user("race", "same-subject", &profile("racer"), NOW).await.unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    let mut created = 0;
+    for task in tasks {
+        let (user, was_created) = task.await.unwrap();
+        ids.insert(user.id);
+        created += usize::from(was_created);
+    }
+    assert_eq!(ids.len(), 1, "every racer must get the same user");
+    assert_eq!(created, 1);
+    let racers = store.list_users().await.unwrap().into_iter().filter(|u| u.username == "racer").count();
+    assert_eq!(racers, 1, "the losers' users must not be left behind");
+}
+
+fn client(id: &str, managed: bool) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        secret_hash: Some("$argon2id$hash".into()),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        scopes: vec!["openid".into()],
+        grant_types: vec!["authorization_code".into()],
+        name: "App".into(),
+        first_party: false,
+        signing_alg: "ES256".into(),
+        managed_by_config: managed,
+        created_at: NOW,
+        updated_at: NOW,
+    }
+}
+
+async fn clients_and_connectors(store: &Arc<dyn Store>) {
+    store.upsert_client(&client("b-app", true)).await.unwrap();
+    store.upsert_client(&client("a-app", false)).await.unwrap();
+    let mut changed = client("b-app", true);
+    changed.redirect_uris.push("https://app.example/other".into());
+    changed.secret_hash = None;
+    changed.updated_at = NOW + 1;
+    store.upsert_client(&changed).await.unwrap();
+    assert_eq!(store.get_client("b-app").await.unwrap(), changed);
+    let ids: Vec<String> = store.list_clients().await.unwrap().into_iter().map(|c| c.client_id).collect();
+    assert_eq!(ids, vec!["a-app".to_owned(), "b-app".to_owned()]);
+    store.delete_client("a-app").await.unwrap();
+    assert!(matches!(store.get_client("a-app").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_client("a-app").await, Err(StoreError::NotFound)));
+
+    let connector = ConnectorRecord {
+        id: "corp".into(),
+        kind: "local".into(),
+        name: "Corp".into(),
+        email_domains: vec!["corp.example".into()],
+        settings: r#"{"type":"local","users":[]}"#.into(),
+        managed_by_config: true,
+        created_at: NOW,
+        updated_at: NOW,
+    };
+    store.upsert_connector(&connector).await.unwrap();
+    assert_eq!(store.get_connector("corp").await.unwrap(), connector);
+    let renamed = ConnectorRecord { name: "Corporate".into(), updated_at: NOW + 1, ..connector.clone() };
+    store.upsert_connector(&renamed).await.unwrap();
+    assert_eq!(store.list_connectors().await.unwrap(), vec![renamed]);
+    store.delete_connector("corp").await.unwrap();
+    assert!(matches!(store.get_connector("corp").await, Err(StoreError::NotFound)));
+}
+
+fn key(kid: &str, alg: &str, created_at: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        kid: kid.into(),
+        alg: alg.into(),
+        public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+        sealed_private_key: vec![1, 2, 3, 0, 255],
+        created_at,
+        retired_at: None,
+    }
+}
+
+async fn signing_keys(store: &Arc<dyn Store>) {
+    store.activate_signing_key(&key("k1", "ES256", NOW)).await.unwrap();
+    store.activate_signing_key(&key("r1", "RS256", NOW)).await.unwrap();
+    store.activate_signing_key(&key("k2", "ES256", NOW + 10)).await.unwrap();
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 3);
+    let by_kid = |kid: &str| keys.iter().find(|k| k.kid == kid).unwrap().clone();
+    assert_eq!(by_kid("k1").retired_at, Some(NOW + 10), "activating k2 retires k1");
+    assert_eq!(by_kid("k2").retired_at, None);
+    assert_eq!(by_kid("r1").retired_at, None, "other algorithms are untouched");
+    assert_eq!(by_kid("k2").sealed_private_key, vec![1, 2, 3, 0, 255]);
+    assert!(matches!(store.activate_signing_key(&key("k2", "ES256", NOW + 20)).await, Err(StoreError::AlreadyExists)));
+    let active_es256 =
+        store.list_signing_keys().await.unwrap().into_iter().filter(|k| k.alg == "ES256" && k.retired_at.is_none()).count();
+    assert_eq!(active_es256, 1, "a failed activation must not leave the algorithm without, or with two, active keys");
+}
+
+fn sso(id: &str, user_id: &str, expires_at: i64) -> SsoSession {
+    SsoSession {
+        id: id.into(),
+        user_id: user_id.into(),
+        connector_id: "local".into(),
+        auth_time: NOW,
+        last_seen_at: NOW,
+        expires_at,
+        revoked_at: None,
+        ip: Some("192.0.2.1".into()),
+        user_agent: Some("test".into()),
+    }
+}
+
+async fn sessions(store: &Arc<dyn Store>) {
+    let (user, _) = store.get_or_create_linked_user("local", "s-user", &profile("s"), NOW).await.unwrap();
+    let (other, _) = store.get_or_create_linked_user("local", "s-other", &profile("o"), NOW).await.unwrap();
+    store.create_sso_session(&sso("s1", &user.id, NOW + 100)).await.unwrap();
+    store.create_sso_session(&sso("s2", &user.id, NOW + 10)).await.unwrap();
+    store.create_sso_session(&sso("s3", &other.id, NOW + 100)).await.unwrap();
+    assert!(matches!(store.create_sso_session(&sso("s1", &user.id, NOW)).await, Err(StoreError::AlreadyExists)));
+
+    store.touch_sso_session("s1", NOW + 5).await.unwrap();
+    store.touch_sso_session("s1", NOW + 3).await.unwrap();
+    assert_eq!(store.get_sso_session("s1").await.unwrap().last_seen_at, NOW + 5, "last seen never moves back");
+    assert!(matches!(store.touch_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
+
+    let active: Vec<String> =
+        store.list_active_sso_sessions(Some(&user.id), NOW + 20).await.unwrap().into_iter().map(|s| s.id).collect();
+    assert_eq!(active, vec!["s1".to_owned()], "expired s2 and other user's s3 are not listed");
+    assert_eq!(store.list_active_sso_sessions(None, NOW + 20).await.unwrap().len(), 2);
+
+    store.revoke_sso_session("s1", NOW + 30).await.unwrap();
+    store.revoke_sso_session("s1", NOW + 40).await.unwrap();
+    assert_eq!(store.get_sso_session("s1").await.unwrap().revoked_at, Some(NOW + 30), "the first revocation time is kept");
+    assert!(store.list_active_sso_sessions(Some(&user.id), NOW + 20).await.unwrap().is_empty());
+    assert!(matches!(store.revoke_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
+}
+
+fn audit(kind: &str, outcome: AuditOutcome, actor: &str, ip: &str, time: i64) -> AuditEvent {
+    AuditEvent {
+        time,
+        kind: kind.into(),
+        outcome,
+        actor: Some(actor.into()),
+        user_id: None,
+        client_id: Some("demo-app".into()),
+        connector_id: Some("local".into()),
+        ip: Some(ip.into()),
+        detail: Some("invalid_credentials".into()),
+    }
+}
+
+async fn audit_log(store: &Arc<dyn Store>) {
+    store.record_audit(&audit("login", AuditOutcome::Failure, "alice", "192.0.2.1", NOW)).await.unwrap();
+    store.record_audit(&audit("login", AuditOutcome::Failure, "alice", "192.0.2.2", NOW + 10)).await.unwrap();
+    store.record_audit(&audit("login", AuditOutcome::Success, "alice", "192.0.2.1", NOW + 20)).await.unwrap();
+    store.record_audit(&audit("logout", AuditOutcome::Failure, "alice", "192.0.2.1", NOW + 30)).await.unwrap();
+    let recent = store.list_audit(2).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(recent[0].kind, "logout", "newest first");
+    assert_eq!(recent[1].outcome, AuditOutcome::Success);
+    assert_eq!(recent[1].client_id.as_deref(), Some("demo-app"));
+    let count = |key, value: &'static str, since| {
+        let store = store.clone();
+        async move { store.count_audit_since("login", AuditOutcome::Failure, key, value, since).await.unwrap() }
+    };
+    assert_eq!(count(AuditKey::Actor, "alice", NOW).await, 2);
+    assert_eq!(count(AuditKey::Actor, "alice", NOW + 5).await, 1);
+    assert_eq!(count(AuditKey::Ip, "192.0.2.1", NOW).await, 1);
+    assert_eq!(count(AuditKey::Actor, "bob", NOW).await, 0);
+}
+
+async fn single_use_records(store: &Arc<dyn Store>) {
+    let kind = SingleUseKind::AuthorizationCode;
+    store.put_single_use(kind, "code-1", "payload-1", NOW + 60).await.unwrap();
+    assert!(matches!(store.put_single_use(kind, "code-1", "other", NOW + 60).await, Err(StoreError::AlreadyExists)));
+    store.put_single_use(SingleUseKind::UpstreamState, "code-1", "state payload", NOW + 60).await.unwrap();
+
+    assert_eq!(store.peek_single_use(kind, "code-1", NOW).await.unwrap().as_deref(), Some("payload-1"));
+    assert_eq!(store.take_single_use(kind, "code-1", NOW).await.unwrap().as_deref(), Some("payload-1"));
+    assert_eq!(store.take_single_use(kind, "code-1", NOW).await.unwrap(), None, "a second take gets nothing");
+    assert_eq!(store.peek_single_use(kind, "code-1", NOW).await.unwrap(), None);
+    assert_eq!(
+        store.take_single_use(SingleUseKind::UpstreamState, "code-1", NOW).await.unwrap().as_deref(),
+        Some("state payload"),
+        "kinds are separate namespaces"
+    );
+
+    store.put_single_use(kind, "old", "payload", NOW + 60).await.unwrap();
+    assert_eq!(store.peek_single_use(kind, "old", NOW + 60).await.unwrap(), None, "expired at its expiry time");
+    assert_eq!(store.take_single_use(kind, "old", NOW + 61).await.unwrap(), None, "an expired record is never handed out");
+    assert_eq!(store.take_single_use(kind, "absent", NOW).await.unwrap(), None);
+}
+
+async fn single_use_is_taken_once_under_concurrency(store: &Arc<dyn Store>) {
+    for round in 0..5 {
+        let key = format!("contended-{round}");
+        store.put_single_use(SingleUseKind::SamlRequestId, &key, "p", NOW + 60).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let store = store.clone();
+            let key = key.clone();
+            tasks
+                .push(tokio::spawn(async move { store.take_single_use(SingleUseKind::SamlRequestId, &key, NOW).await.unwrap() }));
+        }
+        let mut winners = 0;
+        for task in tasks {
+            winners += usize::from(task.await.unwrap().is_some());
+        }
+        assert_eq!(winners, 1, "exactly one of 16 concurrent takers may win (round {round})");
+    }
+}
+
+async fn expired_rows_are_deleted(store: &Arc<dyn Store>) {
+    let (user, _) = store.get_or_create_linked_user("local", "cleanup", &profile("c"), NOW).await.unwrap();
+    store.put_single_use(SingleUseKind::PendingLogin, "gone", "p", NOW + 10).await.unwrap();
+    store.put_single_use(SingleUseKind::PendingLogin, "kept", "p", NOW + 1000).await.unwrap();
+    store.create_sso_session(&sso("c-gone", &user.id, NOW + 10)).await.unwrap();
+    store.create_sso_session(&sso("c-kept", &user.id, NOW + 1000)).await.unwrap();
+    store.activate_signing_key(&key("c-old", "ES256", NOW)).await.unwrap();
+    store.activate_signing_key(&key("c-new", "ES256", NOW + 50)).await.unwrap();
+
+    let report = store.delete_expired(NOW + 100, NOW + 60).await.unwrap();
+    assert_eq!(report.single_use, 1);
+    assert_eq!(report.sessions, 1);
+    assert!(report.signing_keys >= 1);
+    assert!(store.peek_single_use(SingleUseKind::PendingLogin, "kept", NOW + 100).await.unwrap().is_some());
+    assert!(matches!(store.get_sso_session("c-gone").await, Err(StoreError::NotFound)));
+    assert!(store.get_sso_session("c-kept").await.is_ok());
+    let kids: Vec<String> = store.list_signing_keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    assert!(kids.contains(&"c-new".to_owned()), "the active key is never deleted");
+    assert!(!kids.contains(&"c-old".to_owned()));
+}
+
+async fn run_suite(db: &TestDb) {
+    // Each part gets a fresh schema so parts cannot lean on each other's rows.
+    macro_rules! part {
+        ($name:ident) => {{
+            let fresh = if db.url.starts_with("sqlite:") { TestDb::sqlite() } else { TestDb::postgres().await.unwrap() };
+            let store = fresh.open_store().await;
+            $name(&store).await;
+        }};
+    }
+    part!(users_and_links);
+    part!(concurrent_first_sign_in_creates_one_user);
+    part!(clients_and_connectors);
+    part!(signing_keys);
+    part!(sessions);
+    part!(audit_log);
+    part!(single_use_records);
+    part!(single_use_is_taken_once_under_concurrency);
+    part!(expired_rows_are_deleted);
+    assert!(db.open_store().await.ping().await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_sqlite() {
+    run_suite(&TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    run_suite(&db).await;
+}

@@ -1,0 +1,64 @@
+//! Clients and connectors from the configuration are synced into the database at start-up.
+
+use std::sync::Arc;
+
+use gatehouse::clock::ManualClock;
+use gatehouse::store::ClientRecord;
+
+use crate::helpers::{DEMO_CLIENT_SECRET, START, TestApp, TestDb, config_toml, load_config};
+
+fn runtime_client() -> ClientRecord {
+    ClientRecord {
+        client_id: "created-at-runtime".into(),
+        secret_hash: None,
+        redirect_uris: vec!["https://runtime.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        scopes: vec!["openid".into()],
+        grant_types: vec!["authorization_code".into()],
+        name: "Runtime".into(),
+        first_party: false,
+        signing_alg: "ES256".into(),
+        managed_by_config: false,
+        created_at: START,
+        updated_at: START,
+    }
+}
+
+#[tokio::test]
+async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let demo = app.state.store.get_client("demo-app").await.unwrap();
+    assert!(demo.managed_by_config);
+    let hash = demo.secret_hash.clone().unwrap();
+    assert!(hash.starts_with("$argon2id$"), "client secrets are stored only as hashes");
+    assert!(!hash.contains(DEMO_CLIENT_SECRET));
+    assert!(gatehouse::password::verify(&hash, DEMO_CLIENT_SECRET));
+    let connector = app.state.store.get_connector("local").await.unwrap();
+    assert!(connector.managed_by_config);
+    app.state.store.upsert_client(&runtime_client()).await.unwrap();
+    app.stop().await;
+
+    // Restart with the same file: nothing is rewritten, the runtime client stays.
+    let clock = Arc::new(ManualClock::new(START + 100));
+    let app = TestApp::start_config(load_config(db.dir.path(), &config_toml(&db.url, "")), clock.clone()).await;
+    let again = app.state.store.get_client("demo-app").await.unwrap();
+    assert_eq!(again.secret_hash.as_deref(), Some(hash.as_str()), "an unchanged secret keeps its hash");
+    assert_eq!(again.updated_at, START, "an unchanged entry is not rewritten");
+    assert!(app.state.store.get_client("created-at-runtime").await.is_ok());
+    app.stop().await;
+
+    // Restart with the demo client renamed and the connector removed from the file.
+    let text = config_toml(&db.url, "").replace("name = \"Demo App\"", "name = \"Renamed\"");
+    let text = text[..text.find("[[connectors]]").unwrap()].to_owned();
+    let app = TestApp::start_config(load_config(db.dir.path(), &text), clock).await;
+    assert_eq!(app.state.store.get_client("demo-app").await.unwrap().name, "Renamed");
+    assert!(app.state.store.get_connector("local").await.is_err(), "a connector dropped from the file is removed");
+    assert!(app.state.store.get_client("created-at-runtime").await.is_ok(), "runtime entries are never removed by the file");
+    let audit = app.state.store.list_audit(20).await.unwrap();
+    assert!(audit.iter().any(|e| e.kind == "config_change"
+        && e.connector_id.as_deref() == Some("local")
+        && e.detail.as_deref() == Some("removed")));
+    assert!(audit.iter().any(|e| e.kind == "config_change" && e.client_id.as_deref() == Some("demo-app")));
+    app.stop().await;
+}
