@@ -196,9 +196,8 @@ pub async fn submit(
             state.metrics.record_login(&form.connector, err.reason());
             let username = username.to_owned();
             match err {
-                LoginError::InvalidCredentials => {
-                    retry("Invalid username or password.", StatusCode::UNAUTHORIZED, username).await
-                }
+                // Not 401: that status requires an HTTP authentication challenge, and this is a form.
+                LoginError::InvalidCredentials => retry("Invalid username or password.", StatusCode::OK, username).await,
                 LoginError::Throttled => {
                     retry(
                         "Too many failed sign-in attempts. Wait a few minutes and try again.",

@@ -62,6 +62,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/metrics", get(ops::metrics))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/static/gatehouse.css", get(ops::stylesheet))
+        .route("/favicon.ico", get(ops::favicon))
         .fallback(ops::not_found)
         .layer(session_layer)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -38,6 +38,11 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// Browsers ask for it on every page; an empty answer keeps their consoles clean.
+pub async fn favicon() -> Response {
+    (StatusCode::NO_CONTENT, [(header::CACHE_CONTROL, "public, max-age=86400")]).into_response()
+}
+
 pub async fn not_found() -> WebError {
     WebError::NotFound
 }

@@ -64,6 +64,26 @@ impl TestDb {
     }
 }
 
+impl Drop for TestDb {
+    /// Drops a PostgreSQL test database, closing whatever connections the test left open.
+    fn drop(&mut self) {
+        if !self.url.starts_with("postgres") {
+            return;
+        }
+        let (Ok(base), Ok(url)) = (std::env::var("TEST_DATABASE_URL"), url::Url::parse(&self.url)) else { return };
+        let name = url.path().trim_start_matches('/').to_owned();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async {
+                if let Ok(mut admin) = sqlx::PgConnection::connect(&base).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub fn local_users_toml() -> String {
     format!(
         r#"

@@ -53,7 +53,7 @@ async fn metrics_count_requests_and_logins() {
         r#"gatehouse_logins_total{connector="local",outcome="success"} 1"#,
         r#"gatehouse_logins_total{connector="local",outcome="invalid_credentials"} 1"#,
         r#"gatehouse_http_requests_total{route="/login",method="POST",status="303"} 1"#,
-        r#"gatehouse_http_requests_total{route="/login",method="POST",status="401"} 1"#,
+        r#"gatehouse_http_requests_total{route="/login",method="POST",status="200"} 1"#,
         r#"gatehouse_http_requests_total{route="/login",method="GET",status="200"} 2"#,
         r#"gatehouse_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
         r#"gatehouse_http_request_duration_seconds_count{route="/login",method="POST",status="303"} 1"#,
