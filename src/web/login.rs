@@ -33,7 +33,7 @@ pub struct LoginQuery {
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
-    csrf: String,
+    csrf: Secret<String>,
     connector: String,
     username: String,
     password: Secret<String>,
@@ -42,7 +42,7 @@ pub struct LoginForm {
 
 #[derive(Debug, Deserialize)]
 pub struct CsrfForm {
-    csrf: String,
+    csrf: Secret<String>,
 }
 
 /// A pending-request id as the browser sent it: shape-checked before any lookup.
@@ -141,7 +141,7 @@ pub async fn submit(
     let Form(form) = form.map_err(|rejection| {
         WebError::from_rejection(rejection.status(), "The sign-in form was incomplete. Reload the page and try again.")
     })?;
-    csrf::verify(&session, &form.csrf).await?;
+    csrf::verify(&session, form.csrf.expose()).await?;
     let request = request_id(form.req)?;
     let pending = pending_for(&state, request.as_deref()).await?;
     let client_name = pending.as_ref().and_then(|p| p.client_name.clone());
@@ -193,7 +193,9 @@ pub async fn submit(
             continue_to(&state, request.as_deref()).await
         }
         Err(err) => {
-            state.metrics.record_login(&form.connector, err.reason());
+            // A connector id that does not exist is input, not a label: it would grow the series.
+            let label = if matches!(err, LoginError::UnknownConnector) { "unknown" } else { form.connector.as_str() };
+            state.metrics.record_login(label, err.reason());
             let username = username.to_owned();
             match err {
                 // Not 401: that status requires an HTTP authentication challenge, and this is a form.
@@ -244,7 +246,7 @@ pub async fn logout(
 ) -> Result<Response, WebError> {
     let Form(form) =
         form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
-    csrf::verify(&session, &form.csrf).await?;
+    csrf::verify(&session, form.csrf.expose()).await?;
     end_session(&state, &session, addr).await
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
@@ -85,7 +85,13 @@ fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer
 /// query can hold codes and state, nor any header.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
-    let method = request.method().as_str().to_owned();
+    // Clients may send any method token; only the standard ones become metric labels.
+    let method = match *request.method() {
+        Method::GET | Method::POST | Method::HEAD | Method::PUT | Method::DELETE | Method::PATCH | Method::OPTIONS => {
+            request.method().as_str().to_owned()
+        }
+        _ => String::from("OTHER"),
+    };
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route, status = tracing::field::Empty);
     let started = Instant::now();

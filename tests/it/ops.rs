@@ -45,6 +45,12 @@ async fn metrics_count_requests_and_logins() {
     app.login("alice", ALICE_PASSWORD).await;
     TestApp::handle(&app).login("alice", "wrong").await;
     app.get("/no-such-page").await;
+    // Input must not mint new series: invented methods and connector ids get fixed labels.
+    let method = reqwest::Method::from_bytes(b"INVENTED").unwrap();
+    app.http.request(method, app.url("/anything")).send().await.unwrap();
+    let other = TestApp::handle(&app);
+    let csrf = other.csrf("/login").await;
+    other.post_form("/login", &[("csrf", &csrf), ("connector", "made-up-connector"), ("username", "a"), ("password", "b")]).await;
     let response = app.get("/metrics").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
@@ -54,13 +60,16 @@ async fn metrics_count_requests_and_logins() {
         r#"gatehouse_logins_total{connector="local",outcome="invalid_credentials"} 1"#,
         r#"gatehouse_http_requests_total{route="/login",method="POST",status="303"} 1"#,
         r#"gatehouse_http_requests_total{route="/login",method="POST",status="200"} 1"#,
-        r#"gatehouse_http_requests_total{route="/login",method="GET",status="200"} 2"#,
+        r#"gatehouse_http_requests_total{route="/login",method="GET",status="200"} 3"#,
         r#"gatehouse_http_requests_total{route="unmatched",method="GET",status="404"} 1"#,
         r#"gatehouse_http_request_duration_seconds_count{route="/login",method="POST",status="303"} 1"#,
         "# TYPE gatehouse_tokens_issued counter",
+        r#"gatehouse_http_requests_total{route="unmatched",method="OTHER",status="404"} 1"#,
+        r#"gatehouse_logins_total{connector="unknown",outcome="unknown_connector"} 1"#,
     ] {
         assert!(text.contains(expected), "missing {expected} in\n{text}");
     }
+    assert!(!text.contains("INVENTED") && !text.contains("made-up-connector"), "{text}");
     app.stop().await;
 }
 
