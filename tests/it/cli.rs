@@ -237,3 +237,42 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
         assert!(!log.contains(secret.as_str()), "the log contains a secret ({secret}):\n{log}");
     }
 }
+
+#[test]
+fn sigterm_lets_a_request_in_flight_finish() {
+    use std::io::Read;
+    use std::net::TcpStream;
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_toml(&format!("sqlite://{}/drain.db", dir.path().display()), "log_format = \"json\"");
+    let path = write_config(dir.path(), &text);
+    let mut child =
+        gatehouse().args(["--config", path.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    let ready = read_until(&mut reader, &mut log, |v| {
+        v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready"))
+    });
+    let address = ready["fields"]["listen"].as_str().unwrap().to_owned();
+
+    // Half a request is on the wire when the signal arrives…
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: gatehouse\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    read_until(&mut reader, &mut log, |v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("shutting down")));
+    // …new connections are refused…
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(TcpStream::connect(&address).is_err(), "the listener must be closed after SIGTERM");
+    // …and the request in flight still gets its answer.
+    stream.write_all(b"Connection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
+    assert!(response.ends_with("ok"), "{response}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "gatehouse did not exit after finishing the request");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.wait().unwrap().success());
+}

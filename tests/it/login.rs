@@ -391,6 +391,22 @@ async fn sign_out_ends_the_session_on_the_server() {
 }
 
 #[tokio::test]
+async fn malformed_and_oversized_sign_out_forms_change_nothing() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    app.login("alice", ALICE_PASSWORD).await;
+    let missing = app.post_form("/logout", &[]).await;
+    assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
+    assert!(missing.text().await.unwrap().contains("The sign-out form was incomplete."));
+    let huge = "c".repeat(100 * 1024);
+    assert_eq!(app.post_form("/logout", &[("csrf", &huge)]).await.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let json = app.http.post(app.url("/logout")).json(&serde_json::json!({"csrf": "x"})).send().await.unwrap();
+    assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(signed_in_name(&app).await.as_deref(), Some("Alice Example"), "the session survives bad sign-out posts");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_pages_and_methods_get_clear_errors() {
     let db = TestDb::sqlite();
     let app = TestApp::start(&db).await;

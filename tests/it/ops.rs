@@ -96,3 +96,27 @@ async fn every_page_carries_the_security_headers() {
     assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_background_task_deletes_expired_rows() {
+    use gatehouse::clock::Clock;
+    use gatehouse::store::SingleUseKind;
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, "cleanup_interval_secs = 1").await;
+    let store = app.state.store.clone();
+    let now = app.clock.now();
+    store.put_single_use(SingleUseKind::AuthorizationCode, "stale", "p", now + 5).await.unwrap();
+    store.put_single_use(SingleUseKind::AuthorizationCode, "fresh", "p", now + 500).await.unwrap();
+    app.clock.advance(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Taking would delete it; the only other way out of the table is the cleanup task.
+    while store.put_single_use(SingleUseKind::AuthorizationCode, "stale", "p", now + 5).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the expired row was never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        store.put_single_use(SingleUseKind::AuthorizationCode, "fresh", "p", now + 500).await.is_err(),
+        "an unexpired row is kept"
+    );
+    app.stop().await;
+}
