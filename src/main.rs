@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gatehouse::clock::{SharedClock, SystemClock};
 use gatehouse::config::{self, Config, LogFormat};
@@ -142,7 +143,7 @@ async fn serve(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     let listen = config.listen;
     let issuer = config.issuer.clone();
     let app = startup::build(config, clock).await?;
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
     let bound = listener.local_addr()?;
     tracing::info!(listen = %bound, "Gatehouse is ready: open {issuer}/ to sign in");
     app.serve(listener, startup::shutdown_signal()).await?;
