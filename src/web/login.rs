@@ -188,7 +188,7 @@ pub async fn submit(
     match result {
         Ok((sso, _user)) => {
             state.metrics.record_login(&form.connector, "success");
-            sessions::attach(&session, &sso).await?;
+            sessions::attach(&state, &session, &sso).await?;
             csrf::renew(&session).await?;
             continue_to(&state, request.as_deref()).await
         }

@@ -76,8 +76,12 @@ pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoS
     Ok(resumed)
 }
 
-/// Binds the browser to a new SSO session under a fresh cookie id (no session fixation).
-pub async fn attach(session: &Session, sso: &SsoSession) -> Result<(), WebError> {
+/// Binds the browser to a new SSO session under a fresh cookie id (no session fixation). A
+/// session this browser held before is ended, so no server-side session outlives its cookie.
+pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Result<(), WebError> {
+    if let Some(previous) = session.get::<String>(SSO_KEY).await? {
+        crate::session::end(state.store.as_ref(), &previous, state.clock.now()).await?;
+    }
     session.cycle_id().await?;
     session.insert(SSO_KEY, &sso.id).await?;
     Ok(())

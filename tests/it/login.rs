@@ -205,6 +205,24 @@ async fn forms_without_a_valid_csrf_token_are_refused() {
 }
 
 #[tokio::test]
+async fn signing_in_again_ends_the_previous_session() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    app.login("alice", ALICE_PASSWORD).await;
+    let alice = app.state.store.find_linked_user_id("local", "alice").await.unwrap().unwrap();
+    // The portal's token is valid for a new sign-in post from the same browser.
+    let csrf = field_value(&app.get("/").await.text().await.unwrap(), "csrf").unwrap();
+    let response = app
+        .post_form("/login", &[("csrf", &csrf), ("connector", "local"), ("username", "bob"), ("password", BOB_PASSWORD)])
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(signed_in_name(&app).await.as_deref(), Some("Bob Example"));
+    let left = app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now()).await.unwrap();
+    assert!(left.is_empty(), "alice's session must not outlive the cookie that pointed at it");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn the_csrf_token_changes_at_sign_in() {
     let db = TestDb::sqlite();
     let app = TestApp::start(&db).await;
