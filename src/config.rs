@@ -361,7 +361,14 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError
     overlay_env(&mut root, env)?;
     let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|err| {
         let key = err.path().to_string();
-        invalid(if key == "." { String::from("(top level)") } else { key }, err.into_inner().message().to_owned())
+        let field = key.rsplit('.').next().unwrap_or_default();
+        // serde's message quotes the offending value; for a secret that would print it.
+        let reason = if is_secret_key(field) {
+            String::from("must be a string (the value is not shown)")
+        } else {
+            err.into_inner().message().to_owned()
+        };
+        invalid(if key == "." { String::from("(top level)") } else { key }, reason)
     })?;
     validate(raw)
 }
@@ -369,6 +376,7 @@ pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError
 /// Applies `GATEHOUSE_A__B=value` as `a.b = value`. Values that read as TOML numbers, booleans or
 /// arrays take that type; anything else is a string.
 fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+    let mut set_by_env: Vec<Vec<String>> = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
         if name == CONFIG_PATH_VAR {
@@ -379,9 +387,46 @@ fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), C
         if segments.iter().any(|segment| segment.is_empty()) {
             return Err(invalid(key.replace("__", "."), format!("environment variable {name} has an empty key segment")));
         }
-        set_path(root, &segments, parse_env_value(value)).map_err(|reason| invalid(key.replace("__", "."), reason))?;
+        let is_secret = segments.last().is_some_and(|last| is_secret_key(last));
+        let value = if is_secret { toml::Value::String(value.clone()) } else { parse_env_value(value) };
+        set_path(root, &segments, value).map_err(|reason| invalid(key.replace("__", "."), reason))?;
+        set_by_env.push(segments.iter().map(|s| (*s).to_owned()).collect());
+    }
+    // A secret set in the environment replaces the file's other forms of it (`X_file`, a
+    // hash), so an operator can override the demo file without editing it.
+    for path in &set_by_env {
+        let Some((last, parent)) = path.split_last() else { continue };
+        let Some(group) = SECRET_FORMS.iter().find(|group| group.contains(&last.as_str())) else { continue };
+        for other in group.iter().filter(|other| *other != last) {
+            let also_from_env = set_by_env.iter().any(|p| p.split_last() == Some((&(*other).to_owned(), parent)));
+            if !also_from_env && let Some(table) = table_at(root, parent) {
+                table.remove(*other);
+            }
+        }
     }
     Ok(())
+}
+
+/// The alternative ways of giving one secret; setting two of them is an error.
+const SECRET_FORMS: [&[&str]; 3] = [
+    &["key_encryption_key", "key_encryption_key_file"],
+    &["database_url", "database_url_file"],
+    &["client_secret", "client_secret_file", "client_secret_hash"],
+];
+
+/// Keys whose values are secrets: always strings, never echoed in an error message.
+fn is_secret_key(key: &str) -> bool {
+    matches!(key, "key_encryption_key" | "database_url" | "client_secret" | "client_secret_hash" | "password_hash")
+}
+
+fn table_at<'a>(node: &'a mut toml::Value, segments: &[String]) -> Option<&'a mut toml::Table> {
+    let Some((first, rest)) = segments.split_first() else { return node.as_table_mut() };
+    let child = match node {
+        toml::Value::Table(table) => table.get_mut(first)?,
+        toml::Value::Array(items) => items.get_mut(first.parse::<usize>().ok()?)?,
+        _ => return None,
+    };
+    table_at(child, rest)
 }
 
 fn parse_env_value(raw: &str) -> toml::Value {
