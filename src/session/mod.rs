@@ -8,8 +8,20 @@ use crate::config::SessionSettings;
 use crate::store::{SsoSession, Store, StoreError, StoreResult, User};
 use crate::tokens::random_token;
 
-/// How stale `last_seen_at` may get before a request writes it again; bounds idle-timeout error.
-const TOUCH_INTERVAL_SECS: i64 = 60;
+/// How stale `last_seen_at` may get before a request writes it again: a quarter of the idle
+/// timeout, at most a minute, so activity is recorded well before the session would go idle.
+fn touch_interval(settings: &SessionSettings) -> i64 {
+    (settings.idle_timeout_secs / 4).clamp(1, 60)
+}
+
+/// A session that is still good. `touched` says this request recorded activity, which the
+/// browser side uses to extend its cookie as well.
+#[derive(Debug)]
+pub struct Resumed {
+    pub session: SsoSession,
+    pub user: User,
+    pub touched: bool,
+}
 
 pub struct NewSession<'a> {
     pub user_id: &'a str,
@@ -36,12 +48,7 @@ pub async fn start(store: &dyn Store, new: NewSession<'_>, settings: &SessionSet
 
 /// The session and its user when the session is still good; `None` once it is revoked, past
 /// its absolute end, idle too long, or its user is disabled.
-pub async fn resume(
-    store: &dyn Store,
-    id: &str,
-    settings: &SessionSettings,
-    now: UnixTime,
-) -> StoreResult<Option<(SsoSession, User)>> {
+pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now: UnixTime) -> StoreResult<Option<Resumed>> {
     let session = match store.get_sso_session(id).await {
         Ok(session) => session,
         Err(StoreError::NotFound) => return Ok(None),
@@ -59,10 +66,11 @@ pub async fn resume(
         Ok(_) | Err(StoreError::NotFound) => return Ok(None),
         Err(err) => return Err(err),
     };
-    if now - session.last_seen_at >= TOUCH_INTERVAL_SECS {
+    let touched = now - session.last_seen_at >= touch_interval(settings);
+    if touched {
         store.touch_sso_session(&session.id, now).await?;
     }
-    Ok(Some((session, user)))
+    Ok(Some(Resumed { session, user, touched }))
 }
 
 pub async fn end(store: &dyn Store, id: &str, now: UnixTime) -> StoreResult<()> {

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use tower_sessions::session::{Id, Record};
 use tower_sessions::session_store::{self, SessionStore};
-use tower_sessions::{ExpiredDeletion, Session};
+use tower_sessions::{ExpiredDeletion, Expiry, Session};
 use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as SqliteSessions};
 
 use crate::store::{SsoSession, User};
@@ -69,11 +69,17 @@ impl SessionStore for SessionBackend {
 /// The signed-in user of this browser, if its SSO session is still good.
 pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoSession, User)>, WebError> {
     let Some(sso_id) = session.get::<String>(SSO_KEY).await? else { return Ok(None) };
-    let resumed = crate::session::resume(state.store.as_ref(), &sso_id, &state.config.session, state.clock.now()).await?;
-    if resumed.is_none() {
+    let settings = &state.config.session;
+    let Some(resumed) = crate::session::resume(state.store.as_ref(), &sso_id, settings, state.clock.now()).await? else {
         session.remove::<String>(SSO_KEY).await?;
+        return Ok(None);
+    };
+    // tower-sessions re-saves the cookie record (and its idle expiry) only when the session
+    // changes, so activity recorded on the SSO session must extend the cookie explicitly.
+    if resumed.touched {
+        session.set_expiry(Some(Expiry::OnInactivity(time::Duration::seconds(settings.idle_timeout_secs))));
     }
-    Ok(resumed)
+    Ok(Some((resumed.session, resumed.user)))
 }
 
 /// Binds the browser to a new SSO session under a fresh cookie id (no session fixation). A

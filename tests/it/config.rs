@@ -271,23 +271,25 @@ fn environment_secrets_replace_the_files_other_forms_of_them() {
     let vars = env(&[
         ("GATEHOUSE_ISSUER", "https://sso.example.com"),
         ("GATEHOUSE_KEY_ENCRYPTION_KEY", TEST_KEK),
-        ("GATEHOUSE_CLIENTS__0__CLIENT_SECRET_HASH", "$argon2id$v=19$m=19456,t=2,p=1$uVHQekRhPbu6UhtrGd89bg$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A"),
+        (
+            "GATEHOUSE_CLIENTS__0__CLIENT_SECRET_HASH",
+            "$argon2id$v=19$m=19456,t=2,p=1$uVHQekRhPbu6UhtrGd89bg$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A",
+        ),
     ]);
     let config = config::load(std::path::Path::new("config/gatehouse.toml"), &vars).unwrap();
     assert!(matches!(config.key_encryption_key, KeyEncryptionKeySource::Inline(_)));
     assert!(matches!(config.clients[0].secret, ClientSecret::Hash(_)), "the file's plain client_secret gave way");
 
     // Both forms from the environment are still a conflict.
-    let (key, _) = error_of(
-        MINIMAL,
-        &[("GATEHOUSE_KEY_ENCRYPTION_KEY", TEST_KEK), ("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "/tmp/kek")],
-    );
+    let (key, _) =
+        error_of(MINIMAL, &[("GATEHOUSE_KEY_ENCRYPTION_KEY", TEST_KEK), ("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", "/tmp/kek")]);
     assert_eq!(key, "key_encryption_key");
 }
 
 #[test]
 fn a_secret_of_the_wrong_type_is_never_echoed() {
-    let text = config_toml("sqlite://x.db", "").replace("client_secret = \"demo-app-secret-change-me\"", "client_secret = 4829104857392012");
+    let text = config_toml("sqlite://x.db", "")
+        .replace("client_secret = \"demo-app-secret-change-me\"", "client_secret = 4829104857392012");
     let (key, reason) = error_of(&text, &[]);
     assert_eq!(key, "clients[0].client_secret");
     assert!(!reason.contains("4829104857392012"), "{reason}");

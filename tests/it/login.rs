@@ -7,11 +7,15 @@ use reqwest::StatusCode;
 
 use crate::helpers::{ALICE_PASSWORD, BOB_PASSWORD, CAROL_PASSWORD, TestApp, TestDb, browser, field_value, location, set_cookie};
 
+/// Who the portal greets, or `None` when it sends the browser to sign in. Anything else (an
+/// error page, say) fails the test rather than passing for "signed out".
 async fn signed_in_name(app: &TestApp) -> Option<String> {
     let response = app.get("/").await;
-    if response.status() != StatusCode::OK {
+    if response.status() == StatusCode::SEE_OTHER {
+        assert_eq!(location(&response), "/login");
         return None;
     }
+    assert_eq!(response.status(), StatusCode::OK, "the portal neither greeted nor redirected");
     let page = response.text().await.unwrap();
     let start = page.find("<h2 id=\"greeting\">Welcome, ")? + "<h2 id=\"greeting\">Welcome, ".len();
     let end = page[start..].find("</h2>")?;
@@ -370,6 +374,24 @@ async fn sessions_end_after_the_idle_and_absolute_timeouts() {
     assert_eq!(signed_in_name(&idle).await, None);
     let active = app.state.store.list_active_sso_sessions(Some(&bob), app.clock.now()).await.unwrap();
     assert!(active.is_empty(), "an idle session is revoked on the server, not only forgotten by the browser");
+    app.stop().await;
+}
+
+/// The cookie record expires on the wall clock, so this test takes real seconds: with a
+/// 3-second idle timeout, a browser active every second stays signed in well past 3 seconds.
+#[tokio::test]
+async fn an_active_session_outlives_the_idle_timeout_in_real_time() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, "[session]\nidle_timeout_secs = 3\nabsolute_timeout_secs = 600\n").await;
+    app.login("alice", ALICE_PASSWORD).await;
+    for second in 1..=6 {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        app.clock.advance(1);
+        assert!(signed_in_name(&app).await.is_some(), "signed out after {second} s of activity");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    app.clock.advance(4);
+    assert_eq!(signed_in_name(&app).await, None, "idle past the timeout ends the session");
     app.stop().await;
 }
 
