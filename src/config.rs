@@ -56,6 +56,8 @@ struct RawConfig {
     tokens: RawTokens,
     cleanup_interval_secs: Option<u64>,
     #[serde(default)]
+    trusted_proxies: Vec<String>,
+    #[serde(default)]
     clients: Vec<RawClient>,
     #[serde(default)]
     connectors: Vec<RawConnector>,
@@ -151,6 +153,8 @@ pub struct Config {
     pub login: LoginSettings,
     pub tokens: TokenSettings,
     pub cleanup_interval_secs: u64,
+    /// Peers whose `X-Forwarded-For` is believed: the load balancers in front of the nodes.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub clients: Vec<ClientConfig>,
     pub connectors: Vec<ConnectorConfig>,
 }
@@ -567,6 +571,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid("cleanup_interval_secs", "must be at least 1"));
     }
 
+    let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
+    for (index, text) in raw.trusted_proxies.iter().enumerate() {
+        let network = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| invalid(format!("trusted_proxies[{index}]"), format!("`{text}` is not an address or CIDR network")))?;
+        trusted_proxies.push(network);
+    }
+
     let mut client_ids = HashSet::new();
     let mut clients = Vec::with_capacity(raw.clients.len());
     for (index, client) in raw.clients.into_iter().enumerate() {
@@ -597,6 +610,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         login,
         tokens,
         cleanup_interval_secs,
+        trusted_proxies,
         clients,
         connectors,
     })

@@ -1,6 +1,7 @@
 //! Password sign-in through a local connector: throttling, verification, mapping to a local
 //! user, the new SSO session, and the audit trail. Takes plain values and the time.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::clock::UnixTime;
@@ -8,7 +9,7 @@ use crate::config::{ConnectorKind, LoginSettings, SessionSettings};
 use crate::mapping::{self, MappingError};
 use crate::secret::Secret;
 use crate::session::{self, NewSession};
-use crate::store::{AuditEvent, AuditKey, AuditOutcome, SsoSession, Store, StoreError, User};
+use crate::store::{AuditEvent, AuditOutcome, SsoSession, Store, StoreError, User};
 use crate::upstream::local::{self, LocalLoginError};
 
 pub const AUDIT_LOGIN: &str = "login";
@@ -48,7 +49,7 @@ pub struct PasswordLogin {
     pub connector_id: String,
     pub username: String,
     pub password: Secret<String>,
-    pub ip: Option<String>,
+    pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
 }
 
@@ -79,11 +80,12 @@ pub async fn password_login(
         user_id,
         client_id: None,
         connector_id: Some(attempt.connector_id.clone()),
-        ip: attempt.ip.clone(),
+        ip: attempt.ip.map(|ip| ip.to_string()),
         detail: detail.map(str::to_owned),
     };
 
-    if is_throttled(store.as_ref(), policy.login, &attempt, now).await? {
+    let counters = AttemptCounters::new(policy.login, &attempt, now);
+    if counters.hit(store.as_ref()).await? {
         store.record_audit(&audit(AuditOutcome::Failure, AUDIT_LOGIN_THROTTLED, None, Some("throttled"))).await?;
         return Err(LoginError::Throttled);
     }
@@ -114,10 +116,11 @@ pub async fn password_login(
         }
         Err(MappingError::Store(err)) => return Err(err.into()),
     };
+    counters.release(store.as_ref()).await?;
     let new_session = NewSession {
         user_id: &user.id,
         connector_id: &attempt.connector_id,
-        ip: attempt.ip.clone(),
+        ip: attempt.ip.map(|ip| ip.to_string()),
         user_agent: attempt.user_agent.clone(),
     };
     let sso = session::start(store.as_ref(), new_session, policy.session, now).await?;
@@ -125,23 +128,64 @@ pub async fn password_login(
     Ok((sso, user))
 }
 
-/// Failed password checks in the window, per username and per client address.
-async fn is_throttled(
-    store: &dyn Store,
-    settings: &LoginSettings,
-    attempt: &PasswordLogin,
-    now: UnixTime,
-) -> Result<bool, StoreError> {
-    let since = now - settings.failure_window_secs;
-    let by_user = store.count_audit_since(AUDIT_LOGIN, AuditOutcome::Failure, AuditKey::Actor, &attempt.username, since).await?;
-    if by_user >= u64::from(settings.max_failures_per_username) {
-        return Ok(true);
-    }
-    if let Some(ip) = &attempt.ip {
-        let by_ip = store.count_audit_since(AUDIT_LOGIN, AuditOutcome::Failure, AuditKey::Ip, ip, since).await?;
-        if by_ip >= u64::from(settings.max_failures_per_ip) {
-            return Ok(true);
+/// The attempt counters one sign-in touches: its username at its connector, and its client
+/// network. Each is counted before the password is checked and released only on success, so
+/// what remains in a window are failures and attempts still in flight.
+struct AttemptCounters {
+    window_start: UnixTime,
+    expires_at: UnixTime,
+    keys: Vec<(String, u32)>,
+}
+
+impl AttemptCounters {
+    fn new(settings: &LoginSettings, attempt: &PasswordLogin, now: UnixTime) -> Self {
+        let window_start = now - now.rem_euclid(settings.failure_window_secs);
+        let mut keys = vec![(format!("user:{}:{}", attempt.connector_id, attempt.username), settings.max_failures_per_username)];
+        if let Some(ip) = attempt.ip {
+            keys.push((format!("net:{}", client_network(ip)), settings.max_failures_per_ip));
         }
+        Self { window_start, expires_at: window_start + settings.failure_window_secs, keys }
     }
-    Ok(false)
+
+    /// Counts this attempt; `true` when any counter is past its limit.
+    async fn hit(&self, store: &dyn Store) -> Result<bool, StoreError> {
+        let mut over = false;
+        for (key, limit) in &self.keys {
+            over |= store.hit_login_counter(key, self.window_start, self.expires_at).await? > u64::from(*limit);
+        }
+        Ok(over)
+    }
+
+    async fn release(&self, store: &dyn Store) -> Result<(), StoreError> {
+        for (key, _) in &self.keys {
+            store.release_login_counter(key, self.window_start).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The unit a client is counted in: its IPv4 address, or its IPv6 /64, since one IPv6 host
+/// can use any address of its network.
+pub fn client_network(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => format!("{}/64", Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_network;
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_network() {
+        assert_eq!(client_network("192.0.2.7".parse().unwrap()), "192.0.2.7");
+        assert_eq!(client_network("2001:db8:1:2:aaaa::1".parse().unwrap()), "2001:db8:1:2::/64");
+        assert_eq!(client_network("2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap()), "2001:db8:1:2::/64");
+        assert_ne!(client_network("2001:db8:1:3::1".parse().unwrap()), "2001:db8:1:2::/64");
+        assert_eq!(client_network("::ffff:192.0.2.7".parse().unwrap()), "192.0.2.7");
+    }
 }

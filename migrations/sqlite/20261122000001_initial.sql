@@ -85,8 +85,18 @@ CREATE TABLE audit_log (
     ip TEXT,
     detail TEXT
 );
-CREATE INDEX audit_log_actor ON audit_log (kind, outcome, actor, time);
-CREATE INDEX audit_log_ip ON audit_log (kind, outcome, ip, time);
+CREATE INDEX audit_log_time ON audit_log (time);
+
+-- Sign-in attempts per key (a username at a connector, or a client network) in fixed windows.
+-- Incremented before the password check and released on success, so parallel guesses
+-- cannot all slip under the limit.
+CREATE TABLE login_attempts (
+    key TEXT PRIMARY KEY NOT NULL,
+    window_start INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX login_attempts_expires ON login_attempts (expires_at);
 
 CREATE TABLE single_use (
     kind TEXT NOT NULL,

@@ -178,13 +178,6 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
-/// Which field a failure count is keyed on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditKey {
-    Actor,
-    Ip,
-}
-
 /// Kinds of single-use records. Each kind is a separate namespace of keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SingleUseKind {
@@ -214,6 +207,7 @@ pub struct CleanupReport {
     pub single_use: u64,
     pub sessions: u64,
     pub signing_keys: u64,
+    pub login_attempts: u64,
 }
 
 #[async_trait]
@@ -264,14 +258,13 @@ pub trait Store: Send + Sync + 'static {
     // Audit log.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
-    async fn count_audit_since(
-        &self,
-        kind: &str,
-        outcome: AuditOutcome,
-        key: AuditKey,
-        value: &str,
-        since: UnixTime,
-    ) -> StoreResult<u64>;
+
+    // Sign-in throttling.
+    /// Counts one attempt for `key` in the window starting at `window_start` (a new window
+    /// starts the count again) and returns the count, atomically.
+    async fn hit_login_counter(&self, key: &str, window_start: UnixTime, expires_at: UnixTime) -> StoreResult<u64>;
+    /// Takes back one attempt counted in that window (a sign-in that succeeded).
+    async fn release_login_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
 
     // Single-use records: stored once, consumed at most once even by concurrent nodes.
     /// Fails with `AlreadyExists` when the key is already stored and unexpired.
@@ -280,7 +273,7 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes and returns the record in one statement; `None` when absent, expired or already taken.
     async fn take_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
 
-    /// Deletes expired single-use records, sessions past their end, and retired signing keys
-    /// retired before `retired_key_cutoff`.
+    /// Deletes expired single-use records, sessions past their end, attempt counters of past
+    /// windows, and retired signing keys retired before `retired_key_cutoff`.
     async fn delete_expired(&self, now: UnixTime, retired_key_cutoff: UnixTime) -> StoreResult<CleanupReport>;
 }

@@ -558,30 +558,29 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
-            async fn count_audit_since(
-                &self,
-                kind: &str,
-                outcome: $crate::store::AuditOutcome,
-                key: $crate::store::AuditKey,
-                value: &str,
-                since: i64,
-            ) -> $crate::store::StoreResult<u64> {
-                let sql = match key {
-                    $crate::store::AuditKey::Actor => {
-                        "SELECT COUNT(*) FROM audit_log WHERE kind = $1 AND outcome = $2 AND actor = $3 AND time >= $4"
-                    }
-                    $crate::store::AuditKey::Ip => {
-                        "SELECT COUNT(*) FROM audit_log WHERE kind = $1 AND outcome = $2 AND ip = $3 AND time >= $4"
-                    }
-                };
-                let count: i64 = sqlx::query_scalar(sql)
-                    .bind(kind)
-                    .bind(outcome.as_str())
-                    .bind(value)
-                    .bind(since)
-                    .fetch_one(&self.pool)
-                    .await?;
+            async fn hit_login_counter(&self, key: &str, window_start: i64, expires_at: i64) -> $crate::store::StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "INSERT INTO login_attempts (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                     count = CASE WHEN login_attempts.window_start = excluded.window_start THEN login_attempts.count + 1 ELSE 1 END, \
+                     window_start = excluded.window_start, expires_at = excluded.expires_at \
+                     RETURNING count",
+                )
+                .bind(key)
+                .bind(window_start)
+                .bind(expires_at)
+                .fetch_one(&self.pool)
+                .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn release_login_counter(&self, key: &str, window_start: i64) -> $crate::store::StoreResult<()> {
+                sqlx::query("UPDATE login_attempts SET count = count - 1 WHERE key = $1 AND window_start = $2 AND count > 0")
+                    .bind(key)
+                    .bind(window_start)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
             }
 
             async fn put_single_use(
@@ -641,10 +640,13 @@ macro_rules! impl_sql_store {
                     .bind(retired_key_cutoff)
                     .execute(&self.pool)
                     .await?;
+                let login_attempts =
+                    sqlx::query("DELETE FROM login_attempts WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
                 Ok($crate::store::CleanupReport {
                     single_use: single_use.rows_affected(),
                     sessions: sessions.rows_affected(),
                     signing_keys: signing_keys.rows_affected(),
+                    login_attempts: login_attempts.rows_affected(),
                 })
             }
         }

@@ -1,6 +1,6 @@
 //! `/login` and `/logout`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Query, State};
@@ -14,6 +14,7 @@ use crate::secret::Secret;
 use crate::session::pending::{self, PendingLogin};
 use crate::store::{AuditEvent, AuditOutcome};
 use crate::web::AppState;
+use crate::web::client::client_ip;
 use crate::web::csrf;
 use crate::web::error::WebError;
 use crate::web::pages::{ConnectorView, LoginPage, MessagePage, render_page};
@@ -123,10 +124,6 @@ pub async fn page(
     login_page(&state, &session, StatusCode::OK, input).await
 }
 
-fn client_ip(addr: SocketAddr) -> String {
-    addr.ip().to_string()
-}
-
 fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect())
 }
@@ -180,7 +177,7 @@ pub async fn submit(
         connector_id: form.connector.clone(),
         username: username.to_owned(),
         password: form.password,
-        ip: Some(client_ip(addr)),
+        ip: Some(client_ip(addr, &headers, &state.config.trusted_proxies)),
         user_agent: user_agent(&headers),
     };
     let policy = LoginPolicy { login: &state.config.login, session: &state.config.session };
@@ -235,22 +232,25 @@ pub async fn logout_page(
         let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf) };
         return Ok(render_page(&page).into_response());
     }
-    end_session(&state, &session, addr).await
+    let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    end_session(&state, &session, ip).await
 }
 
 pub async fn logout(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
+    headers: HeaderMap,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let Form(form) =
         form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
     csrf::verify(&session, form.csrf.expose()).await?;
-    end_session(&state, &session, addr).await
+    let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    end_session(&state, &session, ip).await
 }
 
-async fn end_session(state: &AppState, session: &Session, addr: SocketAddr) -> Result<Response, WebError> {
+async fn end_session(state: &AppState, session: &Session, ip: IpAddr) -> Result<Response, WebError> {
     let signed_in = sessions::current(state, session).await?;
     let ended = sessions::detach(state, session).await?;
     if let (Some(_), Some((sso, user))) = (ended, signed_in) {
@@ -264,7 +264,7 @@ async fn end_session(state: &AppState, session: &Session, addr: SocketAddr) -> R
                 user_id: Some(user.id),
                 client_id: None,
                 connector_id: Some(sso.connector_id),
-                ip: Some(client_ip(addr)),
+                ip: Some(ip.to_string()),
                 detail: None,
             })
             .await?;

@@ -1,5 +1,6 @@
 //! HTTP: handlers parse requests, call a core, and render. Nothing here decides policy.
 
+pub mod client;
 pub mod csrf;
 pub mod error;
 pub mod login;

@@ -174,6 +174,85 @@ async fn repeated_failures_are_throttled_per_address() {
     app.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_guesses_cannot_slip_under_the_limit() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let mut browsers = Vec::new();
+    for _ in 0..20 {
+        let browser = TestApp::handle(&app);
+        let csrf = browser.csrf("/login").await;
+        browsers.push((browser, csrf));
+    }
+    let mut tasks = Vec::new();
+    for (browser, csrf) in browsers {
+        tasks.push(tokio::spawn(async move {
+            browser
+                .post_form("/login", &[("csrf", &csrf), ("connector", "local"), ("username", "alice"), ("password", "guess")])
+                .await
+                .status()
+        }));
+    }
+    let mut checked = 0;
+    let mut throttled = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            StatusCode::OK => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => throttled += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(checked, 5, "exactly the allowed number of passwords were checked");
+    assert_eq!(throttled, 15);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_counted_and_audited() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, "trusted_proxies = [\"127.0.0.1\"]\n[login]\nmax_failures_per_ip = 2\n").await;
+    let from = |address: &'static str| {
+        let browser = TestApp::handle(&app);
+        async move {
+            let page = browser.http.get(browser.url("/login")).send().await.unwrap().text().await.unwrap();
+            let csrf = field_value(&page, "csrf").unwrap();
+            browser
+                .http
+                .post(browser.url("/login"))
+                .header("x-forwarded-for", address)
+                .form(&[("csrf", csrf.as_str()), ("connector", "local"), ("username", "nobody"), ("password", "guess")])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(from("203.0.113.1").await, StatusCode::OK);
+    assert_eq!(from("203.0.113.1").await, StatusCode::OK);
+    assert_eq!(from("203.0.113.1").await, StatusCode::TOO_MANY_REQUESTS, "the forwarded client is throttled");
+    assert_eq!(from("203.0.113.2").await, StatusCode::OK, "another client behind the same proxy is not");
+    let audit = app.state.store.list_audit(10).await.unwrap();
+    assert!(audit.iter().any(|e| e.ip.as_deref() == Some("203.0.113.2")), "the audit log names the real client");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn forwarded_addresses_from_untrusted_peers_are_ignored() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let csrf = app.csrf("/login").await;
+    app.http
+        .post(app.url("/login"))
+        .header("x-forwarded-for", "203.0.113.66")
+        .form(&[("csrf", csrf.as_str()), ("connector", "local"), ("username", "nobody"), ("password", "guess")])
+        .send()
+        .await
+        .unwrap();
+    let audit = app.state.store.list_audit(1).await.unwrap();
+    assert_eq!(audit[0].ip.as_deref(), Some("127.0.0.1"));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn forms_without_a_valid_csrf_token_are_refused() {
     let db = TestDb::sqlite();

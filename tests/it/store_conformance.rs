@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use gatehouse::store::{
-    AuditEvent, AuditKey, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SingleUseKind, SsoSession, Store,
-    StoreError, UserProfile,
+    AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError,
+    UserProfile,
 };
 
 use crate::helpers::{START, TestDb};
@@ -225,14 +225,39 @@ async fn audit_log(store: &Arc<dyn Store>) {
     assert_eq!(recent[0].kind, "logout", "newest first");
     assert_eq!(recent[1].outcome, AuditOutcome::Success);
     assert_eq!(recent[1].client_id.as_deref(), Some("demo-app"));
-    let count = |key, value: &'static str, since| {
+}
+
+async fn login_counters(store: &Arc<dyn Store>) {
+    let window = NOW - NOW % 900;
+    assert_eq!(store.hit_login_counter("user:local:alice", window, window + 900).await.unwrap(), 1);
+    assert_eq!(store.hit_login_counter("user:local:alice", window, window + 900).await.unwrap(), 2);
+    assert_eq!(store.hit_login_counter("net:192.0.2.1", window, window + 900).await.unwrap(), 1, "keys count apart");
+    store.release_login_counter("user:local:alice", window).await.unwrap();
+    assert_eq!(store.hit_login_counter("user:local:alice", window, window + 900).await.unwrap(), 2);
+    // Releasing in a window that is over changes nothing.
+    store.release_login_counter("user:local:alice", window - 900).await.unwrap();
+    assert_eq!(store.hit_login_counter("user:local:alice", window, window + 900).await.unwrap(), 3);
+    assert_eq!(
+        store.hit_login_counter("user:local:alice", window + 900, window + 1800).await.unwrap(),
+        1,
+        "a new window starts again"
+    );
+
+    // Parallel hits each get their own count: no two see the same number.
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
         let store = store.clone();
-        async move { store.count_audit_since("login", AuditOutcome::Failure, key, value, since).await.unwrap() }
-    };
-    assert_eq!(count(AuditKey::Actor, "alice", NOW).await, 2);
-    assert_eq!(count(AuditKey::Actor, "alice", NOW + 5).await, 1);
-    assert_eq!(count(AuditKey::Ip, "192.0.2.1", NOW).await, 1);
-    assert_eq!(count(AuditKey::Actor, "bob", NOW).await, 0);
+        tasks.push(tokio::spawn(async move { store.hit_login_counter("user:local:race", window, window + 900).await.unwrap() }));
+    }
+    let mut counts = Vec::new();
+    for task in tasks {
+        counts.push(task.await.unwrap());
+    }
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<u64>>());
+
+    let report = store.delete_expired(window + 900, 0).await.unwrap();
+    assert_eq!(report.login_attempts, 2, "counters of finished windows are deleted");
 }
 
 async fn single_use_records(store: &Arc<dyn Store>) {
@@ -312,6 +337,7 @@ async fn run_suite(db: &TestDb) {
     part!(signing_keys);
     part!(sessions);
     part!(audit_log);
+    part!(login_counters);
     part!(single_use_records);
     part!(single_use_is_taken_once_under_concurrency);
     part!(expired_rows_are_deleted);
