@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::clock::UnixTime;
-use crate::config::{ClientConfig, ClientSecret, Config, ConnectorConfig};
+use crate::config::{ClientConfig, ClientSecret, Config, ConnectorConfig, ConnectorKind};
 use crate::password;
 use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError};
 
@@ -56,7 +56,11 @@ pub async fn sync(store: &dyn Store, config: &Config, now: UnixTime) -> Result<S
     let declared: HashSet<&str> = config.connectors.iter().map(|c| c.id.as_str()).collect();
     for stale in existing_connectors.iter().filter(|c| c.managed_by_config && !declared.contains(c.id.as_str())) {
         store.delete_connector(&stale.id).await?;
+        store.revoke_connector_sso_sessions(&stale.id, None, now).await?;
         report.removed.push(format!("connector:{}", stale.id));
+    }
+    for connector in &config.connectors {
+        end_sessions_of_withdrawn_users(store, connector, now, &mut report).await?;
     }
 
     for entry in report.changed.iter().map(|e| (e, "updated")).chain(report.removed.iter().map(|e| (e, "removed"))) {
@@ -75,6 +79,28 @@ pub async fn sync(store: &dyn Store, config: &Config, now: UnixTime) -> Result<S
             .await?;
     }
     Ok(report)
+}
+
+/// A local user the file now disables or no longer lists cannot sign in again; their running
+/// sessions end too, rather than living on until they time out.
+async fn end_sessions_of_withdrawn_users(
+    store: &dyn Store,
+    connector: &ConnectorConfig,
+    now: UnixTime,
+    report: &mut SyncReport,
+) -> Result<(), SyncError> {
+    let ConnectorKind::Local { users } = &connector.kind;
+    let enabled: HashSet<&str> = users.iter().filter(|u| !u.disabled).map(|u| u.username.as_str()).collect();
+    for (subject, user_id) in store.list_identity_links(&connector.id).await? {
+        let entry = format!("connector:{}", connector.id);
+        if !enabled.contains(subject.as_str())
+            && store.revoke_connector_sso_sessions(&connector.id, Some(&user_id), now).await? > 0
+            && !report.changed.contains(&entry)
+        {
+            report.changed.push(entry);
+        }
+    }
+    Ok(())
 }
 
 fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, now: UnixTime) -> Result<ClientRecord, SyncError> {

@@ -230,6 +230,8 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_disabled(&self, id: &str, disabled: bool, now: UnixTime) -> StoreResult<()>;
     async fn record_user_login(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;
+    /// Every `(subject, user id)` linked through one connector.
+    async fn list_identity_links(&self, connector_id: &str) -> StoreResult<Vec<(String, String)>>;
 
     // Clients and connectors.
     async fn upsert_client(&self, client: &ClientRecord) -> StoreResult<()>;
@@ -252,8 +254,17 @@ pub trait Store: Send + Sync + 'static {
     async fn touch_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     /// Revokes the session; revoking an already revoked session keeps the first time.
     async fn revoke_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
-    /// Sessions that are neither revoked nor past their absolute end.
-    async fn list_active_sso_sessions(&self, user_id: Option<&str>, now: UnixTime) -> StoreResult<Vec<SsoSession>>;
+    /// Sessions that are not revoked, not past their absolute end, and seen within the last
+    /// `idle_timeout_secs`.
+    async fn list_active_sso_sessions(
+        &self,
+        user_id: Option<&str>,
+        now: UnixTime,
+        idle_timeout_secs: i64,
+    ) -> StoreResult<Vec<SsoSession>>;
+    /// Revokes the unrevoked sessions signed in through `connector_id` (of one user, or all);
+    /// returns how many.
+    async fn revoke_connector_sso_sessions(&self, connector_id: &str, user_id: Option<&str>, now: UnixTime) -> StoreResult<u64>;
 
     // Audit log.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;

@@ -341,6 +341,15 @@ macro_rules! impl_sql_store {
                 Ok(user_id)
             }
 
+            async fn list_identity_links(&self, connector_id: &str) -> $crate::store::StoreResult<Vec<(String, String)>> {
+                let links: Vec<(String, String)> =
+                    sqlx::query_as("SELECT subject, user_id FROM identity_links WHERE connector_id = $1 ORDER BY subject")
+                        .bind(connector_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                Ok(links)
+            }
+
             async fn upsert_client(&self, client: &$crate::store::ClientRecord) -> $crate::store::StoreResult<()> {
                 use $crate::store::sql::to_json;
                 sqlx::query(
@@ -517,15 +526,34 @@ macro_rules! impl_sql_store {
                 &self,
                 user_id: Option<&str>,
                 now: i64,
+                idle_timeout_secs: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::SsoSession>> {
                 let sql = format!(
-                    "SELECT {} FROM sso_sessions WHERE revoked_at IS NULL AND expires_at > $1 \
+                    "SELECT {} FROM sso_sessions WHERE revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $3 \
                      AND ($2 IS NULL OR user_id = $2) ORDER BY auth_time DESC, id",
                     $crate::store::sql::SESSION_COLUMNS
                 );
                 let rows: Vec<$crate::store::sql::SsoSessionRow> =
-                    sqlx::query_as(&sql).bind(now).bind(user_id).fetch_all(&self.pool).await?;
+                    sqlx::query_as(&sql).bind(now).bind(user_id).bind(now - idle_timeout_secs).fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn revoke_connector_sso_sessions(
+                &self,
+                connector_id: &str,
+                user_id: Option<&str>,
+                now: i64,
+            ) -> $crate::store::StoreResult<u64> {
+                let result = sqlx::query(
+                    "UPDATE sso_sessions SET revoked_at = $3 WHERE connector_id = $1 AND ($2 IS NULL OR user_id = $2) \
+                     AND revoked_at IS NULL",
+                )
+                .bind(connector_id)
+                .bind(user_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected())
             }
 
             async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {

@@ -24,6 +24,9 @@ pub use keys::KeyEncryptionKey;
 
 /// Grace added to a retired key's publication so that clocks a little behind still verify.
 const PUBLICATION_GRACE_SECS: i64 = 300;
+/// An unknown `kid` re-reads the keys at most this often, so made-up key ids cannot turn
+/// every request into a database read and a key unsealing.
+const MIN_FORCED_REFRESH_SECS: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
@@ -217,9 +220,9 @@ impl KeyManager {
 
     async fn cached_keys(&self, force: bool) -> Result<Vec<Arc<LoadedKey>>, TokenError> {
         let now = self.clock.now();
-        if !force
-            && let Some(cache) = self.cache.read().await.as_ref()
-            && now - cache.loaded_at < self.settings.key_cache_secs
+        let fresh_for = if force { MIN_FORCED_REFRESH_SECS } else { self.settings.key_cache_secs };
+        if let Some(cache) = self.cache.read().await.as_ref()
+            && now - cache.loaded_at < fresh_for
         {
             return Ok(cache.keys.clone());
         }

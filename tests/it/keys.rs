@@ -77,10 +77,15 @@ async fn the_first_start_generates_an_es256_key_and_publishes_only_its_public_pa
         verify_with_jwks(&fetch_jwks(&app).await, &token, &relying_party(&app, jsonwebtoken::Algorithm::ES256)).unwrap();
     assert_eq!(verified.sub, "user-1");
 
-    // Sealed at rest: the stored bytes are not the PKCS#8 key (which starts with a DER SEQUENCE).
+    // Sealed at rest: a PKCS#8 EC key embeds its public point, so an unsealed key would contain
+    // the JWK's x coordinate; the sealed bytes must not.
     let stored = app.state.store.list_signing_keys().await.unwrap();
     assert_eq!(stored.len(), 1);
-    assert_ne!(stored[0].sealed_private_key.first(), Some(&0x30));
+    use base64::Engine;
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
+    assert_eq!(x.len(), 32);
+    assert!(!stored[0].sealed_private_key.windows(32).any(|w| w == x.as_slice()), "the private key is stored in the clear");
+    assert!(stored[0].sealed_private_key.len() > 12 + 16 + 32, "nonce, tag and key material are all there");
     app.stop().await;
 }
 
@@ -169,6 +174,23 @@ async fn tampered_and_foreign_tokens_are_refused() {
 
     let unsigned = format!("{}.{}.", base64_claims(r#"{"alg":"none","kid":"x"}"#), parts[1]);
     assert!(app.state.keys.verify::<Claims>(&unsigned, &check).await.is_err());
+
+    // Algorithm confusion: HS256 under the ES256 key's kid, "signed" with the public key as the
+    // HMAC secret, offered to a caller whose algorithm list allows HS256. It must be refused.
+    let kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    let jwks: serde_json::Value = app.get("/.well-known/jwks.json").await.json().await.unwrap();
+    let public = jwks["keys"][0].to_string();
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid);
+    let confused =
+        jsonwebtoken::encode(&header, &claims(&app, "admin"), &jsonwebtoken::EncodingKey::from_secret(public.as_bytes()))
+            .unwrap();
+    let mut lenient = check.clone();
+    lenient.algorithms = vec![jsonwebtoken::Algorithm::HS256, jsonwebtoken::Algorithm::ES256];
+    assert!(
+        matches!(app.state.keys.verify::<Claims>(&confused, &lenient).await, Err(TokenError::Invalid(_))),
+        "a key verifies only its own algorithm, whatever the caller allows"
+    );
 
     let other_db = TestDb::sqlite();
     let other = TestApp::start(&other_db).await;

@@ -47,7 +47,7 @@ async fn a_demo_user_signs_in_and_the_portal_greets_them() {
     assert_eq!(alice.groups, vec!["engineering".to_owned()]);
     assert_eq!(alice.last_login_at, Some(app.clock.now()));
     assert_eq!(app.state.store.find_linked_user_id("local", "alice").await.unwrap(), Some(alice.id.clone()));
-    let sessions = app.state.store.list_active_sso_sessions(Some(&alice.id), app.clock.now()).await.unwrap();
+    let sessions = app.state.store.list_active_sso_sessions(Some(&alice.id), app.clock.now(), 1800).await.unwrap();
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].connector_id, "local");
     assert_eq!(sessions[0].ip.as_deref(), Some("127.0.0.1"));
@@ -300,7 +300,7 @@ async fn signing_in_again_ends_the_previous_session() {
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(signed_in_name(&app).await.as_deref(), Some("Bob Example"));
-    let left = app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now()).await.unwrap();
+    let left = app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now(), 1800).await.unwrap();
     assert!(left.is_empty(), "alice's session must not outlive the cookie that pointed at it");
     app.stop().await;
 }
@@ -451,7 +451,7 @@ async fn sessions_end_after_the_idle_and_absolute_timeouts() {
     let bob = app.state.store.find_linked_user_id("local", "bob").await.unwrap().unwrap();
     app.clock.advance(601);
     assert_eq!(signed_in_name(&idle).await, None);
-    let active = app.state.store.list_active_sso_sessions(Some(&bob), app.clock.now()).await.unwrap();
+    let active = app.state.store.list_active_sso_sessions(Some(&bob), app.clock.now(), 1800).await.unwrap();
     assert!(active.is_empty(), "an idle session is revoked on the server, not only forgotten by the browser");
     app.stop().await;
 }
@@ -486,7 +486,7 @@ async fn sign_out_ends_the_session_on_the_server() {
     assert!(response.text().await.unwrap().contains("You are signed out"));
     assert_eq!(signed_in_name(&app).await, None);
     let alice = app.state.store.find_linked_user_id("local", "alice").await.unwrap().unwrap();
-    assert!(app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now()).await.unwrap().is_empty());
+    assert!(app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now(), 1800).await.unwrap().is_empty());
     assert!(
         app.state
             .store

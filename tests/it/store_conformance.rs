@@ -41,6 +41,8 @@ async fn users_and_links(store: &Arc<dyn Store>) {
 
     assert_eq!(store.find_linked_user_id("corp", "sub-1").await.unwrap(), Some(alice.id.clone()));
     assert_eq!(store.find_linked_user_id("corp", "sub-2").await.unwrap(), None);
+    assert_eq!(store.list_identity_links("corp").await.unwrap(), vec![("sub-1".to_owned(), alice.id.clone())]);
+    assert!(store.list_identity_links("nowhere").await.unwrap().is_empty());
 
     let mut changed = profile("alice");
     changed.email = Some("alice@new.example".into());
@@ -190,15 +192,25 @@ async fn sessions(store: &Arc<dyn Store>) {
     assert!(matches!(store.touch_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
 
     let active: Vec<String> =
-        store.list_active_sso_sessions(Some(&user.id), NOW + 20).await.unwrap().into_iter().map(|s| s.id).collect();
+        store.list_active_sso_sessions(Some(&user.id), NOW + 20, 1000).await.unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(active, vec!["s1".to_owned()], "expired s2 and other user's s3 are not listed");
-    assert_eq!(store.list_active_sso_sessions(None, NOW + 20).await.unwrap().len(), 2);
+    assert_eq!(store.list_active_sso_sessions(None, NOW + 20, 1000).await.unwrap().len(), 2);
+    assert_eq!(store.list_active_sso_sessions(None, NOW + 20, 16).await.unwrap().len(), 1, "s3 was last seen 20 s ago: idle");
 
     store.revoke_sso_session("s1", NOW + 30).await.unwrap();
     store.revoke_sso_session("s1", NOW + 40).await.unwrap();
     assert_eq!(store.get_sso_session("s1").await.unwrap().revoked_at, Some(NOW + 30), "the first revocation time is kept");
-    assert!(store.list_active_sso_sessions(Some(&user.id), NOW + 20).await.unwrap().is_empty());
+    assert!(store.list_active_sso_sessions(Some(&user.id), NOW + 20, 1000).await.unwrap().is_empty());
     assert!(matches!(store.revoke_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
+
+    // Revoking by connector touches only that connector's unrevoked sessions.
+    let mut elsewhere = sso("s4", &other.id, NOW + 100);
+    elsewhere.connector_id = "corp".into();
+    store.create_sso_session(&elsewhere).await.unwrap();
+    assert_eq!(store.revoke_connector_sso_sessions("local", Some(&other.id), NOW + 50).await.unwrap(), 1, "s3 only");
+    assert_eq!(store.get_sso_session("s1").await.unwrap().revoked_at, Some(NOW + 30), "already revoked: unchanged");
+    assert!(store.get_sso_session("s4").await.unwrap().revoked_at.is_none());
+    assert_eq!(store.revoke_connector_sso_sessions("corp", None, NOW + 60).await.unwrap(), 1);
 }
 
 fn audit(kind: &str, outcome: AuditOutcome, actor: &str, ip: &str, time: i64) -> AuditEvent {

@@ -62,3 +62,34 @@ async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
     assert!(audit.iter().any(|e| e.kind == "config_change" && e.client_id.as_deref() == Some("demo-app")));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn users_the_file_disables_or_drops_lose_their_sessions_at_the_next_start() {
+    use crate::helpers::{ALICE_PASSWORD, BOB_PASSWORD};
+    use gatehouse::clock::Clock;
+    let db = TestDb::sqlite();
+    let app = TestApp::start(&db).await;
+    let alice_browser = TestApp::handle(&app);
+    let bob_browser = TestApp::handle(&app);
+    assert_eq!(alice_browser.login("alice", ALICE_PASSWORD).await.status(), 303);
+    assert_eq!(bob_browser.login("bob", BOB_PASSWORD).await.status(), 303);
+    let alice = app.state.store.find_linked_user_id("local", "alice").await.unwrap().unwrap();
+    let bob = app.state.store.find_linked_user_id("local", "bob").await.unwrap().unwrap();
+    app.stop().await;
+
+    // Alice is disabled in the file and bob is removed from it.
+    let text = config_toml(&db.url, "").replacen("groups = [\"engineering\"]", "groups = [\"engineering\"]\ndisabled = true", 1);
+    let bob_start = text.find("username = \"bob\"").unwrap();
+    let bob_end = bob_start + text[bob_start..].find("[[connectors.users]]").unwrap();
+    let text = format!("{}{}", &text[..bob_start], &text[bob_end..]).replacen(
+        "[[connectors.users]]\n[[connectors.users]]",
+        "[[connectors.users]]",
+        1,
+    );
+    let clock = Arc::new(ManualClock::new(START + 10));
+    let app = TestApp::start_config(load_config(db.dir.path(), &text), clock).await;
+    let now = app.clock.now();
+    assert!(app.state.store.list_active_sso_sessions(Some(&alice), now, 1800).await.unwrap().is_empty(), "alice's session ended");
+    assert!(app.state.store.list_active_sso_sessions(Some(&bob), now, 1800).await.unwrap().is_empty(), "bob's session ended");
+    app.stop().await;
+}
