@@ -29,14 +29,7 @@ pub async fn map_identity(store: &dyn Store, identity: &UpstreamIdentity, now: U
     if user.disabled {
         return Err(MappingError::Disabled);
     }
-    let current = UserProfile {
-        username: user.username.clone(),
-        email: user.email.clone(),
-        email_verified: user.email_verified,
-        display_name: user.display_name.clone(),
-        groups: user.groups.clone(),
-    };
-    if !created && current != profile {
+    if !created && UserProfile::from(&user) != profile {
         user = store.update_user_profile(&user.id, &profile, now).await?;
     }
     store.record_user_login(&user.id, now).await?;

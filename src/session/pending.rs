@@ -20,12 +20,25 @@ pub fn is_local_path(path: &str) -> bool {
     path.starts_with('/') && !path.starts_with("//") && !path.starts_with("/\\") && !path.chars().any(char::is_control)
 }
 
-pub async fn create(store: &dyn Store, pending: &PendingLogin, lifetime_secs: i64, now: UnixTime) -> StoreResult<String> {
+#[derive(Debug, thiserror::Error)]
+pub enum PendingError {
+    #[error("the resume path is not a path on this server")]
+    NotLocal,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub async fn create(
+    store: &dyn Store,
+    pending: &PendingLogin,
+    lifetime_secs: i64,
+    now: UnixTime,
+) -> Result<String, PendingError> {
     if !is_local_path(&pending.resume_path) {
-        return Err(StoreError::Corrupt(String::from("resume path is not local")));
+        return Err(PendingError::NotLocal);
     }
     let id = random_token();
-    let payload = serde_json::to_string(pending)?;
+    let payload = serde_json::to_string(pending).map_err(StoreError::from)?;
     store.put_single_use(SingleUseKind::PendingLogin, &digest(&id), &payload, now + lifetime_secs).await?;
     Ok(id)
 }

@@ -70,7 +70,19 @@ pub struct UserProfile {
     pub groups: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl From<&User> for UserProfile {
+    fn from(user: &User) -> Self {
+        Self {
+            username: user.username.clone(),
+            email: user.email.clone(),
+            email_verified: user.email_verified,
+            display_name: user.display_name.clone(),
+            groups: user.groups.clone(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientRecord {
     pub client_id: String,
     /// An argon2id PHC string; `None` for a public client.
@@ -85,6 +97,19 @@ pub struct ClientRecord {
     pub managed_by_config: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+}
+
+/// Leaves the secret hash out, like every record that holds credential material.
+impl std::fmt::Debug for ClientRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientRecord")
+            .field("client_id", &self.client_id)
+            .field("confidential", &self.secret_hash.is_some())
+            .field("redirect_uris", &self.redirect_uris)
+            .field("grant_types", &self.grant_types)
+            .field("managed_by_config", &self.managed_by_config)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, PartialEq, Eq)]

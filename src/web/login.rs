@@ -12,7 +12,7 @@ use tower_sessions::Session;
 use crate::login::{self, LoginError, LoginPolicy, PasswordLogin};
 use crate::secret::Secret;
 use crate::session::pending::{self, PendingLogin};
-use crate::store::{AuditEvent, AuditOutcome};
+use crate::store::{AuditEvent, AuditOutcome, SsoSession, User};
 use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf;
@@ -227,13 +227,14 @@ pub async fn logout_page(
     session: Session,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
-    if sessions::current(&state, &session).await?.is_some() && is_cross_site(&headers) {
+    let signed_in = sessions::current(&state, &session).await?;
+    if signed_in.is_some() && is_cross_site(&headers) {
         let csrf = csrf::token(&session).await?;
         let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf) };
         return Ok(render_page(&page).into_response());
     }
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
-    end_session(&state, &session, ip).await
+    end_session(&state, &session, signed_in, ip).await
 }
 
 pub async fn logout(
@@ -246,12 +247,18 @@ pub async fn logout(
     let Form(form) =
         form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
     csrf::verify(&session, form.csrf.expose()).await?;
+    let signed_in = sessions::current(&state, &session).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
-    end_session(&state, &session, ip).await
+    end_session(&state, &session, signed_in, ip).await
 }
 
-async fn end_session(state: &AppState, session: &Session, ip: IpAddr) -> Result<Response, WebError> {
-    let signed_in = sessions::current(state, session).await?;
+/// Ends the browser's session; `signed_in` is what the handler already resolved, for the audit.
+async fn end_session(
+    state: &AppState,
+    session: &Session,
+    signed_in: Option<(SsoSession, User)>,
+    ip: IpAddr,
+) -> Result<Response, WebError> {
     let ended = sessions::detach(state, session).await?;
     if let (Some(_), Some((sso, user))) = (ended, signed_in) {
         state
