@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gatehouse::clock::ManualClock;
 use gatehouse::config::{self, Config};
 use gatehouse::startup;
-use gatehouse::store::{PostgresStore, SqliteStore, Store};
+use gatehouse::store::{ClientRecord, Store};
 use gatehouse::web::AppState;
 use sqlx::Connection;
 
@@ -51,16 +51,9 @@ impl TestDb {
         Some(Self { url: url.to_string(), dir: tempfile::tempdir().unwrap() })
     }
 
+    /// The store as the app opens it: connected and migrated.
     pub async fn open_store(&self) -> Arc<dyn Store> {
-        if self.url.starts_with("sqlite:") {
-            let store = SqliteStore::connect(&self.url).await.unwrap();
-            store.migrate().await.unwrap();
-            Arc::new(store)
-        } else {
-            let store = PostgresStore::connect(&self.url).await.unwrap();
-            store.migrate().await.unwrap();
-            Arc::new(store)
-        }
+        startup::open_database(&self.url).await.unwrap().0
     }
 }
 
@@ -81,6 +74,24 @@ impl Drop for TestDb {
             });
         })
         .join();
+    }
+}
+
+/// A client record as the admin side would create it; `managed` marks it as from the file.
+pub fn client_record(id: &str, managed: bool) -> ClientRecord {
+    ClientRecord {
+        client_id: id.into(),
+        secret_hash: Some("$argon2id$hash".into()),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        post_logout_redirect_uris: vec![],
+        scopes: vec!["openid".into()],
+        grant_types: vec!["authorization_code".into()],
+        name: "App".into(),
+        first_party: false,
+        signing_alg: "ES256".into(),
+        managed_by_config: managed,
+        created_at: START,
+        updated_at: START,
     }
 }
 

@@ -4,11 +4,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use gatehouse::store::{
-    AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError,
-    UserProfile,
+    AuditEvent, AuditOutcome, ConnectorRecord, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError, UserProfile,
 };
 
-use crate::helpers::{START, TestDb};
+use crate::helpers::{START, TestDb, client_record};
 
 const NOW: i64 = START;
 
@@ -85,27 +84,10 @@ async fn concurrent_first_sign_in_creates_one_user(store: &Arc<dyn Store>) {
     assert_eq!(racers, 1, "the losers' users must not be left behind");
 }
 
-fn client(id: &str, managed: bool) -> ClientRecord {
-    ClientRecord {
-        client_id: id.into(),
-        secret_hash: Some("$argon2id$hash".into()),
-        redirect_uris: vec!["https://app.example/cb".into()],
-        post_logout_redirect_uris: vec![],
-        scopes: vec!["openid".into()],
-        grant_types: vec!["authorization_code".into()],
-        name: "App".into(),
-        first_party: false,
-        signing_alg: "ES256".into(),
-        managed_by_config: managed,
-        created_at: NOW,
-        updated_at: NOW,
-    }
-}
-
 async fn clients_and_connectors(store: &Arc<dyn Store>) {
-    store.upsert_client(&client("b-app", true)).await.unwrap();
-    store.upsert_client(&client("a-app", false)).await.unwrap();
-    let mut changed = client("b-app", true);
+    store.upsert_client(&client_record("b-app", true)).await.unwrap();
+    store.upsert_client(&client_record("a-app", false)).await.unwrap();
+    let mut changed = client_record("b-app", true);
     changed.redirect_uris.push("https://app.example/other".into());
     changed.secret_hash = None;
     changed.updated_at = NOW + 1;

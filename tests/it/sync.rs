@@ -3,26 +3,8 @@
 use std::sync::Arc;
 
 use gatehouse::clock::ManualClock;
-use gatehouse::store::ClientRecord;
 
-use crate::helpers::{DEMO_CLIENT_SECRET, START, TestApp, TestDb, config_toml, load_config};
-
-fn runtime_client() -> ClientRecord {
-    ClientRecord {
-        client_id: "created-at-runtime".into(),
-        secret_hash: None,
-        redirect_uris: vec!["https://runtime.example/cb".into()],
-        post_logout_redirect_uris: vec![],
-        scopes: vec!["openid".into()],
-        grant_types: vec!["authorization_code".into()],
-        name: "Runtime".into(),
-        first_party: false,
-        signing_alg: "ES256".into(),
-        managed_by_config: false,
-        created_at: START,
-        updated_at: START,
-    }
-}
+use crate::helpers::{DEMO_CLIENT_SECRET, START, TestApp, TestDb, client_record, config_toml, load_config};
 
 #[tokio::test]
 async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
@@ -36,7 +18,7 @@ async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
     assert!(gatehouse::password::verify(&hash, DEMO_CLIENT_SECRET));
     let connector = app.state.store.get_connector("local").await.unwrap();
     assert!(connector.managed_by_config);
-    app.state.store.upsert_client(&runtime_client()).await.unwrap();
+    app.state.store.upsert_client(&client_record("created-at-runtime", false)).await.unwrap();
     app.stop().await;
 
     // Restart with the same file: nothing is rewritten, the runtime client stays.
