@@ -85,6 +85,8 @@ struct RawTokens {
     id_token_lifetime_secs: Option<i64>,
     access_token_lifetime_secs: Option<i64>,
     key_cache_secs: Option<i64>,
+    refresh_token_idle_lifetime_secs: Option<i64>,
+    refresh_token_absolute_lifetime_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -104,6 +106,13 @@ struct RawClient {
     #[serde(default)]
     first_party: bool,
     signing_alg: Option<String>,
+    access_token_lifetime_secs: Option<i64>,
+    #[serde(default)]
+    issue_refresh_token: bool,
+    default_audience: Option<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    backchannel_logout_uri: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,12 +224,18 @@ pub struct TokenSettings {
     /// How long a node signs with its cached key set before re-reading it, so a rotation on
     /// one node reaches every node without a restart.
     pub key_cache_secs: i64,
+    /// A refresh token unused this long expires; every use issues a new one.
+    pub refresh_token_idle_lifetime_secs: i64,
+    /// No refresh token of a grant outlives this, however often it is used.
+    pub refresh_token_absolute_lifetime_secs: i64,
+    /// The longest access-token lifetime any client is configured with.
+    pub longest_client_access_token_secs: i64,
 }
 
 impl TokenSettings {
     /// The longest a token signed by a key can stay valid; retired keys stay published this long.
     pub fn max_token_lifetime_secs(&self) -> i64 {
-        self.id_token_lifetime_secs.max(self.access_token_lifetime_secs)
+        self.id_token_lifetime_secs.max(self.access_token_lifetime_secs).max(self.longest_client_access_token_secs)
     }
 }
 
@@ -258,6 +273,15 @@ pub struct ClientConfig {
     pub name: String,
     pub first_party: bool,
     pub signing_alg: SigningAlg,
+    /// Overrides `tokens.access_token_lifetime_secs` for this client.
+    pub access_token_lifetime_secs: Option<i64>,
+    /// Issue a refresh token even when `offline_access` was not asked for.
+    pub issue_refresh_token: bool,
+    /// The access token's `aud` when the request names no `resource`; the client id by default.
+    pub default_audience: Option<String>,
+    /// Resource indicators (RFC 8707) this client may ask access tokens for.
+    pub resources: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -557,14 +581,29 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid("login.max_failures_per_ip", "must be at least 1"));
     }
 
-    let tokens = TokenSettings {
+    let mut tokens = TokenSettings {
         id_token_lifetime_secs: positive("tokens.id_token_lifetime_secs", raw.tokens.id_token_lifetime_secs.unwrap_or(3600))?,
         access_token_lifetime_secs: positive(
             "tokens.access_token_lifetime_secs",
             raw.tokens.access_token_lifetime_secs.unwrap_or(600),
         )?,
         key_cache_secs: positive("tokens.key_cache_secs", raw.tokens.key_cache_secs.unwrap_or(10))?,
+        refresh_token_idle_lifetime_secs: positive(
+            "tokens.refresh_token_idle_lifetime_secs",
+            raw.tokens.refresh_token_idle_lifetime_secs.unwrap_or(14 * 86400),
+        )?,
+        refresh_token_absolute_lifetime_secs: positive(
+            "tokens.refresh_token_absolute_lifetime_secs",
+            raw.tokens.refresh_token_absolute_lifetime_secs.unwrap_or(30 * 86400),
+        )?,
+        longest_client_access_token_secs: 0,
     };
+    if tokens.refresh_token_idle_lifetime_secs > tokens.refresh_token_absolute_lifetime_secs {
+        return Err(invalid(
+            "tokens.refresh_token_idle_lifetime_secs",
+            "must not exceed tokens.refresh_token_absolute_lifetime_secs",
+        ));
+    }
 
     let cleanup_interval_secs = raw.cleanup_interval_secs.unwrap_or(300);
     if cleanup_interval_secs == 0 {
@@ -589,6 +628,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         clients.push(client);
     }
+    tokens.longest_client_access_token_secs =
+        clients.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or_default();
 
     let mut connector_ids = HashSet::new();
     let mut connectors = Vec::with_capacity(raw.connectors.len());
@@ -703,6 +744,24 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
             SigningAlg::parse(text).ok_or_else(|| invalid(key("signing_alg"), format!("`{text}` is not one of ES256, RS256")))?
         }
     };
+    let access_token_lifetime_secs =
+        raw.access_token_lifetime_secs.map(|secs| positive(&key("access_token_lifetime_secs"), secs)).transpose()?;
+    if raw.default_audience.as_deref().is_some_and(|aud| aud.is_empty() || aud.chars().any(char::is_control)) {
+        return Err(invalid(key("default_audience"), "must be a non-empty string"));
+    }
+    for (i, resource) in raw.resources.iter().enumerate() {
+        let url = Url::parse(resource)
+            .map_err(|err| invalid(key(&format!("resources[{i}]")), format!("`{resource}` is not an absolute URI: {err}")))?;
+        if url.fragment().is_some() {
+            return Err(invalid(key(&format!("resources[{i}]")), "must not contain a fragment (RFC 8707)"));
+        }
+    }
+    if let Some(uri) = &raw.backchannel_logout_uri {
+        validate_redirect_uri(&key("backchannel_logout_uri"), uri, issuer_is_https)?;
+        if !uri.starts_with("http://") && !uri.starts_with("https://") {
+            return Err(invalid(key("backchannel_logout_uri"), "must be an http or https URL"));
+        }
+    }
     Ok(ClientConfig {
         name: raw.name.unwrap_or_else(|| raw.client_id.clone()),
         client_id: raw.client_id,
@@ -713,6 +772,11 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
         grant_types,
         first_party: raw.first_party,
         signing_alg,
+        access_token_lifetime_secs,
+        issue_refresh_token: raw.issue_refresh_token,
+        default_audience: raw.default_audience,
+        resources: raw.resources,
+        backchannel_logout_uri: raw.backchannel_logout_uri,
     })
 }
 

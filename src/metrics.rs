@@ -20,6 +20,11 @@ pub struct LoginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClientLabels {
+    pub client_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GrantLabels {
     pub grant_type: String,
 }
@@ -35,6 +40,8 @@ pub struct Metrics {
     pub logins: Family<LoginLabels, Counter>,
     /// Incremented by the token endpoint's grant handlers.
     pub tokens_issued: Family<GrantLabels, Counter>,
+    /// Authorization codes issued, by (registered, so bounded) client.
+    pub authorizations: Family<ClientLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -48,7 +55,9 @@ impl Default for Metrics {
         registry.register("http_request_duration_seconds", "HTTP request latency", request_duration.clone());
         registry.register("logins", "Sign-in attempts by connector and outcome", logins.clone());
         registry.register("tokens_issued", "Tokens issued by grant type", tokens_issued.clone());
-        Self { registry, requests, request_duration, logins, tokens_issued }
+        let authorizations = Family::<ClientLabels, Counter>::default();
+        registry.register("authorizations", "Authorization codes issued by client", authorizations.clone());
+        Self { registry, requests, request_duration, logins, tokens_issued, authorizations }
     }
 }
 
@@ -59,6 +68,19 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
+    pub fn record_grant(&self, grant_type: &str) {
+        // Only the three grants the endpoint serves reach here; anything else is not a label.
+        let grant_type = match grant_type {
+            "authorization_code" | "refresh_token" | "client_credentials" => grant_type,
+            _ => "other",
+        };
+        self.tokens_issued.get_or_create(&GrantLabels { grant_type: grant_type.to_owned() }).inc();
+    }
+
+    pub fn record_authorization(&self, client_id: &str) {
+        self.authorizations.get_or_create(&ClientLabels { client_id: client_id.to_owned() }).inc();
+    }
+
     pub fn record_login(&self, connector: &str, outcome: &str) {
         self.logins.get_or_create(&LoginLabels { connector: connector.to_owned(), outcome: outcome.to_owned() }).inc();
     }

@@ -14,9 +14,10 @@ use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as Sqli
 use crate::clock::SharedClock;
 use crate::config::{Config, KeyEncryptionKeySource, SigningAlg, decode_key_encryption_key};
 use crate::metrics::Metrics;
+use crate::provider::Provider;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::sync::{self, SyncError};
-use crate::tokens::{KeyEncryptionKey, KeyManager, TokenError};
+use crate::tokens::{KeyEncryptionKey, KeyManager, SecretHasher, TokenError};
 use crate::web::sessions::SessionBackend;
 use crate::web::{self, AppState};
 
@@ -32,6 +33,8 @@ pub enum StartupError {
     Keys(#[from] TokenError),
     #[error("configuration sync: {0}")]
     Sync(#[from] SyncError),
+    #[error("HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
 }
 
 /// Connects to the configured database and brings its schema up to date.
@@ -92,6 +95,7 @@ pub struct App {
     pub state: AppState,
     sessions: SessionBackend,
     router: Router,
+    http: reqwest::Client,
 }
 
 impl std::fmt::Debug for App {
@@ -104,8 +108,9 @@ impl std::fmt::Debug for App {
 /// makes sure signing keys exist.
 pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupError> {
     let kek = load_key_encryption_key(&config.key_encryption_key)?;
+    let secrets = SecretHasher::new(&kek);
     let (store, sessions) = open_database(config.database_url.expose()).await?;
-    let report = sync::sync(store.as_ref(), &config, clock.now()).await?;
+    let report = sync::sync(store.as_ref(), &config, &secrets, clock.now()).await?;
     for entry in report.changed.iter().chain(&report.removed) {
         tracing::info!(entry = %entry, "configuration synced");
     }
@@ -113,18 +118,30 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     for kid in keys.ensure_active(&signing_algs(&config)).await? {
         tracing::info!(kid = %kid, "generated signing key");
     }
-    let state = AppState { config: Arc::new(config), store, keys, clock, metrics: Arc::new(Metrics::default()) };
+    let config = Arc::new(config);
+    let provider = Arc::new(Provider {
+        config: config.clone(),
+        store: store.clone(),
+        keys: keys.clone(),
+        secrets,
+        clock: clock.clone(),
+        backchannel: Arc::new(tokio::sync::Notify::new()),
+    });
+    let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
+    let state = AppState { config, store, keys, clock, metrics: Arc::new(Metrics::default()), provider };
     let router = web::router(state.clone(), sessions.clone());
-    Ok(App { state, sessions, router })
+    Ok(App { state, sessions, router, http })
 }
 
 impl App {
     /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight finish.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let cleanup = tokio::spawn(cleanup_loop(self.state.clone(), self.sessions.clone()));
+        let backchannel = tokio::spawn(crate::provider::backchannel::run(self.state.provider.clone(), self.http.clone()));
         let service = self.router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         cleanup.abort();
+        backchannel.abort();
         served
     }
 }

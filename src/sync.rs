@@ -6,8 +6,8 @@ use std::collections::HashSet;
 
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, ClientSecret, Config, ConnectorConfig, ConnectorKind};
-use crate::password;
 use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError};
+use crate::tokens::SecretHasher;
 
 pub const AUDIT_CONFIG_CHANGE: &str = "config_change";
 
@@ -15,8 +15,6 @@ pub const AUDIT_CONFIG_CHANGE: &str = "config_change";
 pub enum SyncError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("hashing the secret of client `{0}` failed")]
-    Hash(String),
     #[error("connector `{0}` cannot be serialized")]
     Serialize(String),
 }
@@ -27,12 +25,12 @@ pub struct SyncReport {
     pub removed: Vec<String>,
 }
 
-pub async fn sync(store: &dyn Store, config: &Config, now: UnixTime) -> Result<SyncReport, SyncError> {
+pub async fn sync(store: &dyn Store, config: &Config, secrets: &SecretHasher, now: UnixTime) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     let existing_clients = store.list_clients().await?;
     for client in &config.clients {
         let previous = existing_clients.iter().find(|c| c.client_id == client.client_id);
-        let record = client_record(client, previous, now)?;
+        let record = client_record(client, previous, secrets, now);
         if previous.is_none_or(|p| !same_client(p, &record)) {
             store.upsert_client(&record).await?;
             report.changed.push(format!("client:{}", client.client_id));
@@ -103,17 +101,13 @@ async fn end_sessions_of_withdrawn_users(
     Ok(())
 }
 
-fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, now: UnixTime) -> Result<ClientRecord, SyncError> {
+fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets: &SecretHasher, now: UnixTime) -> ClientRecord {
     let secret_hash = match &client.secret {
         ClientSecret::None => None,
         ClientSecret::Hash(hash) => Some(hash.expose().clone()),
-        // Keep the stored hash while it still matches, so restarts do not rewrite every client.
-        ClientSecret::Plain(plain) => match previous.and_then(|p| p.secret_hash.as_deref()) {
-            Some(stored) if password::verify(stored, plain.expose()) => Some(stored.to_owned()),
-            _ => Some(password::hash(plain.expose()).map_err(|_| SyncError::Hash(client.client_id.clone()))?),
-        },
+        ClientSecret::Plain(plain) => Some(secrets.hash(plain.expose())),
     };
-    Ok(ClientRecord {
+    ClientRecord {
         client_id: client.client_id.clone(),
         secret_hash,
         redirect_uris: client.redirect_uris.clone(),
@@ -123,10 +117,15 @@ fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, now: Un
         name: client.name.clone(),
         first_party: client.first_party,
         signing_alg: client.signing_alg.as_str().to_owned(),
+        access_token_lifetime_secs: client.access_token_lifetime_secs,
+        issue_refresh_token: client.issue_refresh_token,
+        default_audience: client.default_audience.clone(),
+        resources: client.resources.clone(),
+        backchannel_logout_uri: client.backchannel_logout_uri.clone(),
         managed_by_config: true,
         created_at: previous.map_or(now, |p| p.created_at),
         updated_at: now,
-    })
+    }
 }
 
 fn same_client(a: &ClientRecord, b: &ClientRecord) -> bool {

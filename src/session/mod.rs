@@ -6,7 +6,7 @@ pub mod pending;
 use crate::clock::UnixTime;
 use crate::config::SessionSettings;
 use crate::store::{SsoSession, Store, StoreError, StoreResult, User};
-use crate::tokens::random_token;
+use crate::tokens::{digest, random_token};
 
 /// How stale `last_seen_at` may get before a request writes it again: a quarter of the idle
 /// timeout, at most a minute, so activity is recorded well before the session would go idle.
@@ -57,8 +57,9 @@ pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now
     if session.revoked_at.is_some() || session.expires_at <= now {
         return Ok(None);
     }
+    // Idleness ends the browser's sign-in, not the grants made under it: an app holding an
+    // offline refresh token keeps it. Only an explicit end (sign-out, revocation) revokes those.
     if session.last_seen_at + settings.idle_timeout_secs <= now {
-        store.revoke_sso_session(&session.id, now).await?;
         return Ok(None);
     }
     let user = match store.get_user(&session.user_id).await {
@@ -73,9 +74,25 @@ pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now
     Ok(Some(Resumed { session, user, touched }))
 }
 
-pub async fn end(store: &dyn Store, id: &str, now: UnixTime) -> StoreResult<()> {
-    match store.revoke_sso_session(id, now).await {
-        Ok(()) | Err(StoreError::NotFound) => Ok(()),
-        Err(err) => Err(err),
+/// The session id that tokens carry as `sid`: the stored id stays a server-side secret, so a
+/// token leaked to an app's logs names the session without being able to resume it.
+pub fn public_sid(session_id: &str) -> String {
+    digest(session_id)
+}
+
+/// Ends a session and what was issued under it: its grants are revoked, so their refresh and
+/// access tokens stop working, and every client holding one with a back-channel logout URI gets
+/// a notification queued. Returns how many were queued.
+pub async fn end(store: &dyn Store, id: &str, now: UnixTime) -> StoreResult<u64> {
+    let session = match store.get_sso_session(id).await {
+        Ok(session) => session,
+        Err(StoreError::NotFound) => return Ok(0),
+        Err(err) => return Err(err),
+    };
+    let first_end = store.revoke_sso_session(id, now).await?;
+    store.revoke_session_grants(id, now).await?;
+    if !first_end {
+        return Ok(0);
     }
+    store.enqueue_backchannel_logouts(id, &session.user_id, &public_sid(id), now).await
 }

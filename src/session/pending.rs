@@ -7,12 +7,24 @@ use crate::clock::UnixTime;
 use crate::store::{SingleUseKind, Store, StoreError, StoreResult};
 use crate::tokens::{digest, random_token};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingLogin {
     /// Shown on the login page ("to continue to …").
     pub client_name: Option<String>,
     /// Where the browser goes once signed in: always a path on this server.
     pub resume_path: String,
+    /// Offer only this connector (asked for, or found from the login hint).
+    #[serde(default)]
+    pub connector_id: Option<String>,
+    /// Prefills the username.
+    #[serde(default)]
+    pub login_hint: Option<String>,
+    /// Show the form even to a signed-in browser (`prompt=login`, `max_age`).
+    #[serde(default)]
+    pub force_login: bool,
+    /// The app's redirect URI the sign-in ends at, so the form's CSP can allow that hop.
+    #[serde(default)]
+    pub form_target: Option<String>,
 }
 
 /// A path on this server, never a way off it (`//host`, `/\host` or a scheme).

@@ -94,6 +94,11 @@ pub struct ClientRecord {
     pub name: String,
     pub first_party: bool,
     pub signing_alg: String,
+    pub access_token_lifetime_secs: Option<i64>,
+    pub issue_refresh_token: bool,
+    pub default_audience: Option<String>,
+    pub resources: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
     pub managed_by_config: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
@@ -203,11 +208,82 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// What one redeemed authorization code gave one client. Every token issued from it names the
+/// grant, so revoking the grant (code replay, refresh-token reuse, revocation, logout) revokes
+/// them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    pub id: String,
+    pub client_id: String,
+    pub user_id: String,
+    /// The SSO session the user signed in with; `None` once that no longer matters.
+    pub session_id: Option<String>,
+    /// Digest of the authorization code that created the grant, to find it on replay.
+    pub code_hash: Option<String>,
+    /// Space-separated, as in the protocol.
+    pub scope: String,
+    pub audience: String,
+    pub auth_time: UnixTime,
+    pub amr: Vec<String>,
+    /// The upstream connector the user signed in through.
+    pub idp: String,
+    pub created_at: UnixTime,
+    /// No token of the grant is valid after this.
+    pub expires_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A grant with what decides whether its tokens still count, read in one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantState {
+    pub grant: GrantRecord,
+    pub user_disabled: bool,
+    pub session_revoked: bool,
+}
+
+impl GrantState {
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.grant.revoked_at.is_none() && self.grant.expires_at > now && !self.user_disabled && !self.session_revoked
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenRecord {
+    pub grant_id: String,
+    pub issued_at: UnixTime,
+    pub expires_at: UnixTime,
+    /// Set when the token was exchanged for a new one; presenting it again is reuse.
+    pub rotated_at: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is spent and the new one stored, in one transaction.
+    Rotated,
+    /// The old token had been exchanged before: someone holds a copy.
+    AlreadyRotated,
+    /// Unknown or expired.
+    NotFound,
+}
+
+/// A back-channel logout notification waiting to be delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackchannelLogout {
+    pub id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub sid: String,
+    pub attempts: i64,
+    pub created_at: UnixTime,
+}
+
 /// Kinds of single-use records. Each kind is a separate namespace of keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SingleUseKind {
     /// A downstream request waiting for the user to sign in.
     PendingLogin,
+    /// A validated authorization request waiting for sign-in or consent.
+    AuthorizationRequest,
     AuthorizationCode,
     UpstreamState,
     SamlRequestId,
@@ -219,6 +295,7 @@ impl SingleUseKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::PendingLogin => "pending_login",
+            Self::AuthorizationRequest => "authorization_request",
             Self::AuthorizationCode => "authorization_code",
             Self::UpstreamState => "upstream_state",
             Self::SamlRequestId => "saml_request_id",
@@ -233,6 +310,8 @@ pub struct CleanupReport {
     pub sessions: u64,
     pub signing_keys: u64,
     pub login_attempts: u64,
+    pub grants: u64,
+    pub revoked_access_tokens: u64,
 }
 
 #[async_trait]
@@ -277,8 +356,11 @@ pub trait Store: Send + Sync + 'static {
     async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;
     async fn get_sso_session(&self, id: &str) -> StoreResult<SsoSession>;
     async fn touch_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
-    /// Revokes the session; revoking an already revoked session keeps the first time.
-    async fn revoke_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Revokes the session; revoking an already revoked session keeps the first time. True when
+    /// this call did the revoking, so exactly one caller acts on a session's end.
+    async fn revoke_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
+    /// Records a fresh sign-in of the session's own user (`prompt=login`, `max_age`).
+    async fn reauthenticate_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     /// Sessions that are not revoked, not past their absolute end, and seen within the last
     /// `idle_timeout_secs`.
     async fn list_active_sso_sessions(
@@ -308,6 +390,50 @@ pub trait Store: Send + Sync + 'static {
     async fn peek_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
     /// Deletes and returns the record in one statement; `None` when absent, expired or already taken.
     async fn take_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
+
+    // Grants and their tokens.
+    async fn create_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
+    async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
+    /// Revokes a grant, keeping the first revocation time; false when there is no such grant.
+    async fn revoke_grant(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
+    /// Revokes the grant created by the code with this digest; returns its id.
+    async fn revoke_grant_by_code(&self, code_hash: &str, now: UnixTime) -> StoreResult<Option<String>>;
+    /// Revokes every grant of an SSO session; returns how many.
+    async fn revoke_session_grants(&self, session_id: &str, now: UnixTime) -> StoreResult<u64>;
+    async fn insert_refresh_token(&self, token_hash: &str, record: &RefreshTokenRecord) -> StoreResult<()>;
+    async fn find_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
+    /// Spends the unexpired, unrotated token `old_hash` and stores `new` in its place, atomically:
+    /// of two concurrent rotations of one token, exactly one gets `Rotated`.
+    async fn rotate_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new: &RefreshTokenRecord,
+        now: UnixTime,
+    ) -> StoreResult<Rotation>;
+    async fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> StoreResult<()>;
+    async fn is_access_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+
+    // Consent.
+    async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Vec<String>>>;
+    async fn put_consent(&self, user_id: &str, client_id: &str, scopes: &[String], now: UnixTime) -> StoreResult<()>;
+    async fn revoke_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool>;
+    /// The clients a user approved, with the scopes approved for each.
+    async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<(String, Vec<String>)>>;
+
+    // Back-channel logout queue.
+    /// Queues one notification per client with a back-channel logout URI that holds a grant of
+    /// the session; returns how many.
+    async fn enqueue_backchannel_logouts(&self, session_id: &str, subject: &str, sid: &str, now: UnixTime) -> StoreResult<u64>;
+    /// Leases up to `limit` due notifications to this caller until `lease_until`.
+    async fn lease_backchannel_logouts(
+        &self,
+        now: UnixTime,
+        lease_until: UnixTime,
+        limit: u32,
+    ) -> StoreResult<Vec<BackchannelLogout>>;
+    async fn delete_backchannel_logout(&self, id: &str) -> StoreResult<()>;
+    async fn retry_backchannel_logout(&self, id: &str, attempts: i64, next_attempt_at: UnixTime) -> StoreResult<()>;
 
     /// Deletes expired single-use records, sessions past their end, attempt counters of past
     /// windows, and retired signing keys retired before `retired_key_cutoff`.

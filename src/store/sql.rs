@@ -3,7 +3,8 @@
 //! two implementations are one body instantiated per pool type.
 
 use crate::store::{
-    AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
+    AuditEvent, AuditOutcome, BackchannelLogout, ClientRecord, ConnectorRecord, GrantRecord, GrantState, RefreshTokenRecord,
+    SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
 };
 
 pub(super) fn to_json(list: &[String]) -> String {
@@ -57,6 +58,11 @@ pub(super) struct ClientRow {
     name: String,
     first_party: bool,
     signing_alg: String,
+    access_token_lifetime_secs: Option<i64>,
+    issue_refresh_token: bool,
+    default_audience: Option<String>,
+    resources_json: String,
+    backchannel_logout_uri: Option<String>,
     managed_by_config: bool,
     created_at: i64,
     updated_at: i64,
@@ -70,6 +76,11 @@ impl TryFrom<ClientRow> for ClientRecord {
             post_logout_redirect_uris: from_json(&row.post_logout_redirect_uris_json)?,
             scopes: from_json(&row.scopes_json)?,
             grant_types: from_json(&row.grant_types_json)?,
+            resources: from_json(&row.resources_json)?,
+            access_token_lifetime_secs: row.access_token_lifetime_secs,
+            issue_refresh_token: row.issue_refresh_token,
+            default_audience: row.default_audience,
+            backchannel_logout_uri: row.backchannel_logout_uri,
             client_id: row.client_id,
             secret_hash: row.secret_hash,
             name: row.name,
@@ -163,6 +174,92 @@ impl From<SsoSessionRow> for SsoSession {
 }
 
 #[derive(sqlx::FromRow)]
+pub(super) struct GrantStateRow {
+    id: String,
+    client_id: String,
+    user_id: String,
+    session_id: Option<String>,
+    code_hash: Option<String>,
+    scope: String,
+    audience: String,
+    auth_time: i64,
+    amr_json: String,
+    idp: String,
+    created_at: i64,
+    expires_at: i64,
+    revoked_at: Option<i64>,
+    user_disabled: bool,
+    session_revoked: bool,
+}
+
+impl TryFrom<GrantStateRow> for GrantState {
+    type Error = StoreError;
+    fn try_from(row: GrantStateRow) -> StoreResult<Self> {
+        Ok(GrantState {
+            grant: GrantRecord {
+                amr: from_json(&row.amr_json)?,
+                id: row.id,
+                client_id: row.client_id,
+                user_id: row.user_id,
+                session_id: row.session_id,
+                code_hash: row.code_hash,
+                scope: row.scope,
+                audience: row.audience,
+                auth_time: row.auth_time,
+                idp: row.idp,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+                revoked_at: row.revoked_at,
+            },
+            user_disabled: row.user_disabled,
+            session_revoked: row.session_revoked,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshTokenRow {
+    grant_id: String,
+    issued_at: i64,
+    expires_at: i64,
+    rotated_at: Option<i64>,
+}
+
+impl From<RefreshTokenRow> for RefreshTokenRecord {
+    fn from(row: RefreshTokenRow) -> Self {
+        RefreshTokenRecord {
+            grant_id: row.grant_id,
+            issued_at: row.issued_at,
+            expires_at: row.expires_at,
+            rotated_at: row.rotated_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct BackchannelRow {
+    id: String,
+    client_id: String,
+    subject: String,
+    sid: String,
+    attempts: i64,
+    created_at: i64,
+}
+
+impl From<BackchannelRow> for BackchannelLogout {
+    fn from(row: BackchannelRow) -> Self {
+        BackchannelLogout {
+            id: row.id,
+            client_id: row.client_id,
+            subject: row.subject,
+            sid: row.sid,
+            attempts: row.attempts,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub(super) struct AuditRow {
     time: i64,
     kind: String,
@@ -200,7 +297,10 @@ impl TryFrom<AuditRow> for AuditEvent {
 pub(super) const USER_COLUMNS: &str =
     "id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at, last_login_at";
 pub(super) const CLIENT_COLUMNS: &str = "client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
-     grant_types_json, name, first_party, signing_alg, managed_by_config, created_at, updated_at";
+     grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, default_audience, \
+     resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at";
+pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
+     g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
 pub(super) const CONNECTOR_COLUMNS: &str =
     "id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at";
 pub(super) const SESSION_COLUMNS: &str =
@@ -354,13 +454,17 @@ macro_rules! impl_sql_store {
                 use $crate::store::sql::to_json;
                 sqlx::query(
                     "INSERT INTO clients (client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
-                     grant_types_json, name, first_party, signing_alg, managed_by_config, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                     grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, \
+                     default_audience, resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
                      ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                      redirect_uris_json = excluded.redirect_uris_json, \
                      post_logout_redirect_uris_json = excluded.post_logout_redirect_uris_json, \
                      scopes_json = excluded.scopes_json, grant_types_json = excluded.grant_types_json, name = excluded.name, \
                      first_party = excluded.first_party, signing_alg = excluded.signing_alg, \
+                     access_token_lifetime_secs = excluded.access_token_lifetime_secs, \
+                     issue_refresh_token = excluded.issue_refresh_token, default_audience = excluded.default_audience, \
+                     resources_json = excluded.resources_json, backchannel_logout_uri = excluded.backchannel_logout_uri, \
                      managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at",
                 )
                 .bind(&client.client_id)
@@ -372,6 +476,11 @@ macro_rules! impl_sql_store {
                 .bind(&client.name)
                 .bind(client.first_party)
                 .bind(&client.signing_alg)
+                .bind(client.access_token_lifetime_secs)
+                .bind(client.issue_refresh_token)
+                .bind(&client.default_audience)
+                .bind(to_json(&client.resources))
+                .bind(&client.backchannel_logout_uri)
                 .bind(client.managed_by_config)
                 .bind(client.created_at)
                 .bind(client.updated_at)
@@ -510,12 +619,27 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn revoke_sso_session(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
-                let result = sqlx::query("UPDATE sso_sessions SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+            async fn revoke_sso_session(&self, id: &str, now: i64) -> $crate::store::StoreResult<bool> {
+                let result = sqlx::query("UPDATE sso_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                     .bind(id)
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                if result.rows_affected() == 0 {
+                    self.get_sso_session(id).await?;
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+
+            async fn reauthenticate_sso_session(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query(
+                    "UPDATE sso_sessions SET auth_time = $2, last_seen_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
@@ -661,6 +785,265 @@ macro_rules! impl_sql_store {
                 Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(payload, _)| payload))
             }
 
+            async fn create_grant(&self, grant: &$crate::store::GrantRecord) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
+                     created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&grant.id)
+                .bind(&grant.client_id)
+                .bind(&grant.user_id)
+                .bind(&grant.session_id)
+                .bind(&grant.code_hash)
+                .bind(&grant.scope)
+                .bind(&grant.audience)
+                .bind(grant.auth_time)
+                .bind($crate::store::sql::to_json(&grant.amr))
+                .bind(&grant.idp)
+                .bind(grant.created_at)
+                .bind(grant.expires_at)
+                .bind(grant.revoked_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn grant_state(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::store::GrantState>> {
+                // A session row that was cleaned up after its natural end does not revoke the
+                // grant; only an explicit revocation does.
+                let sql = format!(
+                    "SELECT {}, u.disabled AS user_disabled, \
+                     (s.revoked_at IS NOT NULL) AS session_revoked \
+                     FROM grants g JOIN users u ON u.id = g.user_id LEFT JOIN sso_sessions s ON s.id = g.session_id \
+                     WHERE g.id = $1",
+                    $crate::store::sql::GRANT_COLUMNS
+                );
+                let row: Option<$crate::store::sql::GrantStateRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn revoke_grant(&self, id: &str, now: i64) -> $crate::store::StoreResult<bool> {
+                let result = sqlx::query("UPDATE grants SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() > 0)
+            }
+
+            async fn revoke_grant_by_code(&self, code_hash: &str, now: i64) -> $crate::store::StoreResult<Option<String>> {
+                let id: Option<String> =
+                    sqlx::query_scalar("UPDATE grants SET revoked_at = COALESCE(revoked_at, $2) WHERE code_hash = $1 RETURNING id")
+                        .bind(code_hash)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                Ok(id)
+            }
+
+            async fn revoke_session_grants(&self, session_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let result = sqlx::query("UPDATE grants SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL")
+                    .bind(session_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected())
+            }
+
+            async fn insert_refresh_token(
+                &self,
+                token_hash: &str,
+                record: &$crate::store::RefreshTokenRecord,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(token_hash)
+                .bind(&record.grant_id)
+                .bind(record.issued_at)
+                .bind(record.expires_at)
+                .bind(record.rotated_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn find_refresh_token(&self, token_hash: &str) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenRecord>> {
+                let row: Option<$crate::store::sql::RefreshTokenRow> = sqlx::query_as(
+                    "SELECT grant_id, issued_at, expires_at, rotated_at FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(Into::into))
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                old_hash: &str,
+                new_hash: &str,
+                new: &$crate::store::RefreshTokenRecord,
+                now: i64,
+            ) -> $crate::store::StoreResult<$crate::store::Rotation> {
+                // The write comes first so the transaction holds the write lock from its start.
+                let mut tx = self.pool.begin().await?;
+                let spent = sqlx::query(
+                    "UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
+                     AND expires_at > $2",
+                )
+                .bind(old_hash)
+                .bind(now)
+                .bind(&new.grant_id)
+                .execute(&mut *tx)
+                .await?;
+                if spent.rows_affected() == 0 {
+                    let rotated: Option<Option<i64>> =
+                        sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $2")
+                            .bind(old_hash)
+                            .bind(&new.grant_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    tx.rollback().await?;
+                    return Ok(match rotated {
+                        Some(Some(_)) => $crate::store::Rotation::AlreadyRotated,
+                        _ => $crate::store::Rotation::NotFound,
+                    });
+                }
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, NULL)",
+                )
+                .bind(new_hash)
+                .bind(&new.grant_id)
+                .bind(new.issued_at)
+                .bind(new.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok($crate::store::Rotation::Rotated)
+            }
+
+            async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> $crate::store::StoreResult<()> {
+                sqlx::query("INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT (jti) DO NOTHING")
+                    .bind(jti)
+                    .bind(expires_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn is_access_token_revoked(&self, jti: &str) -> $crate::store::StoreResult<bool> {
+                let found: Option<i64> = sqlx::query_scalar("SELECT expires_at FROM revoked_access_tokens WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(found.is_some())
+            }
+
+            async fn get_consent(&self, user_id: &str, client_id: &str) -> $crate::store::StoreResult<Option<Vec<String>>> {
+                let scopes: Option<String> =
+                    sqlx::query_scalar("SELECT scopes_json FROM consents WHERE user_id = $1 AND client_id = $2")
+                        .bind(user_id)
+                        .bind(client_id)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                scopes.map(|text| serde_json::from_str(&text).map_err($crate::store::StoreError::from)).transpose()
+            }
+
+            async fn put_consent(&self, user_id: &str, client_id: &str, scopes: &[String], now: i64) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO consents (user_id, client_id, scopes_json, granted_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, client_id) DO UPDATE SET scopes_json = excluded.scopes_json, granted_at = excluded.granted_at",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind($crate::store::sql::to_json(scopes))
+                .bind(now)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn revoke_consent(&self, user_id: &str, client_id: &str) -> $crate::store::StoreResult<bool> {
+                let result = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user_id)
+                    .bind(client_id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected() > 0)
+            }
+
+            async fn list_consents(&self, user_id: &str) -> $crate::store::StoreResult<Vec<(String, Vec<String>)>> {
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT client_id, scopes_json FROM consents WHERE user_id = $1 ORDER BY client_id")
+                        .bind(user_id)
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.into_iter()
+                    .map(|(client_id, scopes)| Ok((client_id, serde_json::from_str(&scopes)?)))
+                    .collect()
+            }
+
+            async fn enqueue_backchannel_logouts(&self, session_id: &str, subject: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let clients: Vec<String> = sqlx::query_scalar(
+                    "SELECT DISTINCT g.client_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
+                     WHERE g.session_id = $1 AND c.backchannel_logout_uri IS NOT NULL ORDER BY g.client_id",
+                )
+                .bind(session_id)
+                .fetch_all(&self.pool)
+                .await?;
+                for client_id in &clients {
+                    sqlx::query(
+                        "INSERT INTO backchannel_logouts (id, client_id, subject, sid, attempts, next_attempt_at, lease_until, created_at) \
+                         VALUES ($1, $2, $3, $4, 0, $5, 0, $5)",
+                    )
+                    .bind(uuid::Uuid::new_v4().to_string())
+                    .bind(client_id)
+                    .bind(subject)
+                    .bind(sid)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                }
+                Ok(clients.len() as u64)
+            }
+
+            async fn lease_backchannel_logouts(
+                &self,
+                now: i64,
+                lease_until: i64,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::BackchannelLogout>> {
+                // The outer condition is checked again on the row being updated, so two nodes
+                // selecting the same rows cannot both lease them.
+                let rows: Vec<$crate::store::sql::BackchannelRow> = sqlx::query_as(
+                    "UPDATE backchannel_logouts SET lease_until = $2 WHERE id IN (SELECT id FROM backchannel_logouts \
+                     WHERE next_attempt_at <= $1 AND lease_until <= $1 ORDER BY next_attempt_at LIMIT $3) \
+                     AND next_attempt_at <= $1 AND lease_until <= $1 \
+                     RETURNING id, client_id, subject, sid, attempts, created_at",
+                )
+                .bind(now)
+                .bind(lease_until)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn delete_backchannel_logout(&self, id: &str) -> $crate::store::StoreResult<()> {
+                sqlx::query("DELETE FROM backchannel_logouts WHERE id = $1").bind(id).execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn retry_backchannel_logout(&self, id: &str, attempts: i64, next_attempt_at: i64) -> $crate::store::StoreResult<()> {
+                sqlx::query("UPDATE backchannel_logouts SET attempts = $2, next_attempt_at = $3, lease_until = 0 WHERE id = $1")
+                    .bind(id)
+                    .bind(attempts)
+                    .bind(next_attempt_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn delete_expired(&self, now: i64, retired_key_cutoff: i64) -> $crate::store::StoreResult<$crate::store::CleanupReport> {
                 let single_use = sqlx::query("DELETE FROM single_use WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
                 let sessions = sqlx::query("DELETE FROM sso_sessions WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
@@ -670,11 +1053,17 @@ macro_rules! impl_sql_store {
                     .await?;
                 let login_attempts =
                     sqlx::query("DELETE FROM login_attempts WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                let grants = sqlx::query("DELETE FROM grants WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                let revoked_access_tokens =
+                    sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
                 Ok($crate::store::CleanupReport {
                     single_use: single_use.rows_affected(),
                     sessions: sessions.rows_affected(),
                     signing_keys: signing_keys.rows_affected(),
                     login_attempts: login_attempts.rows_affected(),
+                    grants: grants.rows_affected(),
+                    revoked_access_tokens: revoked_access_tokens.rows_affected(),
                 })
             }
         }

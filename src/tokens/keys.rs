@@ -46,6 +46,14 @@ impl KeyEncryptionKey {
         base64::engine::general_purpose::STANDARD.encode(self.0.expose())
     }
 
+    /// A key for another purpose, derived with HKDF-SHA256 so it reveals nothing of this one.
+    pub fn derive<const N: usize>(&self, purpose: &[u8]) -> Secret<[u8; N]> {
+        let mut okm = [0u8; N];
+        // HKDF-SHA256 expands to at most 8160 bytes; callers ask for a key's worth.
+        let _ = hkdf::Hkdf::<Sha256>::new(None, self.0.expose()).expand(purpose, &mut okm);
+        Secret::new(okm)
+    }
+
     fn cipher(&self) -> Aes256Gcm {
         Aes256Gcm::new(self.0.expose().into())
     }

@@ -1,6 +1,7 @@
 //! Signing keys, the JWKS, and signing and verifying JWTs; hashing of opaque single-use values.
 
 pub mod keys;
+pub mod secrets;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use crate::config::{SigningAlg, TokenSettings};
 use crate::store::{SigningKeyRecord, Store, StoreError};
 
 pub use keys::KeyEncryptionKey;
+pub use secrets::SecretHasher;
 
 /// Grace added to a retired key's publication so that clocks a little behind still verify.
 const PUBLICATION_GRACE_SECS: i64 = 300;

@@ -79,7 +79,7 @@ struct PageInput<'a> {
     error: Option<&'a str>,
     username: &'a str,
     request: Option<&'a str>,
-    client_name: Option<&'a str>,
+    pending: Option<&'a PendingLogin>,
 }
 
 async fn login_page(state: &AppState, session: &Session, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
@@ -90,6 +90,7 @@ async fn login_page(state: &AppState, session: &Session, status: StatusCode, inp
         .await?
         .into_iter()
         .filter(|c| c.kind == "local")
+        .filter(|c| input.pending.and_then(|p| p.connector_id.as_deref()).is_none_or(|only| only == c.id))
         .map(|c| ConnectorView { id: c.id, name: c.name })
         .collect();
     let page = LoginPage {
@@ -98,9 +99,15 @@ async fn login_page(state: &AppState, session: &Session, status: StatusCode, inp
         error: input.error,
         username: input.username,
         request: input.request,
-        client_name: input.client_name,
+        client_name: input.pending.and_then(|p| p.client_name.as_deref()),
     };
-    Ok((status, render_page(&page)).into_response())
+    let mut response = (status, render_page(&page)).into_response();
+    // Signing in for an app ends in a redirect to the app, which `form-action` must allow.
+    let target = input.pending.and_then(|p| p.form_target.as_deref()).and_then(crate::provider::authorize::csp_source);
+    if let Some(csp) = crate::web::form_action_csp(target.as_deref()) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
+    }
+    Ok(response)
 }
 
 pub async fn page(
@@ -110,16 +117,18 @@ pub async fn page(
 ) -> Result<Response, WebError> {
     let Query(query) = query.map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?;
     let request = request_id(query.req)?;
-    // Already signed in: a second application gets through without asking again.
-    if sessions::current(&state, &session).await?.is_some() {
+    let pending = pending_for(&state, request.as_deref()).await?;
+    // Already signed in: a second application gets through without asking again, unless it
+    // asked for a fresh sign-in.
+    let force = pending.as_ref().is_some_and(|p| p.force_login);
+    if !force && sessions::current(&state, &session).await?.is_some() {
         return continue_to(&state, request.as_deref()).await;
     }
-    let pending = pending_for(&state, request.as_deref()).await?;
     let input = PageInput {
         error: None,
-        username: "",
+        username: pending.as_ref().and_then(|p| p.login_hint.as_deref()).unwrap_or_default(),
         request: request.as_deref(),
-        client_name: pending.as_ref().and_then(|p| p.client_name.as_deref()),
+        pending: pending.as_ref(),
     };
     login_page(&state, &session, StatusCode::OK, input).await
 }
@@ -141,7 +150,6 @@ pub async fn submit(
     csrf::verify(&session, form.csrf.expose()).await?;
     let request = request_id(form.req)?;
     let pending = pending_for(&state, request.as_deref()).await?;
-    let client_name = pending.as_ref().and_then(|p| p.client_name.clone());
 
     let username = form.username.trim();
     let problem = if username.is_empty() || form.password.expose().is_empty() {
@@ -157,14 +165,10 @@ pub async fn submit(
         let state = state.clone();
         let session = session.clone();
         let request = request.clone();
-        let client_name = client_name.clone();
+        let pending = pending.clone();
         async move {
-            let input = PageInput {
-                error: Some(error),
-                username: &username,
-                request: request.as_deref(),
-                client_name: client_name.as_deref(),
-            };
+            let input =
+                PageInput { error: Some(error), username: &username, request: request.as_deref(), pending: pending.as_ref() };
             login_page(&state, &session, status, input).await
         }
     };

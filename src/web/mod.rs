@@ -4,6 +4,7 @@ pub mod client;
 pub mod csrf;
 pub mod error;
 pub mod login;
+pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod portal;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -26,6 +27,8 @@ use tracing::Instrument;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::provider::Provider;
+use crate::provider::discovery::{AUTHORIZE_PATH, INTROSPECT_PATH, LOGOUT_PATH, REVOKE_PATH, TOKEN_PATH, USERINFO_PATH};
 use crate::store::Store;
 use crate::tokens::KeyManager;
 use crate::web::error::InternalErrorCause;
@@ -36,6 +39,20 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 const CONTENT_SECURITY_POLICY: &str =
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The CSP of a page whose form may end, through redirects, at `target` (an app's redirect URI
+/// origin): browsers apply `form-action` to every hop after the submission.
+pub fn form_action_csp(target: Option<&str>) -> Option<HeaderValue> {
+    let target = target?;
+    // A source expression must not be able to inject further directives.
+    if target.bytes().any(|b| b == b';' || b == b',' || b == b'\'' || b.is_ascii_whitespace() || !b.is_ascii_graphic()) {
+        return None;
+    }
+    let policy = format!(
+        "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self' {target}; frame-ancestors 'none'; base-uri 'none'"
+    );
+    HeaderValue::from_str(&policy).ok()
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
@@ -43,6 +60,7 @@ pub struct AppState {
     pub keys: Arc<KeyManager>,
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
+    pub provider: Arc<Provider>,
 }
 
 pub fn router(state: AppState, sessions: SessionBackend) -> Router {
@@ -62,6 +80,17 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/.well-known/openid-configuration", get(oauth::discovery))
+        .route("/.well-known/oauth-authorization-server", get(oauth::discovery))
+        .route(AUTHORIZE_PATH, get(oauth::authorize_get).post(oauth::authorize_post))
+        .route("/oauth2/authorize/resume", get(oauth::authorize_resume))
+        .route("/oauth2/consent", get(oauth::consent_page).post(oauth::consent_submit))
+        .route(TOKEN_PATH, post(oauth::token))
+        .route(USERINFO_PATH, get(oauth::userinfo_get).post(oauth::userinfo_post))
+        .route(INTROSPECT_PATH, post(oauth::introspect))
+        .route(REVOKE_PATH, post(oauth::revoke))
+        .route(LOGOUT_PATH, get(oauth::logout_get).post(oauth::logout_post))
+        .route("/consents/revoke", post(portal::revoke_consent))
         .route("/static/gatehouse.css", get(ops::stylesheet))
         .route("/favicon.ico", get(ops::favicon))
         .fallback(ops::not_found)

@@ -28,6 +28,7 @@ pub struct PortalPage<'a> {
     pub groups: &'a [String],
     pub connector: &'a str,
     pub csrf: &'a str,
+    pub approved: Vec<ApprovedApp>,
 }
 
 #[derive(Template)]
@@ -37,6 +38,32 @@ pub struct MessagePage<'a> {
     pub message: &'a str,
     /// When set, the page offers a sign-out button (the logout confirmation).
     pub logout_csrf: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+pub struct ConsentPage<'a> {
+    pub csrf: &'a str,
+    pub request: &'a str,
+    pub client_name: &'a str,
+    pub username: &'a str,
+    /// What each requested scope lets the application do, in words.
+    pub scopes: Vec<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "logout_confirm.html")]
+pub struct LogoutConfirmPage<'a> {
+    pub csrf: &'a str,
+    pub client_name: Option<&'a str>,
+    /// The logout request's own parameters, posted back with the confirmation.
+    pub fields: Vec<(&'static str, String)>,
+}
+
+#[derive(Clone)]
+pub struct ApprovedApp {
+    pub client_id: String,
+    pub name: String,
 }
 
 /// Renders a page; a template failure becomes a plain message rather than a panic.

@@ -82,14 +82,40 @@ pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoS
     Ok(Some((resumed.session, resumed.user)))
 }
 
-/// Binds the browser to a new SSO session under a fresh cookie id (no session fixation). A
-/// session this browser held before is ended, so no server-side session outlives its cookie.
-pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Result<(), WebError> {
-    if let Some(previous) = session.get::<String>(SSO_KEY).await? {
-        crate::session::end(state.store.as_ref(), &previous, state.clock.now()).await?;
+/// Binds the browser to its SSO session under a fresh cookie id (no session fixation). When the
+/// browser already had a session of the same user and connector (a re-authentication for
+/// `prompt=login` or `max_age`), that session is kept with a new `auth_time`, so the `sid` apps
+/// hold stays valid; a session of anyone else is ended. Returns the id now bound.
+pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Result<String, WebError> {
+    let now = state.clock.now();
+    let mut bound = sso.id.clone();
+    if let Some(previous_id) = session.get::<String>(SSO_KEY).await? {
+        let previous = match state.store.get_sso_session(&previous_id).await {
+            Ok(previous) => Some(previous),
+            Err(crate::store::StoreError::NotFound) => None,
+            Err(err) => return Err(err.into()),
+        };
+        let same_person = previous.is_some_and(|p| {
+            p.user_id == sso.user_id && p.connector_id == sso.connector_id && p.revoked_at.is_none() && p.expires_at > now
+        });
+        if same_person {
+            state.store.reauthenticate_sso_session(&previous_id, now).await?;
+            state.store.revoke_sso_session(&sso.id, now).await?;
+            bound = previous_id;
+        } else {
+            end(state, &previous_id).await?;
+        }
     }
     session.cycle_id().await?;
-    session.insert(SSO_KEY, &sso.id).await?;
+    session.insert(SSO_KEY, &bound).await?;
+    Ok(bound)
+}
+
+/// Ends an SSO session and wakes the back-channel logout sender if notices were queued.
+async fn end(state: &AppState, sso_id: &str) -> Result<(), WebError> {
+    if crate::session::end(state.store.as_ref(), sso_id, state.clock.now()).await? > 0 {
+        state.provider.backchannel.notify_one();
+    }
     Ok(())
 }
 
@@ -97,7 +123,7 @@ pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Re
 pub async fn detach(state: &AppState, session: &Session) -> Result<Option<String>, WebError> {
     let sso_id = session.get::<String>(SSO_KEY).await?;
     if let Some(id) = &sso_id {
-        crate::session::end(state.store.as_ref(), id, state.clock.now()).await?;
+        end(state, id).await?;
     }
     session.flush().await?;
     Ok(sso_id)

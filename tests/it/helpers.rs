@@ -89,6 +89,11 @@ pub fn client_record(id: &str, managed: bool) -> ClientRecord {
         name: "App".into(),
         first_party: false,
         signing_alg: "ES256".into(),
+        access_token_lifetime_secs: Some(300),
+        issue_refresh_token: false,
+        default_audience: Some("https://api.example".into()),
+        resources: vec!["https://api.example".into()],
+        backchannel_logout_uri: Some("https://app.example/bcl".into()),
         managed_by_config: managed,
         created_at: START,
         updated_at: START,
@@ -181,8 +186,13 @@ impl TestApp {
     }
 
     pub async fn start_config(config: Config, clock: Arc<ManualClock>) -> Self {
-        let app = startup::build(config, clock.clone()).await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, config, clock).await
+    }
+
+    /// Serves on a listener bound beforehand, so the configuration can name its address.
+    pub async fn start_on(listener: tokio::net::TcpListener, config: Config, clock: Arc<ManualClock>) -> Self {
+        let app = startup::build(config, clock.clone()).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -1,13 +1,16 @@
 //! Integration tests: the real app on 127.0.0.1:0, real SQLite files and, when
 //! `TEST_DATABASE_URL` is set, a real PostgreSQL server.
 
+mod backchannel;
 mod browser;
 mod cli;
 mod config;
 mod helpers;
+mod interop;
 mod keys;
 mod login;
 mod ops;
 mod postgres;
+mod provider;
 mod store_conformance;
 mod sync;

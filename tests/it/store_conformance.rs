@@ -4,7 +4,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use gatehouse::store::{
-    AuditEvent, AuditOutcome, ConnectorRecord, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError, UserProfile,
+    AuditEvent, AuditOutcome, ConnectorRecord, GrantRecord, RefreshTokenRecord, Rotation, SigningKeyRecord, SingleUseKind,
+    SsoSession, Store, StoreError, UserProfile,
 };
 
 use crate::helpers::{START, TestDb, client_record};
@@ -316,6 +317,116 @@ async fn expired_rows_are_deleted(store: &Arc<dyn Store>) {
     assert!(!kids.contains(&"c-old".to_owned()));
 }
 
+fn grant(id: &str, user_id: &str, session_id: &str, client_id: &str) -> GrantRecord {
+    GrantRecord {
+        id: id.into(),
+        client_id: client_id.into(),
+        user_id: user_id.into(),
+        session_id: Some(session_id.into()),
+        code_hash: Some(format!("code-of-{id}")),
+        scope: "openid offline_access".into(),
+        audience: client_id.into(),
+        auth_time: NOW,
+        amr: vec!["pwd".into()],
+        idp: "local".into(),
+        created_at: NOW,
+        expires_at: NOW + 1000,
+        revoked_at: None,
+    }
+}
+
+fn refresh(grant_id: &str, issued_at: i64) -> RefreshTokenRecord {
+    RefreshTokenRecord { grant_id: grant_id.into(), issued_at, expires_at: issued_at + 100, rotated_at: None }
+}
+
+async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
+    let (user, _) = store.get_or_create_linked_user("local", "alice", &profile("alice"), NOW).await.unwrap();
+    store.create_sso_session(&sso("s1", &user.id, NOW + 1000)).await.unwrap();
+    let mut with_backchannel = client_record("bcl", true);
+    with_backchannel.backchannel_logout_uri = Some("https://bcl.example/logout".into());
+    store.upsert_client(&with_backchannel).await.unwrap();
+    assert_eq!(store.get_client("bcl").await.unwrap(), with_backchannel, "every client field round-trips");
+    store.create_grant(&grant("g1", &user.id, "s1", "bcl")).await.unwrap();
+    store.create_grant(&grant("g2", &user.id, "s1", "other")).await.unwrap();
+    let state = store.grant_state("g1").await.unwrap().unwrap();
+    assert_eq!(state.grant, grant("g1", &user.id, "s1", "bcl"));
+    assert!(state.is_live(NOW) && !state.is_live(NOW + 1000));
+    assert!(store.grant_state("nope").await.unwrap().is_none());
+
+    store.insert_refresh_token("h1", &refresh("g1", NOW)).await.unwrap();
+    assert_eq!(store.rotate_refresh_token("h1", "h2", &refresh("g1", NOW + 1), NOW + 1).await.unwrap(), Rotation::Rotated);
+    assert_eq!(store.find_refresh_token("h1").await.unwrap().unwrap().rotated_at, Some(NOW + 1));
+    assert_eq!(store.rotate_refresh_token("h1", "h3", &refresh("g1", NOW + 2), NOW + 2).await.unwrap(), Rotation::AlreadyRotated);
+    assert!(store.find_refresh_token("h3").await.unwrap().is_none(), "a refused rotation stores nothing");
+    assert_eq!(
+        store.rotate_refresh_token("h2", "h4", &refresh("g1", NOW + 200), NOW + 200).await.unwrap(),
+        Rotation::NotFound,
+        "expired"
+    );
+    assert_eq!(
+        store.rotate_refresh_token("h2", "h4", &refresh("g2", NOW + 3), NOW + 3).await.unwrap(),
+        Rotation::NotFound,
+        "other grant"
+    );
+
+    // Sixteen concurrent rotations of one token: exactly one succeeds.
+    store.insert_refresh_token("race", &refresh("g1", NOW)).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.rotate_refresh_token("race", &format!("race-{i}"), &refresh("g1", NOW + 1), NOW + 1).await.unwrap()
+        }));
+    }
+    let mut rotated = 0;
+    for task in tasks {
+        if task.await.unwrap() == Rotation::Rotated {
+            rotated += 1;
+        }
+    }
+    assert_eq!(rotated, 1);
+
+    assert_eq!(store.revoke_grant_by_code("code-of-g2", NOW + 5).await.unwrap().as_deref(), Some("g2"));
+    assert!(store.revoke_grant_by_code("code-of-nothing", NOW + 5).await.unwrap().is_none());
+    assert_eq!(store.grant_state("g2").await.unwrap().unwrap().grant.revoked_at, Some(NOW + 5));
+
+    store.revoke_access_token("jti-1", NOW + 50).await.unwrap();
+    store.revoke_access_token("jti-1", NOW + 50).await.unwrap();
+    assert!(store.is_access_token_revoked("jti-1").await.unwrap());
+    assert!(!store.is_access_token_revoked("jti-2").await.unwrap());
+
+    // Ending the session: one notification per client with a back-channel URI, leased once.
+    assert!(store.revoke_sso_session("s1", NOW + 6).await.unwrap());
+    assert!(!store.revoke_sso_session("s1", NOW + 7).await.unwrap(), "only the first revocation counts");
+    assert!(store.grant_state("g1").await.unwrap().unwrap().session_revoked);
+    assert_eq!(store.revoke_session_grants("s1", NOW + 6).await.unwrap(), 1, "g2 was already revoked");
+    assert_eq!(store.enqueue_backchannel_logouts("s1", &user.id, "public-sid", NOW + 6).await.unwrap(), 1);
+    let leased = store.lease_backchannel_logouts(NOW + 6, NOW + 66, 10).await.unwrap();
+    assert_eq!(leased.len(), 1);
+    assert_eq!((leased[0].client_id.as_str(), leased[0].sid.as_str()), ("bcl", "public-sid"));
+    assert!(store.lease_backchannel_logouts(NOW + 7, NOW + 67, 10).await.unwrap().is_empty(), "leased to one caller");
+    store.retry_backchannel_logout(&leased[0].id, 1, NOW + 20).await.unwrap();
+    assert!(store.lease_backchannel_logouts(NOW + 19, NOW + 79, 10).await.unwrap().is_empty(), "not before it is due");
+    let again = store.lease_backchannel_logouts(NOW + 20, NOW + 80, 10).await.unwrap();
+    assert_eq!(again[0].attempts, 1);
+    store.delete_backchannel_logout(&again[0].id).await.unwrap();
+    assert!(store.lease_backchannel_logouts(NOW + 200, NOW + 260, 10).await.unwrap().is_empty());
+
+    // Consent.
+    assert!(store.get_consent(&user.id, "bcl").await.unwrap().is_none());
+    store.put_consent(&user.id, "bcl", &["openid".into()], NOW).await.unwrap();
+    store.put_consent(&user.id, "bcl", &["openid".into(), "email".into()], NOW).await.unwrap();
+    assert_eq!(store.get_consent(&user.id, "bcl").await.unwrap().unwrap(), vec!["openid".to_owned(), "email".to_owned()]);
+    assert_eq!(store.list_consents(&user.id).await.unwrap().len(), 1);
+    assert!(store.revoke_consent(&user.id, "bcl").await.unwrap());
+    assert!(!store.revoke_consent(&user.id, "bcl").await.unwrap());
+
+    let report = store.delete_expired(NOW + 1000, 0).await.unwrap();
+    assert_eq!(report.grants, 2);
+    assert_eq!(report.revoked_access_tokens, 1);
+    assert!(store.find_refresh_token("h2").await.unwrap().is_none(), "refresh tokens go with their grant");
+}
+
 async fn run_suite(db: &TestDb) {
     // Each part gets a fresh schema so parts cannot lean on each other's rows.
     macro_rules! part {
@@ -335,6 +446,7 @@ async fn run_suite(db: &TestDb) {
     part!(single_use_records);
     part!(single_use_is_taken_once_under_concurrency);
     part!(expired_rows_are_deleted);
+    part!(grants_and_refresh_tokens);
     assert!(db.open_store().await.ping().await.is_ok());
 }
 

@@ -13,9 +13,10 @@ async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
     let demo = app.state.store.get_client("demo-app").await.unwrap();
     assert!(demo.managed_by_config);
     let hash = demo.secret_hash.clone().unwrap();
-    assert!(hash.starts_with("$argon2id$"), "client secrets are stored only as hashes");
+    assert!(hash.starts_with("hmac-sha256:"), "client secrets are stored only as keyed hashes");
     assert!(!hash.contains(DEMO_CLIENT_SECRET));
-    assert!(gatehouse::password::verify(&hash, DEMO_CLIENT_SECRET));
+    assert!(app.state.provider.secrets.verify_keyed(&hash, DEMO_CLIENT_SECRET));
+    assert!(!app.state.provider.secrets.verify_keyed(&hash, "demo-app-secret-change-mE"));
     let connector = app.state.store.get_connector("local").await.unwrap();
     assert!(connector.managed_by_config);
     app.state.store.upsert_client(&client_record("created-at-runtime", false)).await.unwrap();

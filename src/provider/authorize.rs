@@ -1,0 +1,485 @@
+//! The authorization endpoint: `response_type=code` with PKCE, `prompt`, `max_age`,
+//! `login_hint`, `connector_id` and home-realm discovery; codes bound to everything that matters.
+
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::clock::UnixTime;
+use crate::provider::params::Params;
+use crate::provider::{
+    CODE_LIFETIME_SECS, ErrorCode, OAuthError, Provider, ProviderResult, REQUEST_LIFETIME_SECS, has_scope, is_scope_token, oauth,
+    split_scope,
+};
+use crate::store::{ClientRecord, SingleUseKind, SsoSession, StoreError, User};
+use crate::tokens::{digest, random_token};
+
+const MAX_LOGIN_HINT_CHARS: usize = 256;
+/// Ten years: anything larger is a mistake, not a policy.
+const MAX_MAX_AGE_SECS: i64 = 10 * 365 * 86400;
+
+/// Why a request cannot even be answered by redirect: the client or the redirect URI is not
+/// trustworthy, so the browser gets an error page instead (RFC 6749 §4.1.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UntrustedRequest {
+    #[error("the request does not name a client")]
+    MissingClient,
+    #[error("the client is not registered")]
+    UnknownClient,
+    #[error("the request has no redirect_uri")]
+    MissingRedirectUri,
+    #[error("the redirect_uri is not registered for this client")]
+    UnregisteredRedirectUri,
+    #[error("client_id or redirect_uri is repeated or too long")]
+    Malformed,
+}
+
+/// A validated authorization request, stored while the user signs in or consents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    /// The S256 PKCE challenge.
+    pub code_challenge: Option<String>,
+    pub prompt_none: bool,
+    pub prompt_consent: bool,
+    /// Set by `prompt=login` (to the request time): an older sign-in does not count.
+    pub login_after: Option<UnixTime>,
+    pub max_age: Option<i64>,
+    pub login_hint: Option<String>,
+    /// The connector to sign in with: asked for, or found from the login hint's domain.
+    pub connector_id: Option<String>,
+    pub audience: String,
+}
+
+/// What an authorization response carries back: the RFC 6749 error or success parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorRedirect {
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub error: OAuthError,
+}
+
+/// What happens next for a valid request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// The user must sign in; `force` shows the form even to a signed-in browser.
+    SignIn {
+        force: bool,
+    },
+    Consent,
+    Issue,
+}
+
+/// What an authorization code stands for; stored under the code's digest for 60 seconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub user_id: String,
+    pub session_id: String,
+    pub auth_time: UnixTime,
+    pub idp: String,
+    pub amr: Vec<String>,
+    pub audience: String,
+}
+
+/// Appends response parameters to a registered redirect URI, keeping its own query.
+pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    match Url::parse(redirect_uri) {
+        Ok(mut url) => {
+            url.query_pairs_mut().extend_pairs(params);
+            url.to_string()
+        }
+        // Registered URIs were parsed when they were registered; keep them as they are.
+        Err(_) => redirect_uri.to_owned(),
+    }
+}
+
+pub fn error_location(issuer: &str, redirect: &ErrorRedirect) -> String {
+    let mut params = vec![("error", redirect.error.code.as_str()), ("error_description", redirect.error.description)];
+    if let Some(state) = &redirect.state {
+        params.push(("state", state));
+    }
+    params.push(("iss", issuer));
+    redirect_with(&redirect.redirect_uri, &params)
+}
+
+/// The origin a redirect URI leaves to, as a CSP source, so a form whose answer redirects there
+/// can be allowed to.
+pub fn csp_source(redirect_uri: &str) -> Option<String> {
+    let url = Url::parse(redirect_uri).ok()?;
+    match url.scheme() {
+        "http" | "https" => Some(url.origin().ascii_serialization()),
+        scheme => Some(format!("{scheme}:")),
+    }
+}
+
+fn is_pkce_value(value: &str) -> bool {
+    value.len() == 43 && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+impl Provider {
+    /// Finds the client and its exact registered redirect URI, or says why the request cannot
+    /// be answered by redirect.
+    pub async fn authorization_client(
+        &self,
+        params: &Params,
+    ) -> ProviderResult<Result<(ClientRecord, String), UntrustedRequest>> {
+        let (Ok(client_id), Ok(redirect_uri)) = (params.get("client_id"), params.get("redirect_uri")) else {
+            return Ok(Err(UntrustedRequest::Malformed));
+        };
+        let Some(client_id) = client_id else { return Ok(Err(UntrustedRequest::MissingClient)) };
+        let client = match self.store.get_client(client_id).await {
+            Ok(client) => client,
+            Err(StoreError::NotFound) => return Ok(Err(UntrustedRequest::UnknownClient)),
+            Err(err) => return Err(err.into()),
+        };
+        let Some(redirect_uri) = redirect_uri else { return Ok(Err(UntrustedRequest::MissingRedirectUri)) };
+        // Exact string match (RFC 9700 §4.1.3): no prefix, no normalisation.
+        if !client.redirect_uris.iter().any(|registered| registered == redirect_uri) {
+            return Ok(Err(UntrustedRequest::UnregisteredRedirectUri));
+        }
+        let redirect_uri = redirect_uri.to_owned();
+        Ok(Ok((client, redirect_uri)))
+    }
+
+    /// Validates everything else. Errors go back to the client's redirect URI.
+    pub async fn validate_authorization(
+        &self,
+        client: &ClientRecord,
+        redirect_uri: &str,
+        params: &Params,
+    ) -> ProviderResult<Result<AuthorizationRequest, ErrorRedirect>> {
+        let state = params.get("state").ok().flatten().map(str::to_owned);
+        let fail =
+            |error: OAuthError| Ok(Err(ErrorRedirect { redirect_uri: redirect_uri.to_owned(), state: state.clone(), error }));
+        match self.check_authorization(client, redirect_uri, params).await {
+            Ok(Ok(request)) => Ok(Ok(request)),
+            Ok(Err(error)) => fail(error),
+            Err(err) => Err(err),
+        }
+    }
+
+    async fn check_authorization(
+        &self,
+        client: &ClientRecord,
+        redirect_uri: &str,
+        params: &Params,
+    ) -> ProviderResult<Result<AuthorizationRequest, OAuthError>> {
+        let now = self.clock.now();
+        macro_rules! check {
+            ($e:expr) => {
+                match $e {
+                    Ok(value) => value,
+                    Err(error) => return Ok(Err(error)),
+                }
+            };
+        }
+        macro_rules! refuse {
+            ($code:expr, $text:expr) => {
+                return Ok(Err(oauth($code, $text)))
+            };
+        }
+        check!(params.check_all());
+        if params.get("request").ok().flatten().is_some() {
+            refuse!(ErrorCode::RequestNotSupported, "request objects are not supported");
+        }
+        if params.get("request_uri").ok().flatten().is_some() {
+            refuse!(ErrorCode::RequestUriNotSupported, "request_uri is not supported");
+        }
+        match check!(params.get("response_type")) {
+            None => refuse!(ErrorCode::InvalidRequest, "response_type is required"),
+            Some("code") => {}
+            Some(_) => refuse!(ErrorCode::UnsupportedResponseType, "only response_type=code is supported"),
+        }
+        if !matches!(check!(params.get("response_mode")), None | Some("query")) {
+            refuse!(ErrorCode::InvalidRequest, "only response_mode=query is supported");
+        }
+        if !client.grant_types.iter().any(|g| g == "authorization_code") {
+            refuse!(ErrorCode::UnauthorizedClient, "this client may not use the authorization code grant");
+        }
+
+        let Some(scope) = check!(params.get("scope")) else { refuse!(ErrorCode::InvalidScope, "scope is required") };
+        let scopes = split_scope(scope);
+        if scopes.is_empty() || !scopes.iter().all(|s| is_scope_token(s)) {
+            refuse!(ErrorCode::InvalidScope, "scope is malformed");
+        }
+        if !scopes.iter().all(|s| client.scopes.contains(s)) {
+            refuse!(ErrorCode::InvalidScope, "a requested scope is not allowed for this client");
+        }
+
+        let challenge = check!(params.get("code_challenge"));
+        let method = check!(params.get("code_challenge_method"));
+        let code_challenge = match (challenge, method) {
+            (None, None) if client.secret_hash.is_none() => {
+                refuse!(ErrorCode::InvalidRequest, "public clients must use PKCE (code_challenge with S256)")
+            }
+            (None, None) => None,
+            (None, Some(_)) => refuse!(ErrorCode::InvalidRequest, "code_challenge_method without code_challenge"),
+            (Some(_), None) | (Some(_), Some("plain")) => {
+                refuse!(ErrorCode::InvalidRequest, "code_challenge_method must be S256; plain is not accepted")
+            }
+            (Some(_), Some(other)) if other != "S256" => refuse!(ErrorCode::InvalidRequest, "code_challenge_method must be S256"),
+            (Some(challenge), Some(_)) if !is_pkce_value(challenge) => {
+                refuse!(ErrorCode::InvalidRequest, "code_challenge must be 43 base64url characters")
+            }
+            (Some(challenge), Some(_)) => Some(challenge.to_owned()),
+        };
+
+        let mut prompt_none = false;
+        let mut prompt_login = false;
+        let mut prompt_consent = false;
+        if let Some(prompt) = check!(params.get("prompt")) {
+            for value in prompt.split(' ').filter(|v| !v.is_empty()) {
+                match value {
+                    "none" => prompt_none = true,
+                    "login" | "select_account" => prompt_login = true,
+                    "consent" => prompt_consent = true,
+                    _ => refuse!(ErrorCode::InvalidRequest, "prompt has an unknown value"),
+                }
+            }
+            if prompt_none && (prompt_login || prompt_consent) {
+                refuse!(ErrorCode::InvalidRequest, "prompt=none cannot be combined with other values");
+            }
+        }
+        let max_age = match check!(params.get("max_age")) {
+            None => None,
+            Some(text) => match text.parse::<i64>() {
+                Ok(secs) if (0..=MAX_MAX_AGE_SECS).contains(&secs) => Some(secs),
+                _ => refuse!(ErrorCode::InvalidRequest, "max_age must be a non-negative number of seconds"),
+            },
+        };
+        let login_hint = check!(params.get("login_hint")).map(str::to_owned);
+        if login_hint.as_deref().is_some_and(|h| h.chars().count() > MAX_LOGIN_HINT_CHARS || h.chars().any(char::is_control)) {
+            refuse!(ErrorCode::InvalidRequest, "login_hint is not valid");
+        }
+
+        let connectors = self.store.list_connectors().await?;
+        let connector_id = match check!(params.get("connector_id")) {
+            Some(id) if connectors.iter().any(|c| c.id == id) => Some(id.to_owned()),
+            Some(_) => refuse!(ErrorCode::InvalidRequest, "connector_id names no connector"),
+            None => login_hint.as_deref().and_then(|hint| hint.rsplit_once('@')).and_then(|(_, domain)| {
+                let mut matching = connectors.iter().filter(|c| c.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)));
+                match (matching.next(), matching.next()) {
+                    (Some(only), None) => Some(only.id.clone()),
+                    _ => None,
+                }
+            }),
+        };
+
+        let audience = match check!(params.get("resource")) {
+            Some(resource) if client.resources.iter().any(|r| r == resource) => resource.to_owned(),
+            Some(_) => refuse!(ErrorCode::InvalidTarget, "the resource is not one this client may use"),
+            None => client.default_audience.clone().unwrap_or_else(|| client.client_id.clone()),
+        };
+
+        Ok(Ok(AuthorizationRequest {
+            client_id: client.client_id.clone(),
+            redirect_uri: redirect_uri.to_owned(),
+            scopes,
+            state: check!(params.get("state")).map(str::to_owned),
+            nonce: check!(params.get("nonce")).map(str::to_owned),
+            code_challenge,
+            prompt_none,
+            prompt_consent,
+            login_after: prompt_login.then_some(now),
+            max_age,
+            login_hint,
+            connector_id,
+            audience,
+        }))
+    }
+
+    /// Keeps a request while the user signs in or consents; returns its opaque id.
+    pub async fn store_request(&self, request: &AuthorizationRequest) -> ProviderResult<String> {
+        let id = random_token();
+        let payload = serde_json::to_string(request).map_err(StoreError::from)?;
+        let expires_at = self.clock.now() + REQUEST_LIFETIME_SECS;
+        self.store.put_single_use(SingleUseKind::AuthorizationRequest, &digest(&id), &payload, expires_at).await?;
+        Ok(id)
+    }
+
+    pub async fn load_request(&self, id: &str) -> ProviderResult<Option<AuthorizationRequest>> {
+        let payload = self.store.peek_single_use(SingleUseKind::AuthorizationRequest, &digest(id), self.clock.now()).await?;
+        Ok(payload.map(|p| serde_json::from_str(&p)).transpose().map_err(StoreError::from)?)
+    }
+
+    pub async fn discard_request(&self, id: &str) -> ProviderResult<()> {
+        self.store.take_single_use(SingleUseKind::AuthorizationRequest, &digest(id), self.clock.now()).await?;
+        Ok(())
+    }
+
+    /// Decides the next step for a request given the browser's session.
+    pub async fn next_step(
+        &self,
+        request: &AuthorizationRequest,
+        client: &ClientRecord,
+        session: Option<&SsoSession>,
+    ) -> ProviderResult<Result<Next, OAuthError>> {
+        let consent = match session {
+            Some(session) if !client.first_party => self.store.get_consent(&session.user_id, &client.client_id).await?,
+            _ => None,
+        };
+        Ok(decide(request, client.first_party, session, consent.as_deref(), self.clock.now()))
+    }
+
+    /// Issues a code for the signed-in user and returns the redirect that carries it.
+    pub async fn issue_code(&self, request: &AuthorizationRequest, session: &SsoSession, user: &User) -> ProviderResult<String> {
+        let amr = match self.store.get_connector(&session.connector_id).await {
+            Ok(connector) if connector.kind == "local" => vec![String::from("pwd")],
+            Ok(_) | Err(StoreError::NotFound) => Vec::new(),
+            Err(err) => return Err(err.into()),
+        };
+        let grant = CodeGrant {
+            client_id: request.client_id.clone(),
+            redirect_uri: request.redirect_uri.clone(),
+            scopes: request.scopes.clone(),
+            nonce: request.nonce.clone(),
+            code_challenge: request.code_challenge.clone(),
+            user_id: user.id.clone(),
+            session_id: session.id.clone(),
+            auth_time: session.auth_time,
+            idp: session.connector_id.clone(),
+            amr,
+            audience: request.audience.clone(),
+        };
+        let code = random_token();
+        let payload = serde_json::to_string(&grant).map_err(StoreError::from)?;
+        let expires_at = self.clock.now() + CODE_LIFETIME_SECS;
+        self.store.put_single_use(SingleUseKind::AuthorizationCode, &digest(&code), &payload, expires_at).await?;
+        let mut params = vec![("code", code.as_str())];
+        if let Some(state) = &request.state {
+            params.push(("state", state));
+        }
+        params.push(("iss", self.issuer()));
+        Ok(redirect_with(&request.redirect_uri, &params))
+    }
+
+    /// Remembers that the user approved these scopes for the client.
+    pub async fn record_consent(&self, user_id: &str, request: &AuthorizationRequest) -> ProviderResult<()> {
+        let mut scopes = self.store.get_consent(user_id, &request.client_id).await?.unwrap_or_default();
+        for scope in &request.scopes {
+            if !has_scope(&scopes, scope) {
+                scopes.push(scope.clone());
+            }
+        }
+        self.store.put_consent(user_id, &request.client_id, &scopes, self.clock.now()).await?;
+        Ok(())
+    }
+}
+
+/// The decision itself, on plain values.
+pub fn decide(
+    request: &AuthorizationRequest,
+    first_party: bool,
+    session: Option<&SsoSession>,
+    consent: Option<&[String]>,
+    now: UnixTime,
+) -> Result<Next, OAuthError> {
+    let stale = |session: &SsoSession| {
+        request.login_after.is_some_and(|after| session.auth_time < after)
+            || request.max_age.is_some_and(|max_age| now - session.auth_time > max_age)
+    };
+    match session {
+        None if request.prompt_none => return Err(oauth(ErrorCode::LoginRequired, "the user is not signed in")),
+        None => return Ok(Next::SignIn { force: false }),
+        Some(session) if stale(session) => {
+            if request.prompt_none {
+                return Err(oauth(ErrorCode::LoginRequired, "the user must sign in again"));
+            }
+            return Ok(Next::SignIn { force: true });
+        }
+        Some(_) => {}
+    }
+    if first_party {
+        return Ok(Next::Issue);
+    }
+    let covered = consent.is_some_and(|granted| request.scopes.iter().all(|s| granted.contains(s)));
+    if covered && !request.prompt_consent {
+        return Ok(Next::Issue);
+    }
+    if request.prompt_none {
+        return Err(oauth(ErrorCode::ConsentRequired, "the user has not approved this application"));
+    }
+    Ok(Next::Consent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> AuthorizationRequest {
+        AuthorizationRequest {
+            client_id: "app".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            scopes: vec!["openid".into(), "email".into()],
+            state: None,
+            nonce: None,
+            code_challenge: None,
+            prompt_none: false,
+            prompt_consent: false,
+            login_after: None,
+            max_age: None,
+            login_hint: None,
+            connector_id: None,
+            audience: "app".into(),
+        }
+    }
+
+    fn session(auth_time: UnixTime) -> SsoSession {
+        SsoSession {
+            id: "s".into(),
+            user_id: "u".into(),
+            connector_id: "local".into(),
+            auth_time,
+            last_seen_at: auth_time,
+            expires_at: auth_time + 3600,
+            revoked_at: None,
+            ip: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn sign_in_prompt_and_max_age() {
+        let now = 1000;
+        assert_eq!(decide(&request(), true, None, None, now), Ok(Next::SignIn { force: false }));
+        assert_eq!(decide(&request(), true, Some(&session(900)), None, now), Ok(Next::Issue));
+        let none = AuthorizationRequest { prompt_none: true, ..request() };
+        assert_eq!(decide(&none, true, None, None, now).unwrap_err().code, ErrorCode::LoginRequired);
+        let login = AuthorizationRequest { login_after: Some(now), ..request() };
+        assert_eq!(decide(&login, true, Some(&session(900)), None, now), Ok(Next::SignIn { force: true }));
+        assert_eq!(decide(&login, true, Some(&session(now)), None, now), Ok(Next::Issue));
+        let max_age = AuthorizationRequest { max_age: Some(60), ..request() };
+        assert_eq!(decide(&max_age, true, Some(&session(900)), None, now), Ok(Next::SignIn { force: true }));
+        assert_eq!(decide(&max_age, true, Some(&session(950)), None, now), Ok(Next::Issue));
+    }
+
+    #[test]
+    fn consent_is_asked_once_unless_prompted() {
+        let now = 1000;
+        let s = session(900);
+        assert_eq!(decide(&request(), false, Some(&s), None, now), Ok(Next::Consent));
+        let partial = vec![String::from("openid")];
+        assert_eq!(decide(&request(), false, Some(&s), Some(&partial), now), Ok(Next::Consent));
+        let granted = vec![String::from("openid"), String::from("email"), String::from("profile")];
+        assert_eq!(decide(&request(), false, Some(&s), Some(&granted), now), Ok(Next::Issue));
+        let again = AuthorizationRequest { prompt_consent: true, ..request() };
+        assert_eq!(decide(&again, false, Some(&s), Some(&granted), now), Ok(Next::Consent));
+        let none = AuthorizationRequest { prompt_none: true, ..request() };
+        assert_eq!(decide(&none, false, Some(&s), None, now).unwrap_err().code, ErrorCode::ConsentRequired);
+    }
+
+    #[test]
+    fn redirects_keep_the_registered_query_and_csp_names_the_origin() {
+        assert_eq!(redirect_with("https://a.example/cb?x=1", &[("code", "c d")]), "https://a.example/cb?x=1&code=c+d");
+        assert_eq!(csp_source("https://a.example:8443/cb").as_deref(), Some("https://a.example:8443"));
+        assert_eq!(csp_source("com.example.app:/cb").as_deref(), Some("com.example.app:"));
+    }
+}

@@ -1,0 +1,183 @@
+//! Reading tokens back: introspection (RFC 7662), revocation (RFC 7009) and UserInfo.
+
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::provider::params::Params;
+use crate::provider::{ErrorCode, Provider, ProviderResult, SCOPE_OPENID, has_scope, oauth, split_scope, user_claims};
+use crate::store::{ClientRecord, StoreError};
+use crate::tokens::{TokenError, digest};
+
+/// The claims Gatehouse puts in its access tokens, as read back.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: Value,
+    pub client_id: String,
+    pub scope: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    pub sid: Option<String>,
+    /// The grant of a user token; client-credentials tokens have none.
+    pub gid: Option<String>,
+}
+
+/// Why a bearer token was not accepted, for the `WWW-Authenticate` challenge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BearerError {
+    InvalidToken,
+    InsufficientScope,
+}
+
+fn looks_like_jwt(token: &str) -> bool {
+    token.bytes().filter(|b| *b == b'.').count() == 2
+}
+
+impl Provider {
+    /// The claims of an access token this server issued and that is still valid: signed by a
+    /// published key with the key's own algorithm, typed `at+jwt`, unexpired, not revoked, and
+    /// its grant, session and user still good. `None` for anything else.
+    pub async fn active_access_token(&self, token: &str) -> ProviderResult<Option<AccessClaims>> {
+        let Some(claims) = self.verified_access_token(token, true).await? else { return Ok(None) };
+        if self.store.is_access_token_revoked(&claims.jti).await? {
+            return Ok(None);
+        }
+        let live = match &claims.gid {
+            Some(grant_id) => self.store.grant_state(grant_id).await?.is_some_and(|state| state.is_live(self.clock.now())),
+            None => match self.store.get_client(&claims.client_id).await {
+                Ok(_) => true,
+                Err(StoreError::NotFound) => false,
+                Err(err) => return Err(err.into()),
+            },
+        };
+        Ok(live.then_some(claims))
+    }
+
+    async fn verified_access_token(&self, token: &str, check_exp: bool) -> ProviderResult<Option<AccessClaims>> {
+        if !looks_like_jwt(token) {
+            return Ok(None);
+        }
+        let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt"))
+        {
+            return Ok(None);
+        }
+        // The algorithm here is replaced by the signing key's own inside `verify`.
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[self.issuer()]);
+        validation.validate_aud = false;
+        validation.validate_exp = check_exp;
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        match self.keys.verify::<AccessClaims>(token, &validation).await {
+            Ok(claims) => Ok(Some(claims)),
+            Err(TokenError::Store(err)) => Err(err.into()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// RFC 7662. Any authenticated client may ask: resource servers introspect tokens issued
+    /// to the apps that call them.
+    pub async fn introspect(&self, params: &Params) -> ProviderResult<Value> {
+        params.check_all()?;
+        let token = params.require("token", "token is required")?;
+        let inactive = json!({ "active": false });
+        if looks_like_jwt(token) {
+            let Some(claims) = self.active_access_token(token).await? else { return Ok(inactive) };
+            let mut response = Map::new();
+            response.insert("active".into(), Value::Bool(true));
+            response.insert("token_type".into(), Value::from("Bearer"));
+            response.insert("scope".into(), Value::from(claims.scope));
+            response.insert("client_id".into(), Value::from(claims.client_id));
+            if claims.gid.is_some() {
+                match self.store.get_user(&claims.sub).await {
+                    Ok(user) => {
+                        response.insert("username".into(), Value::from(user.username));
+                    }
+                    Err(StoreError::NotFound) => return Ok(inactive),
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            response.insert("sub".into(), Value::from(claims.sub));
+            response.insert("aud".into(), claims.aud);
+            response.insert("iss".into(), Value::from(claims.iss));
+            response.insert("exp".into(), Value::from(claims.exp));
+            response.insert("iat".into(), Value::from(claims.iat));
+            response.insert("jti".into(), Value::from(claims.jti));
+            if let Some(sid) = claims.sid {
+                response.insert("sid".into(), Value::from(sid));
+            }
+            return Ok(Value::Object(response));
+        }
+        let now = self.clock.now();
+        let Some(record) = self.store.find_refresh_token(&digest(token)).await? else { return Ok(inactive) };
+        let Some(state) = self.store.grant_state(&record.grant_id).await? else { return Ok(inactive) };
+        if record.rotated_at.is_some() || record.expires_at <= now || !state.is_live(now) {
+            return Ok(inactive);
+        }
+        let user = match self.store.get_user(&state.grant.user_id).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound) => return Ok(inactive),
+            Err(err) => return Err(err.into()),
+        };
+        Ok(json!({
+            "active": true,
+            "scope": state.grant.scope,
+            "client_id": state.grant.client_id,
+            "username": user.username,
+            "sub": user.id,
+            "iss": self.issuer(),
+            "exp": record.expires_at,
+            "iat": record.issued_at,
+        }))
+    }
+
+    /// RFC 7009. A token the server does not know is answered as revoked; a token of another
+    /// client is refused and left alone.
+    pub async fn revoke(&self, client: &ClientRecord, params: &Params) -> ProviderResult<()> {
+        params.check_all()?;
+        let token = params.require("token", "token is required")?;
+        let now = self.clock.now();
+        if looks_like_jwt(token) {
+            let Some(claims) = self.verified_access_token(token, true).await? else { return Ok(()) };
+            if claims.client_id != client.client_id {
+                return Err(oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client").into());
+            }
+            self.store.revoke_access_token(&claims.jti, claims.exp).await?;
+            return Ok(());
+        }
+        let Some(record) = self.store.find_refresh_token(&digest(token)).await? else { return Ok(()) };
+        let Some(state) = self.store.grant_state(&record.grant_id).await? else { return Ok(()) };
+        if state.grant.client_id != client.client_id {
+            return Err(oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client").into());
+        }
+        self.store.revoke_grant(&state.grant.id, now).await?;
+        Ok(())
+    }
+
+    /// OpenID Connect Core §5.3: the signed-in user's claims, by the token's scopes.
+    pub async fn userinfo(&self, token: &str) -> ProviderResult<Result<Value, BearerError>> {
+        let Some(claims) = self.active_access_token(token).await? else { return Ok(Err(BearerError::InvalidToken)) };
+        if claims.gid.is_none() {
+            return Ok(Err(BearerError::InvalidToken));
+        }
+        let scopes = split_scope(&claims.scope);
+        if !has_scope(&scopes, SCOPE_OPENID) {
+            return Ok(Err(BearerError::InsufficientScope));
+        }
+        let user = match self.store.get_user(&claims.sub).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound) => return Ok(Err(BearerError::InvalidToken)),
+            Err(err) => return Err(err.into()),
+        };
+        let mut response = user_claims(&user, &scopes);
+        response.insert("sub".into(), Value::from(user.id));
+        Ok(Ok(Value::Object(response)))
+    }
+}

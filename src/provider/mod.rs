@@ -1,0 +1,252 @@
+//! The downstream OpenID Provider: what the apps connected to Gatehouse talk to. Everything here
+//! takes plain values and the injected clock; `web::oauth` only parses HTTP and renders results.
+
+pub mod authorize;
+pub mod backchannel;
+pub mod client_auth;
+pub mod discovery;
+pub mod introspect;
+pub mod logout;
+pub mod params;
+pub mod token;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::{SharedClock, UnixTime};
+use crate::config::{Config, SigningAlg};
+use crate::store::{ClientRecord, Store, StoreError, User};
+use crate::tokens::{KeyManager, SecretHasher, TokenError, random_token};
+
+/// Authorization codes live this long (the issue's and RFC 6749's "short-lived").
+pub const CODE_LIFETIME_SECS: i64 = 60;
+/// How long a validated authorization request waits for sign-in and consent.
+pub const REQUEST_LIFETIME_SECS: i64 = 15 * 60;
+/// Any single parameter longer than this is refused.
+pub const MAX_PARAM_BYTES: usize = 8 * 1024;
+
+pub const SCOPE_OPENID: &str = "openid";
+pub const SCOPE_OFFLINE_ACCESS: &str = "offline_access";
+/// Scopes about the signed-in user; meaningless in a client-credentials token.
+pub const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "groups", "offline_access"];
+
+/// The error codes of RFC 6749, 6750, 7009, 8707 and OpenID Connect Core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    UnsupportedResponseType,
+    InvalidScope,
+    InvalidTarget,
+    AccessDenied,
+    LoginRequired,
+    ConsentRequired,
+    RequestNotSupported,
+    RequestUriNotSupported,
+    UnsupportedTokenType,
+    InvalidToken,
+    InsufficientScope,
+    ServerError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidTarget => "invalid_target",
+            Self::AccessDenied => "access_denied",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::RequestNotSupported => "request_not_supported",
+            Self::RequestUriNotSupported => "request_uri_not_supported",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::ServerError => "server_error",
+        }
+    }
+}
+
+/// A protocol error for the client: an RFC code and a fixed description, never input or internals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {description}", code.as_str())]
+pub struct OAuthError {
+    pub code: ErrorCode,
+    pub description: &'static str,
+}
+
+pub fn oauth(code: ErrorCode, description: &'static str) -> OAuthError {
+    OAuthError { code, description }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("client secret check failed to run")]
+    SecretCheck,
+}
+
+pub type ProviderResult<T> = Result<T, ProviderError>;
+
+/// What the provider needs from the rest of the service.
+pub struct Provider {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub keys: Arc<KeyManager>,
+    pub secrets: SecretHasher,
+    pub clock: SharedClock,
+    /// Woken when back-channel logout notifications are queued.
+    pub backchannel: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider").field("issuer", &self.config.issuer).finish_non_exhaustive()
+    }
+}
+
+impl Provider {
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    pub fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.issuer)
+    }
+
+    fn access_token_lifetime(&self, client: &ClientRecord) -> i64 {
+        client.access_token_lifetime_secs.unwrap_or(self.config.tokens.access_token_lifetime_secs)
+    }
+
+    /// Signs an RFC 9068 access token; `exp` never passes `not_after` (the grant's end).
+    async fn mint_access_token(&self, client: &ClientRecord, grant: AccessGrant<'_>) -> ProviderResult<MintedAccessToken> {
+        let now = self.clock.now();
+        let expires_at = (now + self.access_token_lifetime(client)).min(grant.not_after);
+        let claims = AccessTokenClaims {
+            iss: self.issuer(),
+            sub: grant.subject,
+            aud: grant.audience,
+            client_id: &client.client_id,
+            scope: grant.scope,
+            jti: random_token(),
+            iat: now,
+            exp: expires_at,
+            sid: grant.sid.as_deref(),
+            auth_time: grant.auth_time,
+            gid: grant.grant_id,
+        };
+        let token = self.keys.sign(&claims, client_alg(client), "at+jwt").await?;
+        Ok(MintedAccessToken { token, expires_in: expires_at - now })
+    }
+}
+
+pub fn client_alg(client: &ClientRecord) -> SigningAlg {
+    SigningAlg::parse(&client.signing_alg).unwrap_or(SigningAlg::ES256)
+}
+
+pub struct AccessGrant<'a> {
+    pub subject: &'a str,
+    pub audience: &'a str,
+    pub scope: &'a str,
+    pub sid: Option<String>,
+    pub auth_time: Option<UnixTime>,
+    pub grant_id: Option<&'a str>,
+    pub not_after: UnixTime,
+}
+
+pub struct MintedAccessToken {
+    pub token: String,
+    pub expires_in: i64,
+}
+
+/// RFC 9068 claims. `gid` names the grant so revoking the grant deactivates the token.
+#[derive(Debug, Serialize)]
+pub struct AccessTokenClaims<'a> {
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub aud: &'a str,
+    pub client_id: &'a str,
+    pub scope: &'a str,
+    pub jti: String,
+    pub iat: UnixTime,
+    pub exp: UnixTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<UnixTime>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gid: Option<&'a str>,
+}
+
+/// Space-separated scope tokens, in request order, without repeats.
+pub fn split_scope(scope: &str) -> Vec<String> {
+    let mut scopes: Vec<String> = Vec::new();
+    for token in scope.split(' ').filter(|t| !t.is_empty()) {
+        if !scopes.iter().any(|s| s == token) {
+            scopes.push(token.to_owned());
+        }
+    }
+    scopes
+}
+
+/// RFC 6749 §3.3: printable ASCII except space, `"` and `\`.
+pub fn is_scope_token(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+pub fn has_scope(scopes: &[String], wanted: &str) -> bool {
+    scopes.iter().any(|s| s == wanted)
+}
+
+/// The user claims a set of scopes releases, for ID tokens and UserInfo alike.
+pub fn user_claims(user: &User, scopes: &[String]) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let mut claims = serde_json::Map::new();
+    if has_scope(scopes, "profile") {
+        if let Some(name) = &user.display_name {
+            claims.insert("name".into(), Value::from(name.clone()));
+        }
+        claims.insert("preferred_username".into(), Value::from(user.username.clone()));
+        claims.insert("updated_at".into(), Value::from(user.updated_at));
+    }
+    if has_scope(scopes, "email")
+        && let Some(email) = &user.email
+    {
+        claims.insert("email".into(), Value::from(email.clone()));
+        claims.insert("email_verified".into(), Value::from(user.email_verified));
+    }
+    if has_scope(scopes, "groups") {
+        claims.insert("groups".into(), Value::from(user.groups.clone()));
+    }
+    claims
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_tokens_follow_rfc_6749() {
+        assert_eq!(split_scope("openid  email openid"), vec!["openid", "email"]);
+        assert!(is_scope_token("api:read"));
+        assert!(!is_scope_token("a\"b"));
+        assert!(!is_scope_token("a\\b"));
+        assert!(!is_scope_token("é"));
+        assert!(!is_scope_token(""));
+    }
+}

@@ -1,0 +1,366 @@
+//! The token endpoint's grants: `authorization_code`, `refresh_token`, `client_credentials`.
+//! Each is its own function over the shared minting in `provider`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::provider::authorize::CodeGrant;
+use crate::provider::params::Params;
+use crate::provider::{
+    AccessGrant, ErrorCode, Provider, ProviderResult, SCOPE_OFFLINE_ACCESS, SCOPE_OPENID, USER_SCOPES, client_alg, has_scope,
+    is_scope_token, oauth, split_scope, user_claims,
+};
+use crate::session::public_sid;
+use crate::store::{ClientRecord, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User};
+use crate::tokens::{digest, random_token};
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .field("refresh_token", &self.refresh_token.is_some())
+            .field("id_token", &self.id_token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// RFC 7636 §4.1: 43 to 128 unreserved characters.
+fn is_code_verifier(value: &str) -> bool {
+    (43..=128).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+fn s256(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// OpenID Connect Core §3.1.3.6: the left half of the SHA-256 of the access token.
+fn at_hash(access_token: &str) -> String {
+    let hash = Sha256::digest(access_token.as_bytes());
+    URL_SAFE_NO_PAD.encode(hash.get(..16).unwrap_or_default())
+}
+
+fn invalid_grant(description: &'static str) -> crate::provider::ProviderError {
+    oauth(ErrorCode::InvalidGrant, description).into()
+}
+
+struct IdTokenInput<'a> {
+    client: &'a ClientRecord,
+    user: &'a User,
+    grant: &'a GrantRecord,
+    scopes: &'a [String],
+    nonce: Option<&'a str>,
+    access_token: &'a str,
+}
+
+impl Provider {
+    pub async fn token(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
+        params.check_all()?;
+        let grant_type = params.require("grant_type", "grant_type is required")?;
+        if !["authorization_code", "refresh_token", "client_credentials"].contains(&grant_type) {
+            return Err(oauth(ErrorCode::UnsupportedGrantType, "this grant type is not supported").into());
+        }
+        if !client.grant_types.iter().any(|g| g == grant_type) {
+            return Err(oauth(ErrorCode::UnauthorizedClient, "this client may not use this grant type").into());
+        }
+        match grant_type {
+            "authorization_code" => self.redeem_code(client, params).await,
+            "refresh_token" => self.refresh(client, params).await,
+            _ => self.client_credentials(client, params).await,
+        }
+    }
+
+    async fn redeem_code(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
+        let code = params.require("code", "code is required")?;
+        let redirect_uri = params.get("redirect_uri")?;
+        let verifier = params.get("code_verifier")?;
+        let now = self.clock.now();
+        let code_hash = digest(code);
+
+        let Some(payload) = self.store.peek_single_use(SingleUseKind::AuthorizationCode, &code_hash, now).await? else {
+            return Err(self.code_replayed(&code_hash).await);
+        };
+        let bound: CodeGrant = serde_json::from_str(&payload).map_err(StoreError::from)?;
+        // Every binding is checked before the code is spent, so a wrong guess by another party
+        // does not destroy the rightful client's code.
+        if bound.client_id != client.client_id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
+        if redirect_uri != Some(bound.redirect_uri.as_str()) {
+            return Err(invalid_grant("redirect_uri does not match the authorization request"));
+        }
+        match (&bound.code_challenge, verifier) {
+            (Some(challenge), Some(verifier)) => {
+                if !is_code_verifier(verifier) {
+                    return Err(oauth(ErrorCode::InvalidRequest, "code_verifier is malformed").into());
+                }
+                if !bool::from(s256(verifier).as_bytes().ct_eq(challenge.as_bytes())) {
+                    return Err(invalid_grant("code_verifier does not match the code challenge"));
+                }
+            }
+            (Some(_), None) => return Err(invalid_grant("code_verifier is required")),
+            // A verifier for a code issued without a challenge is a downgrade attempt.
+            (None, Some(_)) => return Err(invalid_grant("the authorization request had no code challenge")),
+            (None, None) => {}
+        }
+        if self.store.take_single_use(SingleUseKind::AuthorizationCode, &code_hash, now).await?.is_none() {
+            return Err(self.code_replayed(&code_hash).await);
+        }
+
+        let user = self.store.get_user(&bound.user_id).await?;
+        let session = self.store.get_sso_session(&bound.session_id).await?;
+        if user.disabled || session.revoked_at.is_some() {
+            return Err(invalid_grant("the user's sign-in is no longer valid"));
+        }
+        let wants_refresh = client.grant_types.iter().any(|g| g == "refresh_token")
+            && (has_scope(&bound.scopes, SCOPE_OFFLINE_ACCESS) || client.issue_refresh_token);
+        let expires_at = if wants_refresh {
+            now + self.config.tokens.refresh_token_absolute_lifetime_secs
+        } else {
+            now + self.access_token_lifetime(client)
+        };
+        let grant = GrantRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            client_id: client.client_id.clone(),
+            user_id: user.id.clone(),
+            session_id: Some(session.id.clone()),
+            code_hash: Some(code_hash),
+            scope: bound.scopes.join(" "),
+            audience: bound.audience.clone(),
+            auth_time: bound.auth_time,
+            amr: bound.amr.clone(),
+            idp: bound.idp.clone(),
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+        };
+        self.store.create_grant(&grant).await?;
+        let refresh_token = if wants_refresh { Some(self.new_refresh_token(&grant).await?) } else { None };
+        self.tokens_for_grant(client, &user, &grant, &bound.scopes, bound.nonce.as_deref(), refresh_token).await
+    }
+
+    /// A code that is unknown, expired or already spent. If it was spent, whoever presents it
+    /// again may have stolen it: every token issued from it is revoked (RFC 6749 §4.1.2).
+    async fn code_replayed(&self, code_hash: &str) -> crate::provider::ProviderError {
+        match self.store.revoke_grant_by_code(code_hash, self.clock.now()).await {
+            Ok(Some(grant_id)) => {
+                tracing::warn!(grant_id = %grant_id, "authorization code replayed: its grant is revoked");
+                invalid_grant("the code is invalid, expired or already used")
+            }
+            Ok(None) => invalid_grant("the code is invalid, expired or already used"),
+            Err(err) => err.into(),
+        }
+    }
+
+    async fn new_refresh_token(&self, grant: &GrantRecord) -> ProviderResult<String> {
+        let token = random_token();
+        let now = self.clock.now();
+        let record = RefreshTokenRecord {
+            grant_id: grant.id.clone(),
+            issued_at: now,
+            expires_at: (now + self.config.tokens.refresh_token_idle_lifetime_secs).min(grant.expires_at),
+            rotated_at: None,
+        };
+        self.store.insert_refresh_token(&digest(&token), &record).await?;
+        Ok(token)
+    }
+
+    async fn tokens_for_grant(
+        &self,
+        client: &ClientRecord,
+        user: &User,
+        grant: &GrantRecord,
+        scopes: &[String],
+        nonce: Option<&str>,
+        refresh_token: Option<String>,
+    ) -> ProviderResult<TokenResponse> {
+        let scope = scopes.join(" ");
+        let access = self
+            .mint_access_token(
+                client,
+                AccessGrant {
+                    subject: &user.id,
+                    audience: &grant.audience,
+                    scope: &scope,
+                    sid: grant.session_id.as_deref().map(public_sid),
+                    auth_time: Some(grant.auth_time),
+                    grant_id: Some(&grant.id),
+                    not_after: grant.expires_at,
+                },
+            )
+            .await?;
+        let id_token = if has_scope(scopes, SCOPE_OPENID) {
+            let input = IdTokenInput { client, user, grant, scopes, nonce, access_token: &access.token };
+            Some(self.mint_id_token(input).await?)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            scope,
+            refresh_token,
+            id_token,
+        })
+    }
+
+    async fn mint_id_token(&self, input: IdTokenInput<'_>) -> ProviderResult<String> {
+        use serde_json::Value;
+        let now = self.clock.now();
+        let mut claims = user_claims(input.user, input.scopes);
+        claims.insert("iss".into(), Value::from(self.issuer()));
+        claims.insert("sub".into(), Value::from(input.user.id.clone()));
+        claims.insert("aud".into(), Value::from(input.client.client_id.clone()));
+        claims.insert("iat".into(), Value::from(now));
+        claims.insert("exp".into(), Value::from(now + self.config.tokens.id_token_lifetime_secs));
+        claims.insert("auth_time".into(), Value::from(input.grant.auth_time));
+        if let Some(nonce) = input.nonce {
+            claims.insert("nonce".into(), Value::from(nonce));
+        }
+        if let Some(session_id) = &input.grant.session_id {
+            claims.insert("sid".into(), Value::from(public_sid(session_id)));
+        }
+        claims.insert("amr".into(), Value::from(input.grant.amr.clone()));
+        claims.insert("at_hash".into(), Value::from(at_hash(input.access_token)));
+        claims.insert("idp".into(), Value::from(input.grant.idp.clone()));
+        Ok(self.keys.sign(&claims, client_alg(input.client), "JWT").await?)
+    }
+
+    async fn refresh(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
+        let presented = params.require("refresh_token", "refresh_token is required")?;
+        let now = self.clock.now();
+        let old_hash = digest(presented);
+        let Some(record) = self.store.find_refresh_token(&old_hash).await? else {
+            return Err(invalid_grant("the refresh token is invalid"));
+        };
+        let Some(state) = self.store.grant_state(&record.grant_id).await? else {
+            return Err(invalid_grant("the refresh token is invalid"));
+        };
+        if state.grant.client_id != client.client_id {
+            return Err(invalid_grant("the refresh token was issued to another client"));
+        }
+        if record.rotated_at.is_some() {
+            return Err(self.refresh_token_reused(&state.grant).await);
+        }
+        if record.expires_at <= now || !state.is_live(now) {
+            return Err(invalid_grant("the refresh token has expired or was revoked"));
+        }
+        let granted = split_scope(&state.grant.scope);
+        let scopes = match params.get("scope")? {
+            None => granted,
+            Some(asked) => {
+                let asked = split_scope(asked);
+                if asked.is_empty() || !asked.iter().all(|s| is_scope_token(s) && has_scope(&granted, s)) {
+                    return Err(oauth(ErrorCode::InvalidScope, "a refresh may only narrow the granted scope").into());
+                }
+                asked
+            }
+        };
+        let new_token = random_token();
+        let new_record = RefreshTokenRecord {
+            grant_id: state.grant.id.clone(),
+            issued_at: now,
+            expires_at: (now + self.config.tokens.refresh_token_idle_lifetime_secs).min(state.grant.expires_at),
+            rotated_at: None,
+        };
+        match self.store.rotate_refresh_token(&old_hash, &digest(&new_token), &new_record, now).await? {
+            Rotation::Rotated => {}
+            Rotation::AlreadyRotated => return Err(self.refresh_token_reused(&state.grant).await),
+            Rotation::NotFound => return Err(invalid_grant("the refresh token has expired or was revoked")),
+        }
+        let user = self.store.get_user(&state.grant.user_id).await?;
+        self.tokens_for_grant(client, &user, &state.grant, &scopes, None, Some(new_token)).await
+    }
+
+    /// A rotated refresh token came back: two parties hold the family. Both lose it, and the
+    /// session it came from ends (OAuth 2.0 Security BCP §4.14.2).
+    async fn refresh_token_reused(&self, grant: &GrantRecord) -> crate::provider::ProviderError {
+        let now = self.clock.now();
+        tracing::warn!(grant_id = %grant.id, client_id = %grant.client_id, "refresh token reused: revoking its family");
+        if let Err(err) = self.store.revoke_grant(&grant.id, now).await {
+            return err.into();
+        }
+        if let Some(session_id) = &grant.session_id {
+            match crate::session::end(self.store.as_ref(), session_id, now).await {
+                Ok(queued) if queued > 0 => self.backchannel.notify_one(),
+                Ok(_) => {}
+                Err(err) => return err.into(),
+            }
+        }
+        invalid_grant("the refresh token was already used; its grant is revoked")
+    }
+
+    async fn client_credentials(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
+        let allowed: Vec<String> = client.scopes.iter().filter(|s| !USER_SCOPES.contains(&s.as_str())).cloned().collect();
+        let scopes = match params.get("scope")? {
+            None => allowed,
+            Some(asked) => {
+                let asked = split_scope(asked);
+                if asked.is_empty() || !asked.iter().all(|s| is_scope_token(s) && has_scope(&allowed, s)) {
+                    return Err(oauth(ErrorCode::InvalidScope, "a requested scope is not allowed for this client").into());
+                }
+                asked
+            }
+        };
+        let audience = match params.get("resource")? {
+            Some(resource) if client.resources.iter().any(|r| r == resource) => resource.to_owned(),
+            Some(_) => return Err(oauth(ErrorCode::InvalidTarget, "the resource is not one this client may use").into()),
+            None => client.default_audience.clone().unwrap_or_else(|| client.client_id.clone()),
+        };
+        let scope = scopes.join(" ");
+        let access = self
+            .mint_access_token(
+                client,
+                AccessGrant {
+                    subject: &client.client_id,
+                    audience: &audience,
+                    scope: &scope,
+                    sid: None,
+                    auth_time: None,
+                    grant_id: None,
+                    not_after: i64::MAX,
+                },
+            )
+            .await?;
+        Ok(TokenResponse {
+            access_token: access.token,
+            token_type: "Bearer",
+            expires_in: access.expires_in,
+            scope,
+            refresh_token: None,
+            id_token: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_and_at_hash_follow_their_rfcs() {
+        // RFC 7636 appendix B.
+        assert_eq!(s256("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert!(is_code_verifier("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"));
+        assert!(!is_code_verifier("short"));
+        assert!(!is_code_verifier(&"a".repeat(129)));
+        assert!(!is_code_verifier(&format!("{}+", "a".repeat(43))));
+        assert_eq!(at_hash("x").len(), 22);
+    }
+}

@@ -1,0 +1,601 @@
+//! The OpenID Provider's HTTP side: parses requests, calls `provider`, and renders the answer
+//! the RFCs prescribe (redirects, JSON errors, bearer challenges).
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tower_sessions::Session;
+
+use crate::provider::authorize::{AuthorizationRequest, Next, UntrustedRequest, csp_source, error_location};
+use crate::provider::client_auth::{AuthMethod, parse_basic};
+use crate::provider::introspect::BearerError;
+use crate::provider::logout::LogoutRequest;
+use crate::provider::params::Params;
+use crate::provider::{ErrorCode, OAuthError, ProviderError, oauth};
+use crate::session::pending::{self, PendingLogin};
+use crate::store::{AuditEvent, AuditOutcome, ClientRecord, StoreError};
+use crate::web::client::client_ip;
+use crate::web::error::{InternalErrorCause, WebError};
+use crate::web::pages::{ConsentPage, LogoutConfirmPage, MessagePage, render_page};
+use crate::web::{AppState, csrf, form_action_csp, sessions};
+
+const RESUME_PATH: &str = "/oauth2/authorize/resume";
+const EXPIRED_REQUEST: &str =
+    "This sign-in request has expired or is not valid. Go back to the application you came from and start again.";
+
+/// A redirect for a GET (`302 Found`, as RFC 6749's examples) or after a form post (`303`).
+fn redirect(status: StatusCode, location: &str) -> Response {
+    match HeaderValue::from_str(location) {
+        Ok(value) => (status, [(header::LOCATION, value)]).into_response(),
+        Err(_) => WebError::BadRequest("The redirect address is not valid.").into_response(),
+    }
+}
+
+/// Sets the page's CSP so its form may lead (through redirects) to `target`.
+fn allow_form_target(mut response: Response, target: Option<&str>) -> Response {
+    if let Some(value) = form_action_csp(target.and_then(csp_source).as_deref()) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+    }
+    response
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON errors of the back-channel endpoints.
+
+/// An error answered with the RFC 6749 §5.2 JSON body.
+pub struct JsonError {
+    error: ProviderError,
+    method: AuthMethod,
+}
+
+impl From<ProviderError> for JsonError {
+    fn from(error: ProviderError) -> Self {
+        Self { error, method: AuthMethod::None }
+    }
+}
+
+impl From<OAuthError> for JsonError {
+    fn from(error: OAuthError) -> Self {
+        Self { error: error.into(), method: AuthMethod::None }
+    }
+}
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        match self.error {
+            ProviderError::OAuth(error) => {
+                let status =
+                    if error.code == ErrorCode::InvalidClient { StatusCode::UNAUTHORIZED } else { StatusCode::BAD_REQUEST };
+                let body = Json(json!({ "error": error.code.as_str(), "error_description": error.description }));
+                let mut response = (status, [(header::PRAGMA, "no-cache")], body).into_response();
+                if error.code == ErrorCode::InvalidClient {
+                    let challenge = if self.method == AuthMethod::Basic { "Basic realm=\"gatehouse\"" } else { "Basic" };
+                    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+                }
+                response
+            }
+            other => {
+                let body =
+                    Json(json!({ "error": "server_error", "error_description": "the server could not complete the request" }));
+                let mut response = (StatusCode::INTERNAL_SERVER_ERROR, body).into_response();
+                response.extensions_mut().insert(InternalErrorCause(other.to_string()));
+                response
+            }
+        }
+    }
+}
+
+/// The parameters of a form-encoded POST body.
+fn form_params(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Params, Box<Response>> {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            let error = oauth(ErrorCode::InvalidRequest, "the request body is too large");
+            let mut response = JsonError::from(error).into_response();
+            *response.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return Err(Box::new(response));
+        }
+        Err(_) => {
+            let error = oauth(ErrorCode::InvalidRequest, "the request body could not be read");
+            return Err(Box::new(JsonError::from(error).into_response()));
+        }
+    };
+    if !is_form(headers) {
+        let error = oauth(ErrorCode::InvalidRequest, "the body must be application/x-www-form-urlencoded");
+        return Err(Box::new(JsonError::from(error).into_response()));
+    }
+    Ok(Params::parse(&body))
+}
+
+/// Authenticates the calling client, or answers `invalid_client` with the right challenge.
+async fn calling_client(
+    state: &AppState,
+    headers: &HeaderMap,
+    params: &Params,
+    allow_public: bool,
+) -> Result<ClientRecord, JsonError> {
+    let basic = match headers.get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let parsed = value.to_str().map_err(|_| oauth(ErrorCode::InvalidClient, "the Authorization header is malformed"));
+            match parsed.and_then(parse_basic) {
+                Ok(basic) => Some(basic),
+                Err(error) => return Err(JsonError { error: error.into(), method: AuthMethod::Basic }),
+            }
+        }
+    };
+    state
+        .provider
+        .authenticate_client(basic, params, allow_public)
+        .await
+        .map_err(|failure| JsonError { error: failure.error, method: failure.method })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery.
+
+pub async fn discovery(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.provider.discovery()).into_response();
+    // Public, identical for everyone, and read by every client at start-up.
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
+    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    response
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorization.
+
+pub async fn authorize_get(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    authorize(&state, &session, &params).await
+}
+
+pub async fn authorize_post(
+    State(state): State<AppState>,
+    session: Session,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    let body = body.map_err(|rejection| WebError::from_rejection(rejection.status(), "The request could not be read."))?;
+    if !is_form(&headers) {
+        return Err(WebError::UnsupportedMediaType);
+    }
+    authorize(&state, &session, &Params::parse(&body)).await
+}
+
+fn untrusted_message(reason: UntrustedRequest) -> &'static str {
+    match reason {
+        UntrustedRequest::MissingClient => "The application did not say who it is (client_id is missing).",
+        UntrustedRequest::UnknownClient => "The application is not registered with Gatehouse.",
+        UntrustedRequest::MissingRedirectUri => "The application did not say where to return to (redirect_uri is missing).",
+        UntrustedRequest::UnregisteredRedirectUri => {
+            "The application asked to return to an address that is not registered for it, so Gatehouse will not send you there."
+        }
+        UntrustedRequest::Malformed => "The sign-in request is malformed.",
+    }
+}
+
+async fn authorize(state: &AppState, session: &Session, params: &Params) -> Result<Response, WebError> {
+    let provider = &state.provider;
+    let (client, redirect_uri) = match provider.authorization_client(params).await.map_err(WebError::from)? {
+        Ok(found) => found,
+        Err(reason) => return Err(WebError::BadRequest(untrusted_message(reason))),
+    };
+    match provider.validate_authorization(&client, &redirect_uri, params).await.map_err(WebError::from)? {
+        Ok(request) => proceed(state, session, &client, request, None).await,
+        Err(error) => Ok(redirect(StatusCode::FOUND, &error_location(provider.issuer(), &error))),
+    }
+}
+
+/// Takes a valid request as far as it can go: to sign-in, to consent, or back with a code.
+async fn proceed(
+    state: &AppState,
+    session: &Session,
+    client: &ClientRecord,
+    request: AuthorizationRequest,
+    stored_id: Option<String>,
+) -> Result<Response, WebError> {
+    let provider = &state.provider;
+    let current = sessions::current(state, session).await?;
+    let next = provider.next_step(&request, client, current.as_ref().map(|(sso, _)| sso)).await.map_err(WebError::from)?;
+    match (next, current) {
+        (Ok(Next::Issue), Some((sso, user))) => {
+            if let Some(id) = &stored_id {
+                provider.discard_request(id).await.map_err(WebError::from)?;
+            }
+            let location = provider.issue_code(&request, &sso, &user).await.map_err(WebError::from)?;
+            state.metrics.record_authorization(&client.client_id);
+            Ok(redirect(StatusCode::FOUND, &location))
+        }
+        (Ok(Next::SignIn { force }), _) => send_to_sign_in(state, client, &request, stored_id, force).await,
+        // `decide` never asks a browser without a session for anything but sign-in.
+        (Ok(Next::Issue | Next::Consent), None) => send_to_sign_in(state, client, &request, stored_id, false).await,
+        (Ok(Next::Consent), Some(_)) => {
+            let id = match stored_id {
+                Some(id) => id,
+                None => provider.store_request(&request).await.map_err(WebError::from)?,
+            };
+            Ok(redirect(StatusCode::FOUND, &format!("/oauth2/consent?request={id}")))
+        }
+        (Err(error), _) => {
+            if let Some(id) = &stored_id {
+                provider.discard_request(id).await.map_err(WebError::from)?;
+            }
+            let target = crate::provider::authorize::ErrorRedirect {
+                redirect_uri: request.redirect_uri.clone(),
+                state: request.state.clone(),
+                error,
+            };
+            Ok(redirect(StatusCode::FOUND, &error_location(provider.issuer(), &target)))
+        }
+    }
+}
+
+async fn send_to_sign_in(
+    state: &AppState,
+    client: &ClientRecord,
+    request: &AuthorizationRequest,
+    stored_id: Option<String>,
+    force: bool,
+) -> Result<Response, WebError> {
+    let id = match stored_id {
+        Some(id) => id,
+        None => state.provider.store_request(request).await.map_err(WebError::from)?,
+    };
+    let pending = PendingLogin {
+        client_name: Some(client.name.clone()),
+        resume_path: format!("{RESUME_PATH}?request={id}"),
+        connector_id: request.connector_id.clone(),
+        login_hint: request.login_hint.clone(),
+        force_login: force,
+        form_target: Some(request.redirect_uri.clone()),
+    };
+    let now = state.clock.now();
+    let pending_id = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, now)
+        .await
+        .map_err(WebError::internal)?;
+    Ok(redirect(StatusCode::FOUND, &format!("/login?req={pending_id}")))
+}
+
+/// The stored request an id names, with its client; an error page when either is gone.
+async fn stored_request(state: &AppState, id: Option<&str>) -> Result<(String, AuthorizationRequest, ClientRecord), WebError> {
+    let id = id.filter(|id| id.len() <= 128).ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
+    let request = state.provider.load_request(id).await.map_err(WebError::from)?.ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
+    let client = match state.store.get_client(&request.client_id).await {
+        Ok(client) => client,
+        Err(StoreError::NotFound) => return Err(WebError::BadRequest(EXPIRED_REQUEST)),
+        Err(err) => return Err(err.into()),
+    };
+    Ok((id.to_owned(), request, client))
+}
+
+fn query_value(query: Option<&str>, name: &str) -> Result<Option<String>, WebError> {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    params.get(name).map(|v| v.map(str::to_owned)).map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))
+}
+
+/// Where the browser comes back after signing in.
+pub async fn authorize_resume(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let id = query_value(query.as_deref(), "request")?;
+    let (id, request, client) = stored_request(&state, id.as_deref()).await?;
+    proceed(&state, &session, &client, request, Some(id)).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// Consent.
+
+fn describe_scope(scope: &str) -> &'static str {
+    match scope {
+        "openid" => "Know who you are",
+        "profile" => "See your name and username",
+        "email" => "See your email address",
+        "groups" => "See the groups you belong to",
+        "offline_access" => "Stay connected to your account while you are away",
+        _ => "Use an additional permission it was registered for",
+    }
+}
+
+pub async fn consent_page(
+    State(state): State<AppState>,
+    session: Session,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let id = query_value(query.as_deref(), "request")?;
+    let (id, request, client) = stored_request(&state, id.as_deref()).await?;
+    let Some((_, user)) = sessions::current(&state, &session).await? else {
+        return Ok(redirect(StatusCode::FOUND, &format!("{RESUME_PATH}?request={id}")));
+    };
+    let csrf = csrf::token(&session).await?;
+    let mut scopes: Vec<&'static str> = Vec::new();
+    for description in request.scopes.iter().map(|s| describe_scope(s)) {
+        if !scopes.contains(&description) {
+            scopes.push(description);
+        }
+    }
+    let page = ConsentPage { csrf: &csrf, request: &id, client_name: &client.name, username: &user.username, scopes };
+    Ok(allow_form_target(render_page(&page).into_response(), Some(&request.redirect_uri)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct ConsentForm {
+    csrf: crate::secret::Secret<String>,
+    request: String,
+    decision: String,
+}
+
+pub async fn consent_submit(
+    State(state): State<AppState>,
+    session: Session,
+    form: Result<axum::Form<ConsentForm>, axum::extract::rejection::FormRejection>,
+) -> Result<Response, WebError> {
+    let axum::Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The form was incomplete."))?;
+    csrf::verify(&session, form.csrf.expose()).await?;
+    let (id, request, client) = stored_request(&state, Some(&form.request)).await?;
+    let Some((sso, user)) = sessions::current(&state, &session).await? else {
+        return Ok(redirect(StatusCode::SEE_OTHER, &format!("{RESUME_PATH}?request={id}")));
+    };
+    let provider = &state.provider;
+    provider.discard_request(&id).await.map_err(WebError::from)?;
+    let location = match form.decision.as_str() {
+        "allow" => {
+            provider.record_consent(&user.id, &request).await.map_err(WebError::from)?;
+            state.metrics.record_authorization(&client.client_id);
+            provider.issue_code(&request, &sso, &user).await.map_err(WebError::from)?
+        }
+        _ => {
+            let target = crate::provider::authorize::ErrorRedirect {
+                redirect_uri: request.redirect_uri.clone(),
+                state: request.state.clone(),
+                error: oauth(ErrorCode::AccessDenied, "the user did not allow access"),
+            };
+            error_location(provider.issuer(), &target)
+        }
+    };
+    Ok(redirect(StatusCode::SEE_OTHER, &location))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token, introspection, revocation.
+
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let params = match form_params(&headers, body) {
+        Ok(params) => params,
+        Err(response) => return *response,
+    };
+    let result = async {
+        let client = calling_client(&state, &headers, &params, true).await?;
+        let issued = state.provider.token(&client, &params).await?;
+        Ok::<_, JsonError>(issued)
+    }
+    .await;
+    match result {
+        Ok(issued) => {
+            let grant_type = params.get("grant_type").ok().flatten().unwrap_or_default();
+            state.metrics.record_grant(grant_type);
+            no_store(Json(issued).into_response())
+        }
+        Err(error) => no_store(error.into_response()),
+    }
+}
+
+pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let params = match form_params(&headers, body) {
+        Ok(params) => params,
+        Err(response) => return *response,
+    };
+    let result = async {
+        calling_client(&state, &headers, &params, false).await?;
+        Ok::<_, JsonError>(state.provider.introspect(&params).await?)
+    }
+    .await;
+    match result {
+        Ok(body) => no_store(Json(body).into_response()),
+        Err(error) => no_store(error.into_response()),
+    }
+}
+
+pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let params = match form_params(&headers, body) {
+        Ok(params) => params,
+        Err(response) => return *response,
+    };
+    let result = async {
+        let client = calling_client(&state, &headers, &params, true).await?;
+        state.provider.revoke(&client, &params).await?;
+        Ok::<_, JsonError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => no_store(StatusCode::OK.into_response()),
+        Err(error) => no_store(error.into_response()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// UserInfo.
+
+fn bearer_challenge(status: StatusCode, error: Option<&'static str>) -> Response {
+    let challenge = match error {
+        Some(code) => format!("Bearer realm=\"gatehouse\", error=\"{code}\""),
+        None => String::from("Bearer realm=\"gatehouse\""),
+    };
+    let mut response = status.into_response();
+    if let Ok(value) = HeaderValue::from_str(&challenge) {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, value);
+    }
+    response
+}
+
+async fn userinfo(state: &AppState, headers: &HeaderMap, body_token: Option<String>) -> Response {
+    let header_token = match headers.get(header::AUTHORIZATION).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(value)) => match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+                Some(token.trim().to_owned())
+            }
+            _ => return bearer_challenge(StatusCode::UNAUTHORIZED, Some("invalid_request")),
+        },
+        Some(Err(_)) => return bearer_challenge(StatusCode::UNAUTHORIZED, Some("invalid_request")),
+    };
+    let token = match (header_token, body_token) {
+        (Some(_), Some(_)) => return bearer_challenge(StatusCode::BAD_REQUEST, Some("invalid_request")),
+        (Some(token), None) | (None, Some(token)) => token,
+        (None, None) => return bearer_challenge(StatusCode::UNAUTHORIZED, None),
+    };
+    if token.len() > crate::provider::MAX_PARAM_BYTES {
+        return bearer_challenge(StatusCode::UNAUTHORIZED, Some("invalid_token"));
+    }
+    match state.provider.userinfo(&token).await {
+        Ok(Ok(claims)) => no_store(Json(claims).into_response()),
+        Ok(Err(BearerError::InvalidToken)) => bearer_challenge(StatusCode::UNAUTHORIZED, Some("invalid_token")),
+        Ok(Err(BearerError::InsufficientScope)) => bearer_challenge(StatusCode::FORBIDDEN, Some("insufficient_scope")),
+        Err(err) => JsonError::from(err).into_response(),
+    }
+}
+
+pub async fn userinfo_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    userinfo(&state, &headers, None).await
+}
+
+/// RFC 6750 §2.2 also allows the token in a form body.
+pub async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    let body_token = match body {
+        Ok(body) if !body.is_empty() && is_form(&headers) => match Params::parse(&body).get("access_token") {
+            Ok(token) => token.map(str::to_owned),
+            Err(_) => return bearer_challenge(StatusCode::BAD_REQUEST, Some("invalid_request")),
+        },
+        Ok(_) => None,
+        Err(_) => return bearer_challenge(StatusCode::BAD_REQUEST, Some("invalid_request")),
+    };
+    userinfo(&state, &headers, body_token).await
+}
+
+// ---------------------------------------------------------------------------------------------
+// RP-initiated logout.
+
+pub async fn logout_get(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    rp_logout(&state, addr, &session, &headers, &params, false).await
+}
+
+pub async fn logout_post(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, WebError> {
+    let body = body.map_err(|rejection| WebError::from_rejection(rejection.status(), "The request could not be read."))?;
+    if !is_form(&headers) {
+        return Err(WebError::UnsupportedMediaType);
+    }
+    let params = Params::parse(&body);
+    // The confirmation form posts back here with a CSRF token; an app's own POST has none.
+    let confirmed = match params.get("confirm") {
+        Ok(Some(_)) => {
+            let submitted = params.get("csrf").ok().flatten().unwrap_or_default();
+            csrf::verify(&session, submitted).await?;
+            true
+        }
+        Ok(None) => false,
+        Err(_) => return Err(WebError::BadRequest("The sign-out request is malformed.")),
+    };
+    rp_logout(&state, addr, &session, &headers, &params, confirmed).await
+}
+
+const LOGOUT_FIELDS: [&str; 4] = ["id_token_hint", "client_id", "post_logout_redirect_uri", "state"];
+
+async fn rp_logout(
+    state: &AppState,
+    addr: SocketAddr,
+    session: &Session,
+    headers: &HeaderMap,
+    params: &Params,
+    confirmed: bool,
+) -> Result<Response, WebError> {
+    let request = match state.provider.validate_logout(params).await.map_err(WebError::from)? {
+        Ok(request) => request,
+        Err(error) => return Err(WebError::BadRequest(error.description)),
+    };
+    let Some((sso, user)) = sessions::current(state, session).await? else {
+        return Ok(signed_out(&request));
+    };
+    // The app proved which user it means (a valid ID token of this user) or the user confirmed
+    // here; anything else could be a cross-site request signing people out.
+    if confirmed || request.hint_subject.as_deref() == Some(user.id.as_str()) {
+        sessions::detach(state, session).await?;
+        state
+            .store
+            .record_audit(&AuditEvent {
+                time: state.clock.now(),
+                kind: String::from("logout"),
+                outcome: AuditOutcome::Success,
+                actor: Some(user.username),
+                user_id: Some(user.id),
+                client_id: request.client.as_ref().map(|c| c.client_id.clone()),
+                connector_id: Some(sso.connector_id),
+                ip: Some(client_ip(addr, headers, &state.config.trusted_proxies).to_string()),
+                detail: Some(String::from("rp_initiated")),
+            })
+            .await?;
+        return Ok(signed_out(&request));
+    }
+    let csrf = csrf::token(session).await?;
+    let fields =
+        LOGOUT_FIELDS.iter().filter_map(|name| params.get(name).ok().flatten().map(|value| (*name, value.to_owned()))).collect();
+    let page = LogoutConfirmPage { csrf: &csrf, client_name: request.client.as_ref().map(|c| c.name.as_str()), fields };
+    Ok(allow_form_target(render_page(&page).into_response(), request.post_logout_redirect_uri.as_deref()))
+}
+
+fn signed_out(request: &LogoutRequest) -> Response {
+    match request.redirect() {
+        Some(location) => redirect(StatusCode::SEE_OTHER, &location),
+        None => {
+            let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None };
+            render_page(&page).into_response()
+        }
+    }
+}
+
+impl From<ProviderError> for WebError {
+    fn from(err: ProviderError) -> Self {
+        match err {
+            ProviderError::OAuth(error) => WebError::BadRequest(error.description),
+            other => WebError::internal(other),
+        }
+    }
+}
