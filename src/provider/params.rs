@@ -5,9 +5,16 @@ use url::form_urlencoded;
 
 use crate::provider::{ErrorCode, MAX_PARAM_BYTES, OAuthError, oauth};
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
+}
+
+/// Names only: values include client secrets, codes and tokens.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.pairs.iter().map(|(name, _)| name)).finish()
+    }
 }
 
 impl Params {
@@ -54,6 +61,7 @@ mod tests {
         assert_eq!(params.get("z").unwrap(), None);
         assert_eq!(params.get("c").unwrap_err().code, ErrorCode::InvalidRequest);
         assert!(params.check_all().is_err());
+        assert_eq!(format!("{:?}", Params::parse(b"client_secret=hunter2")), "[\"client_secret\"]");
         let long = format!("a={}", "x".repeat(MAX_PARAM_BYTES + 1));
         assert!(Params::parse(long.as_bytes()).get("a").is_err());
     }

@@ -12,7 +12,7 @@ use tower_sessions::Session;
 use crate::login::{self, LoginError, LoginPolicy, PasswordLogin};
 use crate::secret::Secret;
 use crate::session::pending::{self, PendingLogin};
-use crate::store::{AuditEvent, AuditOutcome, SsoSession, User};
+use crate::store::{SsoSession, User};
 use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf;
@@ -263,23 +263,7 @@ async fn end_session(
     signed_in: Option<(SsoSession, User)>,
     ip: IpAddr,
 ) -> Result<Response, WebError> {
-    let ended = sessions::detach(state, session).await?;
-    if let (Some(_), Some((sso, user))) = (ended, signed_in) {
-        state
-            .store
-            .record_audit(&AuditEvent {
-                time: state.clock.now(),
-                kind: String::from("logout"),
-                outcome: AuditOutcome::Success,
-                actor: Some(user.username),
-                user_id: Some(user.id),
-                client_id: None,
-                connector_id: Some(sso.connector_id),
-                ip: Some(ip.to_string()),
-                detail: None,
-            })
-            .await?;
-    }
+    sessions::sign_out(state, session, signed_in, sessions::SignOut { ip, client_id: None, detail: None }).await?;
     let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None };
     Ok(render_page(&page).into_response())
 }

@@ -19,7 +19,7 @@ use crate::provider::logout::LogoutRequest;
 use crate::provider::params::Params;
 use crate::provider::{ErrorCode, OAuthError, ProviderError, oauth};
 use crate::session::pending::{self, PendingLogin};
-use crate::store::{AuditEvent, AuditOutcome, ClientRecord, StoreError};
+use crate::store::{ClientRecord, StoreError};
 use crate::web::client::client_ip;
 use crate::web::error::{InternalErrorCause, WebError};
 use crate::web::pages::{ConsentPage, LogoutConfirmPage, MessagePage, render_page};
@@ -119,6 +119,23 @@ fn form_params(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resu
         return Err(Box::new(JsonError::from(error).into_response()));
     }
     Ok(Params::parse(&body))
+}
+
+/// Answers a form-encoded back-channel request with `handle`'s response or its JSON error,
+/// never cached.
+async fn answer_form<Fut>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    handle: impl FnOnce(Params) -> Fut,
+) -> Response
+where
+    Fut: std::future::Future<Output = Result<Response, JsonError>>,
+{
+    let response = match form_params(headers, body) {
+        Ok(params) => handle(params).await.unwrap_or_else(IntoResponse::into_response),
+        Err(response) => *response,
+    };
+    no_store(response)
 }
 
 /// Authenticates the calling client, or answers `invalid_client` with the right challenge.
@@ -386,57 +403,33 @@ fn no_store(mut response: Response) -> Response {
 }
 
 pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let params = match form_params(&headers, body) {
-        Ok(params) => params,
-        Err(response) => return *response,
-    };
-    let result = async {
-        let client = calling_client(&state, &headers, &params, true).await?;
+    let (state, headers) = (&state, &headers);
+    answer_form(headers, body, |params| async move {
+        let client = calling_client(state, headers, &params, true).await?;
         let issued = state.provider.token(&client, &params).await?;
-        Ok::<_, JsonError>(issued)
-    }
-    .await;
-    match result {
-        Ok(issued) => {
-            let grant_type = params.get("grant_type").ok().flatten().unwrap_or_default();
-            state.metrics.record_grant(grant_type);
-            no_store(Json(issued).into_response())
-        }
-        Err(error) => no_store(error.into_response()),
-    }
+        state.metrics.record_grant(params.get("grant_type").ok().flatten().unwrap_or_default());
+        Ok(Json(issued).into_response())
+    })
+    .await
 }
 
 pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let params = match form_params(&headers, body) {
-        Ok(params) => params,
-        Err(response) => return *response,
-    };
-    let result = async {
-        calling_client(&state, &headers, &params, false).await?;
-        Ok::<_, JsonError>(state.provider.introspect(&params).await?)
-    }
-    .await;
-    match result {
-        Ok(body) => no_store(Json(body).into_response()),
-        Err(error) => no_store(error.into_response()),
-    }
+    let (state, headers) = (&state, &headers);
+    answer_form(headers, body, |params| async move {
+        calling_client(state, headers, &params, false).await?;
+        Ok(Json(state.provider.introspect(&params).await?).into_response())
+    })
+    .await
 }
 
 pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let params = match form_params(&headers, body) {
-        Ok(params) => params,
-        Err(response) => return *response,
-    };
-    let result = async {
-        let client = calling_client(&state, &headers, &params, true).await?;
+    let (state, headers) = (&state, &headers);
+    answer_form(headers, body, |params| async move {
+        let client = calling_client(state, headers, &params, true).await?;
         state.provider.revoke(&client, &params).await?;
-        Ok::<_, JsonError>(())
-    }
-    .await;
-    match result {
-        Ok(()) => no_store(StatusCode::OK.into_response()),
-        Err(error) => no_store(error.into_response()),
-    }
+        Ok(StatusCode::OK.into_response())
+    })
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -557,21 +550,12 @@ async fn rp_logout(
     // The app proved which user it means (a valid ID token of this user) or the user confirmed
     // here; anything else could be a cross-site request signing people out.
     if confirmed || request.hint_subject.as_deref() == Some(user.id.as_str()) {
-        sessions::detach(state, session).await?;
-        state
-            .store
-            .record_audit(&AuditEvent {
-                time: state.clock.now(),
-                kind: String::from("logout"),
-                outcome: AuditOutcome::Success,
-                actor: Some(user.username),
-                user_id: Some(user.id),
-                client_id: request.client.as_ref().map(|c| c.client_id.clone()),
-                connector_id: Some(sso.connector_id),
-                ip: Some(client_ip(addr, headers, &state.config.trusted_proxies).to_string()),
-                detail: Some(String::from("rp_initiated")),
-            })
-            .await?;
+        let how = sessions::SignOut {
+            ip: client_ip(addr, headers, &state.config.trusted_proxies),
+            client_id: request.client.as_ref().map(|c| c.client_id.clone()),
+            detail: Some("rp_initiated"),
+        };
+        sessions::sign_out(state, session, Some((sso, user)), how).await?;
         return Ok(signed_out(&request));
     }
     let csrf = csrf::token(session).await?;

@@ -7,7 +7,7 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::{ExpiredDeletion, Expiry, Session};
 use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as SqliteSessions};
 
-use crate::store::{SsoSession, User};
+use crate::store::{AuditEvent, AuditOutcome, SsoSession, User};
 use crate::web::AppState;
 use crate::web::error::WebError;
 
@@ -115,6 +115,41 @@ pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Re
 async fn end(state: &AppState, sso_id: &str) -> Result<(), WebError> {
     if crate::session::end(state.store.as_ref(), sso_id, state.clock.now()).await? > 0 {
         state.provider.backchannel.notify_one();
+    }
+    Ok(())
+}
+
+/// Who signed out and how, for the audit log.
+pub struct SignOut {
+    pub ip: std::net::IpAddr,
+    /// The application that asked, for RP-initiated logout.
+    pub client_id: Option<String>,
+    pub detail: Option<&'static str>,
+}
+
+/// Ends the browser's session and audits it; `signed_in` is what the handler already resolved.
+pub async fn sign_out(
+    state: &AppState,
+    session: &Session,
+    signed_in: Option<(SsoSession, User)>,
+    how: SignOut,
+) -> Result<(), WebError> {
+    let ended = detach(state, session).await?;
+    if let (Some(_), Some((sso, user))) = (ended, signed_in) {
+        state
+            .store
+            .record_audit(&AuditEvent {
+                time: state.clock.now(),
+                kind: String::from("logout"),
+                outcome: AuditOutcome::Success,
+                actor: Some(user.username),
+                user_id: Some(user.id),
+                client_id: how.client_id,
+                connector_id: Some(sso.connector_id),
+                ip: Some(how.ip.to_string()),
+                detail: how.detail.map(str::to_owned),
+            })
+            .await?;
     }
     Ok(())
 }

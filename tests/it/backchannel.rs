@@ -9,8 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use gatehouse::clock::ManualClock;
 
-use crate::helpers::{ALICE_PASSWORD, START, TestApp, TestDb, config_toml, load_config, location};
-use crate::provider::{VERIFIER, authorize, demo_authorize, json, params_of, sign_in_at, token_request, verify_jwt};
+use crate::helpers::{START, TestApp, TestDb, config_toml, load_config};
+use crate::provider::{first_party_tokens, verify_jwt};
+
+const BCL_APP: (&str, &str) = ("bcl-app", "bcl-app-secret-0123456789");
 
 #[derive(Default)]
 struct Receiver {
@@ -50,6 +52,22 @@ async fn wait_for(receiver: &Arc<Mutex<Receiver>>, count: usize) {
     panic!("expected {count} deliveries, got {}", receiver.lock().unwrap().tokens.len());
 }
 
+/// Waits until the queued notification records `attempts` failed deliveries, so the test moves
+/// the clock only after the retry is scheduled.
+async fn wait_for_attempts(app: &TestApp, attempts: i64) {
+    let pool = sqlx::SqlitePool::connect(app.state.config.database_url.expose()).await.unwrap();
+    for _ in 0..100 {
+        let recorded: Option<i64> =
+            sqlx::query_scalar("SELECT attempts FROM backchannel_logouts").fetch_optional(&pool).await.unwrap();
+        if recorded == Some(attempts) {
+            pool.close().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the notification never recorded {attempts} failed attempts");
+}
+
 fn clients(receiver_url: &str) -> String {
     format!(
         r#"
@@ -70,25 +88,13 @@ async fn a_logout_reaches_the_app_through_failures_and_a_restart() {
     let (receiver_url, receiver) = start_receiver(1).await;
     let db = TestDb::sqlite();
     let app = TestApp::start_with(&db, &clients(&receiver_url)).await;
-    let pairs = demo_authorize(&[
-        ("client_id", "bcl-app"),
-        ("redirect_uri", "https://bcl.example/cb"),
-        ("scope", "openid offline_access"),
-    ]);
-    let back = sign_in_at(&app, authorize(&app, &pairs).await, "alice", ALICE_PASSWORD).await;
-    let code = params_of(&location(&back))["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", "https://bcl.example/cb"),
-        ("code_verifier", VERIFIER),
-    ];
-    let tokens = json(token_request(&app, Some(("bcl-app", "bcl-app-secret-0123456789")), &form).await).await;
+    let tokens = first_party_tokens(&app, BCL_APP, "https://bcl.example/cb", "openid offline_access").await;
     let id_token = verify_jwt(&app, tokens["id_token"].as_str().unwrap(), "bcl-app").await;
 
     let csrf = app.csrf("/").await;
     assert_eq!(app.post_form("/logout", &[("csrf", &csrf)]).await.status(), StatusCode::OK);
     wait_for(&receiver, 1).await;
+    wait_for_attempts(&app, 1).await;
     app.stop().await;
 
     // The receiver refused the first attempt; the retry is due 10 s later, on whichever node
@@ -121,21 +127,14 @@ async fn an_unreachable_app_is_retried_with_growing_backoff() {
     let (receiver_url, receiver) = start_receiver(usize::MAX).await;
     let db = TestDb::sqlite();
     let app = TestApp::start_with(&db, &clients(&receiver_url)).await;
-    let pairs = demo_authorize(&[("client_id", "bcl-app"), ("redirect_uri", "https://bcl.example/cb"), ("scope", "openid")]);
-    let back = sign_in_at(&app, authorize(&app, &pairs).await, "alice", ALICE_PASSWORD).await;
-    let code = params_of(&location(&back))["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", "https://bcl.example/cb"),
-        ("code_verifier", VERIFIER),
-    ];
-    assert_eq!(token_request(&app, Some(("bcl-app", "bcl-app-secret-0123456789")), &form).await.status(), StatusCode::OK);
+    first_party_tokens(&app, BCL_APP, "https://bcl.example/cb", "openid").await;
     let csrf = app.csrf("/").await;
     app.post_form("/logout", &[("csrf", &csrf)]).await;
     wait_for(&receiver, 1).await;
+    wait_for_attempts(&app, 1).await;
     app.clock.advance(10);
     wait_for(&receiver, 2).await;
+    wait_for_attempts(&app, 2).await;
     app.clock.advance(10);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(receiver.lock().unwrap().tokens.len(), 2, "the second retry waits 20 s, not 10");

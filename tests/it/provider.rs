@@ -40,6 +40,15 @@ name = "Single-page App"
 first_party = true
 
 [[clients]]
+client_id = "rsa-app"
+client_secret = "rsa-app-secret-0123456789"
+redirect_uris = ["https://rsa.example/cb"]
+scopes = ["openid", "offline_access"]
+grant_types = ["authorization_code", "refresh_token"]
+first_party = true
+signing_alg = "RS256"
+
+[[clients]]
 client_id = "service"
 client_secret = "service-secret-0123456789"
 redirect_uris = ["https://service.example/unused"]
@@ -135,6 +144,22 @@ pub async fn token_request(app: &TestApp, basic: Option<(&str, &str)>, form: &[(
         request = request.basic_auth(id, Some(secret));
     }
     request.send().await.unwrap()
+}
+
+/// A first-party client's whole flow for alice: sign-in, code, redemption; the token response.
+pub async fn first_party_tokens(app: &TestApp, client: (&str, &str), redirect_uri: &str, scope: &str) -> Value {
+    let pairs = demo_authorize(&[("client_id", client.0), ("redirect_uri", redirect_uri), ("scope", scope)]);
+    let back = sign_in_at(app, authorize(app, &pairs).await, "alice", ALICE_PASSWORD).await;
+    let code = params_of(&location(&back))["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", VERIFIER),
+    ];
+    let response = token_request(app, Some(client), &form).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    json(response).await
 }
 
 pub async fn redeem(app: &TestApp, code: &str) -> reqwest::Response {
@@ -860,5 +885,88 @@ async fn rp_initiated_logout_ends_the_session_and_its_tokens() {
     assert_eq!(introspect(&app, tokens["refresh_token"].as_str().unwrap()).await["active"], false);
     assert_eq!(introspect(&app, tokens["access_token"].as_str().unwrap()).await["active"], false);
     assert!(location(&authorize(&app, &web_authorize).await).starts_with("/login"), "signed out");
+    let form = [("grant_type", "refresh_token"), ("refresh_token", tokens["refresh_token"].as_str().unwrap())];
+    let (_, error) = error_code(token_request(&app, Some(("web-app", WEB_SECRET)), &form).await).await;
+    assert_eq!(error, "invalid_grant", "a refresh after the session ended");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rs256_clients_get_rs256_tokens_and_refresh_tokens_expire_when_idle() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &format!("[tokens]\nrefresh_token_idle_lifetime_secs = 3600\n{CLIENTS}")).await;
+    let client = ("rsa-app", "rsa-app-secret-0123456789");
+    let tokens = first_party_tokens(&app, client, "https://rsa.example/cb", "openid offline_access").await;
+    let id_token = tokens["id_token"].as_str().unwrap();
+    assert_eq!(jsonwebtoken::decode_header(id_token).unwrap().alg, jsonwebtoken::Algorithm::RS256);
+    verify_jwt(&app, id_token, "rsa-app").await;
+
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    app.clock.advance(3599);
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    let rotated = json(token_request(&app, Some(("rsa-app", "rsa-app-secret-0123456789")), &form).await).await;
+    let refresh = rotated["refresh_token"].as_str().unwrap();
+    app.clock.advance(3600);
+    let form = [("grant_type", "refresh_token"), ("refresh_token", refresh)];
+    let (_, error) = error_code(token_request(&app, Some(("rsa-app", "rsa-app-secret-0123456789")), &form).await).await;
+    assert_eq!(error, "invalid_grant", "unused for the idle lifetime");
+    app.stop().await;
+}
+
+/// Malformed, hostile and oversized input to the endpoints not covered above.
+#[tokio::test]
+async fn every_endpoint_refuses_malformed_and_oversized_input() {
+    let db = TestDb::sqlite();
+    let app = start(&db).await;
+    let long = "a".repeat(8 * 1024 + 1);
+    let huge = "a".repeat(200 * 1024);
+    for path in ["/oauth2/introspect", "/oauth2/revoke"] {
+        let post = |form: Vec<(&'static str, String)>| {
+            app.http.post(app.url(path)).basic_auth("service", Some(SERVICE_SECRET)).form(&form).send()
+        };
+        let (status, error) = error_code(post(vec![]).await.unwrap()).await;
+        assert_eq!((status, error.as_str()), (StatusCode::BAD_REQUEST, "invalid_request"), "{path}: no token");
+        let (_, error) = error_code(post(vec![("token", "a".into()), ("token", "b".into())]).await.unwrap()).await;
+        assert_eq!(error, "invalid_request", "{path}: repeated token");
+        let (_, error) = error_code(post(vec![("token", long.clone())]).await.unwrap()).await;
+        assert_eq!(error, "invalid_request", "{path}: oversized token");
+        assert_eq!(post(vec![("token", huge.clone())]).await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        let not_form =
+            app.http.post(app.url(path)).basic_auth("service", Some(SERVICE_SECRET)).body("token=x").send().await.unwrap();
+        assert_eq!(not_form.status(), StatusCode::BAD_REQUEST, "{path}: no form content type");
+        let wrong =
+            app.http.post(app.url(path)).basic_auth("service", Some("nope")).form(&[("token", "x")]).send().await.unwrap();
+        assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED, "{path}: wrong secret");
+    }
+    let oversized = userinfo(&app, &long).await;
+    assert_eq!(oversized.status(), StatusCode::UNAUTHORIZED);
+    let scheme = app.http.get(app.url("/oauth2/userinfo")).header("authorization", "Basic abc").send().await.unwrap();
+    assert_eq!(scheme.status(), StatusCode::UNAUTHORIZED);
+    let both =
+        app.http.post(app.url("/oauth2/userinfo")).bearer_auth("x.y.z").form(&[("access_token", "x.y.z")]).send().await.unwrap();
+    assert_eq!(both.status(), StatusCode::BAD_REQUEST, "a token in two places");
+
+    let logout = app.get(&format!("/oauth2/logout?state={long}")).await;
+    assert_eq!(logout.status(), StatusCode::BAD_REQUEST);
+    let logout = app.get("/oauth2/logout?client_id=a&client_id=b").await;
+    assert_eq!(logout.status(), StatusCode::BAD_REQUEST);
+    let logout = app.get("/oauth2/logout?client_id=nobody").await;
+    assert_eq!(logout.status(), StatusCode::BAD_REQUEST);
+    let unconfirmed =
+        app.http.post(app.url("/oauth2/logout")).form(&[("confirm", "yes"), ("csrf", "forged")]).send().await.unwrap();
+    assert_eq!(unconfirmed.status(), StatusCode::FORBIDDEN, "a confirmation needs the CSRF token");
+
+    for path in ["/oauth2/authorize/resume?request=nope", "/oauth2/consent?request=nope", "/oauth2/authorize/resume"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert!(response.headers().get("location").is_none());
+    }
+    let resume = app.get(&format!("/oauth2/authorize/resume?request={long}")).await;
+    assert_eq!(resume.status(), StatusCode::BAD_REQUEST);
+    let post = app.http.post(app.url("/oauth2/authorize")).body("client_id=demo-app").send().await.unwrap();
+    assert_eq!(post.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body = crate::provider::demo_authorize(&[]);
+    let posted = app.http.post(app.url("/oauth2/authorize")).form(&body).send().await.unwrap();
+    assert!(location(&posted).starts_with("/login?req="), "the authorization endpoint also takes POST");
     app.stop().await;
 }
