@@ -4,7 +4,9 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::helpers::{ALICE_PASSWORD, DEMO_CLIENT_SECRET, TEST_KEK, browser, config_toml, field_value, set_cookie, write_config};
+use crate::helpers::{
+    ALICE_PASSWORD, DEMO_CLIENT_SECRET, TEST_KEK, browser, config_toml, field_value, location, set_cookie, write_config,
+};
 
 fn gatehouse() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_gatehouse"));
@@ -186,6 +188,34 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
     let session_cookie = set_cookie(&response, "gatehouse_session").unwrap();
     let portal = http.get(format!("{base}/?code=query-secret-code&state=query-secret-state")).send().await.unwrap();
     assert_eq!(portal.status(), 200);
+    // The provider's flow, with a replayed code and a reused refresh token (both logged).
+    let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(crate::provider::demo_authorize(&[])).finish();
+    let authorized = http.get(format!("{base}/oauth2/authorize?{query}")).send().await.unwrap();
+    let code = crate::provider::params_of(&location(&authorized))["code"].clone();
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", crate::provider::DEMO_REDIRECT),
+        ("code_verifier", crate::provider::VERIFIER),
+    ];
+    let token = |form: Vec<(&str, String)>| {
+        http.post(format!("{base}/oauth2/token")).basic_auth("demo-app", Some(DEMO_CLIENT_SECRET)).form(&form).send()
+    };
+    let owned = |pairs: &[(&'static str, &str)]| pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect::<Vec<_>>();
+    let tokens: serde_json::Value = token(owned(&redeem)).await.unwrap().json().await.unwrap();
+    assert_eq!(token(owned(&redeem)).await.unwrap().status(), 400, "the replay");
+    let code2 = {
+        let again = http.get(format!("{base}/oauth2/authorize?{query}")).send().await.unwrap();
+        crate::provider::params_of(&location(&again))["code"].clone()
+    };
+    let redeem2: Vec<(&str, String)> =
+        owned(&redeem).into_iter().map(|(k, v)| if k == "code" { (k, code2.clone()) } else { (k, v) }).collect();
+    let second: serde_json::Value = token(redeem2).await.unwrap().json().await.unwrap();
+    let refresh = second["refresh_token"].as_str().unwrap().to_owned();
+    let rotate = vec![("grant_type", String::from("refresh_token")), ("refresh_token", refresh.clone())];
+    let rotated: serde_json::Value = token(rotate.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(token(rotate).await.unwrap().status(), 400, "the reuse");
+
     let failed = browser();
     let csrf2 = field_value(&failed.get(format!("{base}/login")).send().await.unwrap().text().await.unwrap(), "csrf").unwrap();
     failed
@@ -232,7 +262,21 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
         "$argon2id$".to_owned(),
         "query-secret-code".to_owned(),
         "query-secret-state".to_owned(),
+        code,
+        code2,
+        refresh,
     ];
+    let issued = [&tokens, &second, &rotated];
+    let secrets: Vec<String> =
+        secrets
+            .into_iter()
+            .chain(issued.iter().flat_map(|t| {
+                ["access_token", "refresh_token", "id_token"].map(|k| t[k].as_str().unwrap_or_default().to_owned())
+            }))
+            .filter(|s| !s.is_empty())
+            .collect();
+    assert!(secrets.len() >= 20, "every issued token is checked");
+    assert!(log.contains("refresh token reused"), "the reuse is logged, without the token");
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "the log contains a secret ({secret}):\n{log}");
     }

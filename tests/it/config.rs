@@ -300,3 +300,36 @@ fn a_secret_of_the_wrong_type_is_never_echoed() {
         other => panic!("expected a plain secret, got {other:?}"),
     }
 }
+
+#[test]
+fn provider_settings_of_clients_and_tokens_are_checked() {
+    let client =
+        |extra: &str| config_toml("sqlite://x.db", "").replace("first_party = true\n", &format!("first_party = true\n{extra}\n"));
+    let config = load(
+        &client(
+            "access_token_lifetime_secs = 120\nissue_refresh_token = true\ndefault_audience = \"https://api.example\"\n\
+             resources = [\"https://api.example\"]\nbackchannel_logout_uri = \"http://localhost:3000/bcl\"",
+        ),
+        &[],
+    )
+    .unwrap();
+    let demo = &config.clients[0];
+    assert_eq!(demo.access_token_lifetime_secs, Some(120));
+    assert!(demo.issue_refresh_token);
+    assert_eq!(demo.backchannel_logout_uri.as_deref(), Some("http://localhost:3000/bcl"));
+    assert_eq!(config.tokens.refresh_token_idle_lifetime_secs, 14 * 86400);
+
+    for (extra, key) in [
+        ("access_token_lifetime_secs = 0", "clients[0].access_token_lifetime_secs"),
+        ("resources = [\"not a uri\"]", "clients[0].resources[0]"),
+        ("resources = [\"https://api.example/#x\"]", "clients[0].resources[0]"),
+        ("backchannel_logout_uri = \"javascript:alert(1)\"", "clients[0].backchannel_logout_uri"),
+        ("backchannel_logout_uri = \"ftp://app.example/bcl\"", "clients[0].backchannel_logout_uri"),
+        ("default_audience = \"\"", "clients[0].default_audience"),
+    ] {
+        assert_eq!(error_of(&client(extra), &[]).0, key, "{extra}");
+    }
+    let tokens =
+        format!("{MINIMAL}[tokens]\nrefresh_token_idle_lifetime_secs = 100\nrefresh_token_absolute_lifetime_secs = 50\n");
+    assert_eq!(error_of(&tokens, &[]).0, "tokens.refresh_token_idle_lifetime_secs");
+}
