@@ -19,6 +19,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::{Expiry, SessionManagerLayer};
@@ -72,6 +73,22 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .with_path("/")
         .with_expiry(Expiry::OnInactivity(time::Duration::seconds(state.config.session.idle_timeout_secs)));
 
+    // What a browser-based app (a public client) calls directly: metadata, keys, token,
+    // UserInfo, revocation. None of them reads a cookie, so any origin may call them.
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(3600));
+    let cross_origin = Router::new()
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/.well-known/openid-configuration", get(oauth::discovery))
+        .route("/.well-known/oauth-authorization-server", get(oauth::discovery))
+        .route(TOKEN_PATH, post(oauth::token))
+        .route(USERINFO_PATH, get(oauth::userinfo_get).post(oauth::userinfo_post))
+        .route(REVOKE_PATH, post(oauth::revoke))
+        .layer(cors);
+
     let mut router = Router::new()
         .route("/", get(portal::home))
         .route("/login", get(login::page).post(login::submit))
@@ -79,16 +96,11 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
-        .route("/.well-known/jwks.json", get(ops::jwks))
-        .route("/.well-known/openid-configuration", get(oauth::discovery))
-        .route("/.well-known/oauth-authorization-server", get(oauth::discovery))
+        .merge(cross_origin)
         .route(AUTHORIZE_PATH, get(oauth::authorize_get).post(oauth::authorize_post))
         .route("/oauth2/authorize/resume", get(oauth::authorize_resume))
         .route("/oauth2/consent", get(oauth::consent_page).post(oauth::consent_submit))
-        .route(TOKEN_PATH, post(oauth::token))
-        .route(USERINFO_PATH, get(oauth::userinfo_get).post(oauth::userinfo_post))
         .route(INTROSPECT_PATH, post(oauth::introspect))
-        .route(REVOKE_PATH, post(oauth::revoke))
         .route(LOGOUT_PATH, get(oauth::logout_get).post(oauth::logout_post))
         .route("/consents/revoke", post(portal::revoke_consent))
         .route("/static/gatehouse.css", get(ops::stylesheet))

@@ -169,7 +169,6 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
     let mut response = Json(state.provider.discovery()).into_response();
     // Public, identical for everyone, and read by every client at start-up.
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
-    response.headers_mut().insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }
 

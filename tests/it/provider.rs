@@ -242,6 +242,20 @@ async fn discovery_advertises_every_endpoint_and_capability() {
         let path = url.strip_prefix("http://127.0.0.1:8080").unwrap();
         assert_ne!(app.get(path).await.status(), StatusCode::NOT_FOUND, "{key} {path}");
     }
+    // A browser-based app may call the token endpoint from its own origin.
+    let preflight = app
+        .http
+        .request(reqwest::Method::OPTIONS, app.url("/oauth2/token"))
+        .header("origin", "https://spa.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(preflight.status().is_success());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], "*");
+    let no_cors = app.http.get(app.url("/oauth2/authorize")).header("origin", "https://spa.example").send().await.unwrap();
+    assert!(no_cors.headers().get("access-control-allow-origin").is_none(), "browser pages are not cross-origin APIs");
     app.stop().await;
 }
 
