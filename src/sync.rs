@@ -54,7 +54,7 @@ pub async fn sync(store: &dyn Store, config: &Config, secrets: &SecretHasher, no
     let declared: HashSet<&str> = config.connectors.iter().map(|c| c.id.as_str()).collect();
     for stale in existing_connectors.iter().filter(|c| c.managed_by_config && !declared.contains(c.id.as_str())) {
         store.delete_connector(&stale.id).await?;
-        store.revoke_connector_sso_sessions(&stale.id, None, now).await?;
+        end_sessions(store, &stale.id, None, now).await?;
         report.removed.push(format!("connector:{}", stale.id));
     }
     for connector in &config.connectors {
@@ -91,14 +91,27 @@ async fn end_sessions_of_withdrawn_users(
     let enabled: HashSet<&str> = users.iter().filter(|u| !u.disabled).map(|u| u.username.as_str()).collect();
     for (subject, user_id) in store.list_identity_links(&connector.id).await? {
         let entry = format!("connector:{}", connector.id);
-        if !enabled.contains(subject.as_str())
-            && store.revoke_connector_sso_sessions(&connector.id, Some(&user_id), now).await? > 0
-            && !report.changed.contains(&entry)
-        {
+        // For local users the file is the source of truth: a withdrawn user is disabled, so
+        // tokens already issued to apps stop working too, and enabled again if the file says so.
+        let withdrawn = !enabled.contains(subject.as_str());
+        if store.get_user(&user_id).await?.disabled != withdrawn {
+            store.set_user_disabled(&user_id, withdrawn, now).await?;
+        }
+        if withdrawn && end_sessions(store, &connector.id, Some(&user_id), now).await? > 0 && !report.changed.contains(&entry) {
             report.changed.push(entry);
         }
     }
     Ok(())
+}
+
+/// Ends the sessions signed in through a connector (of one user, or all) with everything
+/// issued under them; returns how many.
+async fn end_sessions(store: &dyn Store, connector_id: &str, user_id: Option<&str>, now: UnixTime) -> Result<usize, SyncError> {
+    let sessions = store.list_connector_sso_sessions(connector_id, user_id).await?;
+    for id in &sessions {
+        crate::session::end(store, id, now).await?;
+    }
+    Ok(sessions.len())
 }
 
 fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets: &SecretHasher, now: UnixTime) -> ClientRecord {

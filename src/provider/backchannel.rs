@@ -15,9 +15,11 @@ use crate::tokens::random_token;
 pub const EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 /// After this many failed deliveries a notification is dropped (and audited).
 pub const MAX_ATTEMPTS: i64 = 10;
-/// A node that leased a batch and died gives it up after this long.
+/// A node that leased a batch and died gives it up after this long; longer than a whole batch
+/// of deliveries that all time out, so a live node never loses its lease.
 const LEASE_SECS: i64 = 60;
-const BATCH: u32 = 32;
+const BATCH: u32 = 8;
+const _: () = assert!((BATCH as u64) * DELIVERY_TIMEOUT.as_secs() < LEASE_SECS as u64);
 const LOGOUT_TOKEN_LIFETIME_SECS: i64 = 120;
 /// How long one delivery may take; clients are expected to answer at once.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,47 +50,58 @@ impl std::fmt::Debug for Delivery {
 
 impl Provider {
     /// Leases the due notifications and signs a logout token for each. Notifications for
-    /// clients that no longer have a back-channel logout URI are dropped.
+    /// clients that no longer have a back-channel logout URI are dropped; one that cannot be
+    /// prepared is retried later like a failed delivery, so it cannot hold up the others.
     pub async fn due_backchannel_logouts(&self) -> ProviderResult<Vec<Delivery>> {
         let now = self.clock.now();
         let leased = self.store.lease_backchannel_logouts(now, now + LEASE_SECS, BATCH).await?;
         let mut deliveries = Vec::with_capacity(leased.len());
         for notification in leased {
-            let client = match self.store.get_client(&notification.client_id).await {
-                Ok(client) => client,
-                Err(StoreError::NotFound) => {
-                    self.store.delete_backchannel_logout(&notification.id).await?;
-                    continue;
+            match self.prepare(&notification).await {
+                Ok(Some((uri, logout_token))) => deliveries.push(Delivery { notification, uri, logout_token }),
+                Ok(None) => self.store.delete_backchannel_logout(&notification.id).await?,
+                Err(err) => {
+                    tracing::warn!(client_id = %notification.client_id, error = %err, "preparing a back-channel logout failed");
+                    self.failed(&notification).await?;
                 }
-                Err(err) => return Err(err.into()),
-            };
-            let Some(uri) = client.backchannel_logout_uri.clone() else {
-                self.store.delete_backchannel_logout(&notification.id).await?;
-                continue;
-            };
-            let claims = json!({
-                "iss": self.issuer(),
-                "aud": client.client_id,
-                "iat": now,
-                "exp": now + LOGOUT_TOKEN_LIFETIME_SECS,
-                "jti": random_token(),
-                "sub": notification.subject,
-                "sid": notification.sid,
-                "events": { EVENT: {} },
-            });
-            let logout_token = self.keys.sign(&claims, client_alg(&client), "logout+jwt").await?;
-            deliveries.push(Delivery { notification, uri, logout_token });
+            }
         }
         Ok(deliveries)
     }
 
+    async fn prepare(&self, notification: &BackchannelLogout) -> ProviderResult<Option<(String, String)>> {
+        let client = match self.store.get_client(&notification.client_id).await {
+            Ok(client) => client,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(err) => return Err(err.into()),
+        };
+        let Some(uri) = client.backchannel_logout_uri.clone() else { return Ok(None) };
+        let now = self.clock.now();
+        let claims = json!({
+            "iss": self.issuer(),
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + LOGOUT_TOKEN_LIFETIME_SECS,
+            "jti": random_token(),
+            "sub": notification.subject,
+            "sid": notification.sid,
+            "events": { EVENT: {} },
+        });
+        let logout_token = self.keys.sign(&claims, client_alg(&client), "logout+jwt").await?;
+        Ok(Some((uri, logout_token)))
+    }
+
     /// Records the outcome of one delivery.
     pub async fn backchannel_delivered(&self, delivery: &Delivery, delivered: bool) -> ProviderResult<()> {
-        let notification = &delivery.notification;
         if delivered {
-            self.store.delete_backchannel_logout(&notification.id).await?;
+            self.store.delete_backchannel_logout(&delivery.notification.id).await?;
             return Ok(());
         }
+        self.failed(&delivery.notification).await
+    }
+
+    /// Schedules the next attempt, or gives up (and audits) after `MAX_ATTEMPTS`.
+    async fn failed(&self, notification: &BackchannelLogout) -> ProviderResult<()> {
         let attempts = notification.attempts + 1;
         let now = self.clock.now();
         if attempts >= MAX_ATTEMPTS {

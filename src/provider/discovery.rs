@@ -32,9 +32,9 @@ impl Provider {
             "userinfo_signing_alg_values_supported": ["none"],
             "code_challenge_methods_supported": ["S256"],
             "token_endpoint_auth_methods_supported": auth_methods,
-            // Introspection and revocation need an authenticated client.
+            // Introspection needs an authenticated client; a public client may revoke its own tokens.
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "revocation_endpoint_auth_methods_supported": auth_methods,
             "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
             "claims_supported": [
                 "iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "sid", "amr", "at_hash", "idp",

@@ -51,6 +51,11 @@ impl Provider {
         let hint_claims = match hint {
             None => None,
             Some(token) => {
+                // Only an ID token: an access or logout token of ours is not a hint.
+                let typ = jsonwebtoken::decode_header(token).ok().and_then(|h| h.typ);
+                if typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("JWT")) {
+                    return Ok(Err(oauth(ErrorCode::InvalidRequest, "id_token_hint is not a valid ID token from this server")));
+                }
                 // An expired ID token still names the session to end (RP-Initiated Logout §2).
                 let mut validation = Validation::new(Algorithm::ES256);
                 validation.set_issuer(&[self.issuer()]);

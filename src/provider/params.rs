@@ -5,9 +5,17 @@ use url::form_urlencoded;
 
 use crate::provider::{ErrorCode, MAX_PARAM_BYTES, OAuthError, oauth};
 
+/// More parameters than any protocol request here needs; past this, a request is refused
+/// before any is looked at.
+const MAX_PARAMS: usize = 100;
+
 #[derive(Default)]
 pub struct Params {
     pairs: Vec<(String, String)>,
+    /// Set at parse time, in one pass: checking each name against all others would let a
+    /// request with thousands of names cost quadratic time.
+    repeated: bool,
+    too_many: bool,
 }
 
 /// Names only: values include client secrets, codes and tokens.
@@ -19,7 +27,17 @@ impl std::fmt::Debug for Params {
 
 impl Params {
     pub fn parse(encoded: &[u8]) -> Self {
-        Self { pairs: form_urlencoded::parse(encoded).map(|(k, v)| (k.into_owned(), v.into_owned())).collect() }
+        let mut pairs = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        let mut repeated = false;
+        for (name, value) in form_urlencoded::parse(encoded) {
+            if pairs.len() == MAX_PARAMS {
+                return Self { pairs, repeated, too_many: true };
+            }
+            repeated |= !names.insert(name.clone());
+            pairs.push((name.into_owned(), value.into_owned()));
+        }
+        Self { pairs, repeated, too_many: false }
     }
 
     /// The one value of `name`: `None` when absent or empty; an error when repeated or too long.
@@ -42,8 +60,14 @@ impl Params {
 
     /// Refuses any parameter that is repeated or oversized, named or not.
     pub fn check_all(&self) -> Result<(), OAuthError> {
-        for (name, _) in &self.pairs {
-            self.get(name)?;
+        if self.too_many {
+            return Err(oauth(ErrorCode::InvalidRequest, "the request has too many parameters"));
+        }
+        if self.repeated {
+            return Err(oauth(ErrorCode::InvalidRequest, "a parameter was given more than once"));
+        }
+        if self.pairs.iter().any(|(_, value)| value.len() > MAX_PARAM_BYTES) {
+            return Err(oauth(ErrorCode::InvalidRequest, "a parameter is too long"));
         }
         Ok(())
     }
@@ -64,5 +88,9 @@ mod tests {
         assert_eq!(format!("{:?}", Params::parse(b"client_secret=hunter2")), "[\"client_secret\"]");
         let long = format!("a={}", "x".repeat(MAX_PARAM_BYTES + 1));
         assert!(Params::parse(long.as_bytes()).get("a").is_err());
+        assert!(Params::parse(long.as_bytes()).check_all().is_err());
+        let many: Vec<String> = (0..5000).map(|i| format!("p{i}=1")).collect();
+        let many = Params::parse(many.join("&").as_bytes());
+        assert_eq!(many.check_all().unwrap_err().description, "the request has too many parameters");
     }
 }

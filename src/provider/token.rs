@@ -55,6 +55,16 @@ fn at_hash(access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(hash.get(..16).unwrap_or_default())
 }
 
+/// The access token's audience: the `resource` asked for at the token endpoint (RFC 8707 §2.2)
+/// when it is one the client may use, else `default`.
+fn token_audience(client: &ClientRecord, params: &Params, default: &str) -> ProviderResult<String> {
+    match params.get("resource")? {
+        None => Ok(default.to_owned()),
+        Some(resource) if resource == default || client.resources.iter().any(|r| r == resource) => Ok(resource.to_owned()),
+        Some(_) => Err(oauth(ErrorCode::InvalidTarget, "the resource is not one this client may use").into()),
+    }
+}
+
 fn invalid_grant(description: &'static str) -> crate::provider::ProviderError {
     oauth(ErrorCode::InvalidGrant, description).into()
 }
@@ -122,17 +132,26 @@ impl Provider {
             return Err(self.code_replayed(&code_hash).await);
         }
 
-        let user = self.store.get_user(&bound.user_id).await?;
-        let session = self.store.get_sso_session(&bound.session_id).await?;
-        if user.disabled || session.revoked_at.is_some() {
-            return Err(invalid_grant("the user's sign-in is no longer valid"));
-        }
+        let gone = || invalid_grant("the user's sign-in is no longer valid");
+        let user = match self.store.get_user(&bound.user_id).await {
+            Ok(user) if !user.disabled => user,
+            Ok(_) | Err(StoreError::NotFound) => return Err(gone()),
+            Err(err) => return Err(err.into()),
+        };
+        let session = match self.store.get_sso_session(&bound.session_id).await {
+            Ok(session) if session.revoked_at.is_none() && session.expires_at > now => session,
+            Ok(_) | Err(StoreError::NotFound) => return Err(gone()),
+            Err(err) => return Err(err.into()),
+        };
+        let audience = token_audience(client, params, &bound.audience)?;
         let wants_refresh = client.grant_types.iter().any(|g| g == "refresh_token")
             && (has_scope(&bound.scopes, SCOPE_OFFLINE_ACCESS) || client.issue_refresh_token);
+        // Without a refresh token the grant still lives as long as the session, so that the
+        // session's end reaches this client by back-channel logout.
         let expires_at = if wants_refresh {
             now + self.config.tokens.refresh_token_absolute_lifetime_secs
         } else {
-            now + self.access_token_lifetime(client)
+            (now + self.access_token_lifetime(client)).max(session.expires_at)
         };
         let grant = GrantRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -141,7 +160,7 @@ impl Provider {
             session_id: Some(session.id.clone()),
             code_hash: Some(code_hash),
             scope: bound.scopes.join(" "),
-            audience: bound.audience.clone(),
+            audience,
             auth_time: bound.auth_time,
             amr: bound.amr.clone(),
             idp: bound.idp.clone(),
@@ -285,7 +304,8 @@ impl Provider {
             Rotation::NotFound => return Err(invalid_grant("the refresh token has expired or was revoked")),
         }
         let user = self.store.get_user(&state.grant.user_id).await?;
-        self.tokens_for_grant(client, &user, &state.grant, &scopes, None, Some(new_token)).await
+        let grant = GrantRecord { audience: token_audience(client, params, &state.grant.audience)?, ..state.grant };
+        self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(new_token)).await
     }
 
     /// A rotated refresh token came back: two parties hold the family. Both lose it, and the
@@ -318,11 +338,8 @@ impl Provider {
                 asked
             }
         };
-        let audience = match params.get("resource")? {
-            Some(resource) if client.resources.iter().any(|r| r == resource) => resource.to_owned(),
-            Some(_) => return Err(oauth(ErrorCode::InvalidTarget, "the resource is not one this client may use").into()),
-            None => client.default_audience.clone().unwrap_or_else(|| client.client_id.clone()),
-        };
+        let default = client.default_audience.clone().unwrap_or_else(|| client.client_id.clone());
+        let audience = token_audience(client, params, &default)?;
         let scope = scopes.join(" ");
         let access = self
             .mint_access_token(

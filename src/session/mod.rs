@@ -84,15 +84,5 @@ pub fn public_sid(session_id: &str) -> String {
 /// access tokens stop working, and every client holding one with a back-channel logout URI gets
 /// a notification queued. Returns how many were queued.
 pub async fn end(store: &dyn Store, id: &str, now: UnixTime) -> StoreResult<u64> {
-    let session = match store.get_sso_session(id).await {
-        Ok(session) => session,
-        Err(StoreError::NotFound) => return Ok(0),
-        Err(err) => return Err(err),
-    };
-    let first_end = store.revoke_sso_session(id, now).await?;
-    store.revoke_session_grants(id, now).await?;
-    if !first_end {
-        return Ok(0);
-    }
-    store.enqueue_backchannel_logouts(id, &session.user_id, &public_sid(id), now).await
+    store.end_sso_session(id, &public_sid(id), now).await
 }

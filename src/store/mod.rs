@@ -369,9 +369,12 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         idle_timeout_secs: i64,
     ) -> StoreResult<Vec<SsoSession>>;
-    /// Revokes the unrevoked sessions signed in through `connector_id` (of one user, or all);
-    /// returns how many.
-    async fn revoke_connector_sso_sessions(&self, connector_id: &str, user_id: Option<&str>, now: UnixTime) -> StoreResult<u64>;
+    /// The unrevoked sessions signed in through `connector_id` (of one user, or all), by id.
+    async fn list_connector_sso_sessions(&self, connector_id: &str, user_id: Option<&str>) -> StoreResult<Vec<String>>;
+    /// Ends a session in one transaction: revokes it and its grants and, if this call did the
+    /// revoking, queues a back-channel logout (as `sid`) for every client that holds a grant of
+    /// it and has a back-channel logout URI. Returns how many were queued.
+    async fn end_sso_session(&self, id: &str, sid: &str, now: UnixTime) -> StoreResult<u64>;
 
     // Audit log.
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
@@ -398,8 +401,8 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
     /// Revokes the grant created by the code with this digest; returns its id.
     async fn revoke_grant_by_code(&self, code_hash: &str, now: UnixTime) -> StoreResult<Option<String>>;
-    /// Revokes every grant of an SSO session; returns how many.
-    async fn revoke_session_grants(&self, session_id: &str, now: UnixTime) -> StoreResult<u64>;
+    /// Revokes every grant one user gave one client (withdrawn consent); returns how many.
+    async fn revoke_user_client_grants(&self, user_id: &str, client_id: &str, now: UnixTime) -> StoreResult<u64>;
     async fn insert_refresh_token(&self, token_hash: &str, record: &RefreshTokenRecord) -> StoreResult<()>;
     async fn find_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
     /// Spends the unexpired, unrotated token `old_hash` and stores `new` in its place, atomically:
@@ -421,10 +424,7 @@ pub trait Store: Send + Sync + 'static {
     /// The clients a user approved, with the scopes approved for each.
     async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<(String, Vec<String>)>>;
 
-    // Back-channel logout queue.
-    /// Queues one notification per client with a back-channel logout URI that holds a grant of
-    /// the session; returns how many.
-    async fn enqueue_backchannel_logouts(&self, session_id: &str, subject: &str, sid: &str, now: UnixTime) -> StoreResult<u64>;
+    // Back-channel logout queue (filled by `end_sso_session`).
     /// Leases up to `limit` due notifications to this caller until `lease_until`.
     async fn lease_backchannel_logouts(
         &self,

@@ -662,22 +662,55 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
-            async fn revoke_connector_sso_sessions(
+            async fn list_connector_sso_sessions(
                 &self,
                 connector_id: &str,
                 user_id: Option<&str>,
-                now: i64,
-            ) -> $crate::store::StoreResult<u64> {
-                let result = sqlx::query(
-                    "UPDATE sso_sessions SET revoked_at = $3 WHERE connector_id = $1 AND ($2 IS NULL OR user_id = $2) \
-                     AND revoked_at IS NULL",
+            ) -> $crate::store::StoreResult<Vec<String>> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM sso_sessions WHERE connector_id = $1 AND ($2 IS NULL OR user_id = $2) AND revoked_at IS NULL \
+                     ORDER BY id",
                 )
                 .bind(connector_id)
                 .bind(user_id)
-                .bind(now)
-                .execute(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-                Ok(result.rows_affected())
+                Ok(ids)
+            }
+
+            async fn end_sso_session(&self, id: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                let first_end: Option<String> =
+                    sqlx::query_scalar("UPDATE sso_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id")
+                        .bind(id)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                sqlx::query("UPDATE grants SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                let queued = match first_end {
+                    // One notification per client and session: the id says which, so it is
+                    // queued at most once.
+                    Some(user_id) => sqlx::query(
+                        "INSERT INTO backchannel_logouts (id, client_id, subject, sid, attempts, next_attempt_at, lease_until, created_at) \
+                         SELECT DISTINCT $3 || '.' || g.client_id, g.client_id, $4, $3, 0, $2, 0, $2 \
+                         FROM grants g JOIN clients c ON c.client_id = g.client_id \
+                         WHERE g.session_id = $1 AND c.backchannel_logout_uri IS NOT NULL",
+                    )
+                    .bind(id)
+                    .bind(now)
+                    .bind(sid)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected(),
+                    None => 0,
+                };
+                tx.commit().await?;
+                Ok(queued)
             }
 
             async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {
@@ -841,12 +874,14 @@ macro_rules! impl_sql_store {
                 Ok(id)
             }
 
-            async fn revoke_session_grants(&self, session_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
-                let result = sqlx::query("UPDATE grants SET revoked_at = $2 WHERE session_id = $1 AND revoked_at IS NULL")
-                    .bind(session_id)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
+            async fn revoke_user_client_grants(&self, user_id: &str, client_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let result =
+                    sqlx::query("UPDATE grants SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL")
+                        .bind(user_id)
+                        .bind(client_id)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
                 Ok(result.rows_affected())
             }
 
@@ -981,30 +1016,6 @@ macro_rules! impl_sql_store {
                 rows.into_iter()
                     .map(|(client_id, scopes)| Ok((client_id, serde_json::from_str(&scopes)?)))
                     .collect()
-            }
-
-            async fn enqueue_backchannel_logouts(&self, session_id: &str, subject: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
-                let clients: Vec<String> = sqlx::query_scalar(
-                    "SELECT DISTINCT g.client_id FROM grants g JOIN clients c ON c.client_id = g.client_id \
-                     WHERE g.session_id = $1 AND c.backchannel_logout_uri IS NOT NULL ORDER BY g.client_id",
-                )
-                .bind(session_id)
-                .fetch_all(&self.pool)
-                .await?;
-                for client_id in &clients {
-                    sqlx::query(
-                        "INSERT INTO backchannel_logouts (id, client_id, subject, sid, attempts, next_attempt_at, lease_until, created_at) \
-                         VALUES ($1, $2, $3, $4, 0, $5, 0, $5)",
-                    )
-                    .bind(uuid::Uuid::new_v4().to_string())
-                    .bind(client_id)
-                    .bind(subject)
-                    .bind(sid)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                }
-                Ok(clients.len() as u64)
             }
 
             async fn lease_backchannel_logouts(

@@ -184,17 +184,22 @@ pub async fn authorize_get(
     authorize(&state, &session, &params).await
 }
 
-pub async fn authorize_post(
-    State(state): State<AppState>,
-    session: Session,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, WebError> {
+/// A form POST from another site arrives without the `SameSite=Lax` session cookie, so the
+/// browser is sent to the same request as a GET, which carries it.
+fn as_get(path: &str, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, WebError> {
     let body = body.map_err(|rejection| WebError::from_rejection(rejection.status(), "The request could not be read."))?;
-    if !is_form(&headers) {
+    if !is_form(headers) {
         return Err(WebError::UnsupportedMediaType);
     }
-    authorize(&state, &session, &Params::parse(&body)).await
+    let query = std::str::from_utf8(&body).map_err(|_| WebError::BadRequest("The request is malformed."))?;
+    if query.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err(WebError::BadRequest("The request is malformed."));
+    }
+    Ok(redirect(StatusCode::SEE_OTHER, &format!("{path}?{query}")))
+}
+
+pub async fn authorize_post(headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<Response, WebError> {
+    as_get(crate::provider::discovery::AUTHORIZE_PATH, &headers, body)
 }
 
 fn untrusted_message(reason: UntrustedRequest) -> &'static str {
@@ -272,9 +277,19 @@ async fn send_to_sign_in(
     stored_id: Option<String>,
     force: bool,
 ) -> Result<Response, WebError> {
-    let id = match stored_id {
-        Some(id) => id,
-        None => state.provider.store_request(request).await.map_err(WebError::from)?,
+    let now = state.clock.now();
+    let id = match (stored_id, request.max_age) {
+        (Some(id), None) => id,
+        // A sign-in from now on satisfies `max_age`; checking the age again when the browser
+        // comes back a second later could otherwise send it round in circles.
+        (stored_id, Some(_)) => {
+            if let Some(old) = stored_id {
+                state.provider.discard_request(&old).await.map_err(WebError::from)?;
+            }
+            let fresh = AuthorizationRequest { login_after: Some(now), max_age: None, ..request.clone() };
+            state.provider.store_request(&fresh).await.map_err(WebError::from)?
+        }
+        (None, None) => state.provider.store_request(request).await.map_err(WebError::from)?,
     };
     let pending = PendingLogin {
         client_name: Some(client.name.clone()),
@@ -284,7 +299,6 @@ async fn send_to_sign_in(
         force_login: force,
         form_target: Some(request.redirect_uri.clone()),
     };
-    let now = state.clock.now();
     let pending_id = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, now)
         .await
         .map_err(WebError::internal)?;
@@ -516,17 +530,17 @@ pub async fn logout_post(
         return Err(WebError::UnsupportedMediaType);
     }
     let params = Params::parse(&body);
-    // The confirmation form posts back here with a CSRF token; an app's own POST has none.
-    let confirmed = match params.get("confirm") {
+    // The confirmation form posts back here with a CSRF token; an app's own POST has none and
+    // becomes a GET, which carries the session cookie.
+    match params.get("confirm") {
         Ok(Some(_)) => {
             let submitted = params.get("csrf").ok().flatten().unwrap_or_default();
             csrf::verify(&session, submitted).await?;
-            true
+            rp_logout(&state, addr, &session, &headers, &params, true).await
         }
-        Ok(None) => false,
-        Err(_) => return Err(WebError::BadRequest("The sign-out request is malformed.")),
-    };
-    rp_logout(&state, addr, &session, &headers, &params, confirmed).await
+        Ok(None) => as_get(crate::provider::discovery::LOGOUT_PATH, &headers, Ok(body)),
+        Err(_) => Err(WebError::BadRequest("The sign-out request is malformed.")),
+    }
 }
 
 const LOGOUT_FIELDS: [&str; 4] = ["id_token_hint", "client_id", "post_logout_redirect_uri", "state"];

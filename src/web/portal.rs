@@ -63,5 +63,7 @@ pub async fn revoke_consent(
         return Ok(Redirect::to("/login").into_response());
     };
     state.store.revoke_consent(&user.id, &form.client_id).await?;
+    // Withdrawn approval also withdraws what the app already holds.
+    state.store.revoke_user_client_grants(&user.id, &form.client_id, state.clock.now()).await?;
     Ok(Redirect::to("/").into_response())
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::Form;
 use axum::extract::State;
 use axum::http::StatusCode;
-use gatehouse::clock::ManualClock;
+use gatehouse::clock::{Clock, ManualClock};
 
 use crate::helpers::{START, TestApp, TestDb, config_toml, load_config};
 use crate::provider::{first_party_tokens, verify_jwt};
@@ -128,6 +128,11 @@ async fn an_unreachable_app_is_retried_with_growing_backoff() {
     let db = TestDb::sqlite();
     let app = TestApp::start_with(&db, &clients(&receiver_url)).await;
     first_party_tokens(&app, BCL_APP, "https://bcl.example/cb", "openid").await;
+    // An app without a refresh token still hears of the logout after its access token expired
+    // and the cleanup ran.
+    app.clock.advance(700);
+    app.state.store.delete_expired(app.clock.now(), 0).await.unwrap();
+    assert!(app.get("/").await.status().is_success(), "still signed in");
     let csrf = app.csrf("/").await;
     app.post_form("/logout", &[("csrf", &csrf)]).await;
     wait_for(&receiver, 1).await;

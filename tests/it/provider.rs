@@ -779,7 +779,7 @@ async fn consent_is_asked_remembered_refused_and_withdrawn() {
         ("redirect_uri", "https://app.example/cb?tenant=1"),
         ("code_verifier", VERIFIER),
     ];
-    assert_eq!(token_request(&app, Some(("web-app", WEB_SECRET)), &form).await.status(), StatusCode::OK);
+    let web_tokens = json(token_request(&app, Some(("web-app", WEB_SECRET)), &form).await).await;
     let replayed = app.post_form("/oauth2/consent", &[("csrf", &csrf), ("request", &request), ("decision", "allow")]).await;
     assert_eq!(replayed.status(), StatusCode::BAD_REQUEST, "a consent request is used once");
 
@@ -801,6 +801,7 @@ async fn consent_is_asked_remembered_refused_and_withdrawn() {
     assert!(portal.contains("Web App"), "the portal lists approved apps");
     let withdrawn = app.post_form("/consents/revoke", &[("csrf", &csrf), ("client_id", "web-app")]).await;
     assert_eq!(withdrawn.status(), StatusCode::SEE_OTHER);
+    assert_eq!(introspect(&app, web_tokens["access_token"].as_str().unwrap()).await["active"], false, "and its tokens");
     let silent = authorize(&app, &web(&[("prompt", "none")])).await;
     assert_eq!(params_of(&location(&silent))["error"], "consent_required");
     assert!(location(&authorize(&app, &web(&[])).await).starts_with("/oauth2/consent"));
@@ -832,6 +833,18 @@ async fn prompt_max_age_hints_and_connector_choice_shape_the_sign_in() {
     assert!(location(&stale).starts_with("/login"));
     let fresh = authorize(&app, &demo_authorize(&[("max_age", "600")])).await;
     assert!(location(&fresh).starts_with(DEMO_REDIRECT));
+    // max_age=0 asks for a sign-in now; once done, the browser goes back to the app even though
+    // a second has passed by then.
+    let zero = authorize(&app, &demo_authorize(&[("max_age", "0")])).await;
+    let login = location(&zero);
+    assert!(login.starts_with("/login"));
+    let page = app.get(&login).await.text().await.unwrap();
+    let (csrf, req) = (field_value(&page, "csrf").unwrap(), field_value(&page, "req").unwrap());
+    let form =
+        [("csrf", csrf.as_str()), ("connector", "local"), ("username", "alice"), ("password", ALICE_PASSWORD), ("req", &req)];
+    let posted = app.post_form("/login", &form).await;
+    app.clock.advance(1);
+    assert!(location(&follow(&app, posted).await).starts_with(DEMO_REDIRECT), "no second sign-in");
 
     // A fresh browser: the login hint's domain picks the partners connector and fills the form.
     let other = TestApp::handle(&app);
@@ -879,6 +892,8 @@ async fn rp_initiated_logout_ends_the_session_and_its_tokens() {
     assert_eq!(mismatched.status(), StatusCode::BAD_REQUEST);
     let forged = app.get(&logout(&[("id_token_hint", "eyJhbGciOiJub25lIn0.e30."), ("client_id", "web-app")])).await;
     assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    let access_as_hint = app.get(&logout(&[("id_token_hint", tokens["access_token"].as_str().unwrap())])).await;
+    assert_eq!(access_as_hint.status(), StatusCode::BAD_REQUEST, "an access token is not an ID token hint");
 
     // Without a hint the user confirms; a cross-site GET cannot sign anyone out.
     let unconfirmed =
@@ -981,6 +996,13 @@ async fn every_endpoint_refuses_malformed_and_oversized_input() {
     assert_eq!(post.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let body = crate::provider::demo_authorize(&[]);
     let posted = app.http.post(app.url("/oauth2/authorize")).form(&body).send().await.unwrap();
-    assert!(location(&posted).starts_with("/login?req="), "the authorization endpoint also takes POST");
+    assert_eq!(posted.status(), StatusCode::SEE_OTHER, "a POST continues as a GET, which carries the Lax cookie");
+    let as_get = app.get(&location(&posted)).await;
+    assert!(location(&as_get).starts_with("/login?req="), "the authorization endpoint also takes POST");
+    let mut logout =
+        app.http.post(app.url("/oauth2/logout")).form(&[("client_id", "web-app"), ("state", "s")]).send().await.unwrap();
+    assert_eq!(location(&logout), "/oauth2/logout?client_id=web-app&state=s");
+    logout = app.get(&location(&logout)).await;
+    assert_eq!(logout.status(), StatusCode::OK, "an anonymous browser is already signed out");
     app.stop().await;
 }

@@ -186,14 +186,14 @@ async fn sessions(store: &Arc<dyn Store>) {
     assert!(store.list_active_sso_sessions(Some(&user.id), NOW + 20, 1000).await.unwrap().is_empty());
     assert!(matches!(store.revoke_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
 
-    // Revoking by connector touches only that connector's unrevoked sessions.
+    // Listing by connector finds only that connector's unrevoked sessions.
     let mut elsewhere = sso("s4", &other.id, NOW + 100);
     elsewhere.connector_id = "corp".into();
     store.create_sso_session(&elsewhere).await.unwrap();
-    assert_eq!(store.revoke_connector_sso_sessions("local", Some(&other.id), NOW + 50).await.unwrap(), 1, "s3 only");
-    assert_eq!(store.get_sso_session("s1").await.unwrap().revoked_at, Some(NOW + 30), "already revoked: unchanged");
-    assert!(store.get_sso_session("s4").await.unwrap().revoked_at.is_none());
-    assert_eq!(store.revoke_connector_sso_sessions("corp", None, NOW + 60).await.unwrap(), 1);
+    assert_eq!(store.list_connector_sso_sessions("local", Some(&other.id)).await.unwrap(), vec!["s3".to_owned()]);
+    let unrevoked = store.list_connector_sso_sessions("local", None).await.unwrap();
+    assert_eq!(unrevoked, vec!["s2".to_owned(), "s3".to_owned()], "s1 is revoked; expired s2 still holds grants");
+    assert_eq!(store.list_connector_sso_sessions("corp", None).await.unwrap(), vec!["s4".to_owned()]);
 }
 
 fn audit(kind: &str, outcome: AuditOutcome, actor: &str, ip: &str, time: i64) -> AuditEvent {
@@ -395,12 +395,16 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
     assert!(store.is_access_token_revoked("jti-1").await.unwrap());
     assert!(!store.is_access_token_revoked("jti-2").await.unwrap());
 
-    // Ending the session: one notification per client with a back-channel URI, leased once.
-    assert!(store.revoke_sso_session("s1", NOW + 6).await.unwrap());
-    assert!(!store.revoke_sso_session("s1", NOW + 7).await.unwrap(), "only the first revocation counts");
-    assert!(store.grant_state("g1").await.unwrap().unwrap().session_revoked);
-    assert_eq!(store.revoke_session_grants("s1", NOW + 6).await.unwrap(), 1, "g2 was already revoked");
-    assert_eq!(store.enqueue_backchannel_logouts("s1", &user.id, "public-sid", NOW + 6).await.unwrap(), 1);
+    // Ending the session: its grants are revoked and one notification is queued per client with
+    // a back-channel URI, once, and leased to one caller at a time.
+    assert_eq!(store.end_sso_session("s1", "public-sid", NOW + 6).await.unwrap(), 1);
+    assert_eq!(store.end_sso_session("s1", "public-sid", NOW + 7).await.unwrap(), 0, "only the first end queues");
+    let ended = store.grant_state("g1").await.unwrap().unwrap();
+    assert!(ended.session_revoked);
+    assert_eq!(ended.grant.revoked_at, Some(NOW + 6));
+    assert!(!store.revoke_sso_session("s1", NOW + 8).await.unwrap(), "already revoked");
+    assert_eq!(store.end_sso_session("missing", "x", NOW).await.unwrap(), 0);
+    assert_eq!(store.revoke_user_client_grants(&user.id, "bcl", NOW + 9).await.unwrap(), 0, "already revoked");
     let leased = store.lease_backchannel_logouts(NOW + 6, NOW + 66, 10).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!((leased[0].client_id.as_str(), leased[0].sid.as_str()), ("bcl", "public-sid"));

@@ -76,3 +76,31 @@ async fn users_the_file_disables_or_drops_lose_their_sessions_at_the_next_start(
     assert!(app.state.store.list_active_sso_sessions(Some(&bob), now, 1800).await.unwrap().is_empty(), "bob's session ended");
     app.stop().await;
 }
+
+/// A user the file withdraws loses what apps hold: sessions end, grants are revoked, and the
+/// account is disabled, so nothing comes back when the session rows are cleaned up.
+#[tokio::test]
+async fn withdrawing_a_user_in_the_file_revokes_their_tokens() {
+    use crate::provider::{CLIENTS, demo_code, introspect, json, redeem};
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, CLIENTS).await;
+    let tokens = json(redeem(&app, &demo_code(&app, &[]).await).await).await;
+    app.stop().await;
+
+    let withdrawn = config_toml(&db.url, CLIENTS).replace("username = \"alice\"\n", "username = \"alice\"\ndisabled = true\n");
+    let clock = Arc::new(ManualClock::new(START + 10));
+    let app = TestApp::start_config(load_config(db.dir.path(), &withdrawn), clock.clone()).await;
+    // The session rows are cleaned up after their 10 hours; the 30-day grant stays, revoked.
+    let report = app.state.store.delete_expired(START + 11 * 3600, 0).await.unwrap();
+    assert_eq!((report.sessions, report.grants), (1, 0));
+    assert_eq!(introspect(&app, tokens["refresh_token"].as_str().unwrap()).await["active"], false);
+    assert_eq!(introspect(&app, tokens["access_token"].as_str().unwrap()).await["active"], false);
+    let alice = app.state.store.find_linked_user_id("local", "alice").await.unwrap().unwrap();
+    assert!(app.state.store.get_user(&alice).await.unwrap().disabled);
+    app.stop().await;
+
+    // Listed again: enabled again.
+    let app = TestApp::start_config(load_config(db.dir.path(), &config_toml(&db.url, CLIENTS)), clock).await;
+    assert!(!app.state.store.get_user(&alice).await.unwrap().disabled);
+    app.stop().await;
+}
