@@ -68,7 +68,16 @@ struct LoadedKey {
     retired_at: Option<UnixTime>,
     decoding: DecodingKey,
     /// Present only for active keys: retired keys never sign again.
-    encoding: Option<EncodingKey>,
+    encoding: Option<Signer>,
+}
+
+/// An active key ready to sign. jsonwebtoken's RustCrypto backend re-parses an EC key from DER
+/// on every `encode`, which derives its public key again: a second scalar multiplication per
+/// token that doubles the cost of the token endpoint. So ES256 keeps the parsed `p256` key and
+/// signs the JWS itself; RS256 goes through jsonwebtoken.
+enum Signer {
+    Es256(p256::ecdsa::SigningKey),
+    Rs256(EncodingKey),
 }
 
 struct KeyCache {
@@ -208,8 +217,11 @@ impl KeyManager {
             let encoding = if record.retired_at.is_none() {
                 let der = self.kek.open(&record.sealed_private_key, &record.kid)?;
                 Some(match alg {
-                    SigningAlg::ES256 => EncodingKey::from_ec_der(&der),
-                    SigningAlg::RS256 => EncodingKey::from_rsa_der(&der),
+                    SigningAlg::ES256 => Signer::Es256(
+                        p256::pkcs8::DecodePrivateKey::from_pkcs8_der(&der)
+                            .map_err(|_| TokenError::KeyMaterial("stored EC key is not PKCS#8"))?,
+                    ),
+                    SigningAlg::RS256 => Signer::Rs256(EncodingKey::from_rsa_der(&der)),
                 })
             } else {
                 None
@@ -240,7 +252,10 @@ impl KeyManager {
         let mut header = Header::new(jwt_alg(alg));
         header.kid = Some(key.kid.clone());
         header.typ = Some(typ.to_owned());
-        jsonwebtoken::encode(&header, claims, encoding).map_err(TokenError::Signing)
+        match encoding {
+            Signer::Rs256(encoding) => jsonwebtoken::encode(&header, claims, encoding).map_err(TokenError::Signing),
+            Signer::Es256(signing_key) => es256_compact(&header, claims, signing_key),
+        }
     }
 
     /// Verifies a token signed by one of our published keys. `validation` carries the issuer
@@ -273,6 +288,17 @@ impl KeyManager {
         }
         serde_json::from_value(claims).map_err(|_| TokenError::Claims)
     }
+}
+
+/// RFC 7515 compact serialization with an ES256 signature (RFC 7518 §3.4: `r || s`, 32 bytes each).
+fn es256_compact<T: Serialize>(header: &Header, claims: &T, key: &p256::ecdsa::SigningKey) -> Result<String, TokenError> {
+    use p256::ecdsa::signature::Signer as _;
+    let encode = |value: &[u8]| URL_SAFE_NO_PAD.encode(value);
+    let header = serde_json::to_vec(header).map_err(|_| TokenError::Claims)?;
+    let claims = serde_json::to_vec(claims).map_err(|_| TokenError::Claims)?;
+    let message = format!("{}.{}", encode(&header), encode(&claims));
+    let signature: p256::ecdsa::Signature = key.sign(message.as_bytes());
+    Ok(format!("{message}.{}", encode(&signature.to_bytes())))
 }
 
 fn jwt_alg(alg: SigningAlg) -> Algorithm {

@@ -17,7 +17,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tower_http::cors::{Any, CorsLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -32,7 +32,7 @@ use crate::provider::Provider;
 use crate::provider::discovery::{AUTHORIZE_PATH, INTROSPECT_PATH, LOGOUT_PATH, REVOKE_PATH, TOKEN_PATH, USERINFO_PATH};
 use crate::store::Store;
 use crate::tokens::KeyManager;
-use crate::web::error::InternalErrorCause;
+use crate::web::error::{InternalErrorCause, WebError};
 use crate::web::sessions::SessionBackend;
 
 /// Forms here are small; anything bigger is refused before it is read.
@@ -137,7 +137,14 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let request_id = uuid::Uuid::new_v4().simple().to_string();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route, status = tracing::field::Empty);
     let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
+    // The handler runs as its own task, so a client that disconnects cannot cancel it halfway:
+    // sqlx leaves a PostgreSQL connection inside an open transaction when a `begin` is dropped
+    // mid-flight (transact-rs/sqlx#4385), and half-done writes help no one.
+    let handler = tokio::spawn(next.run(request).instrument(span.clone()));
+    let mut response = match handler.await {
+        Ok(response) => response,
+        Err(_) => WebError::Internal(String::from("the request handler stopped unexpectedly")).into_response(),
+    };
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     span.record("status", status);
