@@ -126,6 +126,8 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         secrets,
         clock: clock.clone(),
         backchannel: Arc::new(tokio::sync::Notify::new()),
+        clients: crate::provider::ClientCache::default(),
+        verified: crate::provider::VerifiedTokens::default(),
     });
     let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
     let state = AppState { config, store, keys, clock, metrics: Arc::new(Metrics::default()), provider };

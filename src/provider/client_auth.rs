@@ -8,7 +8,7 @@ use crate::password;
 use crate::provider::params::Params;
 use crate::provider::{ErrorCode, OAuthError, Provider, ProviderError, ProviderResult, oauth};
 use crate::secret::Secret;
-use crate::store::{ClientRecord, StoreError};
+use crate::store::ClientRecord;
 use crate::tokens::secrets::{StoredSecretKind, stored_secret_kind};
 
 /// Credentials from an `Authorization: Basic` header.
@@ -96,11 +96,7 @@ impl Provider {
             }
         };
         let unknown = oauth(ErrorCode::InvalidClient, "client authentication failed");
-        let client = match self.store.get_client(&client_id).await {
-            Ok(client) => client,
-            Err(StoreError::NotFound) => return Err(unknown.into()),
-            Err(err) => return Err(err.into()),
-        };
+        let Some(client) = self.client(&client_id).await? else { return Err(unknown.into()) };
         match (&client.secret_hash, presented) {
             (None, None) if allow_public => Ok(client),
             (None, None) => Err(oauth(ErrorCode::InvalidClient, "this endpoint needs an authenticated client").into()),

@@ -47,11 +47,7 @@ impl Provider {
         }
         let live = match &claims.gid {
             Some(grant_id) => self.store.grant_state(grant_id).await?.is_some_and(|state| state.is_live(self.clock.now())),
-            None => match self.store.get_client(&claims.client_id).await {
-                Ok(_) => true,
-                Err(StoreError::NotFound) => false,
-                Err(err) => return Err(err.into()),
-            },
+            None => self.client(&claims.client_id).await?.is_some(),
         };
         Ok(live.then_some(claims))
     }
@@ -59,6 +55,11 @@ impl Provider {
     async fn verified_access_token(&self, token: &str, check_exp: bool) -> ProviderResult<Option<AccessClaims>> {
         if !looks_like_jwt(token) {
             return Ok(None);
+        }
+        let token_digest = digest(token);
+        if let Some(claims) = self.verified.get(&token_digest) {
+            let expired = check_exp && claims.exp <= self.clock.now();
+            return Ok((!expired).then_some(claims));
         }
         let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
         if !header
@@ -76,7 +77,10 @@ impl Provider {
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         match self.keys.verify::<AccessClaims>(token, &validation).await {
-            Ok(claims) => Ok(Some(claims)),
+            Ok(claims) => {
+                self.verified.remember(token_digest, &claims);
+                Ok(Some(claims))
+            }
             Err(TokenError::Store(err)) => Err(err.into()),
             Err(_) => Ok(None),
         }

@@ -112,6 +112,57 @@ pub struct Provider {
     pub clock: SharedClock,
     /// Woken when back-channel logout notifications are queued.
     pub backchannel: Arc<tokio::sync::Notify>,
+    pub clients: ClientCache,
+    pub verified: VerifiedTokens,
+}
+
+/// At most this many verified access tokens are remembered; past it the memory starts over.
+const VERIFIED_TOKENS_MAX: usize = 10_000;
+
+/// Access tokens whose signature and claims were already checked, by digest. Resource servers
+/// introspect the same token again and again, and the ES256 verification is most of the work;
+/// what can change (revocation, the grant, the user) is still read from the database each time.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    entries: std::sync::Mutex<std::collections::HashMap<String, introspect::AccessClaims>>,
+}
+
+impl std::fmt::Debug for VerifiedTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedTokens").finish_non_exhaustive()
+    }
+}
+
+impl VerifiedTokens {
+    fn get(&self, digest: &str) -> Option<introspect::AccessClaims> {
+        self.entries.lock().ok()?.get(digest).cloned()
+    }
+
+    fn remember(&self, digest: String, claims: &introspect::AccessClaims) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= VERIFIED_TOKENS_MAX {
+                entries.clear();
+            }
+            entries.insert(digest, claims.clone());
+        }
+    }
+}
+
+/// How long a node reuses a client record it read: the token and introspection endpoints read
+/// the calling client on every request, and a change made elsewhere reaches every node this soon.
+const CLIENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Registered clients recently read, by id. Only clients that exist are kept, so the map is
+/// bounded by the number of registered clients.
+#[derive(Default)]
+pub struct ClientCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ClientRecord)>>,
+}
+
+impl std::fmt::Debug for ClientCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientCache").finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -121,6 +172,26 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
+    /// The client with this id, if registered, read through a short-lived cache.
+    pub async fn client(&self, client_id: &str) -> ProviderResult<Option<ClientRecord>> {
+        if let Ok(entries) = self.clients.entries.lock()
+            && let Some((read_at, client)) = entries.get(client_id)
+            && read_at.elapsed() < CLIENT_CACHE_TTL
+        {
+            return Ok(Some(client.clone()));
+        }
+        match self.store.get_client(client_id).await {
+            Ok(client) => {
+                if let Ok(mut entries) = self.clients.entries.lock() {
+                    entries.insert(client_id.to_owned(), (std::time::Instant::now(), client.clone()));
+                }
+                Ok(Some(client))
+            }
+            Err(StoreError::NotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
     pub fn issuer(&self) -> &str {
         &self.config.issuer
     }
