@@ -89,12 +89,13 @@ async fn end_sessions_of_withdrawn_users(
 ) -> Result<(), SyncError> {
     let ConnectorKind::Local { users } = &connector.kind;
     let enabled: HashSet<&str> = users.iter().filter(|u| !u.disabled).map(|u| u.username.as_str()).collect();
+    let disabled_now: HashSet<String> = store.list_users().await?.into_iter().filter(|u| u.disabled).map(|u| u.id).collect();
     for (subject, user_id) in store.list_identity_links(&connector.id).await? {
         let entry = format!("connector:{}", connector.id);
         // For local users the file is the source of truth: a withdrawn user is disabled, so
         // tokens already issued to apps stop working too, and enabled again if the file says so.
         let withdrawn = !enabled.contains(subject.as_str());
-        if store.get_user(&user_id).await?.disabled != withdrawn {
+        if disabled_now.contains(&user_id) != withdrawn {
             store.set_user_disabled(&user_id, withdrawn, now).await?;
         }
         if withdrawn && end_sessions(store, &connector.id, Some(&user_id), now).await? > 0 && !report.changed.contains(&entry) {

@@ -62,6 +62,13 @@ pub struct ErrorRedirect {
     pub error: OAuthError,
 }
 
+impl AuthorizationRequest {
+    /// The error answer to this request, at its redirect URI with its state.
+    pub fn error_redirect(&self, error: OAuthError) -> ErrorRedirect {
+        ErrorRedirect { redirect_uri: self.redirect_uri.clone(), state: self.state.clone(), error }
+    }
+}
+
 /// What happens next for a valid request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {

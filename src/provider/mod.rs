@@ -148,15 +148,16 @@ impl VerifiedTokens {
     }
 }
 
-/// How long a node reuses a client record it read: the token and introspection endpoints read
-/// the calling client on every request, and a change made elsewhere reaches every node this soon.
-const CLIENT_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long (seconds) a node reuses a client record it read: the token and introspection
+/// endpoints read the calling client on every request, and a change made elsewhere reaches
+/// every node this soon.
+const CLIENT_CACHE_SECS: UnixTime = 2;
 
 /// Registered clients recently read, by id. Only clients that exist are kept, so the map is
 /// bounded by the number of registered clients.
 #[derive(Default)]
 pub struct ClientCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, ClientRecord)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (UnixTime, ClientRecord)>>,
 }
 
 impl std::fmt::Debug for ClientCache {
@@ -174,16 +175,17 @@ impl std::fmt::Debug for Provider {
 impl Provider {
     /// The client with this id, if registered, read through a short-lived cache.
     pub async fn client(&self, client_id: &str) -> ProviderResult<Option<ClientRecord>> {
+        let now = self.clock.now();
         if let Ok(entries) = self.clients.entries.lock()
             && let Some((read_at, client)) = entries.get(client_id)
-            && read_at.elapsed() < CLIENT_CACHE_TTL
+            && (*read_at..*read_at + CLIENT_CACHE_SECS).contains(&now)
         {
             return Ok(Some(client.clone()));
         }
         match self.store.get_client(client_id).await {
             Ok(client) => {
                 if let Ok(mut entries) = self.clients.entries.lock() {
-                    entries.insert(client_id.to_owned(), (std::time::Instant::now(), client.clone()));
+                    entries.insert(client_id.to_owned(), (now, client.clone()));
                 }
                 Ok(Some(client))
             }

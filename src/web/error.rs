@@ -96,3 +96,13 @@ impl From<tower_sessions::session::Error> for WebError {
         Self::internal(err)
     }
 }
+
+/// A protocol error shown to a person: its fixed description as the page text.
+impl From<crate::provider::ProviderError> for WebError {
+    fn from(err: crate::provider::ProviderError) -> Self {
+        match err {
+            crate::provider::ProviderError::OAuth(error) => WebError::BadRequest(error.description),
+            other => WebError::internal(other),
+        }
+    }
+}

@@ -260,12 +260,7 @@ async fn proceed(
             if let Some(id) = &stored_id {
                 provider.discard_request(id).await.map_err(WebError::from)?;
             }
-            let target = crate::provider::authorize::ErrorRedirect {
-                redirect_uri: request.redirect_uri.clone(),
-                state: request.state.clone(),
-                error,
-            };
-            Ok(redirect(StatusCode::FOUND, &error_location(provider.issuer(), &target)))
+            Ok(redirect(StatusCode::FOUND, &error_location(provider.issuer(), &request.error_redirect(error))))
         }
     }
 }
@@ -395,12 +390,8 @@ pub async fn consent_submit(
             provider.issue_code(&request, &sso, &user).await.map_err(WebError::from)?
         }
         _ => {
-            let target = crate::provider::authorize::ErrorRedirect {
-                redirect_uri: request.redirect_uri.clone(),
-                state: request.state.clone(),
-                error: oauth(ErrorCode::AccessDenied, "the user did not allow access"),
-            };
-            error_location(provider.issuer(), &target)
+            let denied = request.error_redirect(oauth(ErrorCode::AccessDenied, "the user did not allow access"));
+            error_location(provider.issuer(), &denied)
         }
     };
     Ok(redirect(StatusCode::SEE_OTHER, &location))
@@ -584,15 +575,6 @@ fn signed_out(request: &LogoutRequest) -> Response {
         None => {
             let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None };
             render_page(&page).into_response()
-        }
-    }
-}
-
-impl From<ProviderError> for WebError {
-    fn from(err: ProviderError) -> Self {
-        match err {
-            ProviderError::OAuth(error) => WebError::BadRequest(error.description),
-            other => WebError::internal(other),
         }
     }
 }

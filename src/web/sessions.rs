@@ -85,8 +85,8 @@ pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoS
 /// Binds the browser to its SSO session under a fresh cookie id (no session fixation). When the
 /// browser already had a session of the same user and connector (a re-authentication for
 /// `prompt=login` or `max_age`), that session is kept with a new `auth_time`, so the `sid` apps
-/// hold stays valid; a session of anyone else is ended. Returns the id now bound.
-pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Result<String, WebError> {
+/// hold stays valid; a session of anyone else is ended.
+pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Result<(), WebError> {
     let now = state.clock.now();
     let mut bound = sso.id.clone();
     if let Some(previous_id) = session.get::<String>(SSO_KEY).await? {
@@ -108,7 +108,7 @@ pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Re
     }
     session.cycle_id().await?;
     session.insert(SSO_KEY, &bound).await?;
-    Ok(bound)
+    Ok(())
 }
 
 /// Ends an SSO session and wakes the back-channel logout sender if notices were queued.
