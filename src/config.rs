@@ -126,6 +126,28 @@ struct RawConnector {
     email_domains: Vec<String>,
     #[serde(default)]
     users: Vec<RawLocalUser>,
+    issuer: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    claims: RawClaimMapping,
+    #[serde(default)]
+    userinfo: bool,
+    #[serde(default)]
+    trust_email: bool,
+    timeout_secs: Option<u64>,
+    clock_skew_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClaimMapping {
+    username: Option<String>,
+    email: Option<String>,
+    name: Option<String>,
+    groups: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,14 +327,44 @@ pub struct ConnectorConfig {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ConnectorKind {
     Local { users: Vec<LocalUser> },
+    Oidc(OidcConnectorSettings),
 }
 
 impl ConnectorKind {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Local { .. } => "local",
+            Self::Oidc(_) => "oidc",
         }
     }
+}
+
+/// An upstream OpenID Provider this broker signs people in through.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcConnectorSettings {
+    /// Exactly as the provider's discovery document states it (no trailing-slash rewriting).
+    pub issuer: String,
+    pub client_id: String,
+    /// `None`: a public client, which relies on PKCE alone.
+    pub client_secret: Option<Secret<String>>,
+    pub scopes: Vec<String>,
+    pub claims: ClaimMapping,
+    /// Also fetch the UserInfo endpoint; its `sub` must match the ID token's.
+    pub userinfo: bool,
+    /// Treat upstream emails as verified even without `email_verified` (providers that omit it).
+    pub trust_email: bool,
+    pub timeout_secs: u64,
+    pub clock_skew_secs: i64,
+}
+
+/// Upstream claim (or attribute) names for each user field. A name is first looked up as a
+/// whole, then as a dotted path into nested objects (`realm_access.roles`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClaimMapping {
+    pub username: String,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -822,6 +874,11 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
     }
     let kind = match raw.kind.as_str() {
         "local" => {
+            let oidc_only =
+                [("issuer", raw.issuer.is_some()), ("client_id", raw.client_id.is_some()), ("scopes", raw.scopes.is_some())];
+            if let Some((field, _)) = oidc_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(key(field), "only oidc connectors have this setting"));
+            }
             let mut usernames = HashSet::new();
             let mut users = Vec::with_capacity(raw.users.len());
             for (i, user) in raw.users.into_iter().enumerate() {
@@ -845,7 +902,79 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
             }
             ConnectorKind::Local { users }
         }
-        other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local)"))),
+        "oidc" => {
+            if !raw.users.is_empty() {
+                return Err(invalid(key("users"), "only local connectors have users"));
+            }
+            ConnectorKind::Oidc(validate_oidc_connector(&key, &raw)?)
+        }
+        other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc)"))),
     };
     Ok(ConnectorConfig { name: raw.name.unwrap_or_else(|| raw.id.clone()), id: raw.id, email_domains: raw.email_domains, kind })
+}
+
+const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];
+
+fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<OidcConnectorSettings, ConfigError> {
+    let issuer = raw.issuer.clone().ok_or_else(|| invalid(key("issuer"), "is required for an oidc connector"))?;
+    let url = Url::parse(&issuer).map_err(|err| invalid(key("issuer"), format!("`{issuer}` is not a URL: {err}")))?;
+    if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback_host(&url)) {
+        return Err(invalid(key("issuer"), "must be an https URL (plain http only for loopback hosts)"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(key("issuer"), "must not have a query, fragment or credentials"));
+    }
+    let client_id = raw.client_id.clone().ok_or_else(|| invalid(key("client_id"), "is required for an oidc connector"))?;
+    if client_id.is_empty() || client_id.chars().any(char::is_control) {
+        return Err(invalid(key("client_id"), "must be a non-empty string"));
+    }
+    let client_secret = secret_value(&key("client_secret"), raw.client_secret.clone(), raw.client_secret_file.clone())?;
+    if client_secret.as_deref().is_some_and(str::is_empty) {
+        return Err(invalid(key("client_secret"), "must not be empty (omit it for a public client)"));
+    }
+    let scopes = raw.scopes.clone().unwrap_or_else(|| DEFAULT_UPSTREAM_SCOPES.map(String::from).to_vec());
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(invalid(key("scopes"), "must include `openid`"));
+    }
+    if let Some(bad) =
+        scopes.iter().find(|s| s.is_empty() || !s.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\'))
+    {
+        return Err(invalid(key("scopes"), format!("`{bad}` is not a valid scope token")));
+    }
+    let claim = |value: &Option<String>, default: &str, field: &str| -> Result<String, ConfigError> {
+        let name = value.clone().unwrap_or_else(|| default.to_owned());
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid(key(&format!("claims.{field}")), "must be a claim name"));
+        }
+        Ok(name)
+    };
+    let claims = ClaimMapping {
+        username: claim(&raw.claims.username, "preferred_username", "username")?,
+        email: claim(&raw.claims.email, "email", "email")?,
+        name: claim(&raw.claims.name, "name", "name")?,
+        groups: claim(&raw.claims.groups, "groups", "groups")?,
+    };
+    let timeout_secs = raw.timeout_secs.unwrap_or(10);
+    if !(1..=120).contains(&timeout_secs) {
+        return Err(invalid(key("timeout_secs"), "must be between 1 and 120"));
+    }
+    let clock_skew_secs = raw.clock_skew_secs.unwrap_or(60);
+    if !(0..=600).contains(&clock_skew_secs) {
+        return Err(invalid(key("clock_skew_secs"), "must be between 0 and 600"));
+    }
+    Ok(OidcConnectorSettings {
+        issuer,
+        client_id,
+        client_secret: client_secret.map(Secret::new),
+        scopes,
+        claims,
+        userinfo: raw.userinfo,
+        trust_email: raw.trust_email,
+        timeout_secs,
+        clock_skew_secs,
+    })
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
 }

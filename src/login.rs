@@ -10,6 +10,7 @@ use crate::mapping::{self, MappingError};
 use crate::secret::Secret;
 use crate::session::{self, NewSession};
 use crate::store::{AuditEvent, AuditOutcome, SsoSession, Store, StoreError, User};
+use crate::upstream::UpstreamIdentity;
 use crate::upstream::local::{self, LocalLoginError};
 
 pub const AUDIT_LOGIN: &str = "login";
@@ -67,7 +68,7 @@ pub async fn password_login(
     let users = match store.get_connector(&attempt.connector_id).await {
         Ok(record) => match serde_json::from_str::<ConnectorKind>(&record.settings) {
             Ok(ConnectorKind::Local { users }) => users,
-            Err(_) => return Err(LoginError::UnknownConnector),
+            Ok(ConnectorKind::Oidc(_)) | Err(_) => return Err(LoginError::UnknownConnector),
         },
         Err(StoreError::NotFound) => return Err(LoginError::UnknownConnector),
         Err(err) => return Err(err.into()),
@@ -126,6 +127,76 @@ pub async fn password_login(
     let sso = session::start(store.as_ref(), new_session, policy.session, now).await?;
     store.record_audit(&audit(AuditOutcome::Success, AUDIT_LOGIN, Some(user.id.clone()), None)).await?;
     Ok((sso, user))
+}
+
+/// Where a sign-in through an upstream provider came from, for the session and the audit.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// Signs in the person an upstream connector vouched for: maps them to a local user (created
+/// or updated just in time), starts the SSO session, and records the outcome.
+pub async fn upstream_login(
+    store: &dyn Store,
+    settings: &SessionSettings,
+    identity: &UpstreamIdentity,
+    origin: Origin,
+    now: UnixTime,
+) -> Result<(SsoSession, User), LoginError> {
+    let user = match mapping::map_identity(store, identity, now).await {
+        Ok(user) => user,
+        Err(MappingError::Disabled) => {
+            record_upstream_failure(store, &identity.connector_id, "disabled", origin.ip, now).await?;
+            return Err(LoginError::Disabled);
+        }
+        Err(MappingError::Store(err)) => return Err(err.into()),
+    };
+    let new_session = NewSession {
+        user_id: &user.id,
+        connector_id: &identity.connector_id,
+        ip: origin.ip.map(|ip| ip.to_string()),
+        user_agent: origin.user_agent,
+    };
+    let sso = session::start(store, new_session, settings, now).await?;
+    store
+        .record_audit(&AuditEvent {
+            time: now,
+            kind: AUDIT_LOGIN.to_owned(),
+            outcome: AuditOutcome::Success,
+            actor: Some(identity.username.clone()),
+            user_id: Some(user.id.clone()),
+            client_id: None,
+            connector_id: Some(identity.connector_id.clone()),
+            ip: origin.ip.map(|ip| ip.to_string()),
+            detail: None,
+        })
+        .await?;
+    Ok((sso, user))
+}
+
+/// Records an upstream sign-in that did not succeed; `reason` is a fixed label, never input.
+pub async fn record_upstream_failure(
+    store: &dyn Store,
+    connector_id: &str,
+    reason: &str,
+    ip: Option<IpAddr>,
+    now: UnixTime,
+) -> Result<(), StoreError> {
+    store
+        .record_audit(&AuditEvent {
+            time: now,
+            kind: AUDIT_LOGIN.to_owned(),
+            outcome: AuditOutcome::Failure,
+            actor: None,
+            user_id: None,
+            client_id: None,
+            connector_id: Some(connector_id.to_owned()),
+            ip: ip.map(|ip| ip.to_string()),
+            detail: Some(reason.to_owned()),
+        })
+        .await
 }
 
 /// The attempt counters one sign-in touches: its username at its connector, and its client

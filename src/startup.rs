@@ -35,6 +35,8 @@ pub enum StartupError {
     Sync(#[from] SyncError),
     #[error("HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
+    #[error("upstream connector: {0}")]
+    Upstream(#[from] crate::upstream::oidc::OidcError),
 }
 
 /// Connects to the configured database and brings its schema up to date.
@@ -130,7 +132,11 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         verified: crate::provider::VerifiedTokens::default(),
     });
     let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
-    let state = AppState { config, store, keys, clock, metrics: Arc::new(Metrics::default()), provider };
+    let upstreams = Arc::new(crate::upstream::Upstreams::from_config(&config)?);
+    for connector in config.connectors.iter().filter_map(|c| upstreams.oidc(&c.id)) {
+        tracing::info!(connector = %connector.id(), redirect_uri = %connector.redirect_uri(), "OpenID Connect connector ready");
+    }
+    let state = AppState { config, store, keys, clock, metrics: Arc::new(Metrics::default()), provider, upstreams };
     let router = web::router(state.clone(), sessions.clone());
     Ok(App { state, sessions, router, http })
 }

@@ -87,7 +87,8 @@ async fn end_sessions_of_withdrawn_users(
     now: UnixTime,
     report: &mut SyncReport,
 ) -> Result<(), SyncError> {
-    let ConnectorKind::Local { users } = &connector.kind;
+    // Other connectors' users are managed upstream; only the file's own list is authoritative.
+    let ConnectorKind::Local { users } = &connector.kind else { return Ok(()) };
     let enabled: HashSet<&str> = users.iter().filter(|u| !u.disabled).map(|u| u.username.as_str()).collect();
     let disabled_now: HashSet<String> = store.list_users().await?.into_iter().filter(|u| u.disabled).map(|u| u.id).collect();
     for (subject, user_id) in store.list_identity_links(&connector.id).await? {

@@ -50,6 +50,8 @@ pub enum ErrorCode {
     UnsupportedTokenType,
     InvalidToken,
     InsufficientScope,
+    InteractionRequired,
+    TemporarilyUnavailable,
     ServerError,
 }
 
@@ -72,6 +74,8 @@ impl ErrorCode {
             Self::UnsupportedTokenType => "unsupported_token_type",
             Self::InvalidToken => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
+            Self::InteractionRequired => "interaction_required",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
             Self::ServerError => "server_error",
         }
     }

@@ -25,6 +25,9 @@ pub struct PendingLogin {
     /// The app's redirect URI the sign-in ends at, so the form's CSP can allow that hop.
     #[serde(default)]
     pub form_target: Option<String>,
+    /// The stored authorization request, so an upstream refusal can be passed on to the app.
+    #[serde(default)]
+    pub authorization_request: Option<String>,
 }
 
 /// A path on this server, never a way off it (`//host`, `/\host` or a scheme).

@@ -24,7 +24,7 @@ const MAX_USERNAME_CHARS: usize = 256;
 const MAX_PASSWORD_BYTES: usize = 1024;
 const MAX_REQUEST_ID_LEN: usize = 128;
 const MAX_USER_AGENT_CHARS: usize = 512;
-const EXPIRED_REQUEST: &str =
+pub(crate) const EXPIRED_REQUEST: &str =
     "This sign-in link has expired or is not valid. Go back to the application you came from and start again.";
 
 #[derive(Debug, Deserialize)]
@@ -47,7 +47,7 @@ pub struct CsrfForm {
 }
 
 /// A pending-request id as the browser sent it: shape-checked before any lookup.
-fn request_id(raw: Option<String>) -> Result<Option<String>, WebError> {
+pub(crate) fn request_id(raw: Option<String>) -> Result<Option<String>, WebError> {
     match raw {
         None => Ok(None),
         Some(id) if id.is_empty() => Ok(None),
@@ -58,7 +58,7 @@ fn request_id(raw: Option<String>) -> Result<Option<String>, WebError> {
     }
 }
 
-async fn pending_for(state: &AppState, id: Option<&str>) -> Result<Option<PendingLogin>, WebError> {
+pub(crate) async fn pending_for(state: &AppState, id: Option<&str>) -> Result<Option<PendingLogin>, WebError> {
     let Some(id) = id else { return Ok(None) };
     match pending::peek(state.store.as_ref(), id, state.clock.now()).await? {
         Some(found) => Ok(Some(found)),
@@ -66,8 +66,16 @@ async fn pending_for(state: &AppState, id: Option<&str>) -> Result<Option<Pendin
     }
 }
 
+/// Where a redirect-style connector's sign-in starts, carrying the pending request.
+fn upstream_start(connector_id: &str, request: Option<&str>) -> String {
+    match request {
+        Some(req) => format!("/oidc/{connector_id}/login?req={req}"),
+        None => format!("/oidc/{connector_id}/login"),
+    }
+}
+
 /// Where to send a signed-in browser: the pending request's resume path (consumed), else home.
-async fn continue_to(state: &AppState, id: Option<&str>) -> Result<Response, WebError> {
+pub(crate) async fn continue_to(state: &AppState, id: Option<&str>) -> Result<Response, WebError> {
     let Some(id) = id else { return Ok(Redirect::to("/").into_response()) };
     match pending::take(state.store.as_ref(), id, state.clock.now()).await? {
         Some(found) => Ok(Redirect::to(&found.resume_path).into_response()),
@@ -89,9 +97,15 @@ async fn login_page(state: &AppState, session: &Session, status: StatusCode, inp
         .list_connectors()
         .await?
         .into_iter()
-        .filter(|c| c.kind == "local")
         .filter(|c| input.pending.and_then(|p| p.connector_id.as_deref()).is_none_or(|only| only == c.id))
-        .map(|c| ConnectorView { id: c.id, name: c.name })
+        .filter_map(|c| {
+            let start = match c.kind.as_str() {
+                "local" => None,
+                _ if state.upstreams.oidc(&c.id).is_some() => Some(upstream_start(&c.id, input.request)),
+                _ => return None,
+            };
+            Some(ConnectorView { id: c.id, name: c.name, start })
+        })
         .collect();
     let page = LoginPage {
         csrf: &csrf,
@@ -124,6 +138,12 @@ pub async fn page(
     if !force && sessions::current(&state, &session).await?.is_some() {
         return continue_to(&state, request.as_deref()).await;
     }
+    // Home-realm discovery chose a provider elsewhere: go straight there.
+    if let Some(id) = pending.as_ref().and_then(|p| p.connector_id.as_deref())
+        && state.upstreams.oidc(id).is_some()
+    {
+        return Ok(Redirect::to(&upstream_start(id, request.as_deref())).into_response());
+    }
     let input = PageInput {
         error: None,
         username: pending.as_ref().and_then(|p| p.login_hint.as_deref()).unwrap_or_default(),
@@ -133,7 +153,7 @@ pub async fn page(
     login_page(&state, &session, StatusCode::OK, input).await
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(MAX_USER_AGENT_CHARS).collect())
 }
 

@@ -9,6 +9,7 @@ pub mod ops;
 pub mod pages;
 pub mod portal;
 pub mod sessions;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -62,6 +63,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub provider: Arc<Provider>,
+    pub upstreams: Arc<crate::upstream::Upstreams>,
 }
 
 pub fn router(state: AppState, sessions: SessionBackend) -> Router {
@@ -103,6 +105,9 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route(INTROSPECT_PATH, post(oauth::introspect))
         .route(LOGOUT_PATH, get(oauth::logout_get).post(oauth::logout_post))
         .route("/consents/revoke", post(portal::revoke_consent))
+        .route("/oidc/{id}", get(upstream::oidc_page))
+        .route("/oidc/{id}/login", get(upstream::oidc_login))
+        .route("/oidc/{id}/callback", get(upstream::oidc_callback))
         .route("/static/gatehouse.css", get(ops::stylesheet))
         .route("/favicon.ico", get(ops::favicon))
         .fallback(ops::not_found)

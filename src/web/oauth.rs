@@ -293,6 +293,7 @@ async fn send_to_sign_in(
         login_hint: request.login_hint.clone(),
         force_login: force,
         form_target: Some(request.redirect_uri.clone()),
+        authorization_request: Some(id.clone()),
     };
     let pending_id = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, now)
         .await

@@ -6,6 +6,8 @@ use axum::response::Html;
 pub struct ConnectorView {
     pub id: String,
     pub name: String,
+    /// Where a redirect-style connector starts; `None` for a password form.
+    pub start: Option<String>,
 }
 
 #[derive(Template)]
@@ -58,6 +60,32 @@ pub struct LogoutConfirmPage<'a> {
     pub client_name: Option<&'a str>,
     /// The logout request's own parameters, posted back with the confirmation.
     pub fields: Vec<(&'static str, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "oidc_connector.html")]
+pub struct OidcConnectorPage<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    pub redirect_uri: &'a str,
+}
+
+pub struct ReturnLink {
+    /// Always a registered redirect URI.
+    pub href: String,
+    pub name: String,
+}
+
+/// An upstream sign-in that failed; when an app was waiting, a link carries the matching OAuth
+/// error back to it.
+#[derive(Template)]
+#[template(path = "upstream_error.html")]
+pub struct UpstreamErrorPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub return_to: Option<ReturnLink>,
 }
 
 #[derive(Clone)]

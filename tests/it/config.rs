@@ -333,3 +333,65 @@ fn provider_settings_of_clients_and_tokens_are_checked() {
         format!("{MINIMAL}[tokens]\nrefresh_token_idle_lifetime_secs = 100\nrefresh_token_absolute_lifetime_secs = 50\n");
     assert_eq!(error_of(&tokens, &[]).0, "tokens.refresh_token_idle_lifetime_secs");
 }
+
+const OIDC_CONNECTOR: &str = r#"
+[[connectors]]
+id = "corp-oidc"
+type = "oidc"
+name = "Corp Login"
+issuer = "https://login.example.com"
+client_id = "gatehouse"
+client_secret = "upstream-secret-value"
+scopes = ["openid", "email", "profile"]
+email_domains = ["corp.example"]
+[connectors.claims]
+email = "email"
+name = "name"
+groups = "realm_access.roles"
+"#;
+
+#[test]
+fn oidc_connectors_are_read_and_checked() {
+    let config = load(&format!("{MINIMAL}{OIDC_CONNECTOR}"), &[]).unwrap();
+    let config::ConnectorKind::Oidc(settings) = &config.connectors[0].kind else { panic!("an oidc connector") };
+    assert_eq!(settings.issuer, "https://login.example.com");
+    assert_eq!(settings.claims.groups, "realm_access.roles");
+    assert_eq!(settings.claims.username, "preferred_username");
+    assert_eq!((settings.timeout_secs, settings.clock_skew_secs, settings.userinfo), (10, 60, false));
+    for leak in [format!("{config:?}"), config.to_masked_toml().unwrap()] {
+        assert!(!leak.contains("upstream-secret-value"), "{leak}");
+    }
+    // Omitting the secret makes a public client (PKCE only); a secret can come from the environment.
+    let public =
+        load(&format!("{MINIMAL}{}", OIDC_CONNECTOR.replace("client_secret = \"upstream-secret-value\"\n", "")), &[]).unwrap();
+    assert!(matches!(&public.connectors[0].kind, config::ConnectorKind::Oidc(s) if s.client_secret.is_none()));
+    let from_env =
+        load(&format!("{MINIMAL}{OIDC_CONNECTOR}"), &[("GATEHOUSE_CONNECTORS__0__CLIENT_SECRET", "from-env")]).unwrap();
+    assert!(
+        matches!(&from_env.connectors[0].kind, config::ConnectorKind::Oidc(s) if s.client_secret.as_ref().unwrap().expose() == "from-env")
+    );
+
+    let cases = [
+        ("issuer = \"https://login.example.com\"\n", "", "connectors[0].issuer"),
+        ("https://login.example.com", "http://login.example.com", "connectors[0].issuer"),
+        ("client_id = \"gatehouse\"\n", "", "connectors[0].client_id"),
+        ("[\"openid\", \"email\", \"profile\"]", "[\"email\"]", "connectors[0].scopes"),
+        ("client_secret = \"upstream-secret-value\"", "client_secret = \"\"", "connectors[0].client_secret"),
+        ("name = \"name\"", "name = \"\"", "connectors[0].claims.name"),
+        ("email_domains", "timeout_secs = 0\nemail_domains", "connectors[0].timeout_secs"),
+        ("email_domains", "users = []\nfavourite_colour = \"red\"\nemail_domains", "connectors[0].favourite_colour"),
+    ];
+    for (from, to, expected) in cases {
+        let (key, reason) = error_of(&format!("{MINIMAL}{}", OIDC_CONNECTOR.replacen(from, to, 1)), &[]);
+        assert_eq!(key, expected, "{from} -> {to}: {reason}");
+    }
+    // Loopback upstreams may use plain http (tests, local Keycloak); other keys belong to other types.
+    assert!(
+        load(&format!("{MINIMAL}{}", OIDC_CONNECTOR.replace("https://login.example.com", "http://127.0.0.1:8081")), &[]).is_ok()
+    );
+    let (key, _) = error_of(
+        &format!("{MINIMAL}{}", local_users_toml().replace("type = \"local\"", "type = \"local\"\nissuer = \"https://x\"")),
+        &[],
+    );
+    assert_eq!(key, "connectors[0].issuer");
+}

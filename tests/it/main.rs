@@ -14,3 +14,4 @@ mod postgres;
 mod provider;
 mod store_conformance;
 mod sync;
+mod upstream_oidc;

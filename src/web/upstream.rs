@@ -1,0 +1,268 @@
+//! `/oidc/{id}`: the connector's page, the start of a sign-in through the provider, and the
+//! callback the provider sends the browser back to.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower_sessions::Session;
+
+use crate::login::{self, LoginError, Origin};
+use crate::provider::authorize::error_location;
+use crate::provider::params::Params;
+use crate::provider::{ErrorCode, oauth};
+use crate::secret::constant_time_eq;
+use crate::session::pending;
+use crate::store::SingleUseKind;
+use crate::tokens::{digest, random_token};
+use crate::upstream::oidc::{LOGIN_LIFETIME_SECS, OidcConnector, OidcError, PendingUpstreamLogin};
+use crate::web::AppState;
+use crate::web::client::client_ip;
+use crate::web::csrf;
+use crate::web::error::WebError;
+use crate::web::login::{EXPIRED_REQUEST, continue_to, pending_for, request_id, user_agent};
+use crate::web::pages::{OidcConnectorPage, ReturnLink, UpstreamErrorPage, render_page};
+use crate::web::sessions;
+
+/// A random value in the browser's session; each upstream login records its digest, so the
+/// callback only completes in the browser that started it.
+const BINDING_KEY: &str = "upstream_binding";
+const UNKNOWN_STATE: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
+const MALFORMED_CALLBACK: &str = "The identity provider sent the browser back with a malformed response.";
+const OTHER_BROWSER: &str =
+    "This sign-in was started in another browser, or this browser's session ended meanwhile. Start again.";
+
+fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<OidcConnector>, WebError> {
+    state.upstreams.oidc(id).ok_or(WebError::NotFound)
+}
+
+fn name_of(state: &AppState, id: &str) -> String {
+    state.config.connectors.iter().find(|c| c.id == id).map_or_else(|| id.to_owned(), |c| c.name.clone())
+}
+
+pub async fn oidc_page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+    let connector = connector(&state, &id)?;
+    let name = name_of(&state, &id);
+    let page = OidcConnectorPage {
+        id: connector.id(),
+        name: &name,
+        issuer: &connector.settings().issuer,
+        client_id: &connector.settings().client_id,
+        redirect_uri: connector.redirect_uri(),
+    };
+    Ok(render_page(&page).into_response())
+}
+
+fn query_param(params: &Params, name: &str) -> Result<Option<String>, WebError> {
+    params.get(name).map(|v| v.map(str::to_owned)).map_err(|_| WebError::BadRequest(MALFORMED_CALLBACK))
+}
+
+async fn browser_binding(session: &Session) -> Result<String, WebError> {
+    if let Some(existing) = session.get::<String>(BINDING_KEY).await? {
+        return Ok(existing);
+    }
+    let fresh = random_token();
+    session.insert(BINDING_KEY, &fresh).await?;
+    Ok(fresh)
+}
+
+/// Sends the browser to the provider.
+pub async fn oidc_login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let connector = connector(&state, &id)?;
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
+    let pending = pending_for(&state, request.as_deref()).await?;
+    let now = state.clock.now();
+    let binding = browser_binding(&session).await?;
+    let login_hint = pending.as_ref().and_then(|p| p.login_hint.as_deref());
+    let force = pending.as_ref().is_some_and(|p| p.force_login);
+    let start = match connector.begin(login_hint, force, request, digest(&binding), now).await {
+        Ok(start) => start,
+        Err(err) => {
+            let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+            return failure_page(&state, &id, &err, None, ip).await;
+        }
+    };
+    let payload = serde_json::to_string(&start.pending).map_err(WebError::internal)?;
+    state.store.put_single_use(SingleUseKind::UpstreamState, &digest(&start.state), &payload, now + LOGIN_LIFETIME_SECS).await?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.authorization_url)]).into_response())
+}
+
+/// Where the provider sends the browser back, with a code or an error.
+pub async fn oidc_callback(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let connector = connector(&state, &id)?;
+    let now = state.clock.now();
+    let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let Some(state_param) = query_param(&params, "state")? else {
+        login::record_upstream_failure(state.store.as_ref(), &id, "missing_state", Some(ip), now).await?;
+        return Err(WebError::BadRequest(MALFORMED_CALLBACK));
+    };
+    // Taken, not read: a replayed callback finds nothing.
+    let stored = state.store.take_single_use(SingleUseKind::UpstreamState, &digest(&state_param), now).await?;
+    let pending = match stored.map(|payload| serde_json::from_str::<PendingUpstreamLogin>(&payload)) {
+        Some(Ok(pending)) if pending.connector_id == id => pending,
+        Some(Ok(_)) => {
+            login::record_upstream_failure(state.store.as_ref(), &id, "state_for_other_connector", Some(ip), now).await?;
+            return Err(WebError::BadRequest(UNKNOWN_STATE));
+        }
+        Some(Err(err)) => return Err(WebError::internal(err)),
+        None => {
+            login::record_upstream_failure(state.store.as_ref(), &id, "unknown_state", Some(ip), now).await?;
+            return Err(WebError::BadRequest(UNKNOWN_STATE));
+        }
+    };
+    let bound = session
+        .get::<String>(BINDING_KEY)
+        .await?
+        .is_some_and(|b| constant_time_eq(digest(&b).as_bytes(), pending.browser_binding.as_bytes()));
+    if !bound {
+        login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
+        return Err(WebError::Forbidden(OTHER_BROWSER));
+    }
+    // RFC 9207: a response that names another issuer was meant for another connector (mix-up).
+    if query_param(&params, "iss")?.is_some_and(|iss| iss != connector.settings().issuer) {
+        login::record_upstream_failure(state.store.as_ref(), &id, "issuer_mismatch", Some(ip), now).await?;
+        return Err(WebError::BadRequest(MALFORMED_CALLBACK));
+    }
+    if let Some(error) = query_param(&params, "error")? {
+        let code = upstream_error_code(&error);
+        let reason = format!("upstream_error:{}", code.as_str());
+        login::record_upstream_failure(state.store.as_ref(), &id, &reason, Some(ip), now).await?;
+        state.metrics.record_login(&id, "upstream_error");
+        return refused_page(&state, &id, code, pending.pending_login.as_deref()).await;
+    }
+    let Some(code) = query_param(&params, "code")? else {
+        login::record_upstream_failure(state.store.as_ref(), &id, "missing_code", Some(ip), now).await?;
+        return Err(WebError::BadRequest(MALFORMED_CALLBACK));
+    };
+    let identity = match connector.finish(&code, &pending, now).await {
+        Ok(identity) => identity,
+        Err(err) => return failure_page(&state, &id, &err, pending.pending_login.as_deref(), ip).await,
+    };
+    let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
+    match login::upstream_login(state.store.as_ref(), &state.config.session, &identity, origin, now).await {
+        Ok((sso, _user)) => {
+            state.metrics.record_login(&id, "success");
+            sessions::attach(&state, &session, &sso).await?;
+            csrf::renew(&session).await?;
+            continue_to(&state, pending.pending_login.as_deref()).await
+        }
+        Err(LoginError::Disabled) => {
+            state.metrics.record_login(&id, "disabled");
+            Err(WebError::Forbidden("This account is disabled. Contact your administrator."))
+        }
+        Err(err) => Err(WebError::internal(err)),
+    }
+}
+
+/// The downstream error an upstream `error=` becomes. Errors that mean the broker itself is
+/// misconfigured at the provider are the server's problem, not the app's request's.
+fn upstream_error_code(error: &str) -> ErrorCode {
+    match error {
+        "access_denied" => ErrorCode::AccessDenied,
+        "login_required" => ErrorCode::LoginRequired,
+        "consent_required" => ErrorCode::ConsentRequired,
+        "interaction_required" | "account_selection_required" => ErrorCode::InteractionRequired,
+        "temporarily_unavailable" => ErrorCode::TemporarilyUnavailable,
+        _ => ErrorCode::ServerError,
+    }
+}
+
+fn refusal_message(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::AccessDenied => "The identity provider did not let you sign in (access denied).",
+        ErrorCode::TemporarilyUnavailable => "The identity provider is temporarily unavailable. Try again in a few minutes.",
+        ErrorCode::ServerError => "The identity provider reported an error. If it keeps happening, contact your administrator.",
+        _ => "The identity provider could not sign you in without your interaction.",
+    }
+}
+
+/// The page for a provider's refusal. If an app was waiting, its request is ended and the page
+/// links back to it with the matching OAuth error (its registered redirect URI only).
+async fn refused_page(
+    state: &AppState,
+    connector_id: &str,
+    code: ErrorCode,
+    pending_login: Option<&str>,
+) -> Result<Response, WebError> {
+    let description = match code {
+        ErrorCode::AccessDenied => "the identity provider denied the sign-in",
+        ErrorCode::TemporarilyUnavailable => "the identity provider is temporarily unavailable",
+        ErrorCode::ServerError => "the identity provider reported an error",
+        _ => "the identity provider requires interaction",
+    };
+    let return_to = app_return_link(state, pending_login, oauth(code, description)).await?;
+    let name = name_of(state, connector_id);
+    let title = format!("Sign-in with {name} failed");
+    let page = UpstreamErrorPage { title: &title, message: refusal_message(code), return_to };
+    Ok((StatusCode::FORBIDDEN, render_page(&page)).into_response())
+}
+
+/// The page for a sign-in that could not be completed or verified; the cause goes to the audit
+/// trail and the log, never to the page.
+async fn failure_page(
+    state: &AppState,
+    connector_id: &str,
+    err: &OidcError,
+    pending_login: Option<&str>,
+    ip: std::net::IpAddr,
+) -> Result<Response, WebError> {
+    let now = state.clock.now();
+    tracing::warn!(connector = %connector_id, error = %err, "upstream sign-in failed");
+    login::record_upstream_failure(state.store.as_ref(), connector_id, err.reason(), Some(ip), now).await?;
+    state.metrics.record_login(connector_id, err.reason());
+    let name = name_of(state, connector_id);
+    let (status, message, code) = match err {
+        OidcError::Unreachable(_) => (
+            StatusCode::BAD_GATEWAY,
+            "The identity provider could not be reached. Try again in a few minutes.",
+            ErrorCode::TemporarilyUnavailable,
+        ),
+        _ => (
+            StatusCode::BAD_GATEWAY,
+            "Gatehouse could not verify the answer of the identity provider, so you are not signed in. If it keeps happening, contact your administrator.",
+            ErrorCode::ServerError,
+        ),
+    };
+    // Only a finished round trip ends the app's request; a failed start can be retried.
+    let return_to = match pending_login {
+        Some(_) => app_return_link(state, pending_login, oauth(code, "the sign-in at the identity provider failed")).await?,
+        None => None,
+    };
+    let title = format!("Sign-in with {name} failed");
+    let page = UpstreamErrorPage { title: &title, message, return_to };
+    Ok((status, render_page(&page)).into_response())
+}
+
+/// Ends the waiting app's request and returns the link that tells the app why.
+async fn app_return_link(
+    state: &AppState,
+    pending_login: Option<&str>,
+    error: crate::provider::OAuthError,
+) -> Result<Option<ReturnLink>, WebError> {
+    let Some(pending_id) = pending_login else { return Ok(None) };
+    let now = state.clock.now();
+    let Some(waiting) = pending::take(state.store.as_ref(), pending_id, now).await? else { return Ok(None) };
+    let Some(request_id) = waiting.authorization_request else { return Ok(None) };
+    let Some(request) = state.provider.load_request(&request_id).await.map_err(WebError::from)? else { return Ok(None) };
+    state.provider.discard_request(&request_id).await.map_err(WebError::from)?;
+    let href = error_location(state.provider.issuer(), &request.error_redirect(error));
+    let name = waiting.client_name.unwrap_or_else(|| String::from("the application"));
+    Ok(Some(ReturnLink { href, name }))
+}
