@@ -736,3 +736,27 @@ async fn a_downstream_request_with_an_upstream_failure_gets_the_oauth_error() {
     assert_eq!(field_value(&page, "csrf"), None);
     app.stop().await;
 }
+
+/// Stateless nodes behind a load balancer: the sign-in starts on one node and the provider's
+/// callback lands on the other, which has never seen the provider's metadata.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_started_on_one_node_finishes_on_another_on_postgres() {
+    let Some(db) = TestDb::postgres().await else { return };
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let rogue = Rogue::start(clock.clone()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let toml = gatehouse_toml(&base, &db, &rogue_connector(&rogue.issuer, ""));
+    let node_a = TestApp::start_on(listener, load_config(db.dir.path(), &toml), clock.clone()).await;
+    let node_b = TestApp::start_config(load_config(db.dir.path(), &toml), clock).await;
+
+    let callback = rogue_callback(&node_a).await.replace(&node_a.base, &node_b.base);
+    // The same browser (cookies are per host, not per port) reaches node B.
+    let finished = node_a.http.get(&callback).send().await.unwrap();
+    assert_eq!(finished.status(), StatusCode::SEE_OTHER);
+    assert!(node_a.http.get(node_b.url("/")).send().await.unwrap().text().await.unwrap().contains("eve@rogue.example"));
+    let replay = node_a.http.get(callback.replace(&node_b.base, &node_a.base)).send().await.unwrap();
+    assert_eq!(replay.status(), StatusCode::BAD_REQUEST, "the state was spent on the other node");
+    node_b.stop().await;
+    node_a.stop().await;
+}
