@@ -36,6 +36,8 @@ pub const JWKS_REFRESH_MIN_INTERVAL_SECS: i64 = 30;
 /// Discovery, JWKS, token and UserInfo responses are small; anything bigger is refused.
 const MAX_RESPONSE_BYTES: usize = 512 * 1024;
 const CONNECT_TIMEOUT_SECS: u64 = 5;
+/// After a failed fetch, how long before the provider is asked again.
+const FAILURE_BACKOFF_SECS: i64 = 60;
 /// How long the browser may take at the provider before the login expires.
 pub const LOGIN_LIFETIME_SECS: i64 = 900;
 const MAX_GROUPS: usize = 256;
@@ -130,6 +132,9 @@ pub struct PendingUpstreamLogin {
     /// Digest of a value held in the browser's session, so a callback URL carried to another
     /// browser (login CSRF) is refused.
     pub browser_binding: String,
+    /// Set when the app asked for a fresh sign-in: the provider's `auth_time` must not be older.
+    #[serde(default)]
+    pub fresh_since: Option<UnixTime>,
 }
 
 impl std::fmt::Debug for PendingUpstreamLogin {
@@ -149,6 +154,7 @@ pub fn callback_path(connector_id: &str) -> String {
     format!("/oidc/{connector_id}/callback")
 }
 
+#[derive(Clone)]
 struct Discovered {
     metadata: CoreProviderMetadata,
     fetched_at: UnixTime,
@@ -163,6 +169,9 @@ pub struct OidcConnector {
     discovered: RwLock<Option<Discovered>>,
     /// One fetch at a time per connector: a burst of logins after expiry fetches once.
     fetching: Mutex<()>,
+    /// When discovery last failed with nothing cached: logins fail fast for a while instead of
+    /// each waiting out the timeout in turn.
+    failed_at: std::sync::Mutex<Option<UnixTime>>,
 }
 
 impl std::fmt::Debug for OidcConnector {
@@ -180,11 +189,21 @@ impl OidcConnector {
         // the issuer named in the configuration is the only one trusted.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // The secret, codes and tokens never travel in clear to an https provider's endpoints.
+            .https_only(settings.issuer.starts_with("https://"))
             .connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_SECS.min(settings.timeout_secs)))
             .timeout(std::time::Duration::from_secs(settings.timeout_secs))
             .build()
             .map_err(|err| OidcError::Unreachable(err.to_string()))?;
-        Ok(Self { id: id.to_owned(), settings, redirect_uri, http, discovered: RwLock::new(None), fetching: Mutex::new(()) })
+        Ok(Self {
+            id: id.to_owned(),
+            settings,
+            redirect_uri,
+            http,
+            discovered: RwLock::new(None),
+            fetching: Mutex::new(()),
+            failed_at: std::sync::Mutex::new(None),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -208,7 +227,7 @@ impl OidcConnector {
         browser_binding: String,
         now: UnixTime,
     ) -> Result<LoginStart, OidcError> {
-        let client = self.client(self.metadata(now).await?);
+        let client = self.client(self.metadata(now).await?.metadata);
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = client
             .authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random)
@@ -220,7 +239,7 @@ impl OidcConnector {
             request = request.set_login_hint(LoginHint::new(hint.to_owned()));
         }
         if force_login {
-            request = request.add_prompt(CoreAuthPrompt::Login);
+            request = request.add_prompt(CoreAuthPrompt::Login).set_max_age(std::time::Duration::ZERO);
         }
         let (url, state, nonce) = request.url();
         let pending = PendingUpstreamLogin {
@@ -229,6 +248,7 @@ impl OidcConnector {
             nonce: nonce.secret().clone(),
             pending_login,
             browser_binding,
+            fresh_since: force_login.then_some(now),
         };
         Ok(LoginStart { authorization_url: url.to_string(), state: state.secret().clone(), pending })
     }
@@ -236,9 +256,9 @@ impl OidcConnector {
     /// Finishes a login: redeems the code, verifies the ID token (and UserInfo), and returns
     /// who signed in.
     pub async fn finish(&self, code: &str, pending: &PendingUpstreamLogin, now: UnixTime) -> Result<UpstreamIdentity, OidcError> {
-        let metadata = self.metadata(now).await?;
-        let algs = allowed_algs(&metadata);
-        let client = self.client(metadata);
+        let discovered = self.metadata(now).await?;
+        let algs = allowed_algs(&discovered.metadata);
+        let client = self.client(discovered.metadata);
         let http = self.http_client();
         let response = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -250,13 +270,13 @@ impl OidcConnector {
         let id_token = response.id_token().ok_or(OidcError::TokenExchange(String::from("the response has no id_token")))?;
         let nonce = Nonce::new(pending.nonce.clone());
 
-        let mut claims = match self.verify(&client, &algs, id_token, &nonce, now) {
+        let mut claims = match self.verify(&client, &algs, id_token, &nonce, pending.fresh_since, now) {
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
-                if self.refresh_keys(now).await? =>
+                if self.refresh_keys(discovered.jwks_fetched_at, now).await? =>
             {
-                let metadata = self.metadata(now).await?;
+                let metadata = self.metadata(now).await?.metadata;
                 let algs = allowed_algs(&metadata);
-                self.verify(&self.client(metadata), &algs, id_token, &nonce, now)
+                self.verify(&self.client(metadata), &algs, id_token, &nonce, pending.fresh_since, now)
             }
             other => other,
         }
@@ -269,7 +289,10 @@ impl OidcConnector {
                 .map_err(|err| OidcError::UserInfo(err.to_string()))?
                 .request_async(&http)
                 .await
-                .map_err(|err| OidcError::UserInfo(err.to_string()))?;
+                .map_err(|err| match err {
+                    openidconnect::UserInfoError::Request(err) => OidcError::Unreachable(err.to_string()),
+                    other => OidcError::UserInfo(other.to_string()),
+                })?;
             let extra = serde_json::to_value(&userinfo).map_err(|err| OidcError::UserInfo(err.to_string()))?;
             // The ID token's claims win; UserInfo fills in what it left out.
             if let (Value::Object(base), Value::Object(extra)) = (&mut claims, extra) {
@@ -292,16 +315,25 @@ impl OidcConnector {
             CoreJwsSigningAlgorithm,
         >,
         nonce: &Nonce,
+        fresh_since: Option<UnixTime>,
         now: UnixTime,
     ) -> Result<Value, ClaimsVerificationError> {
         let skew = self.settings.clock_skew_secs;
-        let lenient_now = chrono::DateTime::from_timestamp(now - skew, 0).unwrap_or_default();
+        let lenient_now = chrono::DateTime::from_timestamp(now - skew, 0)
+            .ok_or_else(|| ClaimsVerificationError::Other(String::from("the clock is out of range")))?;
         let verifier = client
             .id_token_verifier()
             .set_allowed_algs(algs.iter().cloned())
             .set_time_fn(move || lenient_now)
             .set_issue_time_verifier_fn(move |iat| {
                 if iat.timestamp() > now + skew { Err(String::from("issued in the future")) } else { Ok(()) }
+            })
+            // A fresh sign-in was asked for: an upstream session reused silently would let the
+            // app believe in an authentication that did not happen.
+            .set_auth_time_verifier_fn(move |auth_time| match (fresh_since, auth_time) {
+                (None, _) => Ok(()),
+                (Some(since), Some(at)) if at.timestamp() >= since - skew => Ok(()),
+                (Some(_), _) => Err(String::from("the provider did not authenticate the user afresh")),
             });
         let claims = id_token.claims(&verifier, nonce)?;
         // openidconnect leaves `azp` to the caller: when present it must name this client.
@@ -327,45 +359,59 @@ impl OidcConnector {
 
     /// The provider's metadata and keys: cached, fetched again once stale. A failed refetch
     /// keeps the last good copy, so a provider blip does not stop sign-ins.
-    async fn metadata(&self, now: UnixTime) -> Result<CoreProviderMetadata, OidcError> {
+    async fn metadata(&self, now: UnixTime) -> Result<Discovered, OidcError> {
         if let Some(found) = self.discovered.read().await.as_ref().filter(|d| now - d.fetched_at < DISCOVERY_TTL_SECS) {
-            return Ok(found.metadata.clone());
+            return Ok(found.clone());
+        }
+        if self.failed_at.lock().is_ok_and(|failed| failed.is_some_and(|at| now - at < FAILURE_BACKOFF_SECS)) {
+            return Err(OidcError::Unreachable(String::from("failed moments ago; not retrying yet")));
         }
         let _one_fetch = self.fetching.lock().await;
         if let Some(found) = self.discovered.read().await.as_ref().filter(|d| now - d.fetched_at < DISCOVERY_TTL_SECS) {
-            return Ok(found.metadata.clone());
+            return Ok(found.clone());
         }
         let issuer = IssuerUrl::new(self.settings.issuer.clone()).map_err(|err| OidcError::Discovery(err.to_string()))?;
         let http = self.http_client();
         match CoreProviderMetadata::discover_async(issuer, &http).await {
             Ok(metadata) => {
                 check_metadata(&metadata)?;
-                *self.discovered.write().await =
-                    Some(Discovered { metadata: metadata.clone(), fetched_at: now, jwks_fetched_at: now });
-                Ok(metadata)
+                let fresh = Discovered { metadata, fetched_at: now, jwks_fetched_at: now };
+                *self.discovered.write().await = Some(fresh.clone());
+                if let Ok(mut failed) = self.failed_at.lock() {
+                    *failed = None;
+                }
+                Ok(fresh)
             }
             Err(err) => {
                 let err = discovery_error(err);
                 let mut cached = self.discovered.write().await;
                 match cached.as_mut() {
-                    Some(stale) if !matches!(err, OidcError::Discovery(_)) => {
+                    Some(stale) => {
                         tracing::warn!(connector = %self.id, error = %err, "discovery failed; using the last good metadata");
                         // Try again after a minute, not on every login.
-                        stale.fetched_at = now - DISCOVERY_TTL_SECS + 60;
-                        Ok(stale.metadata.clone())
+                        stale.fetched_at = now - DISCOVERY_TTL_SECS + FAILURE_BACKOFF_SECS;
+                        Ok(stale.clone())
                     }
-                    _ => Err(err),
+                    None => {
+                        if let Ok(mut failed) = self.failed_at.lock() {
+                            *failed = Some(now);
+                        }
+                        Err(err)
+                    }
                 }
             }
         }
     }
 
-    /// Fetches the key set again unless that happened too recently; `true` when it did.
-    async fn refresh_keys(&self, now: UnixTime) -> Result<bool, OidcError> {
+    /// Fetches the key set again unless that happened too recently; `true` when the cached set
+    /// is newer than the one fetched at `seen`, so verifying again is worthwhile.
+    async fn refresh_keys(&self, seen: UnixTime, now: UnixTime) -> Result<bool, OidcError> {
         let _one_fetch = self.fetching.lock().await;
         let jwks_uri = {
             let cached = self.discovered.read().await;
             match cached.as_ref() {
+                // Another login refreshed the keys while this one waited.
+                Some(d) if d.jwks_fetched_at > seen => return Ok(true),
                 Some(d) if now - d.jwks_fetched_at >= JWKS_REFRESH_MIN_INTERVAL_SECS => d.metadata.jwks_uri().clone(),
                 _ => return Ok(false),
             }

@@ -291,7 +291,9 @@ async fn send_to_sign_in(
         resume_path: format!("{RESUME_PATH}?request={id}"),
         connector_id: request.connector_id.clone(),
         login_hint: request.login_hint.clone(),
-        force_login: force,
+        // A fresh sign-in was asked for even if this browser has no session: an upstream
+        // provider may still have one, which must not be reused silently.
+        force_login: force || request.login_after.is_some(),
         form_target: Some(request.redirect_uri.clone()),
         authorization_request: Some(id.clone()),
     };

@@ -113,8 +113,10 @@ pub async fn oidc_callback(
         login::record_upstream_failure(state.store.as_ref(), &id, "missing_state", Some(ip), now).await?;
         return Err(WebError::BadRequest(MALFORMED_CALLBACK));
     };
-    // Taken, not read: a replayed callback finds nothing.
-    let stored = state.store.take_single_use(SingleUseKind::UpstreamState, &digest(&state_param), now).await?;
+    // Read first, taken only once this browser and connector are the right ones, so a callback
+    // URL replayed from elsewhere cannot spend the real user's sign-in.
+    let state_key = digest(&state_param);
+    let stored = state.store.peek_single_use(SingleUseKind::UpstreamState, &state_key, now).await?;
     let pending = match stored.map(|payload| serde_json::from_str::<PendingUpstreamLogin>(&payload)) {
         Some(Ok(pending)) if pending.connector_id == id => pending,
         Some(Ok(_)) => {
@@ -134,6 +136,11 @@ pub async fn oidc_callback(
     if !bound {
         login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
         return Err(WebError::Forbidden(OTHER_BROWSER));
+    }
+    // Taken, not read: of two callbacks racing with one state, one wins; a replay finds nothing.
+    if state.store.take_single_use(SingleUseKind::UpstreamState, &state_key, now).await?.is_none() {
+        login::record_upstream_failure(state.store.as_ref(), &id, "unknown_state", Some(ip), now).await?;
+        return Err(WebError::BadRequest(UNKNOWN_STATE));
     }
     // RFC 9207: a response that names another issuer was meant for another connector (mix-up).
     if query_param(&params, "iss")?.is_some_and(|iss| iss != connector.settings().issuer) {

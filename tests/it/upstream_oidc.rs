@@ -360,6 +360,8 @@ struct Behaviour {
     userinfo_sub: Option<String>,
     jwks_fetches: usize,
     last_nonce: Option<String>,
+    /// The last authorization request's parameters.
+    last_query: HashMap<String, String>,
     clock: Arc<ManualClock>,
 }
 
@@ -384,6 +386,7 @@ impl Rogue {
             userinfo_sub: None,
             jwks_fetches: 0,
             last_nonce: None,
+            last_query: HashMap::new(),
             clock,
         };
         let rogue = Self { issuer, behaviour: Arc::new(Mutex::new(behaviour)) };
@@ -438,7 +441,10 @@ async fn rogue_jwks(State(rogue): State<Rogue>) -> impl IntoResponse {
 }
 
 async fn rogue_authorize(State(rogue): State<Rogue>, Query(query): Query<HashMap<String, String>>) -> impl IntoResponse {
-    rogue.set(|b| b.last_nonce = query.get("nonce").cloned());
+    rogue.set(|b| {
+        b.last_nonce = query.get("nonce").cloned();
+        b.last_query = query.clone();
+    });
     let target = format!(
         "{}?code=rogue-code&state={}&iss={}",
         query["redirect_uri"],
@@ -454,7 +460,7 @@ async fn rogue_token(State(rogue): State<Rogue>) -> impl IntoResponse {
         let behaviour = rogue.behaviour.lock().unwrap();
         let now = behaviour.clock.now();
         let mut claims = json!({
-            "iss": rogue.issuer, "sub": "rogue-user", "aud": "gatehouse", "iat": now, "exp": now + 300,
+            "iss": rogue.issuer, "sub": "rogue-user", "aud": "gatehouse", "iat": now, "exp": now + 300, "auth_time": now,
             "nonce": behaviour.last_nonce, "email": "eve@rogue.example", "email_verified": true,
         });
         for (name, value) in behaviour.claims.as_object().unwrap() {
@@ -489,6 +495,13 @@ client_id = "gatehouse"
 client_secret = "{UPSTREAM_SECRET}"
 timeout_secs = 1
 {extra}
+
+[[connectors]]
+id = "rogue-twin"
+type = "oidc"
+issuer = "{issuer}"
+client_id = "gatehouse"
+client_secret = "{UPSTREAM_SECRET}"
 "#
     )
 }
@@ -574,8 +587,7 @@ async fn state_must_be_known_unused_and_from_this_browser() {
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "other_browser");
 
-    // Used once, then never again.
-    let callback = rogue_callback(&app).await;
+    // The other browser's attempt spent nothing: the right browser finishes; then never again.
     assert_eq!(app.http.get(&callback).send().await.unwrap().status(), StatusCode::SEE_OTHER);
     let replay = app.http.get(&callback).send().await.unwrap();
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST);
@@ -586,8 +598,14 @@ async fn state_must_be_known_unused_and_from_this_browser() {
     assert_eq!(app.http.get(&callback).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(last_failure(&app).await, "issuer_mismatch");
     // A state issued for one connector cannot complete another's callback.
-    let callback = rogue_callback(&app).await.replace("/oidc/rogue/", "/oidc/nope/");
-    assert_eq!(app.http.get(&callback).send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    let callback = rogue_callback(&app).await;
+    let twin = callback.replace("/oidc/rogue/", "/oidc/rogue-twin/");
+    assert_eq!(app.http.get(&twin).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(last_failure(&app).await, "state_for_other_connector");
+    assert_eq!(
+        app.http.get(&callback.replace("/oidc/rogue/", "/oidc/nope/")).send().await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
     app.stop().await;
 }
 
@@ -705,8 +723,14 @@ async fn an_unreachable_or_slow_provider_fails_fast_and_clearly() {
     assert!(started.elapsed() < Duration::from_secs(4), "gave up after {:?}", started.elapsed());
     assert_eq!(last_failure(&app).await, "upstream_unreachable");
 
-    // Slow at the token endpoint, once discovery is cached.
+    // Failing discovery is not retried for a minute: logins fail at once instead of queueing.
     rogue.set(|b| b.delay = Duration::ZERO);
+    let started = Instant::now();
+    assert_eq!(app.get("/oidc/rogue/login").await.status(), StatusCode::BAD_GATEWAY);
+    assert!(started.elapsed() < Duration::from_millis(500));
+    app.clock.advance(61);
+
+    // Slow at the token endpoint, once discovery is cached.
     let callback = rogue_callback(&app).await;
     rogue.set(|b| b.delay = Duration::from_secs(5));
     let started = Instant::now();
@@ -759,4 +783,35 @@ async fn a_sign_in_started_on_one_node_finishes_on_another_on_postgres() {
     assert_eq!(replay.status(), StatusCode::BAD_REQUEST, "the state was spent on the other node");
     node_b.stop().await;
     node_a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_app_asking_for_a_fresh_sign_in_gets_one_from_the_provider() {
+    let (_db, app, rogue) = rogue_setup("").await;
+    let fresh_login = |app: &TestApp| {
+        let app = TestApp::handle(app);
+        async move {
+            let login = app.get(&authorize_path(None).replace("state=app-state", "state=app-state&prompt=login")).await;
+            let page = app.get(&location(&login)).await.text().await.unwrap();
+            let req = field_between(&page, "href=\"/oidc/rogue/login?req=", "\"");
+            let started = app.get(&format!("/oidc/rogue/login?req={req}")).await;
+            let callback = location(&app.http.get(location(&started)).send().await.unwrap());
+            app.http.get(&callback).send().await.unwrap().status()
+        }
+    };
+    // The provider is told to authenticate afresh and proves it did with `auth_time`.
+    assert_eq!(fresh_login(&app).await, StatusCode::SEE_OTHER);
+    let sent = rogue.get(|b| b.last_query.clone());
+    assert_eq!((sent["prompt"].as_str(), sent["max_age"].as_str()), ("login", "0"));
+    // A provider that reuses an old sign-in (or omits auth_time) is refused.
+    rogue.set(|b| b.claims = json!({"auth_time": b.clock.now() - 3600}));
+    assert_eq!(fresh_login(&app).await, StatusCode::BAD_GATEWAY);
+    assert_eq!(last_failure(&app).await, "invalid_id_token");
+    rogue.set(|b| b.claims = json!({"auth_time": null}));
+    assert_eq!(fresh_login(&app).await, StatusCode::BAD_GATEWAY);
+    // Without prompt=login the same old auth_time is fine.
+    rogue.set(|b| b.claims = json!({"auth_time": b.clock.now() - 3600}));
+    assert_eq!(rogue_login(&TestApp::handle(&app)).await.0, StatusCode::SEE_OTHER);
+    assert!(!rogue.get(|b| b.last_query.contains_key("prompt")));
+    app.stop().await;
 }
