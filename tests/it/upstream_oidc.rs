@@ -603,7 +603,7 @@ async fn state_must_be_known_unused_and_from_this_browser() {
     assert_eq!(app.http.get(&twin).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
     assert_eq!(last_failure(&app).await, "state_for_other_connector");
     assert_eq!(
-        app.http.get(&callback.replace("/oidc/rogue/", "/oidc/nope/")).send().await.unwrap().status(),
+        app.http.get(callback.replace("/oidc/rogue/", "/oidc/nope/")).send().await.unwrap().status(),
         StatusCode::NOT_FOUND
     );
     app.stop().await;
