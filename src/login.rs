@@ -109,46 +109,43 @@ pub async fn password_login(
         }
     };
 
-    let user = match mapping::map_identity(store.as_ref(), &identity, now).await {
-        Ok(user) => user,
-        Err(MappingError::Disabled) => {
-            store.record_audit(&audit(AuditOutcome::Failure, AUDIT_LOGIN, None, Some("disabled"))).await?;
-            return Err(LoginError::Disabled);
-        }
-        Err(MappingError::Store(err)) => return Err(err.into()),
-    };
+    let origin = Origin { ip: attempt.ip, user_agent: attempt.user_agent.clone() };
+    let signed_in = sign_in(store.as_ref(), policy.session, &identity, origin, now).await?;
     counters.release(store.as_ref()).await?;
-    let new_session = NewSession {
-        user_id: &user.id,
-        connector_id: &attempt.connector_id,
-        ip: attempt.ip.map(|ip| ip.to_string()),
-        user_agent: attempt.user_agent.clone(),
-    };
-    let sso = session::start(store.as_ref(), new_session, policy.session, now).await?;
-    store.record_audit(&audit(AuditOutcome::Success, AUDIT_LOGIN, Some(user.id.clone()), None)).await?;
-    Ok((sso, user))
+    Ok(signed_in)
 }
 
-/// Where a sign-in through an upstream provider came from, for the session and the audit.
+/// Where a sign-in came from, for the session and the audit.
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
 }
 
-/// Signs in the person an upstream connector vouched for: maps them to a local user (created
-/// or updated just in time), starts the SSO session, and records the outcome.
-pub async fn upstream_login(
+/// Signs in the person a connector vouched for: maps them to a local user (created or updated
+/// just in time), starts the SSO session, and records the outcome.
+pub async fn sign_in(
     store: &dyn Store,
     settings: &SessionSettings,
     identity: &UpstreamIdentity,
     origin: Origin,
     now: UnixTime,
 ) -> Result<(SsoSession, User), LoginError> {
+    let audit = |outcome: AuditOutcome, user_id: Option<String>, detail: Option<&str>| AuditEvent {
+        time: now,
+        kind: AUDIT_LOGIN.to_owned(),
+        outcome,
+        actor: Some(identity.username.clone()),
+        user_id,
+        client_id: None,
+        connector_id: Some(identity.connector_id.clone()),
+        ip: origin.ip.map(|ip| ip.to_string()),
+        detail: detail.map(str::to_owned),
+    };
     let user = match mapping::map_identity(store, identity, now).await {
         Ok(user) => user,
         Err(MappingError::Disabled) => {
-            record_upstream_failure(store, &identity.connector_id, "disabled", origin.ip, now).await?;
+            store.record_audit(&audit(AuditOutcome::Failure, None, Some("disabled"))).await?;
             return Err(LoginError::Disabled);
         }
         Err(MappingError::Store(err)) => return Err(err.into()),
@@ -157,22 +154,10 @@ pub async fn upstream_login(
         user_id: &user.id,
         connector_id: &identity.connector_id,
         ip: origin.ip.map(|ip| ip.to_string()),
-        user_agent: origin.user_agent,
+        user_agent: origin.user_agent.clone(),
     };
     let sso = session::start(store, new_session, settings, now).await?;
-    store
-        .record_audit(&AuditEvent {
-            time: now,
-            kind: AUDIT_LOGIN.to_owned(),
-            outcome: AuditOutcome::Success,
-            actor: Some(identity.username.clone()),
-            user_id: Some(user.id.clone()),
-            client_id: None,
-            connector_id: Some(identity.connector_id.clone()),
-            ip: origin.ip.map(|ip| ip.to_string()),
-            detail: None,
-        })
-        .await?;
+    store.record_audit(&audit(AuditOutcome::Success, Some(user.id.clone()), None)).await?;
     Ok((sso, user))
 }
 

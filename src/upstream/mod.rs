@@ -28,7 +28,7 @@ impl Upstreams {
         let mut oidc = std::collections::HashMap::new();
         for connector in &config.connectors {
             if let crate::config::ConnectorKind::Oidc(settings) = &connector.kind {
-                let built = oidc::OidcConnector::new(&connector.id, settings.clone(), &config.issuer)?;
+                let built = oidc::OidcConnector::new(&connector.id, &connector.name, settings.clone(), &config.issuer)?;
                 oidc.insert(connector.id.clone(), std::sync::Arc::new(built));
             }
         }

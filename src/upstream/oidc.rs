@@ -163,6 +163,7 @@ struct Discovered {
 
 pub struct OidcConnector {
     id: String,
+    name: String,
     settings: OidcConnectorSettings,
     redirect_uri: RedirectUrl,
     http: reqwest::Client,
@@ -182,7 +183,7 @@ impl std::fmt::Debug for OidcConnector {
 
 impl OidcConnector {
     /// `issuer` is this broker's public base URL, which the callback hangs off.
-    pub fn new(id: &str, settings: OidcConnectorSettings, issuer: &str) -> Result<Self, OidcError> {
+    pub fn new(id: &str, name: &str, settings: OidcConnectorSettings, issuer: &str) -> Result<Self, OidcError> {
         let redirect_uri = RedirectUrl::new(format!("{issuer}{}", callback_path(id)))
             .map_err(|err| OidcError::Discovery(format!("callback URL: {err}")))?;
         // A provider that redirects its metadata or token endpoint elsewhere is not followed:
@@ -197,6 +198,7 @@ impl OidcConnector {
             .map_err(|err| OidcError::Unreachable(err.to_string()))?;
         Ok(Self {
             id: id.to_owned(),
+            name: name.to_owned(),
             settings,
             redirect_uri,
             http,
@@ -208,6 +210,11 @@ impl OidcConnector {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// Shown to people: the login button, error pages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     pub fn settings(&self) -> &OidcConnectorSettings {

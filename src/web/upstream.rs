@@ -37,16 +37,11 @@ fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<Oid
     state.upstreams.oidc(id).ok_or(WebError::NotFound)
 }
 
-fn name_of(state: &AppState, id: &str) -> String {
-    state.config.connectors.iter().find(|c| c.id == id).map_or_else(|| id.to_owned(), |c| c.name.clone())
-}
-
 pub async fn oidc_page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
     let connector = connector(&state, &id)?;
-    let name = name_of(&state, &id);
     let page = OidcConnectorPage {
         id: connector.id(),
-        name: &name,
+        name: connector.name(),
         issuer: &connector.settings().issuer,
         client_id: &connector.settings().client_id,
         redirect_uri: connector.redirect_uri(),
@@ -88,7 +83,7 @@ pub async fn oidc_login(
         Ok(start) => start,
         Err(err) => {
             let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
-            return failure_page(&state, &id, &err, None, ip).await;
+            return failure_page(&state, connector, &err, None, ip).await;
         }
     };
     let payload = serde_json::to_string(&start.pending).map_err(WebError::internal)?;
@@ -152,7 +147,7 @@ pub async fn oidc_callback(
         let reason = format!("upstream_error:{}", code.as_str());
         login::record_upstream_failure(state.store.as_ref(), &id, &reason, Some(ip), now).await?;
         state.metrics.record_login(&id, "upstream_error");
-        return refused_page(&state, &id, code, pending.pending_login.as_deref()).await;
+        return refused_page(&state, connector, code, pending.pending_login.as_deref()).await;
     }
     let Some(code) = query_param(&params, "code")? else {
         login::record_upstream_failure(state.store.as_ref(), &id, "missing_code", Some(ip), now).await?;
@@ -160,10 +155,10 @@ pub async fn oidc_callback(
     };
     let identity = match connector.finish(&code, &pending, now).await {
         Ok(identity) => identity,
-        Err(err) => return failure_page(&state, &id, &err, pending.pending_login.as_deref(), ip).await,
+        Err(err) => return failure_page(&state, connector, &err, pending.pending_login.as_deref(), ip).await,
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    match login::upstream_login(state.store.as_ref(), &state.config.session, &identity, origin, now).await {
+    match login::sign_in(state.store.as_ref(), &state.config.session, &identity, origin, now).await {
         Ok((sso, _user)) => {
             state.metrics.record_login(&id, "success");
             sessions::attach(&state, &session, &sso).await?;
@@ -191,33 +186,42 @@ fn upstream_error_code(error: &str) -> ErrorCode {
     }
 }
 
-fn refusal_message(code: ErrorCode) -> &'static str {
+/// What the person is told, and the `error_description` the app gets.
+fn refusal(code: ErrorCode) -> (&'static str, &'static str) {
     match code {
-        ErrorCode::AccessDenied => "The identity provider did not let you sign in (access denied).",
-        ErrorCode::TemporarilyUnavailable => "The identity provider is temporarily unavailable. Try again in a few minutes.",
-        ErrorCode::ServerError => "The identity provider reported an error. If it keeps happening, contact your administrator.",
-        _ => "The identity provider could not sign you in without your interaction.",
+        ErrorCode::AccessDenied => {
+            ("The identity provider did not let you sign in (access denied).", "the identity provider denied the sign-in")
+        }
+        ErrorCode::TemporarilyUnavailable => (
+            "The identity provider is temporarily unavailable. Try again in a few minutes.",
+            "the identity provider is temporarily unavailable",
+        ),
+        ErrorCode::ServerError => (
+            "The identity provider reported an error. If it keeps happening, contact your administrator.",
+            "the identity provider reported an error",
+        ),
+        _ => (
+            "The identity provider could not sign you in without your interaction.",
+            "the identity provider requires interaction",
+        ),
     }
+}
+
+fn failed_title(connector: &OidcConnector) -> String {
+    format!("Sign-in with {} failed", connector.name())
 }
 
 /// The page for a provider's refusal. If an app was waiting, its request is ended and the page
 /// links back to it with the matching OAuth error (its registered redirect URI only).
 async fn refused_page(
     state: &AppState,
-    connector_id: &str,
+    connector: &OidcConnector,
     code: ErrorCode,
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
-    let description = match code {
-        ErrorCode::AccessDenied => "the identity provider denied the sign-in",
-        ErrorCode::TemporarilyUnavailable => "the identity provider is temporarily unavailable",
-        ErrorCode::ServerError => "the identity provider reported an error",
-        _ => "the identity provider requires interaction",
-    };
+    let (message, description) = refusal(code);
     let return_to = app_return_link(state, pending_login, oauth(code, description)).await?;
-    let name = name_of(state, connector_id);
-    let title = format!("Sign-in with {name} failed");
-    let page = UpstreamErrorPage { title: &title, message: refusal_message(code), return_to };
+    let page = UpstreamErrorPage { title: &failed_title(connector), message, return_to };
     Ok((StatusCode::FORBIDDEN, render_page(&page)).into_response())
 }
 
@@ -225,36 +229,29 @@ async fn refused_page(
 /// trail and the log, never to the page.
 async fn failure_page(
     state: &AppState,
-    connector_id: &str,
+    connector: &OidcConnector,
     err: &OidcError,
     pending_login: Option<&str>,
     ip: std::net::IpAddr,
 ) -> Result<Response, WebError> {
     let now = state.clock.now();
-    tracing::warn!(connector = %connector_id, error = %err, "upstream sign-in failed");
-    login::record_upstream_failure(state.store.as_ref(), connector_id, err.reason(), Some(ip), now).await?;
-    state.metrics.record_login(connector_id, err.reason());
-    let name = name_of(state, connector_id);
-    let (status, message, code) = match err {
-        OidcError::Unreachable(_) => (
-            StatusCode::BAD_GATEWAY,
-            "The identity provider could not be reached. Try again in a few minutes.",
-            ErrorCode::TemporarilyUnavailable,
-        ),
+    tracing::warn!(connector = %connector.id(), error = %err, "upstream sign-in failed");
+    login::record_upstream_failure(state.store.as_ref(), connector.id(), err.reason(), Some(ip), now).await?;
+    state.metrics.record_login(connector.id(), err.reason());
+    let (message, code) = match err {
+        OidcError::Unreachable(_) => {
+            ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)
+        }
         _ => (
-            StatusCode::BAD_GATEWAY,
             "Gatehouse could not verify the answer of the identity provider, so you are not signed in. If it keeps happening, contact your administrator.",
             ErrorCode::ServerError,
         ),
     };
-    // Only a finished round trip ends the app's request; a failed start can be retried.
-    let return_to = match pending_login {
-        Some(_) => app_return_link(state, pending_login, oauth(code, "the sign-in at the identity provider failed")).await?,
-        None => None,
-    };
-    let title = format!("Sign-in with {name} failed");
-    let page = UpstreamErrorPage { title: &title, message, return_to };
-    Ok((status, render_page(&page)).into_response())
+    // Only a finished round trip ends the app's request (callers pass none for a failed start,
+    // which can be retried).
+    let return_to = app_return_link(state, pending_login, oauth(code, "the sign-in at the identity provider failed")).await?;
+    let page = UpstreamErrorPage { title: &failed_title(connector), message, return_to };
+    Ok((StatusCode::BAD_GATEWAY, render_page(&page)).into_response())
 }
 
 /// Ends the waiting app's request and returns the link that tells the app why.
