@@ -139,11 +139,18 @@ struct RawConnector {
     trust_email: bool,
     timeout_secs: Option<u64>,
     clock_skew_secs: Option<i64>,
+    idp_metadata_url: Option<String>,
+    idp_metadata_file: Option<PathBuf>,
+    #[serde(default)]
+    allow_idp_initiated: bool,
+    #[serde(default)]
+    allow_sha1: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawClaimMapping {
+    subject: Option<String>,
     username: Option<String>,
     email: Option<String>,
     name: Option<String>,
@@ -328,6 +335,7 @@ pub struct ConnectorConfig {
 pub enum ConnectorKind {
     Local { users: Vec<LocalUser> },
     Oidc(OidcConnectorSettings),
+    Saml(SamlConnectorSettings),
 }
 
 impl ConnectorKind {
@@ -335,6 +343,7 @@ impl ConnectorKind {
         match self {
             Self::Local { .. } => "local",
             Self::Oidc(_) => "oidc",
+            Self::Saml(_) => "saml",
         }
     }
 }
@@ -355,6 +364,40 @@ pub struct OidcConnectorSettings {
     pub trust_email: bool,
     pub timeout_secs: u64,
     pub clock_skew_secs: i64,
+}
+
+/// An upstream SAML 2.0 identity provider this broker is a service provider of.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SamlConnectorSettings {
+    pub metadata: MetadataSource,
+    /// Accept responses the IdP sends without a request (they land on the portal).
+    pub allow_idp_initiated: bool,
+    /// Accept RSA-SHA1 signatures and SHA-1 digests from this IdP.
+    pub allow_sha1: bool,
+    pub claims: SamlClaimMapping,
+    /// Mark the mapped email as verified (the IdP vouches for its directory's addresses).
+    pub trust_email: bool,
+    pub timeout_secs: u64,
+    pub clock_skew_secs: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataSource {
+    Url(String),
+    File(PathBuf),
+}
+
+/// SAML attribute names (or `NameID`) for each user field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SamlClaimMapping {
+    /// The stable key the local user is linked by.
+    pub subject: String,
+    /// `None`: the email, else the subject.
+    pub username: Option<String>,
+    pub email: String,
+    pub name: String,
+    pub groups: String,
 }
 
 /// Upstream claim (or attribute) names for each user field. A name is first looked up as a
@@ -874,6 +917,7 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
     }
     let kind = match raw.kind.as_str() {
         "local" => {
+            refuse_saml_keys(&key, &raw)?;
             let oidc_only =
                 [("issuer", raw.issuer.is_some()), ("client_id", raw.client_id.is_some()), ("scopes", raw.scopes.is_some())];
             if let Some((field, _)) = oidc_only.iter().find(|(_, set)| *set) {
@@ -906,9 +950,16 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
             if !raw.users.is_empty() {
                 return Err(invalid(key("users"), "only local connectors have users"));
             }
+            refuse_saml_keys(&key, &raw)?;
             ConnectorKind::Oidc(validate_oidc_connector(&key, &raw)?)
         }
-        other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc)"))),
+        "saml" => {
+            if !raw.users.is_empty() {
+                return Err(invalid(key("users"), "only local connectors have users"));
+            }
+            ConnectorKind::Saml(validate_saml_connector(&key, &raw)?)
+        }
+        other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc, saml)"))),
     };
     Ok(ConnectorConfig { name: raw.name.unwrap_or_else(|| raw.id.clone()), id: raw.id, email_domains: raw.email_domains, kind })
 }
@@ -975,6 +1026,86 @@ fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
     })
 }
 
-fn is_loopback_host(url: &Url) -> bool {
+fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<(), ConfigError> {
+    let saml_only = [
+        ("idp_metadata_url", raw.idp_metadata_url.is_some()),
+        ("idp_metadata_file", raw.idp_metadata_file.is_some()),
+        ("allow_idp_initiated", raw.allow_idp_initiated),
+        ("allow_sha1", raw.allow_sha1),
+        ("claims.subject", raw.claims.subject.is_some()),
+    ];
+    match saml_only.iter().find(|(_, set)| *set) {
+        Some((field, _)) => Err(invalid(key(field), "only saml connectors have this setting")),
+        None => Ok(()),
+    }
+}
+
+fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<SamlConnectorSettings, ConfigError> {
+    let oidc_only = [
+        ("issuer", raw.issuer.is_some()),
+        ("client_id", raw.client_id.is_some()),
+        ("client_secret", raw.client_secret.is_some() || raw.client_secret_file.is_some()),
+        ("scopes", raw.scopes.is_some()),
+        ("userinfo", raw.userinfo),
+    ];
+    if let Some((field, _)) = oidc_only.iter().find(|(_, set)| *set) {
+        return Err(invalid(key(field), "only oidc connectors have this setting"));
+    }
+    let metadata = match (&raw.idp_metadata_url, &raw.idp_metadata_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(key("idp_metadata_url"), "set idp_metadata_url or idp_metadata_file, not both"));
+        }
+        (None, None) => {
+            return Err(invalid(key("idp_metadata_url"), "a saml connector needs idp_metadata_url or idp_metadata_file"));
+        }
+        (Some(url), None) => {
+            let parsed =
+                Url::parse(url).map_err(|err| invalid(key("idp_metadata_url"), format!("`{url}` is not a URL: {err}")))?;
+            if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback_host(&parsed)) {
+                return Err(invalid(key("idp_metadata_url"), "must be an https URL (plain http only for loopback hosts)"));
+            }
+            MetadataSource::Url(url.clone())
+        }
+        (None, Some(path)) => {
+            if !path.is_file() {
+                return Err(invalid(key("idp_metadata_file"), format!("{} is not a readable file", path.display())));
+            }
+            MetadataSource::File(path.clone())
+        }
+    };
+    let name = |value: &Option<String>, default: &str, field: &str| -> Result<String, ConfigError> {
+        let name = value.clone().unwrap_or_else(|| default.to_owned());
+        if name.is_empty() || name.chars().any(char::is_control) {
+            return Err(invalid(key(&format!("claims.{field}")), "must be an attribute name or NameID"));
+        }
+        Ok(name)
+    };
+    let claims = SamlClaimMapping {
+        subject: name(&raw.claims.subject, "NameID", "subject")?,
+        username: raw.claims.username.as_ref().map(|u| name(&Some(u.clone()), "", "username")).transpose()?,
+        email: name(&raw.claims.email, "mail", "email")?,
+        name: name(&raw.claims.name, "displayName", "name")?,
+        groups: name(&raw.claims.groups, "groups", "groups")?,
+    };
+    let timeout_secs = raw.timeout_secs.unwrap_or(10);
+    if !(1..=120).contains(&timeout_secs) {
+        return Err(invalid(key("timeout_secs"), "must be between 1 and 120"));
+    }
+    let clock_skew_secs = raw.clock_skew_secs.unwrap_or(60);
+    if !(0..=600).contains(&clock_skew_secs) {
+        return Err(invalid(key("clock_skew_secs"), "must be between 0 and 600"));
+    }
+    Ok(SamlConnectorSettings {
+        metadata,
+        allow_idp_initiated: raw.allow_idp_initiated,
+        allow_sha1: raw.allow_sha1,
+        claims,
+        trust_email: raw.trust_email,
+        timeout_secs,
+        clock_skew_secs,
+    })
+}
+
+pub(crate) fn is_loopback_host(url: &Url) -> bool {
     matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"))
 }

@@ -68,7 +68,7 @@ pub async fn password_login(
     let users = match store.get_connector(&attempt.connector_id).await {
         Ok(record) => match serde_json::from_str::<ConnectorKind>(&record.settings) {
             Ok(ConnectorKind::Local { users }) => users,
-            Ok(ConnectorKind::Oidc(_)) | Err(_) => return Err(LoginError::UnknownConnector),
+            Ok(ConnectorKind::Oidc(_) | ConnectorKind::Saml(_)) | Err(_) => return Err(LoginError::UnknownConnector),
         },
         Err(StoreError::NotFound) => return Err(LoginError::UnknownConnector),
         Err(err) => return Err(err.into()),

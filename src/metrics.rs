@@ -20,6 +20,11 @@ pub struct LoginLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectorLabels {
+    pub connector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClientLabels {
     pub client_id: String,
 }
@@ -42,6 +47,8 @@ pub struct Metrics {
     pub tokens_issued: Family<GrantLabels, Counter>,
     /// Authorization codes issued, by (registered, so bounded) client.
     pub authorizations: Family<ClientLabels, Counter>,
+    /// Failed fetches of SAML IdP metadata, by connector.
+    pub saml_metadata_failures: Family<ConnectorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,7 +64,13 @@ impl Default for Metrics {
         registry.register("tokens_issued", "Tokens issued by grant type", tokens_issued.clone());
         let authorizations = Family::<ClientLabels, Counter>::default();
         registry.register("authorizations", "Authorization codes issued by client", authorizations.clone());
-        Self { registry, requests, request_duration, logins, tokens_issued, authorizations }
+        let saml_metadata_failures = Family::<ConnectorLabels, Counter>::default();
+        registry.register(
+            "saml_metadata_refresh_failures",
+            "Failed fetches of SAML IdP metadata by connector",
+            saml_metadata_failures.clone(),
+        );
+        Self { registry, requests, request_duration, logins, tokens_issued, authorizations, saml_metadata_failures }
     }
 }
 

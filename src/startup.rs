@@ -36,7 +36,7 @@ pub enum StartupError {
     #[error("HTTP client: {0}")]
     HttpClient(#[source] reqwest::Error),
     #[error("upstream connector: {0}")]
-    Upstream(#[from] crate::upstream::oidc::OidcError),
+    Upstream(#[from] crate::upstream::UpstreamSetupError),
 }
 
 /// Connects to the configured database and brings its schema up to date.
@@ -116,6 +116,11 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     for entry in report.changed.iter().chain(&report.removed) {
         tracing::info!(entry = %entry, "configuration synced");
     }
+    let sp_key = if config.connectors.iter().any(|c| matches!(c.kind, crate::config::ConnectorKind::Saml(_))) {
+        Some(Arc::new(crate::upstream::saml::SpKey::load_or_create(store.as_ref(), &kek, clock.now()).await?))
+    } else {
+        None
+    };
     let keys = Arc::new(KeyManager::new(store.clone(), kek, clock.clone(), config.tokens.clone()));
     for kid in keys.ensure_active(&signing_algs(&config)).await? {
         tracing::info!(kid = %kid, "generated signing key");
@@ -132,11 +137,15 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         verified: crate::provider::VerifiedTokens::default(),
     });
     let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
-    let upstreams = Arc::new(crate::upstream::Upstreams::from_config(&config)?);
+    let metrics = Arc::new(Metrics::default());
+    let upstreams = Arc::new(crate::upstream::Upstreams::from_config(&config, sp_key, &metrics)?);
     for connector in config.connectors.iter().filter_map(|c| upstreams.oidc(&c.id)) {
         tracing::info!(connector = %connector.id(), redirect_uri = %connector.redirect_uri(), "OpenID Connect connector ready");
     }
-    let state = AppState { config, store, keys, clock, metrics: Arc::new(Metrics::default()), provider, upstreams };
+    for connector in config.connectors.iter().filter_map(|c| upstreams.saml(&c.id)) {
+        tracing::info!(connector = %connector.id(), entity_id = %connector.entity_id(), acs = %connector.acs_url(), "SAML connector ready");
+    }
+    let state = AppState { config, store, keys, clock, metrics, provider, upstreams };
     let router = web::router(state.clone(), sessions.clone());
     Ok(App { state, sessions, router, http })
 }

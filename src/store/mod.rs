@@ -141,6 +141,21 @@ impl std::fmt::Debug for ConnectorRecord {
     }
 }
 
+/// The SAML SP key pair: its self-signed certificate and the sealed PKCS#1 private key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SamlSpKeyRecord {
+    pub kid: String,
+    pub certificate_der: Vec<u8>,
+    pub sealed_private_key: Vec<u8>,
+    pub created_at: UnixTime,
+}
+
+impl std::fmt::Debug for SamlSpKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlSpKeyRecord").field("kid", &self.kid).field("created_at", &self.created_at).finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, PartialEq, Eq)]
 pub struct SigningKeyRecord {
     pub kid: String,
@@ -351,6 +366,9 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `key` as the active key of its algorithm and retires the previous one, atomically.
     async fn activate_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// The SAML SP key in use (the oldest stored), if any.
+    async fn saml_sp_key(&self) -> StoreResult<Option<SamlSpKeyRecord>>;
+    async fn insert_saml_sp_key(&self, key: &SamlSpKeyRecord) -> StoreResult<()>;
 
     // SSO sessions.
     async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;

@@ -582,6 +582,31 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn saml_sp_key(&self) -> $crate::store::StoreResult<Option<$crate::store::SamlSpKeyRecord>> {
+                let row: Option<(String, Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
+                    "SELECT kid, certificate_der, sealed_private_key, created_at FROM saml_sp_keys ORDER BY created_at, kid LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(kid, certificate_der, sealed_private_key, created_at)| $crate::store::SamlSpKeyRecord {
+                    kid,
+                    certificate_der,
+                    sealed_private_key,
+                    created_at,
+                }))
+            }
+
+            async fn insert_saml_sp_key(&self, key: &$crate::store::SamlSpKeyRecord) -> $crate::store::StoreResult<()> {
+                sqlx::query("INSERT INTO saml_sp_keys (kid, certificate_der, sealed_private_key, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(&key.kid)
+                    .bind(&key.certificate_der)
+                    .bind(&key.sealed_private_key)
+                    .bind(key.created_at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn create_sso_session(&self, session: &$crate::store::SsoSession) -> $crate::store::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \

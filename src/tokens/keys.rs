@@ -60,7 +60,7 @@ impl KeyEncryptionKey {
 
     /// Seals `plaintext`; `context` (the key id) is authenticated so a sealed key cannot be
     /// moved onto another record.
-    fn seal(&self, plaintext: &[u8], context: &str) -> Result<Vec<u8>, TokenError> {
+    pub(crate) fn seal(&self, plaintext: &[u8], context: &str) -> Result<Vec<u8>, TokenError> {
         let mut nonce = [0u8; NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
         let ciphertext = self

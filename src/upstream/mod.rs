@@ -2,6 +2,12 @@
 
 pub mod local;
 pub mod oidc;
+pub mod saml;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::ConnectorKind;
 
 /// What an upstream source asserts about the person who signed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,22 +26,58 @@ pub struct UpstreamIdentity {
 /// (their caches live here, per node).
 #[derive(Debug, Default)]
 pub struct Upstreams {
-    oidc: std::collections::HashMap<String, std::sync::Arc<oidc::OidcConnector>>,
+    oidc: HashMap<String, Arc<oidc::OidcConnector>>,
+    saml: HashMap<String, Arc<saml::SamlConnector>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    #[error("connector {0}: {1}")]
+    Oidc(String, oidc::OidcError),
+    #[error("connector {0}: {1}")]
+    Saml(String, saml::SamlError),
+    #[error("connector {0}: SAML connectors need the SP key")]
+    MissingSpKey(String),
 }
 
 impl Upstreams {
-    pub fn from_config(config: &crate::config::Config) -> Result<Self, oidc::OidcError> {
-        let mut oidc = std::collections::HashMap::new();
+    pub fn from_config(
+        config: &crate::config::Config,
+        sp_key: Option<Arc<saml::SpKey>>,
+        metrics: &crate::metrics::Metrics,
+    ) -> Result<Self, UpstreamSetupError> {
+        let mut upstreams = Self::default();
         for connector in &config.connectors {
-            if let crate::config::ConnectorKind::Oidc(settings) = &connector.kind {
-                let built = oidc::OidcConnector::new(&connector.id, &connector.name, settings.clone(), &config.issuer)?;
-                oidc.insert(connector.id.clone(), std::sync::Arc::new(built));
+            match &connector.kind {
+                ConnectorKind::Oidc(settings) => {
+                    let built = oidc::OidcConnector::new(&connector.id, &connector.name, settings.clone(), &config.issuer)
+                        .map_err(|err| UpstreamSetupError::Oidc(connector.id.clone(), err))?;
+                    upstreams.oidc.insert(connector.id.clone(), Arc::new(built));
+                }
+                ConnectorKind::Saml(settings) => {
+                    let key = sp_key.clone().ok_or_else(|| UpstreamSetupError::MissingSpKey(connector.id.clone()))?;
+                    let built = saml::SamlConnector::new(
+                        &connector.id,
+                        &connector.name,
+                        settings.clone(),
+                        &config.issuer,
+                        key,
+                        metrics.saml_metadata_failures.clone(),
+                    )
+                    .map_err(|err| UpstreamSetupError::Saml(connector.id.clone(), err))?;
+                    upstreams.saml.insert(connector.id.clone(), Arc::new(built));
+                }
+                ConnectorKind::Local { .. } => {}
             }
         }
-        Ok(Self { oidc })
+        Ok(upstreams)
     }
 
-    pub fn oidc(&self, id: &str) -> Option<&std::sync::Arc<oidc::OidcConnector>> {
+    pub fn oidc(&self, id: &str) -> Option<&Arc<oidc::OidcConnector>> {
         self.oidc.get(id)
+    }
+
+    pub fn saml(&self, id: &str) -> Option<&Arc<saml::SamlConnector>> {
+        self.saml.get(id)
     }
 }

@@ -66,12 +66,20 @@ pub(crate) async fn pending_for(state: &AppState, id: Option<&str>) -> Result<Op
     }
 }
 
-/// Where a redirect-style connector's sign-in starts, carrying the pending request.
-fn upstream_start(connector_id: &str, request: Option<&str>) -> String {
-    match request {
-        Some(req) => format!("/oidc/{connector_id}/login?req={req}"),
-        None => format!("/oidc/{connector_id}/login"),
-    }
+/// Where a redirect-style connector's sign-in starts, carrying the pending request; `None` for
+/// connectors signed into on this page.
+fn upstream_start(state: &AppState, connector_id: &str, request: Option<&str>) -> Option<String> {
+    let protocol = if state.upstreams.oidc(connector_id).is_some() {
+        "oidc"
+    } else if state.upstreams.saml(connector_id).is_some() {
+        "saml"
+    } else {
+        return None;
+    };
+    Some(match request {
+        Some(req) => format!("/{protocol}/{connector_id}/login?req={req}"),
+        None => format!("/{protocol}/{connector_id}/login"),
+    })
 }
 
 /// Where to send a signed-in browser: the pending request's resume path (consumed), else home.
@@ -101,8 +109,7 @@ async fn login_page(state: &AppState, session: &Session, status: StatusCode, inp
         .filter_map(|c| {
             let start = match c.kind.as_str() {
                 "local" => None,
-                _ if state.upstreams.oidc(&c.id).is_some() => Some(upstream_start(&c.id, input.request)),
-                _ => return None,
+                _ => Some(upstream_start(state, &c.id, input.request)?),
             };
             Some(ConnectorView { id: c.id, name: c.name, start })
         })
@@ -139,10 +146,10 @@ pub async fn page(
         return continue_to(&state, request.as_deref()).await;
     }
     // Home-realm discovery chose a provider elsewhere: go straight there.
-    if let Some(id) = pending.as_ref().and_then(|p| p.connector_id.as_deref())
-        && state.upstreams.oidc(id).is_some()
+    if let Some(start) =
+        pending.as_ref().and_then(|p| p.connector_id.as_deref()).and_then(|id| upstream_start(&state, id, request.as_deref()))
     {
-        return Ok(Redirect::to(&upstream_start(id, request.as_deref())).into_response());
+        return Ok(Redirect::to(&start).into_response());
     }
     let input = PageInput {
         error: None,

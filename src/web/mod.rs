@@ -8,6 +8,7 @@ pub mod oauth;
 pub mod ops;
 pub mod pages;
 pub mod portal;
+pub mod saml;
 pub mod sessions;
 pub mod upstream;
 
@@ -108,6 +109,9 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/oidc/{id}", get(upstream::oidc_page))
         .route("/oidc/{id}/login", get(upstream::oidc_login))
         .route("/oidc/{id}/callback", get(upstream::oidc_callback))
+        .route("/saml/{id}/metadata", get(saml::metadata))
+        .route("/saml/{id}/login", get(saml::login))
+        .route("/saml/{id}/acs", post(saml::acs).layer(DefaultBodyLimit::max(crate::upstream::saml::MAX_POST_BYTES)))
         .route("/static/gatehouse.css", get(ops::stylesheet))
         .route("/favicon.ico", get(ops::favicon))
         .fallback(ops::not_found)

@@ -147,7 +147,7 @@ pub async fn oidc_callback(
         let reason = format!("upstream_error:{}", code.as_str());
         login::record_upstream_failure(state.store.as_ref(), &id, &reason, Some(ip), now).await?;
         state.metrics.record_login(&id, "upstream_error");
-        return refused_page(&state, connector, code, pending.pending_login.as_deref()).await;
+        return refused_page(&state, connector.name(), code, pending.pending_login.as_deref()).await;
     }
     let Some(code) = query_param(&params, "code")? else {
         login::record_upstream_failure(state.store.as_ref(), &id, "missing_code", Some(ip), now).await?;
@@ -207,21 +207,21 @@ fn refusal(code: ErrorCode) -> (&'static str, &'static str) {
     }
 }
 
-fn failed_title(connector: &OidcConnector) -> String {
-    format!("Sign-in with {} failed", connector.name())
+fn failed_title(connector_name: &str) -> String {
+    format!("Sign-in with {connector_name} failed")
 }
 
 /// The page for a provider's refusal. If an app was waiting, its request is ended and the page
 /// links back to it with the matching OAuth error (its registered redirect URI only).
-async fn refused_page(
+pub(crate) async fn refused_page(
     state: &AppState,
-    connector: &OidcConnector,
+    connector_name: &str,
     code: ErrorCode,
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
     let (message, description) = refusal(code);
     let return_to = app_return_link(state, pending_login, oauth(code, description)).await?;
-    let page = UpstreamErrorPage { title: &failed_title(connector), message, return_to };
+    let page = UpstreamErrorPage { title: &failed_title(connector_name), message, return_to };
     Ok((StatusCode::FORBIDDEN, render_page(&page)).into_response())
 }
 
@@ -234,24 +234,50 @@ async fn failure_page(
     pending_login: Option<&str>,
     ip: std::net::IpAddr,
 ) -> Result<Response, WebError> {
-    let now = state.clock.now();
+    let failure = UpstreamFailure {
+        connector_id: connector.id(),
+        connector_name: connector.name(),
+        reason: err.reason(),
+        unreachable: matches!(err, OidcError::Unreachable(_)),
+        status: StatusCode::BAD_GATEWAY,
+    };
     tracing::warn!(connector = %connector.id(), error = %err, "upstream sign-in failed");
-    login::record_upstream_failure(state.store.as_ref(), connector.id(), err.reason(), Some(ip), now).await?;
-    state.metrics.record_login(connector.id(), err.reason());
-    let (message, code) = match err {
-        OidcError::Unreachable(_) => {
-            ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)
-        }
-        _ => (
+    upstream_failure_page(state, &failure, pending_login, ip).await
+}
+
+/// A sign-in through an upstream connector that could not be completed or verified.
+pub(crate) struct UpstreamFailure<'a> {
+    pub connector_id: &'a str,
+    pub connector_name: &'a str,
+    pub reason: &'static str,
+    /// The IdP could not be reached (worth retrying) rather than answered wrongly.
+    pub unreachable: bool,
+    pub status: StatusCode,
+}
+
+/// Audits and counts the failure and renders its page.
+pub(crate) async fn upstream_failure_page(
+    state: &AppState,
+    failure: &UpstreamFailure<'_>,
+    pending_login: Option<&str>,
+    ip: std::net::IpAddr,
+) -> Result<Response, WebError> {
+    let now = state.clock.now();
+    login::record_upstream_failure(state.store.as_ref(), failure.connector_id, failure.reason, Some(ip), now).await?;
+    state.metrics.record_login(failure.connector_id, failure.reason);
+    let (message, code) = if failure.unreachable {
+        ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)
+    } else {
+        (
             "Gatehouse could not verify the answer of the identity provider, so you are not signed in. If it keeps happening, contact your administrator.",
             ErrorCode::ServerError,
-        ),
+        )
     };
     // Only a finished round trip ends the app's request (callers pass none for a failed start,
     // which can be retried).
     let return_to = app_return_link(state, pending_login, oauth(code, "the sign-in at the identity provider failed")).await?;
-    let page = UpstreamErrorPage { title: &failed_title(connector), message, return_to };
-    Ok((StatusCode::BAD_GATEWAY, render_page(&page)).into_response())
+    let page = UpstreamErrorPage { title: &failed_title(failure.connector_name), message, return_to };
+    Ok((failure.status, render_page(&page)).into_response())
 }
 
 /// Ends the waiting app's request and returns the link that tells the app why.

@@ -12,6 +12,7 @@ mod login;
 mod ops;
 mod postgres;
 mod provider;
+mod saml_verify;
 mod store_conformance;
 mod sync;
 mod upstream_oidc;

@@ -1,0 +1,416 @@
+//! The upstream SAML 2.0 connector: this broker as a service provider. SP-initiated logins send
+//! an `AuthnRequest` by HTTP-Redirect; the IdP answers by HTTP-POST to the assertion consumer
+//! service, where the response is verified by our own XML-signature code (`dsig`, `c14n`) with
+//! the keys from the IdP's metadata and mapped onto an `UpstreamIdentity`.
+
+pub mod c14n;
+pub mod decrypt;
+pub mod dsig;
+pub mod metadata;
+pub mod request;
+pub mod response;
+pub mod sp_key;
+pub mod xml;
+
+use std::sync::Arc;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::clock::UnixTime;
+use crate::config::{MetadataSource, SamlConnectorSettings};
+use crate::metrics::ConnectorLabels;
+use crate::upstream::UpstreamIdentity;
+use metadata::IdpMetadata;
+use response::{Expectations, VerifiedAssertion};
+pub use sp_key::SpKey;
+
+/// How long the browser may take at the IdP before the request expires.
+pub const LOGIN_LIFETIME_SECS: i64 = 900;
+/// The largest `SAMLResponse` POST body accepted.
+pub const MAX_POST_BYTES: usize = 256 * 1024;
+/// Metadata is fetched again after its `cacheDuration`, kept between these bounds, and never
+/// used past its `validUntil`.
+pub const METADATA_REFRESH_FLOOR_SECS: i64 = 300;
+pub const METADATA_REFRESH_CEILING_SECS: i64 = 86_400;
+const METADATA_REFRESH_DEFAULT_SECS: i64 = 3600;
+/// After a failed fetch, how long before the IdP is asked again.
+const METADATA_RETRY_SECS: i64 = 60;
+const MAX_METADATA_BYTES: usize = 1024 * 1024;
+const CONNECT_TIMEOUT_SECS: u64 = 5;
+const MAX_GROUPS: usize = 256;
+const MAX_VALUE_CHARS: usize = 256;
+const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SamlError {
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    #[error("signature refused: {0}")]
+    Signature(&'static str),
+    #[error("neither the response nor the assertion is signed")]
+    Unsigned,
+    #[error("decryption failed: {0}")]
+    Decryption(&'static str),
+    #[error("the issuer is not the configured IdP")]
+    Issuer,
+    #[error("the response is addressed to another endpoint (Destination)")]
+    Destination,
+    #[error("the subject confirmation names another endpoint (Recipient)")]
+    Recipient,
+    #[error("the assertion is for another audience")]
+    Audience,
+    #[error("no usable bearer subject confirmation")]
+    Confirmation,
+    #[error("the assertion has expired")]
+    Expired,
+    #[error("the assertion is not yet valid")]
+    NotYetValid,
+    #[error("the response answers another request (InResponseTo)")]
+    InResponseTo,
+    #[error("unsolicited responses are not accepted by this connector")]
+    Unsolicited,
+    #[error("the assertion was already used")]
+    Replay,
+    #[error("the IdP refused the sign-in: {code}")]
+    Status { code: String, detail: Option<String> },
+    #[error("the sign-in was not fresh enough (ForceAuthn)")]
+    NotFresh,
+    #[error("the verified attributes are not usable: {0}")]
+    Attributes(&'static str),
+    #[error("IdP metadata refused: {0}")]
+    Metadata(&'static str),
+    #[error("IdP metadata unavailable: {0}")]
+    MetadataUnavailable(String),
+    #[error("the request could not be built: {0}")]
+    Request(&'static str),
+}
+
+impl SamlError {
+    /// A fixed label for metrics and the audit trail.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "saml_malformed",
+            Self::Signature(_) | Self::Unsigned => "saml_signature",
+            Self::Decryption(_) => "saml_decryption",
+            Self::Issuer => "saml_issuer",
+            Self::Destination => "saml_destination",
+            Self::Recipient => "saml_recipient",
+            Self::Audience => "saml_audience",
+            Self::Confirmation => "saml_confirmation",
+            Self::Expired => "saml_expired",
+            Self::NotYetValid => "saml_not_yet_valid",
+            Self::InResponseTo => "saml_in_response_to",
+            Self::Unsolicited => "saml_unsolicited",
+            Self::Replay => "saml_replay",
+            Self::Status { .. } => "saml_status",
+            Self::NotFresh => "saml_not_fresh",
+            Self::Attributes(_) => "saml_attributes",
+            Self::Metadata(_) | Self::MetadataUnavailable(_) => "saml_metadata",
+            Self::Request(_) => "saml_request",
+        }
+    }
+}
+
+/// What must survive the browser's trip to the IdP, stored under the digest of `RelayState`
+/// and taken exactly once by the ACS.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSamlLogin {
+    pub connector_id: String,
+    /// The `AuthnRequest` ID the response's `InResponseTo` must name.
+    pub request_id: String,
+    /// The downstream pending-login id (`/login?req=`), when an app started this.
+    pub pending_login: Option<String>,
+    /// Set when the app asked for a fresh sign-in: `AuthnInstant` must not be older.
+    pub fresh_since: Option<UnixTime>,
+}
+
+impl std::fmt::Debug for PendingSamlLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingSamlLogin").field("connector_id", &self.connector_id).finish_non_exhaustive()
+    }
+}
+
+pub struct LoginStart {
+    pub redirect_url: String,
+    pub relay_state: String,
+    pub pending: PendingSamlLogin,
+}
+
+struct CachedMetadata {
+    metadata: Arc<IdpMetadata>,
+    refresh_at: UnixTime,
+}
+
+pub struct SamlConnector {
+    id: String,
+    name: String,
+    settings: SamlConnectorSettings,
+    entity_id: String,
+    acs_url: String,
+    metadata_url: String,
+    sp_key: Arc<SpKey>,
+    http: reqwest::Client,
+    cached: RwLock<Option<CachedMetadata>>,
+    fetching: Mutex<()>,
+    failed_at: std::sync::Mutex<Option<UnixTime>>,
+    metadata_failures: Family<ConnectorLabels, Counter>,
+}
+
+impl std::fmt::Debug for SamlConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SamlConnector").field("id", &self.id).field("entity_id", &self.entity_id).finish_non_exhaustive()
+    }
+}
+
+impl SamlConnector {
+    pub fn new(
+        id: &str,
+        name: &str,
+        settings: SamlConnectorSettings,
+        issuer: &str,
+        sp_key: Arc<SpKey>,
+        metadata_failures: Family<ConnectorLabels, Counter>,
+    ) -> Result<Self, SamlError> {
+        let base = format!("{}/saml/{id}", issuer.trim_end_matches('/'));
+        let https_only = matches!(&settings.metadata, MetadataSource::Url(url) if url.starts_with("https://"));
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .https_only(https_only)
+            .connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_SECS.min(settings.timeout_secs)))
+            .timeout(std::time::Duration::from_secs(settings.timeout_secs))
+            .build()
+            .map_err(|err| SamlError::MetadataUnavailable(err.to_string()))?;
+        Ok(Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            settings,
+            acs_url: format!("{base}/acs"),
+            metadata_url: format!("{base}/metadata"),
+            entity_id: base,
+            sp_key,
+            http,
+            cached: RwLock::new(None),
+            fetching: Mutex::new(()),
+            failed_at: std::sync::Mutex::new(None),
+            metadata_failures,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn entity_id(&self) -> &str {
+        &self.entity_id
+    }
+
+    pub fn acs_url(&self) -> &str {
+        &self.acs_url
+    }
+
+    pub fn metadata_url(&self) -> &str {
+        &self.metadata_url
+    }
+
+    pub fn settings(&self) -> &SamlConnectorSettings {
+        &self.settings
+    }
+
+    /// This SP's metadata document.
+    pub fn sp_metadata(&self, now: UnixTime) -> Result<String, SamlError> {
+        metadata::sp_metadata_xml(&self.entity_id, &self.acs_url, self.sp_key.certificate_der(), now + 7 * 86_400)
+    }
+
+    /// The IdP's metadata, fetched again when due. A failed fetch keeps the last good copy
+    /// (until its `validUntil`), is logged and counted, and is retried after a pause.
+    pub async fn idp_metadata(&self, now: UnixTime) -> Result<Arc<IdpMetadata>, SamlError> {
+        let usable = |cached: &CachedMetadata| cached.metadata.valid_until.is_none_or(|until| until > now);
+        if let Some(cached) = self.cached.read().await.as_ref() {
+            if cached.refresh_at > now && usable(cached) {
+                return Ok(cached.metadata.clone());
+            }
+        }
+        let _one_fetch = self.fetching.lock().await;
+        let last_good = self.cached.read().await.as_ref().filter(|c| usable(c)).map(|c| (c.metadata.clone(), c.refresh_at));
+        if let Some((metadata, refresh_at)) = &last_good {
+            if *refresh_at > now {
+                return Ok(metadata.clone());
+            }
+        }
+        let backing_off = self.failed_at.lock().ok().and_then(|failed| *failed).is_some_and(|at| now - at < METADATA_RETRY_SECS);
+        if backing_off {
+            return last_good
+                .map(|(metadata, _)| metadata)
+                .ok_or_else(|| SamlError::MetadataUnavailable("the last fetch failed moments ago".into()));
+        }
+        match self.load_metadata(now).await {
+            Ok(metadata) => {
+                let lifetime = metadata
+                    .cache_duration_secs
+                    .unwrap_or(METADATA_REFRESH_DEFAULT_SECS)
+                    .clamp(METADATA_REFRESH_FLOOR_SECS, METADATA_REFRESH_CEILING_SECS);
+                let refresh_at = metadata.valid_until.map_or(now + lifetime, |until| (now + lifetime).min(until));
+                let metadata = Arc::new(metadata);
+                *self.cached.write().await = Some(CachedMetadata { metadata: metadata.clone(), refresh_at });
+                if let Ok(mut failed) = self.failed_at.lock() {
+                    *failed = None;
+                }
+                Ok(metadata)
+            }
+            Err(err) => {
+                tracing::warn!(connector = %self.id, error = %err, "IdP metadata could not be refreshed; keeping the last good copy if there is one");
+                self.metadata_failures.get_or_create(&ConnectorLabels { connector: self.id.clone() }).inc();
+                if let Ok(mut failed) = self.failed_at.lock() {
+                    *failed = Some(now);
+                }
+                last_good.map(|(metadata, _)| metadata).ok_or(err)
+            }
+        }
+    }
+
+    async fn load_metadata(&self, now: UnixTime) -> Result<IdpMetadata, SamlError> {
+        let text = match &self.settings.metadata {
+            MetadataSource::File(path) => tokio::fs::read_to_string(path)
+                .await
+                .map_err(|err| SamlError::MetadataUnavailable(format!("{}: {err}", path.display())))?,
+            MetadataSource::Url(url) => self.fetch(url).await?,
+        };
+        metadata::parse_idp_metadata(&text, now)
+    }
+
+    /// One GET, no redirects, the body read in chunks and refused once past the cap.
+    async fn fetch(&self, url: &str) -> Result<String, SamlError> {
+        let unavailable = |what: String| SamlError::MetadataUnavailable(what);
+        let mut response = self.http.get(url).send().await.map_err(|err| unavailable(transport_reason(&err)))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status().as_u16())));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|err| unavailable(transport_reason(&err)))? {
+            if body.len() + chunk.len() > MAX_METADATA_BYTES {
+                return Err(unavailable(format!("larger than {MAX_METADATA_BYTES} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body).map_err(|_| SamlError::Metadata("the metadata is not UTF-8"))
+    }
+
+    /// Builds the `AuthnRequest` and the IdP URL that carries it.
+    pub async fn begin(&self, pending_login: Option<String>, force: bool, now: UnixTime) -> Result<LoginStart, SamlError> {
+        let idp = self.idp_metadata(now).await?;
+        let request_id = format!("_{}", hex_random(20));
+        let relay_state = crate::tokens::random_token();
+        let xml =
+            request::authn_request_xml(&request_id, &self.entity_id, &self.acs_url, idp.sso_redirect_url.as_str(), force, now)?;
+        let signing_key = idp.want_authn_requests_signed.then(|| self.sp_key.signer());
+        let redirect_url = request::redirect_url(&idp.sso_redirect_url, &xml, &relay_state, signing_key)?;
+        Ok(LoginStart {
+            redirect_url,
+            relay_state,
+            pending: PendingSamlLogin {
+                connector_id: self.id.clone(),
+                request_id,
+                pending_login,
+                fresh_since: force.then_some(now),
+            },
+        })
+    }
+
+    /// Verifies a posted `SAMLResponse` answering `pending` (or unsolicited, when `None`).
+    pub async fn finish(
+        &self,
+        saml_response: &str,
+        pending: Option<&PendingSamlLogin>,
+        now: UnixTime,
+    ) -> Result<(UpstreamIdentity, VerifiedAssertion), SamlError> {
+        let idp = self.idp_metadata(now).await?;
+        let expect = Expectations {
+            sp_entity_id: &self.entity_id,
+            acs_url: &self.acs_url,
+            idp_entity_id: &idp.entity_id,
+            idp_keys: &idp.signing_keys,
+            in_response_to: pending.map(|p| p.request_id.as_str()),
+            allow_idp_initiated: self.settings.allow_idp_initiated,
+            allow_sha1: self.settings.allow_sha1,
+            clock_skew_secs: self.settings.clock_skew_secs,
+            decryption_key: Some(self.sp_key.decryption_key()),
+        };
+        let verified = response::verify_response(saml_response, &expect, now)?;
+        if let Some(fresh_since) = pending.and_then(|p| p.fresh_since) {
+            if verified.authn_instant.is_none_or(|at| at + self.settings.clock_skew_secs < fresh_since) {
+                return Err(SamlError::NotFresh);
+            }
+        }
+        let identity = self.identity(&verified)?;
+        Ok((identity, verified))
+    }
+
+    fn identity(&self, verified: &VerifiedAssertion) -> Result<UpstreamIdentity, SamlError> {
+        identity_from_assertion(&self.id, &self.settings, verified)
+    }
+}
+
+/// Maps a verified assertion onto the shared identity shape through the configured names.
+pub fn identity_from_assertion(
+    connector_id: &str,
+    settings: &SamlConnectorSettings,
+    verified: &VerifiedAssertion,
+) -> Result<UpstreamIdentity, SamlError> {
+    let claims = &settings.claims;
+    let values = |name: &str| -> Vec<String> {
+        if name == "NameID" {
+            return vec![verified.name_id.clone()];
+        }
+        verified
+            .attributes
+            .iter()
+            .find(|a| a.name == name)
+            .or_else(|| verified.attributes.iter().find(|a| a.friendly_name.as_deref() == Some(name)))
+            .map(|a| a.values.iter().filter(|v| !v.is_empty()).cloned().collect())
+            .unwrap_or_default()
+    };
+    let first = |name: &str| values(name).into_iter().next().map(|v| v.chars().take(MAX_VALUE_CHARS).collect::<String>());
+
+    if claims.subject == "NameID" && verified.name_id_format.as_deref() == Some(TRANSIENT) {
+        return Err(SamlError::Attributes("the IdP sends transient NameIDs; set claims.subject to a stable attribute"));
+    }
+    let subject = first(&claims.subject).ok_or(SamlError::Attributes("the subject attribute is missing"))?;
+    let email = first(&claims.email);
+    let username = claims.username.as_deref().and_then(first).or_else(|| email.clone()).unwrap_or_else(|| subject.clone());
+    let mut groups: Vec<String> = values(&claims.groups).into_iter().map(|g| g.chars().take(MAX_VALUE_CHARS).collect()).collect();
+    groups.dedup();
+    groups.truncate(MAX_GROUPS);
+    Ok(UpstreamIdentity {
+        connector_id: connector_id.to_owned(),
+        subject,
+        username,
+        email_verified: email.is_some() && settings.trust_email,
+        email,
+        name: first(&claims.name),
+        groups,
+    })
+}
+
+fn hex_random(bytes: usize) -> String {
+    use rand::RngCore as _;
+    let mut buffer = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buffer);
+    buffer.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn transport_reason(err: &reqwest::Error) -> String {
+    if err.is_timeout() {
+        "timed out".into()
+    } else if err.is_connect() {
+        "connection failed".into()
+    } else {
+        "transport error".into()
+    }
+}

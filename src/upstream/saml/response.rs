@@ -1,0 +1,333 @@
+//! A `samlp:Response` from the HTTP-POST binding, verified and checked against what this SP
+//! asked for. Signatures are verified first; afterwards only the signed element (the assertion,
+//! or the response around it) is read, and it is the only assertion in the document.
+
+use roxmltree::{Document, Node};
+
+use super::SamlError;
+use super::decrypt::decrypt_assertion;
+use super::dsig::{IdpKey, decode_base64, verify_enveloped};
+use super::metadata::parse_instant;
+use super::xml::{
+    NS_ASSERTION, NS_PROTOCOL, children, element_children, is, parse, refuse_duplicate_ids, required_child, single_child,
+    text_content,
+};
+use crate::clock::UnixTime;
+
+const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
+const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
+const ENTITY_FORMAT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:entity";
+
+/// What the response must match: this connector's SP, its IdP, and the request it answers.
+pub struct Expectations<'a> {
+    pub sp_entity_id: &'a str,
+    pub acs_url: &'a str,
+    pub idp_entity_id: &'a str,
+    pub idp_keys: &'a [IdpKey],
+    /// The stored request's ID; `None` for an IdP-initiated (unsolicited) response.
+    pub in_response_to: Option<&'a str>,
+    pub allow_idp_initiated: bool,
+    pub allow_sha1: bool,
+    pub clock_skew_secs: i64,
+    pub decryption_key: Option<&'a rsa::RsaPrivateKey>,
+}
+
+/// The facts of a verified assertion.
+#[derive(Clone, PartialEq, Eq)]
+pub struct VerifiedAssertion {
+    pub assertion_id: String,
+    pub name_id: String,
+    pub name_id_format: Option<String>,
+    /// Attribute name (and friendly name, when given) with its values, in document order.
+    pub attributes: Vec<Attribute>,
+    pub authn_instant: Option<UnixTime>,
+    /// Until when the assertion id must be remembered to refuse a replay.
+    pub replay_until: UnixTime,
+}
+
+impl std::fmt::Debug for VerifiedAssertion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedAssertion")
+            .field("name_id_format", &self.name_id_format)
+            .field("attributes", &self.attributes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attribute {
+    pub name: String,
+    pub friendly_name: Option<String>,
+    pub values: Vec<String>,
+}
+
+/// Verifies the base64 `SAMLResponse` form value.
+pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) -> Result<VerifiedAssertion, SamlError> {
+    if expect.in_response_to.is_none() && !expect.allow_idp_initiated {
+        return Err(SamlError::Unsolicited);
+    }
+    let bytes = decode_base64(encoded)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| SamlError::Malformed("the response is not UTF-8"))?;
+    let doc = parse(text)?;
+    refuse_duplicate_ids(&doc)?;
+    let response = doc.root_element();
+    if !is(response, NS_PROTOCOL, "Response") {
+        return Err(SamlError::Malformed("the document is not a SAML Response"));
+    }
+    if response.attribute("Version") != Some("2.0") {
+        return Err(SamlError::Malformed("only SAML 2.0 responses are accepted"));
+    }
+    if let Some(issuer) = single_child(response, NS_ASSERTION, "Issuer")? {
+        check_issuer(issuer, expect)?;
+    }
+    match (response.attribute("InResponseTo"), expect.in_response_to) {
+        (None, _) => {}
+        (Some(got), Some(wanted)) if got == wanted => {}
+        (Some(_), _) => return Err(SamlError::InResponseTo),
+    }
+    let destination = response.attribute("Destination");
+    if destination.is_some_and(|d| d != expect.acs_url) {
+        return Err(SamlError::Destination);
+    }
+
+    let response_signed = verify_enveloped(&doc, response, expect.idp_keys, expect.allow_sha1)?;
+    if response_signed && destination.is_none() {
+        return Err(SamlError::Destination);
+    }
+    check_status(response)?;
+
+    // Exactly one assertion in the whole document, as the Response's child: a second one
+    // anywhere (extensions, signature objects, another assertion) is how wrapping attacks hide.
+    let plain: Vec<_> = doc.descendants().filter(|n| is(*n, NS_ASSERTION, "Assertion")).collect();
+    let encrypted: Vec<_> = doc.descendants().filter(|n| is(*n, NS_ASSERTION, "EncryptedAssertion")).collect();
+    match (plain.as_slice(), encrypted.as_slice()) {
+        ([assertion], []) if assertion.parent() == Some(response) => {
+            read_assertion(&doc, *assertion, response_signed, expect, now)
+        }
+        ([], [sealed]) if sealed.parent() == Some(response) => {
+            let key = expect.decryption_key.ok_or(SamlError::Decryption("no SP key to decrypt with"))?;
+            let plaintext = decrypt_assertion(*sealed, key)?;
+            read_decrypted(*sealed, &plaintext, response_signed, expect, now)
+        }
+        ([], []) => Err(SamlError::Malformed("the response holds no assertion")),
+        _ => Err(SamlError::Malformed("the response must hold exactly one assertion, as its child")),
+    }
+}
+
+/// Parses a decrypted assertion in the namespace context it was encrypted in.
+fn read_decrypted(
+    sealed: Node<'_, '_>,
+    plaintext: &str,
+    response_signed: bool,
+    expect: &Expectations<'_>,
+    now: UnixTime,
+) -> Result<VerifiedAssertion, SamlError> {
+    let body = match plaintext.trim_start().strip_prefix("<?xml") {
+        Some(rest) => rest.split_once("?>").map(|(_, after)| after).unwrap_or_default(),
+        None => plaintext,
+    };
+    let mut wrapper = String::with_capacity(body.len() + 256);
+    wrapper.push_str("<wrapper");
+    for ns in sealed.namespaces() {
+        if let Some(prefix) = ns.name() {
+            wrapper.push_str(" xmlns:");
+            wrapper.push_str(prefix);
+        } else {
+            wrapper.push_str(" xmlns");
+        }
+        wrapper.push_str("=\"");
+        wrapper.push_str(&ns.uri().replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;"));
+        wrapper.push('"');
+    }
+    wrapper.push('>');
+    wrapper.push_str(body);
+    wrapper.push_str("</wrapper>");
+    let doc = parse(&wrapper)?;
+    refuse_duplicate_ids(&doc)?;
+    let root = doc.root_element();
+    let mut elements = element_children(root);
+    let assertion = elements
+        .next()
+        .filter(|n| is(*n, NS_ASSERTION, "Assertion"))
+        .ok_or(SamlError::Malformed("the decrypted content is not an assertion"))?;
+    if elements.next().is_some()
+        || root.children().any(|n| n.is_text() && !n.text().unwrap_or_default().trim().is_empty())
+        || doc.descendants().filter(|n| is(*n, NS_ASSERTION, "Assertion")).count() != 1
+    {
+        return Err(SamlError::Malformed("the decrypted content must be exactly one assertion"));
+    }
+    read_assertion(&doc, assertion, response_signed, expect, now)
+}
+
+fn read_assertion(
+    doc: &Document<'_>,
+    assertion: Node<'_, '_>,
+    response_signed: bool,
+    expect: &Expectations<'_>,
+    now: UnixTime,
+) -> Result<VerifiedAssertion, SamlError> {
+    let assertion_signed = verify_enveloped(doc, assertion, expect.idp_keys, expect.allow_sha1)?;
+    if !response_signed && !assertion_signed {
+        return Err(SamlError::Unsigned);
+    }
+    if assertion.attribute("Version") != Some("2.0") {
+        return Err(SamlError::Malformed("only SAML 2.0 assertions are accepted"));
+    }
+    let assertion_id =
+        assertion.attribute("ID").filter(|id| !id.is_empty()).ok_or(SamlError::Malformed("the assertion has no ID"))?;
+    let issued = assertion
+        .attribute("IssueInstant")
+        .and_then(parse_instant)
+        .ok_or(SamlError::Malformed("IssueInstant missing or invalid"))?;
+    if issued > now + expect.clock_skew_secs {
+        return Err(SamlError::NotYetValid);
+    }
+    check_issuer(required_child(assertion, NS_ASSERTION, "Issuer", "the assertion has no Issuer")?, expect)?;
+
+    let subject = required_child(assertion, NS_ASSERTION, "Subject", "the assertion has no Subject")?;
+    if single_child(subject, NS_ASSERTION, "EncryptedID")?.is_some() || single_child(subject, NS_ASSERTION, "BaseID")?.is_some() {
+        return Err(SamlError::Malformed("only a plain NameID subject is accepted"));
+    }
+    let name_id = required_child(subject, NS_ASSERTION, "NameID", "the subject has no NameID")?;
+    let name_id_value = text_content(name_id).trim().to_owned();
+    if name_id_value.is_empty() {
+        return Err(SamlError::Malformed("the NameID is empty"));
+    }
+    let confirmation_until = check_confirmations(subject, expect, now)?;
+    let conditions_until = check_conditions(assertion, expect, now)?;
+
+    let mut authn_instant = None;
+    let mut authn_statements = children(assertion, NS_ASSERTION, "AuthnStatement");
+    let statement = authn_statements.next().ok_or(SamlError::Malformed("the assertion has no AuthnStatement"))?;
+    if let Some(instant) = statement.attribute("AuthnInstant") {
+        authn_instant = Some(parse_instant(instant).ok_or(SamlError::Malformed("AuthnInstant is not a valid time"))?);
+    }
+    if let Some(until) = statement.attribute("SessionNotOnOrAfter") {
+        if parse_instant(until).ok_or(SamlError::Malformed("SessionNotOnOrAfter is not a valid time"))?
+            <= now - expect.clock_skew_secs
+        {
+            return Err(SamlError::Expired);
+        }
+    }
+
+    let mut attributes = Vec::new();
+    for statement in children(assertion, NS_ASSERTION, "AttributeStatement") {
+        for attribute in children(statement, NS_ASSERTION, "Attribute") {
+            let name =
+                attribute.attribute("Name").filter(|n| !n.is_empty()).ok_or(SamlError::Malformed("an Attribute has no Name"))?;
+            let values = children(attribute, NS_ASSERTION, "AttributeValue").map(|v| text_content(v).trim().to_owned()).collect();
+            attributes.push(Attribute {
+                name: name.to_owned(),
+                friendly_name: attribute.attribute("FriendlyName").map(str::to_owned),
+                values,
+            });
+        }
+    }
+
+    Ok(VerifiedAssertion {
+        assertion_id: assertion_id.to_owned(),
+        name_id: name_id_value,
+        name_id_format: name_id.attribute("Format").map(str::to_owned),
+        attributes,
+        authn_instant,
+        replay_until: confirmation_until.max(conditions_until) + expect.clock_skew_secs,
+    })
+}
+
+fn check_issuer(issuer: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), SamlError> {
+    if issuer.attribute("Format").is_some_and(|f| f != ENTITY_FORMAT) || text_content(issuer).trim() != expect.idp_entity_id {
+        return Err(SamlError::Issuer);
+    }
+    Ok(())
+}
+
+fn check_status(response: Node<'_, '_>) -> Result<(), SamlError> {
+    let status = required_child(response, NS_PROTOCOL, "Status", "the response has no Status")?;
+    let code = required_child(status, NS_PROTOCOL, "StatusCode", "the response has no StatusCode")?;
+    let value = code.attribute("Value").unwrap_or_default();
+    if value == STATUS_SUCCESS {
+        return Ok(());
+    }
+    let detail = single_child(code, NS_PROTOCOL, "StatusCode")?.and_then(|inner| inner.attribute("Value"));
+    Err(SamlError::Status { code: short_status(value), detail: detail.map(short_status) })
+}
+
+/// The last segment of a status URN, which is all that is shown or logged.
+fn short_status(urn: &str) -> String {
+    urn.rsplit(':').next().unwrap_or_default().chars().filter(char::is_ascii_alphanumeric).take(40).collect()
+}
+
+/// At least one bearer confirmation for this ACS, unexpired, answering the stored request.
+/// Returns its `NotOnOrAfter`.
+fn check_confirmations(subject: Node<'_, '_>, expect: &Expectations<'_>, now: UnixTime) -> Result<UnixTime, SamlError> {
+    let mut first_error = SamlError::Confirmation;
+    for confirmation in children(subject, NS_ASSERTION, "SubjectConfirmation") {
+        if confirmation.attribute("Method") != Some(BEARER) {
+            continue;
+        }
+        let outcome = (|| {
+            let data =
+                required_child(confirmation, NS_ASSERTION, "SubjectConfirmationData", "a bearer confirmation has no data")?;
+            if data.attribute("Recipient") != Some(expect.acs_url) {
+                return Err(SamlError::Recipient);
+            }
+            let until = data
+                .attribute("NotOnOrAfter")
+                .and_then(parse_instant)
+                .ok_or(SamlError::Malformed("a bearer confirmation has no valid NotOnOrAfter"))?;
+            if now >= until + expect.clock_skew_secs {
+                return Err(SamlError::Expired);
+            }
+            if let Some(not_before) = data.attribute("NotBefore") {
+                if parse_instant(not_before).ok_or(SamlError::Malformed("NotBefore is not a valid time"))?
+                    > now + expect.clock_skew_secs
+                {
+                    return Err(SamlError::NotYetValid);
+                }
+            }
+            if data.attribute("InResponseTo") != expect.in_response_to {
+                return Err(SamlError::InResponseTo);
+            }
+            Ok(until)
+        })();
+        match outcome {
+            Ok(until) => return Ok(until),
+            Err(err) if matches!(first_error, SamlError::Confirmation) => first_error = err,
+            Err(_) => {}
+        }
+    }
+    Err(first_error)
+}
+
+/// Time window and audience. Returns the conditions' `NotOnOrAfter`.
+fn check_conditions(assertion: Node<'_, '_>, expect: &Expectations<'_>, now: UnixTime) -> Result<UnixTime, SamlError> {
+    let conditions = required_child(assertion, NS_ASSERTION, "Conditions", "the assertion has no Conditions")?;
+    if let Some(not_before) = conditions.attribute("NotBefore") {
+        if parse_instant(not_before).ok_or(SamlError::Malformed("NotBefore is not a valid time"))? > now + expect.clock_skew_secs
+        {
+            return Err(SamlError::NotYetValid);
+        }
+    }
+    let until = conditions
+        .attribute("NotOnOrAfter")
+        .and_then(parse_instant)
+        .ok_or(SamlError::Malformed("Conditions without a valid NotOnOrAfter"))?;
+    if now >= until + expect.clock_skew_secs {
+        return Err(SamlError::Expired);
+    }
+    let mut restricted = false;
+    for condition in element_children(conditions) {
+        if is(condition, NS_ASSERTION, "AudienceRestriction") {
+            restricted = true;
+            if !children(condition, NS_ASSERTION, "Audience").any(|a| text_content(a).trim() == expect.sp_entity_id) {
+                return Err(SamlError::Audience);
+            }
+        } else if !(is(condition, NS_ASSERTION, "OneTimeUse") || is(condition, NS_ASSERTION, "ProxyRestriction")) {
+            return Err(SamlError::Malformed("the assertion carries a condition this SP does not understand"));
+        }
+    }
+    if !restricted {
+        return Err(SamlError::Audience);
+    }
+    Ok(until)
+}

@@ -1,0 +1,127 @@
+//! The one XML parser every SAML message and metadata document goes through: no DTD, no
+//! processing instructions, a node and depth limit, and helpers that read the tree by
+//! namespace-qualified name (never by prefix).
+
+use roxmltree::{Document, Node, ParsingOptions};
+
+use super::SamlError;
+
+pub const NS_PROTOCOL: &str = "urn:oasis:names:tc:SAML:2.0:protocol";
+pub const NS_ASSERTION: &str = "urn:oasis:names:tc:SAML:2.0:assertion";
+pub const NS_METADATA: &str = "urn:oasis:names:tc:SAML:2.0:metadata";
+pub const NS_DSIG: &str = "http://www.w3.org/2000/09/xmldsig#";
+pub const NS_XMLENC: &str = "http://www.w3.org/2001/04/xmlenc#";
+pub const NS_XMLENC11: &str = "http://www.w3.org/2009/xmlenc11#";
+pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
+
+/// Deeper than any SAML message or metadata document needs; bounds every recursive walk.
+pub const MAX_DEPTH: usize = 48;
+/// A SAML response within the 256 KiB body limit has a few hundred nodes; metadata aggregates
+/// a few thousand.
+const MAX_NODES: u32 = 50_000;
+
+/// Parses untrusted XML strictly. A document type declaration (and with it every entity
+/// declaration) is refused by the parser; processing instructions and excessive nesting here.
+pub fn parse(text: &str) -> Result<Document<'_>, SamlError> {
+    let options = ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES, ..ParsingOptions::default() };
+    let doc = Document::parse_with_options(text, options).map_err(|err| match err {
+        roxmltree::Error::DtdDetected => SamlError::Malformed("document type declarations are not accepted"),
+        roxmltree::Error::NodesLimitReached => SamlError::Malformed("the document has too many nodes"),
+        _ => SamlError::Malformed("the document is not well-formed XML"),
+    })?;
+    let mut stack = vec![(doc.root(), 0usize)];
+    while let Some((node, depth)) = stack.pop() {
+        if depth > MAX_DEPTH {
+            return Err(SamlError::Malformed("the document is nested too deeply"));
+        }
+        if node.is_pi() {
+            return Err(SamlError::Malformed("processing instructions are not accepted"));
+        }
+        stack.extend(node.children().map(|child| (child, depth + 1)));
+    }
+    Ok(doc)
+}
+
+pub fn is(node: Node<'_, '_>, namespace: &str, local: &str) -> bool {
+    node.is_element() && node.tag_name().name() == local && node.tag_name().namespace() == Some(namespace)
+}
+
+pub fn element_children<'a, 'input>(node: Node<'a, 'input>) -> impl Iterator<Item = Node<'a, 'input>> {
+    node.children().filter(Node::is_element)
+}
+
+/// The children with this name.
+pub fn children<'a, 'input: 'a>(
+    node: Node<'a, 'input>,
+    namespace: &'a str,
+    local: &'a str,
+) -> impl Iterator<Item = Node<'a, 'input>> + 'a {
+    node.children().filter(move |child| is(*child, namespace, local))
+}
+
+/// The one child with this name: absent is `Ok(None)`, two are refused.
+pub fn single_child<'a, 'input: 'a>(
+    node: Node<'a, 'input>,
+    namespace: &'a str,
+    local: &'a str,
+) -> Result<Option<Node<'a, 'input>>, SamlError> {
+    let mut found = children(node, namespace, local);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(SamlError::Malformed("an element that may appear once appears twice"));
+    }
+    Ok(first)
+}
+
+pub fn required_child<'a, 'input: 'a>(
+    node: Node<'a, 'input>,
+    namespace: &'a str,
+    local: &'a str,
+    missing: &'static str,
+) -> Result<Node<'a, 'input>, SamlError> {
+    single_child(node, namespace, local)?.ok_or(SamlError::Malformed(missing))
+}
+
+/// All character data inside the element, comments skipped: a comment splitting a value (the
+/// classic NameID truncation trick) cannot make the reader see less than was signed.
+pub fn text_content(node: Node<'_, '_>) -> String {
+    node.descendants().filter(Node::is_text).filter_map(|text| text.text()).collect()
+}
+
+/// The element's qualified name as written, which the tree does not keep but canonicalization
+/// needs.
+pub fn element_qname<'input>(doc: &Document<'input>, node: Node<'_, 'input>) -> &'input str {
+    doc.input_text()
+        .get(node.range().start.saturating_add(1)..)
+        .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/' || c == '>').next())
+        .unwrap_or_default()
+}
+
+pub fn element_prefix<'input>(doc: &Document<'input>, node: Node<'_, 'input>) -> &'input str {
+    element_qname(doc, node).split_once(':').map(|(prefix, _)| prefix).unwrap_or_default()
+}
+
+pub fn attribute_prefix<'input>(doc: &Document<'input>, attribute: &roxmltree::Attribute<'_, 'input>) -> &'input str {
+    doc.input_text()
+        .get(attribute.range_qname())
+        .and_then(|qname| qname.split_once(':'))
+        .map(|(prefix, _)| prefix)
+        .unwrap_or_default()
+}
+
+/// Every `ID` attribute in the document; a duplicate makes "the element with this ID"
+/// ambiguous, which is what signature wrapping exploits.
+pub fn refuse_duplicate_ids(doc: &Document<'_>) -> Result<(), SamlError> {
+    let mut seen = std::collections::HashSet::new();
+    for node in doc.descendants().filter(Node::is_element) {
+        for attribute in node.attributes() {
+            if attribute.namespace().is_none()
+                && matches!(attribute.name(), "ID" | "Id" | "id")
+                && !seen.insert(attribute.value())
+            {
+                return Err(SamlError::Malformed("two elements carry the same ID"));
+            }
+        }
+    }
+    Ok(())
+}

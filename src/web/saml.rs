@@ -1,0 +1,191 @@
+//! `/saml/{id}`: the SP metadata, the start of a sign-in (HTTP-Redirect to the IdP) and the
+//! assertion consumer service (HTTP-POST from the IdP).
+//!
+//! The ACS is a cross-site POST, which carries no `SameSite=Lax` cookie, so its state is found
+//! by `RelayState` on the server, never by the browser's session.
+
+use std::net::SocketAddr;
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tower_sessions::Session;
+
+use crate::login::{self, LoginError, Origin};
+use crate::provider::ErrorCode;
+use crate::provider::params::Params;
+use crate::store::{SingleUseKind, StoreError};
+use crate::tokens::digest;
+use crate::upstream::saml::{LOGIN_LIFETIME_SECS, PendingSamlLogin, SamlConnector, SamlError};
+use crate::web::AppState;
+use crate::web::client::client_ip;
+use crate::web::csrf;
+use crate::web::error::WebError;
+use crate::web::login::{EXPIRED_REQUEST, continue_to, pending_for, request_id, user_agent};
+use crate::web::sessions;
+use crate::web::upstream::{UpstreamFailure, refused_page, upstream_failure_page};
+
+/// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
+#[derive(Deserialize)]
+pub struct AcsForm {
+    #[serde(rename = "SAMLResponse")]
+    saml_response: String,
+    #[serde(rename = "RelayState")]
+    relay_state: Option<String>,
+}
+
+/// Our `RelayState` values are 43 characters; the binding allows at most 80 bytes.
+const MAX_RELAY_STATE_BYTES: usize = 80;
+const MALFORMED_POST: &str = "The identity provider's answer could not be read. Go back to the application and start again.";
+
+fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<SamlConnector>, WebError> {
+    state.upstreams.saml(id).ok_or(WebError::NotFound)
+}
+
+pub async fn metadata(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+    let connector = connector(&state, &id)?;
+    let xml = connector.sp_metadata(state.clock.now()).map_err(WebError::internal)?;
+    Ok(([(header::CONTENT_TYPE, "application/samlmetadata+xml")], xml).into_response())
+}
+
+/// Sends the browser to the IdP with an `AuthnRequest`.
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    let connector = connector(&state, &id)?;
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
+    let pending = pending_for(&state, request.as_deref()).await?;
+    let now = state.clock.now();
+    let force = pending.as_ref().is_some_and(|p| p.force_login);
+    let start = match connector.begin(request, force, now).await {
+        Ok(start) => start,
+        Err(err) => {
+            let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+            return failure_page(&state, connector, &err, None, ip).await;
+        }
+    };
+    let payload = serde_json::to_string(&start.pending).map_err(WebError::internal)?;
+    state
+        .store
+        .put_single_use(SingleUseKind::SamlRequestId, &digest(&start.relay_state), &payload, now + LOGIN_LIFETIME_SECS)
+        .await?;
+    Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.redirect_url)]).into_response())
+}
+
+/// The assertion consumer service.
+pub async fn acs(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    form: Result<Form<AcsForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let connector = connector(&state, &id)?;
+    let now = state.clock.now();
+    let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            login::record_upstream_failure(state.store.as_ref(), &id, "saml_malformed", Some(ip), now).await?;
+            return Err(WebError::from_rejection(rejection.status(), MALFORMED_POST));
+        }
+    };
+    let relay_state = form.relay_state.filter(|r| !r.is_empty());
+    if relay_state.as_ref().is_some_and(|r| r.len() > MAX_RELAY_STATE_BYTES) {
+        login::record_upstream_failure(state.store.as_ref(), &id, "saml_malformed", Some(ip), now).await?;
+        return Err(WebError::BadRequest(MALFORMED_POST));
+    }
+
+    // An unknown RelayState (or none) makes the response unsolicited: the verifier then refuses
+    // any InResponseTo, and everything unless the connector allows IdP-initiated sign-in.
+    let state_key = relay_state.as_deref().map(digest);
+    let mut pending = None;
+    if let Some(key) = &state_key {
+        if let Some(payload) = state.store.peek_single_use(SingleUseKind::SamlRequestId, key, now).await? {
+            let found: PendingSamlLogin = serde_json::from_str(&payload).map_err(WebError::internal)?;
+            if found.connector_id != id {
+                return failure_page(&state, connector, &SamlError::InResponseTo, None, ip).await;
+            }
+            pending = Some(found);
+        }
+    }
+
+    let verified = connector.finish(&form.saml_response, pending.as_ref(), now).await;
+    // The request is spent whatever the outcome; of two posts racing with one, one wins.
+    let spent = match &state_key {
+        Some(key) if pending.is_some() => state.store.take_single_use(SingleUseKind::SamlRequestId, key, now).await?.is_some(),
+        _ => true,
+    };
+    let pending_login = pending.as_ref().and_then(|p| p.pending_login.as_deref());
+    let (identity, assertion) = match verified {
+        Ok(done) => done,
+        Err(err) => return failure_page(&state, connector, &err, pending_login, ip).await,
+    };
+    if !spent {
+        return failure_page(&state, connector, &SamlError::Replay, None, ip).await;
+    }
+    // Remembered until it expires, on every node: the same assertion is accepted once.
+    let replay_key = digest(&format!("{id}\n{}", assertion.assertion_id));
+    match state.store.put_single_use(SingleUseKind::SamlAssertionId, &replay_key, "", assertion.replay_until).await {
+        Ok(()) => {}
+        Err(StoreError::AlreadyExists) => return failure_page(&state, connector, &SamlError::Replay, pending_login, ip).await,
+        Err(err) => return Err(err.into()),
+    }
+
+    let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
+    match login::sign_in(state.store.as_ref(), &state.config.session, &identity, origin, now).await {
+        Ok((sso, _user)) => {
+            state.metrics.record_login(&id, "success");
+            sessions::attach(&state, &session, &sso).await?;
+            csrf::renew(&session).await?;
+            continue_to(&state, pending_login).await
+        }
+        Err(LoginError::Disabled) => {
+            state.metrics.record_login(&id, "disabled");
+            Err(WebError::Forbidden("This account is disabled. Contact your administrator."))
+        }
+        Err(err) => Err(WebError::internal(err)),
+    }
+}
+
+async fn failure_page(
+    state: &AppState,
+    connector: &SamlConnector,
+    err: &SamlError,
+    pending_login: Option<&str>,
+    ip: std::net::IpAddr,
+) -> Result<Response, WebError> {
+    tracing::warn!(connector = %connector.id(), error = %err, "SAML sign-in failed");
+    if let SamlError::Status { code, .. } = err {
+        let reason = if code == "AuthnFailed" || code == "RequestDenied" {
+            "upstream_error:access_denied"
+        } else {
+            "upstream_error:server_error"
+        };
+        login::record_upstream_failure(state.store.as_ref(), connector.id(), reason, Some(ip), state.clock.now()).await?;
+        state.metrics.record_login(connector.id(), "upstream_error");
+        let code = if reason.ends_with("access_denied") { ErrorCode::AccessDenied } else { ErrorCode::ServerError };
+        return refused_page(state, connector.name(), code, pending_login).await;
+    }
+    let status = match err {
+        SamlError::MetadataUnavailable(_) | SamlError::Metadata(_) => StatusCode::BAD_GATEWAY,
+        SamlError::Malformed(_) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::FORBIDDEN,
+    };
+    let failure = UpstreamFailure {
+        connector_id: connector.id(),
+        connector_name: connector.name(),
+        reason: err.reason(),
+        unreachable: matches!(err, SamlError::MetadataUnavailable(_)),
+        status,
+    };
+    upstream_failure_page(state, &failure, pending_login, ip).await
+}
