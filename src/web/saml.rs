@@ -164,15 +164,20 @@ async fn failure_page(
     ip: std::net::IpAddr,
 ) -> Result<Response, WebError> {
     tracing::warn!(connector = %connector.id(), error = %err, "SAML sign-in failed");
-    if let SamlError::Status { code, .. } = err {
-        let reason = if code == "AuthnFailed" || code == "RequestDenied" {
-            "upstream_error:access_denied"
+    if let SamlError::Status { code, detail } = err {
+        // The top-level code says whose fault it is (Requester, Responder); the second-level
+        // one says what happened.
+        let denied = [Some(code.as_str()), detail.as_deref()]
+            .into_iter()
+            .flatten()
+            .any(|c| matches!(c, "AuthnFailed" | "RequestDenied" | "NoPassive" | "NoAuthnContext"));
+        let (reason, code) = if denied {
+            ("upstream_error:access_denied", ErrorCode::AccessDenied)
         } else {
-            "upstream_error:server_error"
+            ("upstream_error:server_error", ErrorCode::ServerError)
         };
         login::record_upstream_failure(state.store.as_ref(), connector.id(), reason, Some(ip), state.clock.now()).await?;
         state.metrics.record_login(connector.id(), "upstream_error");
-        let code = if reason.ends_with("access_denied") { ErrorCode::AccessDenied } else { ErrorCode::ServerError };
         return refused_page(state, connector.name(), code, pending_login).await;
     }
     let status = match err {

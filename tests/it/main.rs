@@ -16,3 +16,4 @@ mod saml_verify;
 mod store_conformance;
 mod sync;
 mod upstream_oidc;
+mod upstream_saml;

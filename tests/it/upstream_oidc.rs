@@ -78,12 +78,12 @@ impl Drop for UpstreamOp {
 }
 
 /// Real time: the upstream provider stamps its tokens with it.
-fn real_now() -> i64 {
+pub(crate) fn real_now() -> i64 {
     #[allow(clippy::disallowed_methods)]
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn gatehouse_toml(base: &str, db: &TestDb, connectors: &str) -> String {
+pub(crate) fn gatehouse_toml(base: &str, db: &TestDb, connectors: &str) -> String {
     format!(
         r#"
 issuer = "{base}"
@@ -106,13 +106,13 @@ type = "local"
     )
 }
 
-async fn start_gatehouse(db: &TestDb, listener: tokio::net::TcpListener, connectors: &str) -> TestApp {
+pub(crate) async fn start_gatehouse(db: &TestDb, listener: tokio::net::TcpListener, connectors: &str) -> TestApp {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = load_config(db.dir.path(), &gatehouse_toml(&base, db, connectors));
     TestApp::start_on(listener, config, Arc::new(ManualClock::new(real_now()))).await
 }
 
-fn authorize_path(login_hint: Option<&str>) -> String {
+pub(crate) fn authorize_path(login_hint: Option<&str>) -> String {
     let mut pairs = vec![
         ("response_type", "code"),
         ("client_id", "demo-app"),
@@ -130,7 +130,7 @@ fn authorize_path(login_hint: Option<&str>) -> String {
 }
 
 /// Follows redirects (on any host) until one points at `stop` or a page is shown.
-async fn follow_until(app: &TestApp, mut url: String, stop: &str) -> (String, reqwest::Response) {
+pub(crate) async fn follow_until(app: &TestApp, mut url: String, stop: &str) -> (String, reqwest::Response) {
     for _ in 0..20 {
         let response = app.http.get(&url).send().await.unwrap();
         if !response.status().is_redirection() {
@@ -171,7 +171,7 @@ async fn submit(
     follow_until(app, next, stop).await
 }
 
-async fn redeem(app: &TestApp, code: &str) -> Value {
+pub(crate) async fn redeem(app: &TestApp, code: &str) -> Value {
     let form =
         [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", DEMO_REDIRECT), ("code_verifier", VERIFIER)];
     let response =
@@ -180,7 +180,7 @@ async fn redeem(app: &TestApp, code: &str) -> Value {
     response.json().await.unwrap()
 }
 
-async fn verified_id_token(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn verified_id_token(app: &TestApp, token: &str) -> Value {
     let jwks: JwkSet = app.get("/.well-known/jwks.json").await.json().await.unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
@@ -535,7 +535,7 @@ async fn rogue_login(app: &TestApp) -> (StatusCode, String) {
 
 const NOT_VERIFIED: &str = "could not verify the answer of the identity provider";
 
-async fn last_failure(app: &TestApp) -> String {
+pub(crate) async fn last_failure(app: &TestApp) -> String {
     let audit = app.state.store.list_audit(1).await.unwrap();
     audit[0].detail.clone().unwrap_or_default()
 }

@@ -63,9 +63,6 @@ pub struct Attribute {
 
 /// Verifies the base64 `SAMLResponse` form value.
 pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) -> Result<VerifiedAssertion, SamlError> {
-    if expect.in_response_to.is_none() && !expect.allow_idp_initiated {
-        return Err(SamlError::Unsolicited);
-    }
     let bytes = decode_base64(encoded)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| SamlError::Malformed("the response is not UTF-8"))?;
     let doc = parse(text)?;
@@ -76,6 +73,9 @@ pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) 
     }
     if response.attribute("Version") != Some("2.0") {
         return Err(SamlError::Malformed("only SAML 2.0 responses are accepted"));
+    }
+    if expect.in_response_to.is_none() && !expect.allow_idp_initiated {
+        return Err(SamlError::Unsolicited);
     }
     if let Some(issuer) = single_child(response, NS_ASSERTION, "Issuer")? {
         check_issuer(issuer, expect)?;
