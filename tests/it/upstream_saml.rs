@@ -360,3 +360,121 @@ async fn a_response_for_another_connector_is_refused_at_this_one() {
     assert_eq!(last_failure(&app).await, "saml_destination");
     app.stop().await;
 }
+
+/// IdP metadata naming `certs` (PEM files in the fixture keys), as the IdP would publish it.
+fn idp_metadata_xml(certs: &[&str], cache_duration: &str) -> String {
+    let descriptors: String = certs
+        .iter()
+        .map(|c| {
+            let pem = std::fs::read_to_string(fixture(&format!("keys/{c}"))).unwrap();
+            let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            format!(
+                r#"<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+            )
+        })
+        .collect();
+    format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.test/saml/metadata" cacheDuration="{cache_duration}"><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{descriptors}<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.test/saml/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+    )
+}
+
+/// Serves whatever metadata (and status) the test sets.
+#[derive(Clone)]
+struct MetadataServer {
+    url: String,
+    served: Arc<std::sync::Mutex<(u16, String)>>,
+    hits: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl MetadataServer {
+    async fn start(body: String) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metadata", listener.local_addr().unwrap());
+        let server = Self { url, served: Arc::new(std::sync::Mutex::new((200, body))), hits: Arc::default() };
+        let state = server.clone();
+        let router = axum::Router::new().route(
+            "/metadata",
+            axum::routing::get(move || {
+                let state = state.clone();
+                async move {
+                    state.hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let (status, body) = state.served.lock().unwrap().clone();
+                    (axum::http::StatusCode::from_u16(status).unwrap(), body)
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        server
+    }
+
+    fn serve(&self, status: u16, body: String) {
+        *self.served.lock().unwrap() = (status, body);
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_is_refreshed_and_a_certificate_rollover_needs_no_restart() {
+    let server = MetadataServer::start(idp_metadata_xml(&["idp-rsa.crt"], "PT5M")).await;
+    let (_db, app) = fixture_app(&format!("idp_metadata_url = \"{}\"", server.url), "").await;
+    // 23:58:35, early in the fixtures' validity window, so the clock can move past the
+    // five-minute cache and the assertion is still valid.
+    app.clock.set(1_767_225_660 - 145);
+    let rolled = fixture_response("rollover");
+
+    // Signed with the IdP's next key, which its metadata does not list yet.
+    expect_fixture_request(&app, "relay-1").await;
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", "relay-1")]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(last_failure(&app).await, "saml_signature");
+    assert_eq!(server.hits(), 1);
+
+    // The IdP publishes both keys; within the cache duration nothing is fetched.
+    server.serve(200, idp_metadata_xml(&["idp-rsa.crt", "idp-rsa-next.crt"], "PT5M"));
+    app.clock.advance(200);
+    expect_fixture_request(&app, "relay-2").await;
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", "relay-2")]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(server.hits(), 1);
+
+    // Past it, the new metadata is fetched and the new key verifies.
+    app.clock.advance(101);
+    expect_fixture_request(&app, "relay-3").await;
+    let accepted = post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", "relay-3")]).await;
+    assert_eq!(accepted.status(), StatusCode::SEE_OTHER);
+    assert_eq!(server.hits(), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_metadata_fetch_keeps_the_last_good_copy_and_is_counted() {
+    let server = MetadataServer::start(idp_metadata_xml(&["idp-rsa.crt"], "PT5M")).await;
+    let (_db, app) = fixture_app(&format!("idp_metadata_url = \"{}\"", server.url), "").await;
+    app.clock.set(1_767_225_660 - 145);
+    let started = app.get("/saml/corp-saml/login").await;
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    assert!(location(&started).starts_with("https://idp.test/saml/sso?SAMLRequest="), "{}", location(&started));
+
+    // The IdP's metadata endpoint breaks; sign-ins go on with the copy already held.
+    server.serve(500, String::new());
+    app.clock.advance(301);
+    expect_fixture_request(&app, "relay-1").await;
+    let genuine = fixture_response("signed-assertion");
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", "relay-1")]).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(server.hits(), 2);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("gatehouse_saml_metadata_refresh_failures_total{connector=\"corp-saml\"} 1"), "{metrics}");
+    // A retry waits a minute rather than hitting the IdP on every request.
+    assert_eq!(app.get("/saml/corp-saml/login").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(server.hits(), 2);
+    app.stop().await;
+
+    // Without any good copy, the sign-in cannot start: a clear 502, not a redirect.
+    let broken = MetadataServer::start(String::from("<not-metadata/>")).await;
+    let (_db, app) = fixture_app(&format!("idp_metadata_url = \"{}\"", broken.url), "").await;
+    let refused = app.get("/saml/corp-saml/login").await;
+    assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(last_failure(&app).await, "saml_metadata");
+    app.stop().await;
+}

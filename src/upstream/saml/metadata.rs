@@ -193,3 +193,55 @@ pub fn sp_metadata_xml(
     };
     descriptor.to_string().map_err(|_| SamlError::Metadata("the SP metadata could not be written"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CERT: &str = "MIIDBTCCAe2gAwIBAgIUL5Yq8VwQ5VbMHyaQvN0X0ZsZUHIwDQYJKoZIhvcNAQELBQAwEjEQMA4GA1UEAwwHaWRwLnRlc3Qw";
+
+    fn document(attributes: &str, keys: &str) -> String {
+        format!(
+            r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.test" {attributes}><md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">{keys}<md:SingleSignOnService Binding="{BINDING_REDIRECT}" Location="https://idp.test/sso"/></md:IDPSSODescriptor></md:EntityDescriptor>"#
+        )
+    }
+
+    #[test]
+    fn metadata_without_a_signing_certificate_is_refused() {
+        let encryption_only = format!(
+            r#"<md:KeyDescriptor use="encryption"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{CERT}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>"#
+        );
+        let err = parse_idp_metadata(&document("", &encryption_only), 0).unwrap_err();
+        assert!(err.to_string().contains("no signing certificate"), "{err}");
+        let err = parse_idp_metadata(&document("", ""), 0).unwrap_err();
+        assert!(err.to_string().contains("no signing certificate"), "{err}");
+    }
+
+    #[test]
+    fn expired_metadata_and_a_doctype_are_refused() {
+        let expired = document(r#"validUntil="2020-01-01T00:00:00Z""#, "");
+        let err = parse_idp_metadata(&expired, 1_767_225_600).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        let doctype = format!("<!DOCTYPE x [<!ENTITY e \"x\">]>{}", document("", ""));
+        assert!(parse_idp_metadata(&doctype, 0).unwrap_err().to_string().contains("not acceptable XML"));
+    }
+
+    #[test]
+    fn durations_follow_xs_duration() {
+        assert_eq!(parse_duration_secs("PT1H"), Some(3600));
+        assert_eq!(parse_duration_secs("P1DT12H"), Some(129_600));
+        assert_eq!(parse_duration_secs("PT5M30S"), Some(330));
+        assert_eq!(parse_duration_secs("PT0.5S"), Some(0));
+        for bad in ["", "P", "1H", "PT", "PTH", "P-1D", "PT1X", "P1H"] {
+            assert_eq!(parse_duration_secs(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn instants_must_be_utc() {
+        assert_eq!(parse_instant("2026-01-01T00:00:00Z"), Some(1_767_225_600));
+        assert_eq!(parse_instant("2026-01-01T00:00:00.123Z"), Some(1_767_225_600));
+        assert_eq!(parse_instant("2026-01-01T01:00:00+01:00"), None);
+        assert_eq!(parse_instant("yesterday"), None);
+    }
+}
