@@ -395,3 +395,64 @@ fn oidc_connectors_are_read_and_checked() {
     );
     assert_eq!(key, "connectors[0].issuer");
 }
+
+const SAML_CONNECTOR: &str = r#"
+[[connectors]]
+id = "corp-saml"
+type = "saml"
+name = "Corp SSO"
+idp_metadata_url = "https://idp.example.com/metadata"
+email_domains = ["corp.example"]
+[connectors.claims]
+email = "mail"
+groups = "memberOf"
+"#;
+
+#[test]
+fn saml_connectors_are_read_and_checked() {
+    let config = load(&format!("{MINIMAL}{SAML_CONNECTOR}"), &[]).unwrap();
+    let config::ConnectorKind::Saml(settings) = &config.connectors[0].kind else { panic!("a saml connector") };
+    assert_eq!(settings.metadata, config::MetadataSource::Url("https://idp.example.com/metadata".into()));
+    assert_eq!((settings.claims.subject.as_str(), settings.claims.name.as_str()), ("NameID", "displayName"));
+    assert_eq!(settings.claims.groups, "memberOf");
+    assert_eq!(settings.claims.username, None);
+    assert_eq!((settings.allow_idp_initiated, settings.allow_sha1, settings.clock_skew_secs), (false, false, 60));
+
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let from_file = SAML_CONNECTOR.replace(
+        "idp_metadata_url = \"https://idp.example.com/metadata\"",
+        &format!("idp_metadata_file = \"{}\"", file.path().display()),
+    );
+    let config = load(&format!("{MINIMAL}{from_file}"), &[]).unwrap();
+    assert!(
+        matches!(&config.connectors[0].kind, config::ConnectorKind::Saml(s) if s.metadata == config::MetadataSource::File(file.path().into()))
+    );
+
+    let url = "idp_metadata_url = \"https://idp.example.com/metadata\"";
+    let cases = [
+        (url, "", "connectors[0].idp_metadata_url"),
+        (url, "idp_metadata_url = \"http://idp.example.com/metadata\"", "connectors[0].idp_metadata_url"),
+        (url, "idp_metadata_url = \"not a url\"", "connectors[0].idp_metadata_url"),
+        (url, "idp_metadata_file = \"/nonexistent/idp.xml\"", "connectors[0].idp_metadata_file"),
+        (url, "idp_metadata_url = \"https://a\"\nidp_metadata_file = \"/etc/hostname\"", "connectors[0].idp_metadata_url"),
+        ("email_domains", "clock_skew_secs = 601\nemail_domains", "connectors[0].clock_skew_secs"),
+        ("email_domains", "client_id = \"x\"\nemail_domains", "connectors[0].client_id"),
+        ("email_domains", "allow_xxe = true\nemail_domains", "connectors[0].allow_xxe"),
+        ("groups = \"memberOf\"", "groups = \"\"", "connectors[0].claims.groups"),
+    ];
+    for (from, to, expected) in cases {
+        let (key, reason) = error_of(&format!("{MINIMAL}{}", SAML_CONNECTOR.replacen(from, to, 1)), &[]);
+        assert_eq!(key, expected, "{from} -> {to}: {reason}");
+    }
+    // SAML-only keys are refused on other connector types.
+    let (key, _) = error_of(
+        &format!("{MINIMAL}{}", local_users_toml().replace("type = \"local\"", "type = \"local\"\nallow_idp_initiated = true")),
+        &[],
+    );
+    assert_eq!(key, "connectors[0].allow_idp_initiated");
+    let (key, _) = error_of(
+        &format!("{MINIMAL}{}", OIDC_CONNECTOR.replace("email_domains", "idp_metadata_file = \"/etc/hostname\"\nemail_domains")),
+        &[],
+    );
+    assert_eq!(key, "connectors[0].idp_metadata_file");
+}

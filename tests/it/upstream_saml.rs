@@ -478,3 +478,52 @@ async fn a_failed_metadata_fetch_keeps_the_last_good_copy_and_is_counted() {
     assert_eq!(last_failure(&app).await, "saml_metadata");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_login_page_offers_the_connector() {
+    let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
+    let (_db, app) = fixture_app(&metadata, "").await;
+    let login = app.get(&authorize_path(None)).await;
+    let page = app.get(&location(&login)).await.text().await.unwrap();
+    assert!(page.contains("Corp SSO"), "{page}");
+    let start = page.split("href=\"/saml/corp-saml/login?req=").nth(1).unwrap_or_else(|| panic!("no SAML button: {page}"));
+    let req = &start[..start.find('"').unwrap()];
+    let started = app.get(&format!("/saml/corp-saml/login?req={req}")).await;
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    // The fixture IdP wants signed requests: SAMLRequest, RelayState, SigAlg, Signature.
+    let to_idp = reqwest::Url::parse(&location(&started)).unwrap();
+    let names: Vec<String> = to_idp.query_pairs().map(|(k, _)| k.into_owned()).collect();
+    assert_eq!(names, ["SAMLRequest", "RelayState", "SigAlg", "Signature"]);
+    let relay = to_idp.query_pairs().find(|(k, _)| k == "RelayState").unwrap().1.into_owned();
+    assert!(relay.len() <= 80 && !relay.contains(&app.base), "RelayState is an opaque reference: {relay}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_sign_in_needs_a_fresh_authn_instant() {
+    let Some(python) = idp_python() else { return };
+    let (_db, app, idp) = setup(&python, json!({}), "").await;
+    // prompt=login reaches the IdP as ForceAuthn; the IdP's new AuthnInstant satisfies it.
+    let path = format!("{}&prompt=login", authorize_path(Some("alice@corp.example")));
+    let (url, page) = follow_until(&app, app.url(&path), DEMO_REDIRECT).await;
+    assert!(url.starts_with(&idp.base), "{url}");
+    let request = app.http.get(format!("{}/last-request", idp.base)).send().await.unwrap().text().await.unwrap();
+    assert!(request.contains("ForceAuthn=\"true\""), "{request}");
+    let key = field_value(&page.text().await.unwrap(), "key").unwrap();
+    let form = [("key", key.as_str()), ("username", "alice"), ("password", "alice-pass"), ("action", "login")];
+    let answered = app.http.post(format!("{}/sso/login", idp.base)).form(&form).send().await.unwrap();
+    let consumed = post(&app, &auto_post(&answered.text().await.unwrap())).await;
+    assert_eq!(consumed.status(), StatusCode::SEE_OTHER);
+    app.stop().await;
+
+    // An AuthnInstant older than the request (beyond the skew) is refused.
+    let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
+    let (_db, app) = fixture_app(&metadata, "").await;
+    let pending = json!({"connector_id": "corp-saml", "request_id": "_a1b2c3d4e5f60718293a4b5c6d7e8f90", "pending_login": null, "fresh_since": 1_767_225_660 + 1});
+    let key = gatehouse::tokens::digest("relay-1");
+    app.state.store.put_single_use(SingleUseKind::SamlRequestId, &key, &pending.to_string(), 1_767_225_660 + 900).await.unwrap();
+    let genuine = fixture_response("signed-assertion");
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", "relay-1")]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(last_failure(&app).await, "saml_not_fresh");
+    app.stop().await;
+}
