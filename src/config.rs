@@ -1064,6 +1064,9 @@ fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
             if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback_host(&parsed)) {
                 return Err(invalid(key("idp_metadata_url"), "must be an https URL (plain http only for loopback hosts)"));
             }
+            if parsed.fragment().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
+                return Err(invalid(key("idp_metadata_url"), "must not have a fragment or credentials"));
+            }
             MetadataSource::Url(url.clone())
         }
         (None, Some(path)) => {

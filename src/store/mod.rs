@@ -302,6 +302,8 @@ pub enum SingleUseKind {
     AuthorizationCode,
     UpstreamState,
     SamlRequestId,
+    /// A verified SAML sign-in on its way from the ACS to the same-site finishing step.
+    SamlVerifiedLogin,
     /// A seen SAML assertion id, kept until it expires so it cannot be replayed.
     SamlAssertionId,
 }
@@ -314,6 +316,7 @@ impl SingleUseKind {
             Self::AuthorizationCode => "authorization_code",
             Self::UpstreamState => "upstream_state",
             Self::SamlRequestId => "saml_request_id",
+            Self::SamlVerifiedLogin => "saml_verified_login",
             Self::SamlAssertionId => "saml_assertion_id",
         }
     }

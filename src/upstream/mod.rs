@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::config::ConnectorKind;
 
 /// What an upstream source asserts about the person who signed in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UpstreamIdentity {
     pub connector_id: String,
     /// Stable within the connector; the link to a local user is keyed on it, never on the email.

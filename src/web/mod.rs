@@ -111,6 +111,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/oidc/{id}/callback", get(upstream::oidc_callback))
         .route("/saml/{id}/metadata", get(saml::metadata))
         .route("/saml/{id}/login", get(saml::login))
+        .route("/saml/{id}/finish", get(saml::finish))
         .route("/saml/{id}/acs", post(saml::acs).layer(DefaultBodyLimit::max(crate::upstream::saml::MAX_POST_BYTES)))
         .route("/static/gatehouse.css", get(ops::stylesheet))
         .route("/favicon.ico", get(ops::favicon))

@@ -2,22 +2,25 @@
 //! assertion consumer service (HTTP-POST from the IdP).
 //!
 //! The ACS is a cross-site POST, which carries no `SameSite=Lax` cookie, so its state is found
-//! by `RelayState` on the server, never by the browser's session.
+//! by `RelayState` on the server; the session is started one same-site redirect later, where
+//! the cookie proves the browser is the one that started the sign-in.
 
 use std::net::SocketAddr;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
 use crate::login::{self, LoginError, Origin};
 use crate::provider::ErrorCode;
 use crate::provider::params::Params;
+use crate::secret::constant_time_eq;
 use crate::store::{SingleUseKind, StoreError};
-use crate::tokens::digest;
+use crate::tokens::{digest, random_token};
+use crate::upstream::UpstreamIdentity;
 use crate::upstream::saml::{LOGIN_LIFETIME_SECS, PendingSamlLogin, SamlConnector, SamlError};
 use crate::web::AppState;
 use crate::web::client::client_ip;
@@ -25,7 +28,7 @@ use crate::web::csrf;
 use crate::web::error::WebError;
 use crate::web::login::{EXPIRED_REQUEST, continue_to, pending_for, request_id, user_agent};
 use crate::web::sessions;
-use crate::web::upstream::{UpstreamFailure, refused_page, upstream_failure_page};
+use crate::web::upstream::{BINDING_KEY, OTHER_BROWSER, UpstreamFailure, browser_binding, refused_page, upstream_failure_page};
 
 /// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
 #[derive(Deserialize)]
@@ -38,6 +41,7 @@ pub struct AcsForm {
 
 /// Our `RelayState` values are 43 characters; the binding allows at most 80 bytes.
 const MAX_RELAY_STATE_BYTES: usize = 80;
+const EXPIRED: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
 const MALFORMED_POST: &str = "The identity provider's answer could not be read. Go back to the application and start again.";
 
 fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<SamlConnector>, WebError> {
@@ -54,6 +58,7 @@ pub async fn metadata(State(state): State<AppState>, Path(id): Path<String>) -> 
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -64,7 +69,8 @@ pub async fn login(
     let pending = pending_for(&state, request.as_deref()).await?;
     let now = state.clock.now();
     let force = pending.as_ref().is_some_and(|p| p.force_login);
-    let start = match connector.begin(request, force, now).await {
+    let binding = browser_binding(&session).await?;
+    let start = match connector.begin(request, force, digest(&binding), now).await {
         Ok(start) => start,
         Err(err) => {
             let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
@@ -79,11 +85,22 @@ pub async fn login(
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.redirect_url)]).into_response())
 }
 
-/// The assertion consumer service.
+/// A verified sign-in between the ACS and the finishing step, for one minute.
+#[derive(Serialize, Deserialize)]
+struct VerifiedLogin {
+    identity: UpstreamIdentity,
+    pending_login: Option<String>,
+    /// `None` for an IdP-initiated sign-in, which no browser started.
+    browser_binding: Option<String>,
+}
+
+const VERIFIED_LOGIN_LIFETIME_SECS: i64 = 60;
+
+/// The assertion consumer service: verifies the response, spends the request and the assertion,
+/// then sends the browser to a same-site step where its session cookie is present.
 pub async fn acs(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    session: Session,
     headers: HeaderMap,
     Path(id): Path<String>,
     form: Result<Form<AcsForm>, FormRejection>,
@@ -108,14 +125,14 @@ pub async fn acs(
     // any InResponseTo, and everything unless the connector allows IdP-initiated sign-in.
     let state_key = relay_state.as_deref().map(digest);
     let mut pending = None;
-    if let Some(key) = &state_key {
-        if let Some(payload) = state.store.peek_single_use(SingleUseKind::SamlRequestId, key, now).await? {
-            let found: PendingSamlLogin = serde_json::from_str(&payload).map_err(WebError::internal)?;
-            if found.connector_id != id {
-                return failure_page(&state, connector, &SamlError::InResponseTo, None, ip).await;
-            }
-            pending = Some(found);
+    if let Some(key) = &state_key
+        && let Some(payload) = state.store.peek_single_use(SingleUseKind::SamlRequestId, key, now).await?
+    {
+        let found: PendingSamlLogin = serde_json::from_str(&payload).map_err(WebError::internal)?;
+        if found.connector_id != id {
+            return failure_page(&state, connector, &SamlError::InResponseTo, None, ip).await;
         }
+        pending = Some(found);
     }
 
     let verified = connector.finish(&form.saml_response, pending.as_ref(), now).await;
@@ -124,10 +141,10 @@ pub async fn acs(
         Some(key) if pending.is_some() => state.store.take_single_use(SingleUseKind::SamlRequestId, key, now).await?.is_some(),
         _ => true,
     };
-    let pending_login = pending.as_ref().and_then(|p| p.pending_login.as_deref());
+    let pending_login = pending.as_ref().and_then(|p| p.pending_login.clone());
     let (identity, assertion) = match verified {
         Ok(done) => done,
-        Err(err) => return failure_page(&state, connector, &err, pending_login, ip).await,
+        Err(err) => return failure_page(&state, connector, &err, pending_login.as_deref(), ip).await,
     };
     if !spent {
         return failure_page(&state, connector, &SamlError::Replay, None, ip).await;
@@ -136,17 +153,63 @@ pub async fn acs(
     let replay_key = digest(&format!("{id}\n{}", assertion.assertion_id));
     match state.store.put_single_use(SingleUseKind::SamlAssertionId, &replay_key, "", assertion.replay_until).await {
         Ok(()) => {}
-        Err(StoreError::AlreadyExists) => return failure_page(&state, connector, &SamlError::Replay, pending_login, ip).await,
+        Err(StoreError::AlreadyExists) => {
+            return failure_page(&state, connector, &SamlError::Replay, pending_login.as_deref(), ip).await;
+        }
         Err(err) => return Err(err.into()),
     }
 
+    let handoff = random_token();
+    let record = VerifiedLogin { identity, pending_login, browser_binding: pending.map(|p| p.browser_binding) };
+    let payload = serde_json::to_string(&record).map_err(WebError::internal)?;
+    state
+        .store
+        .put_single_use(SingleUseKind::SamlVerifiedLogin, &digest(&handoff), &payload, now + VERIFIED_LOGIN_LIFETIME_SECS)
+        .await?;
+    Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())
+}
+
+/// Where the ACS sends the browser: a same-site GET, so its `SameSite=Lax` session cookie is
+/// here to prove it is the browser that started the sign-in. The session starts here.
+pub async fn finish(
+    State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    session: Session,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, WebError> {
+    connector(&state, &id)?;
+    let now = state.clock.now();
+    let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let handoff =
+        params.get("t").ok().flatten().filter(|t| t.len() <= MAX_RELAY_STATE_BYTES).ok_or(WebError::BadRequest(EXPIRED))?;
+    let Some(payload) = state.store.take_single_use(SingleUseKind::SamlVerifiedLogin, &digest(handoff), now).await? else {
+        login::record_upstream_failure(state.store.as_ref(), &id, "saml_unknown_handoff", Some(ip), now).await?;
+        return Err(WebError::BadRequest(EXPIRED));
+    };
+    let record: VerifiedLogin = serde_json::from_str(&payload).map_err(WebError::internal)?;
+    if record.identity.connector_id != id {
+        return Err(WebError::BadRequest(EXPIRED));
+    }
+    if let Some(expected) = &record.browser_binding {
+        let bound = session
+            .get::<String>(BINDING_KEY)
+            .await?
+            .is_some_and(|b| constant_time_eq(digest(&b).as_bytes(), expected.as_bytes()));
+        if !bound {
+            login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
+            return Err(WebError::Forbidden(OTHER_BROWSER));
+        }
+    }
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    match login::sign_in(state.store.as_ref(), &state.config.session, &identity, origin, now).await {
+    match login::sign_in(state.store.as_ref(), &state.config.session, &record.identity, origin, now).await {
         Ok((sso, _user)) => {
             state.metrics.record_login(&id, "success");
             sessions::attach(&state, &session, &sso).await?;
             csrf::renew(&session).await?;
-            continue_to(&state, pending_login).await
+            continue_to(&state, record.pending_login.as_deref()).await
         }
         Err(LoginError::Disabled) => {
             state.metrics.record_login(&id, "disabled");

@@ -27,10 +27,10 @@ use crate::web::sessions;
 
 /// A random value in the browser's session; each upstream login records its digest, so the
 /// callback only completes in the browser that started it.
-const BINDING_KEY: &str = "upstream_binding";
+pub(crate) const BINDING_KEY: &str = "upstream_binding";
 const UNKNOWN_STATE: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
 const MALFORMED_CALLBACK: &str = "The identity provider sent the browser back with a malformed response.";
-const OTHER_BROWSER: &str =
+pub(crate) const OTHER_BROWSER: &str =
     "This sign-in was started in another browser, or this browser's session ended meanwhile. Start again.";
 
 fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<OidcConnector>, WebError> {
@@ -53,7 +53,7 @@ fn query_param(params: &Params, name: &str) -> Result<Option<String>, WebError> 
     params.get(name).map(|v| v.map(str::to_owned)).map_err(|_| WebError::BadRequest(MALFORMED_CALLBACK))
 }
 
-async fn browser_binding(session: &Session) -> Result<String, WebError> {
+pub(crate) async fn browser_binding(session: &Session) -> Result<String, WebError> {
     if let Some(existing) = session.get::<String>(BINDING_KEY).await? {
         return Ok(existing);
     }

@@ -433,6 +433,7 @@ fn saml_connectors_are_read_and_checked() {
         (url, "", "connectors[0].idp_metadata_url"),
         (url, "idp_metadata_url = \"http://idp.example.com/metadata\"", "connectors[0].idp_metadata_url"),
         (url, "idp_metadata_url = \"not a url\"", "connectors[0].idp_metadata_url"),
+        (url, "idp_metadata_url = \"https://user:pw@idp.example.com/m\"", "connectors[0].idp_metadata_url"),
         (url, "idp_metadata_file = \"/nonexistent/idp.xml\"", "connectors[0].idp_metadata_file"),
         (url, "idp_metadata_url = \"https://a\"\nidp_metadata_file = \"/etc/hostname\"", "connectors[0].idp_metadata_url"),
         ("email_domains", "clock_skew_secs = 601\nemail_domains", "connectors[0].clock_skew_secs"),

@@ -164,6 +164,7 @@ refuse! {
     refuses_sha1_by_default => "sha1-refused", "saml_signature",
     refuses_sha1_digest_by_default => "sha1-digest", "saml_signature",
     refuses_encrypted_unsigned_assertion => "enc-unsigned", "saml_signature",
+    refuses_cbc_outside_a_signed_response => "enc-cbc-unsigned-response", "saml_decryption",
     refuses_xsw1 => "xsw1", "saml_signature",
     refuses_xsw2 => "xsw2", "saml_signature",
     refuses_xsw3 => "xsw3", "saml_malformed",
@@ -291,4 +292,121 @@ fn vendor_response_replayed_an_hour_later_is_expired() {
     let later = chrono::DateTime::parse_from_rfc3339("2017-04-04T05:34:59Z").unwrap().timestamp();
     let err = verify_response(&base64::engine::general_purpose::STANDARD.encode(xml), &expect, later).unwrap_err();
     assert_eq!(err.reason(), "saml_expired");
+}
+
+/// `xmlsec1`, required when `TEST_SAML_IDP` is set (as in `.ci/run`).
+fn xmlsec1() -> bool {
+    let found = std::process::Command::new("xmlsec1").arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found || std::env::var_os("TEST_SAML_IDP").is_none(), "TEST_SAML_IDP is set but xmlsec1 is missing");
+    if !found {
+        eprintln!("xmlsec1 is not installed: skipping the live canonicalization cross-check");
+    }
+    found
+}
+
+/// One document per combination of the things exclusive c14n is sensitive to: prefixes, where
+/// and how often namespaces are declared, unused declarations, escaping, comments, CDATA,
+/// attribute order and namespaces, whitespace.
+fn c14n_documents() -> Vec<String> {
+    let prefixes = ["saml", "saml2", "", "a"];
+    let values = [
+        "plain",
+        "a&amp;b &lt;c&gt; \"d\" 'e'",
+        "tab\there&#9;and&#13;cr&#xA;lf",
+        "Zoë Ŝmith ✓",
+        "<![CDATA[x < y & z]]>",
+        "  spaced   out  ",
+    ];
+    let mut documents = Vec::new();
+    for (i, prefix) in prefixes.iter().enumerate() {
+        for (j, value) in values.iter().enumerate() {
+            let q = |local: &str| if prefix.is_empty() { local.to_owned() } else { format!("{prefix}:{local}") };
+            let ns_attr = if prefix.is_empty() { "xmlns".to_owned() } else { format!("xmlns:{prefix}") };
+            let on_response = (i + j) % 2 == 0;
+            let redundant = j % 3 == 0;
+            let comment = if j % 2 == 1 { "<!-- a comment the signature ignores -->" } else { "" };
+            let newline = if (i + j) % 3 == 1 { "\n    " } else { "" };
+            let response_ns =
+                if on_response { format!(" {ns_attr}=\"urn:oasis:names:tc:SAML:2.0:assertion\"") } else { String::new() };
+            let assertion_ns = if !on_response || redundant {
+                format!(" {ns_attr}=\"urn:oasis:names:tc:SAML:2.0:assertion\"")
+            } else {
+                String::new()
+            };
+            let child_ns =
+                if redundant { format!(" {ns_attr}=\"urn:oasis:names:tc:SAML:2.0:assertion\"") } else { String::new() };
+            documents.push(format!(
+                r##"<samlp:Response xmlns:samlp="urn:oasis:names:tc:SAML:2.0:protocol" xmlns:unused="urn:example:unused"{response_ns} xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ID="_r{i}{j}" Version="2.0">{newline}<{assertion} xmlns:other="urn:example:other"{assertion_ns} z="last" ID="_a{i}{j}" a="first" other:attr="x" Version="2.0">{newline}<{issuer}>https://idp.test/saml/metadata</{issuer}>{newline}<ds:Signature xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:SignedInfo><ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/><ds:SignatureMethod Algorithm="http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"/><ds:Reference URI="#_a{i}{j}"><ds:Transforms><ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"/><ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"/></ds:Transforms><ds:DigestMethod Algorithm="http://www.w3.org/2001/04/xmlenc#sha256"/><ds:DigestValue></ds:DigestValue></ds:Reference></ds:SignedInfo><ds:SignatureValue></ds:SignatureValue></ds:Signature>{newline}<{statement}{child_ns}>{comment}<{attribute} Name="displayName"><{value} xsi:type="xs:string" xmlns:xs="http://www.w3.org/2001/XMLSchema">{value_text}</{value}>{comment}</{attribute}></{statement}>{newline}<{empty}/></{assertion}></samlp:Response>"##,
+                assertion = q("Assertion"),
+                issuer = q("Issuer"),
+                statement = q("AttributeStatement"),
+                attribute = q("Attribute"),
+                value = q("AttributeValue"),
+                empty = q("Advice"),
+                value_text = value,
+            ));
+        }
+    }
+    documents
+}
+
+/// Our canonicalization and reference processing against xmlsec1's on the same documents:
+/// xmlsec1 signs each one (computing the digest over its own canonical form), we verify.
+/// A tampered copy of each must then fail.
+#[test]
+fn c14n_matches_xmlsec1_on_generated_documents() {
+    if !xmlsec1() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let key = idp_key(&fixtures().join("keys/idp-rsa.crt"));
+    let documents = c14n_documents();
+    for (n, document) in documents.iter().enumerate() {
+        let template = dir.path().join(format!("t{n}.xml"));
+        let signed = dir.path().join(format!("s{n}.xml"));
+        std::fs::write(&template, document).unwrap();
+        let output = std::process::Command::new("xmlsec1")
+            .args(["--sign", "--privkey-pem"])
+            .arg(fixtures().join("keys/idp-rsa.key"))
+            .args(["--id-attr:ID", "urn:oasis:names:tc:SAML:2.0:assertion:Assertion", "--output"])
+            .arg(&signed)
+            .arg(&template)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "xmlsec1 could not sign document {n}: {}", String::from_utf8_lossy(&output.stderr));
+        let text = std::fs::read_to_string(&signed).unwrap();
+        let verify = |text: &str| {
+            let doc = gatehouse::upstream::saml::xml::parse(text).unwrap();
+            let assertion = doc
+                .root_element()
+                .children()
+                .find(|n| n.has_tag_name("Assertion") || n.tag_name().name() == "Assertion")
+                .unwrap();
+            gatehouse::upstream::saml::dsig::verify_enveloped(&doc, assertion, std::slice::from_ref(&key), false)
+        };
+        assert!(
+            verify(&text).unwrap_or_else(|err| panic!("document {n} refused: {err}\n{text}")),
+            "document {n}: no signature found"
+        );
+        let tampered = text.replacen("Name=\"displayName\"", "Name=\"displayname\"", 1);
+        assert!(verify(&tampered).is_err(), "document {n}: a tampered copy verified");
+    }
+    assert_eq!(documents.len(), 24);
+}
+
+/// A name that would canonicalize like another if cut at Unicode whitespace (U+1680 is
+/// whitespace to Rust but a name character to XML): the reader would no longer find the element
+/// while the digest still matched. Canonicalized as written, the digest no longer matches.
+#[test]
+fn refuses_element_names_that_canonicalize_as_other_names() {
+    let mut case = case("signed-assertion");
+    let xml = std::fs::read_to_string(fixtures().join("responses/signed-assertion.xml")).unwrap();
+    let renamed = xml.replace("saml:AttributeValue", "saml:AttributeValue\u{1680}x");
+    assert_ne!(renamed, xml);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("responses")).unwrap();
+    std::fs::write(dir.path().join("responses/renamed.xml"), renamed).unwrap();
+    case["file"] = Value::String(dir.path().join("responses/renamed.xml").display().to_string());
+    let err = run(&case).unwrap_err();
+    assert_eq!(err.to_string(), "signature refused: the signed content was altered");
 }

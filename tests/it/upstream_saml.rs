@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use gatehouse::clock::ManualClock;
+use gatehouse::clock::{Clock, ManualClock};
 use gatehouse::store::SingleUseKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -257,8 +257,7 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     let page = app.http.get(initiated(&idp)).send().await.unwrap().text().await.unwrap();
     let answer = auto_post(&page);
     let landed = post(&app, &answer).await;
-    assert_eq!(landed.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&landed), "/", "the IdP's RelayState is not a place to go");
+    assert_eq!(finish(&app, landed).await, "/", "the IdP's RelayState is not a place to go");
     let portal = app.get("/").await.text().await.unwrap();
     assert!(portal.contains("Alice Corp"), "{portal}");
     // Without a request to spend, the assertion id cache is what refuses the replay.
@@ -285,11 +284,43 @@ async fn fixture_app(metadata: &str, extra: &str) -> (TestDb, TestApp) {
     (db, app)
 }
 
-/// Stores the request the fixtures answer, as `/saml/corp-saml/login` would have.
-async fn expect_fixture_request(app: &TestApp, relay_state: &str) {
-    let pending = json!({"connector_id": "corp-saml", "request_id": "_a1b2c3d4e5f60718293a4b5c6d7e8f90", "pending_login": null, "fresh_since": null});
-    let key = gatehouse::tokens::digest(relay_state);
-    app.state.store.put_single_use(SingleUseKind::SamlRequestId, &key, &pending.to_string(), 1_767_225_660 + 900).await.unwrap();
+/// Starts a sign-in in the test's browser and makes the stored request the one the fixtures
+/// answer (their `InResponseTo`); returns its `RelayState`.
+async fn expect_fixture_request(app: &TestApp) -> String {
+    expect_fixture_request_with(app, |_| {}).await
+}
+
+async fn expect_fixture_request_with(app: &TestApp, change: impl FnOnce(&mut Value)) -> String {
+    let started = app.get("/saml/corp-saml/login").await;
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    let to_idp = reqwest::Url::parse(&location(&started)).unwrap();
+    let relay = to_idp.query_pairs().find(|(k, _)| k == "RelayState").unwrap().1.into_owned();
+    let key = gatehouse::tokens::digest(&relay);
+    let now = app.clock.now();
+    let stored = app.state.store.take_single_use(SingleUseKind::SamlRequestId, &key, now).await.unwrap().unwrap();
+    let mut pending: Value = serde_json::from_str(&stored).unwrap();
+    pending["request_id"] = json!("_a1b2c3d4e5f60718293a4b5c6d7e8f90");
+    change(&mut pending);
+    app.state.store.put_single_use(SingleUseKind::SamlRequestId, &key, &pending.to_string(), now + 900).await.unwrap();
+    relay
+}
+
+/// The ACS verified the response and hands the sign-in to the finishing step. (The fixture app's
+/// issuer is https, so its Secure session cookie never comes back over the test's plain http:
+/// the finishing step itself is exercised with the pysaml2 IdP.)
+fn verified_at_acs(consumed: reqwest::Response) {
+    assert_eq!(consumed.status(), StatusCode::SEE_OTHER);
+    assert!(location(&consumed).starts_with("/saml/corp-saml/finish?t="), "{}", location(&consumed));
+}
+
+/// Follows the ACS's redirect to the finishing step; returns where that sends the browser.
+async fn finish(app: &TestApp, consumed: reqwest::Response) -> String {
+    assert_eq!(consumed.status(), StatusCode::SEE_OTHER);
+    let handoff = location(&consumed);
+    assert!(handoff.starts_with("/saml/corp-saml/finish?t="), "{handoff}");
+    let finished = app.get(&handoff).await;
+    assert_eq!(finished.status(), StatusCode::SEE_OTHER, "{}", finished.text().await.unwrap());
+    location(&finished)
 }
 
 fn fixture_response(name: &str) -> String {
@@ -304,7 +335,7 @@ async fn post_acs(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
 async fn hostile_and_malformed_posts_get_a_clear_error_and_an_audit_event() {
     let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
     let (_db, app) = fixture_app(&metadata, "").await;
-    expect_fixture_request(&app, "relay-1").await;
+    let relay_1 = expect_fixture_request(&app).await;
 
     let deep = format!(
         "<samlp:Response xmlns:samlp=\"urn:oasis:names:tc:SAML:2.0:protocol\">{}{}</samlp:Response>",
@@ -333,7 +364,7 @@ async fn hostile_and_malformed_posts_get_a_clear_error_and_an_audit_event() {
     // Not a form, or no SAMLResponse.
     let json = app.http.post(app.url("/saml/corp-saml/acs")).json(&json!({"SAMLResponse": "x"})).send().await.unwrap();
     assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert!(post_acs(&app, &[("RelayState", "relay-1")]).await.status().is_client_error());
+    assert!(post_acs(&app, &[("RelayState", &relay_1)]).await.status().is_client_error());
     // A RelayState longer than the binding allows.
     let long = "r".repeat(81);
     assert_eq!(post_acs(&app, &[("SAMLResponse", "eA=="), ("RelayState", &long)]).await.status(), StatusCode::BAD_REQUEST);
@@ -343,9 +374,7 @@ async fn hostile_and_malformed_posts_get_a_clear_error_and_an_audit_event() {
 
     // None of that spent the real request: the genuine response still signs in.
     let genuine = fixture_response("signed-assertion");
-    let done = post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", "relay-1")]).await;
-    assert_eq!(done.status(), StatusCode::SEE_OTHER);
-    assert_eq!(location(&done), "/");
+    verified_at_acs(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", &relay_1)]).await);
     app.stop().await;
 }
 
@@ -353,9 +382,9 @@ async fn hostile_and_malformed_posts_get_a_clear_error_and_an_audit_event() {
 async fn a_response_for_another_connector_is_refused_at_this_one() {
     let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
     let (_db, app) = fixture_app(&metadata, "").await;
-    expect_fixture_request(&app, "relay-1").await;
+    let relay_1 = expect_fixture_request(&app).await;
     let other = fixture_response("other-connector");
-    let refused = post_acs(&app, &[("SAMLResponse", &other), ("RelayState", "relay-1")]).await;
+    let refused = post_acs(&app, &[("SAMLResponse", &other), ("RelayState", &relay_1)]).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "saml_destination");
     app.stop().await;
@@ -426,23 +455,22 @@ async fn metadata_is_refreshed_and_a_certificate_rollover_needs_no_restart() {
     let rolled = fixture_response("rollover");
 
     // Signed with the IdP's next key, which its metadata does not list yet.
-    expect_fixture_request(&app, "relay-1").await;
-    assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", "relay-1")]).await.status(), StatusCode::FORBIDDEN);
+    let relay_1 = expect_fixture_request(&app).await;
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", &relay_1)]).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "saml_signature");
     assert_eq!(server.hits(), 1);
 
     // The IdP publishes both keys; within the cache duration nothing is fetched.
     server.serve(200, idp_metadata_xml(&["idp-rsa.crt", "idp-rsa-next.crt"], "PT5M"));
     app.clock.advance(200);
-    expect_fixture_request(&app, "relay-2").await;
-    assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", "relay-2")]).await.status(), StatusCode::FORBIDDEN);
+    let relay_2 = expect_fixture_request(&app).await;
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", &relay_2)]).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(server.hits(), 1);
 
     // Past it, the new metadata is fetched and the new key verifies.
     app.clock.advance(101);
-    expect_fixture_request(&app, "relay-3").await;
-    let accepted = post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", "relay-3")]).await;
-    assert_eq!(accepted.status(), StatusCode::SEE_OTHER);
+    let relay_3 = expect_fixture_request(&app).await;
+    verified_at_acs(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", &relay_3)]).await);
     assert_eq!(server.hits(), 2);
     app.stop().await;
 }
@@ -459,9 +487,9 @@ async fn a_failed_metadata_fetch_keeps_the_last_good_copy_and_is_counted() {
     // The IdP's metadata endpoint breaks; sign-ins go on with the copy already held.
     server.serve(500, String::new());
     app.clock.advance(301);
-    expect_fixture_request(&app, "relay-1").await;
+    let relay_1 = expect_fixture_request(&app).await;
     let genuine = fixture_response("signed-assertion");
-    assert_eq!(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", "relay-1")]).await.status(), StatusCode::SEE_OTHER);
+    verified_at_acs(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", &relay_1)]).await);
     assert_eq!(server.hits(), 2);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(metrics.contains("gatehouse_saml_metadata_refresh_failures_total{connector=\"corp-saml\"} 1"), "{metrics}");
@@ -519,11 +547,59 @@ async fn a_fresh_sign_in_needs_a_fresh_authn_instant() {
     // An AuthnInstant older than the request (beyond the skew) is refused.
     let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
     let (_db, app) = fixture_app(&metadata, "").await;
-    let pending = json!({"connector_id": "corp-saml", "request_id": "_a1b2c3d4e5f60718293a4b5c6d7e8f90", "pending_login": null, "fresh_since": 1_767_225_660 + 1});
-    let key = gatehouse::tokens::digest("relay-1");
-    app.state.store.put_single_use(SingleUseKind::SamlRequestId, &key, &pending.to_string(), 1_767_225_660 + 900).await.unwrap();
+    let relay_1 = expect_fixture_request_with(&app, |pending| pending["fresh_since"] = json!(1_767_225_660 + 1)).await;
     let genuine = fixture_response("signed-assertion");
-    assert_eq!(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", "relay-1")]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", &relay_1)]).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "saml_not_fresh");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sign_in_started_on_one_node_finishes_on_another_on_postgres() {
+    let Some(python) = idp_python() else { return };
+    let Some(db) = TestDb::postgres().await else { return };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let idp = SamlIdp::start(&python, &idp_config(&format!("{base}/saml/corp-saml/metadata"), json!({})));
+    let toml = gatehouse_toml(&base, &db, &saml_connector(&format!("idp_metadata_url = \"{}\"", idp.metadata_url), ""));
+    let clock = Arc::new(ManualClock::new(real_now()));
+    let node_a = TestApp::start_on(listener, load_config(db.dir.path(), &toml), clock.clone()).await;
+    let node_b = TestApp::start_config(load_config(db.dir.path(), &toml), clock).await;
+
+    // Both nodes use the one SP key stored in the database.
+    let metadata_a = node_a.get("/saml/corp-saml/metadata").await.text().await.unwrap();
+    let metadata_b = node_b.get("/saml/corp-saml/metadata").await.text().await.unwrap();
+    let certificate = |xml: &str| xml.split("X509Certificate>").nth(1).unwrap().to_owned();
+    assert_eq!(certificate(&metadata_a), certificate(&metadata_b));
+
+    // The request is stored by node A; the IdP's answer is posted to node B.
+    let answer = through_the_idp(&node_a, &idp, "login").await;
+    let on_b = IdpPost { acs: answer.acs.replace(&node_a.base, &node_b.base), fields: answer.fields.clone() };
+    let consumed = post(&node_a, &on_b).await;
+    assert_eq!(consumed.status(), StatusCode::SEE_OTHER);
+    // The same browser (cookies are per host, not per port) finishes on node B.
+    let finished = node_a.http.get(node_b.url(&location(&consumed))).send().await.unwrap();
+    assert_eq!(finished.status(), StatusCode::SEE_OTHER);
+    // Spent for both nodes.
+    assert_eq!(post(&node_a, &answer).await.status(), StatusCode::FORBIDDEN);
+    node_b.stop().await;
+    node_a.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_response_carried_to_another_browser_does_not_sign_it_in() {
+    let Some(python) = idp_python() else { return };
+    let (_db, app, idp) = setup(&python, json!({}), "").await;
+    // The attacker's own sign-in, up to the IdP's answer...
+    let answer = through_the_idp(&app, &idp, "login").await;
+    // ...posted from the victim's browser (another cookie jar): login CSRF.
+    let victim = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let consumed = victim.post(&answer.acs).form(&answer.fields).send().await.unwrap();
+    assert_eq!(consumed.status(), StatusCode::SEE_OTHER);
+    let finished = victim.get(app.url(&location(&consumed))).send().await.unwrap();
+    assert_eq!(finished.status(), StatusCode::FORBIDDEN);
+    assert_eq!(last_failure(&app).await, "other_browser");
+    let portal = victim.get(app.url("/")).send().await.unwrap();
+    assert_ne!(portal.status(), StatusCode::OK, "the victim is not signed in");
     app.stop().await;
 }

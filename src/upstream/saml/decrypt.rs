@@ -36,17 +36,26 @@ impl ContentCipher {
     }
 }
 
-const FAILED: SamlError = SamlError::Decryption("the encrypted assertion could not be decrypted with the SP key");
+pub const FAILED: SamlError = SamlError::Decryption("the encrypted assertion could not be decrypted with the SP key");
 
 /// The plaintext of an `EncryptedAssertion` element. Every failure after the structure checks
 /// reads the same, so the error says nothing about where decryption went wrong.
-pub fn decrypt_assertion(encrypted: Node<'_, '_>, sp_key: &rsa::RsaPrivateKey) -> Result<String, SamlError> {
+/// AES-CBC is unauthenticated: it is taken only when `ciphertext_signed` (the Response's
+/// signature covers it), or a forged ciphertext would make the SP a decryption oracle.
+pub fn decrypt_assertion(
+    encrypted: Node<'_, '_>,
+    sp_key: &rsa::RsaPrivateKey,
+    ciphertext_signed: bool,
+) -> Result<String, SamlError> {
     let data = required_child(encrypted, NS_XMLENC, "EncryptedData", "EncryptedAssertion without EncryptedData")?;
     let method = required_child(data, NS_XMLENC, "EncryptionMethod", "EncryptedData without EncryptionMethod")?;
     let cipher = method
         .attribute("Algorithm")
         .and_then(ContentCipher::from_uri)
         .ok_or(SamlError::Decryption("the content encryption algorithm is not accepted"))?;
+    if matches!(cipher, ContentCipher::Aes128Cbc | ContentCipher::Aes256Cbc) && !ciphertext_signed {
+        return Err(SamlError::Decryption("AES-CBC is accepted only inside a signed Response; use AES-GCM"));
+    }
     // The wrapped key sits in the data's KeyInfo or, as some IdPs send it, beside the data.
     let key_info_key =
         single_child(data, NS_DSIG, "KeyInfo")?.map(|info| children(info, NS_XMLENC, "EncryptedKey").collect::<Vec<_>>());
@@ -66,7 +75,7 @@ pub fn decrypt_assertion(encrypted: Node<'_, '_>, sp_key: &rsa::RsaPrivateKey) -
         ContentCipher::Aes128Gcm => gcm_decrypt::<aes_gcm::Aes128Gcm>(&content_key, &cipher_value)?,
         ContentCipher::Aes256Gcm => gcm_decrypt::<aes_gcm::Aes256Gcm>(&content_key, &cipher_value)?,
     };
-    String::from_utf8(plaintext).map_err(|_| SamlError::Decryption("the decrypted assertion is not UTF-8"))
+    String::from_utf8(plaintext).map_err(|_| FAILED)
 }
 
 fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
@@ -111,7 +120,8 @@ fn unwrap_key(encrypted_key: Node<'_, '_>, sp_key: &rsa::RsaPrivateKey) -> Resul
         (DigestAlgorithm::Sha512, false) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha512, sha1::Sha1>(),
         (DigestAlgorithm::Sha512, true) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha512, sha2::Sha256>(),
     };
-    sp_key.decrypt(padding, &wrapped).map_err(|_| FAILED)
+    // Blinded: the ciphertext comes from anyone, and the unblinded operation leaks timing.
+    sp_key.decrypt_blinded(&mut rand::rngs::OsRng, padding, &wrapped).map_err(|_| FAILED)
 }
 
 /// CBC with the IV in front; XML Encryption's padding is "last byte = pad length" with arbitrary
@@ -122,7 +132,7 @@ where
     cbc::Decryptor<C>: aes::cipher::KeyIvInit,
 {
     const BLOCK: usize = 16;
-    if data.len() < 2 * BLOCK || data.len() % BLOCK != 0 {
+    if data.len() < 2 * BLOCK || !data.len().is_multiple_of(BLOCK) {
         return Err(FAILED);
     }
     let (iv, ciphertext) = data.split_at(BLOCK);

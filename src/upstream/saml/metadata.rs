@@ -158,15 +158,23 @@ pub fn sp_metadata_xml(
 ) -> Result<String, SamlError> {
     use base64::Engine as _;
     use samael::key_info::{KeyInfo, X509Data};
-    use samael::metadata::{EntityDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor};
+    use samael::metadata::{EncryptionMethod, EntityDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor};
     use samael::traits::ToXml as _;
 
     let certificate = base64::engine::general_purpose::STANDARD.encode(certificate_der);
-    let key = |key_use: &str| KeyDescriptor {
+    let key = |key_use: &str, methods: Option<Vec<EncryptionMethod>>| KeyDescriptor {
         key_use: Some(key_use.to_owned()),
         key_info: KeyInfo { id: None, x509_data: Some(X509Data { certificates: vec![certificate.clone()] }) },
-        encryption_methods: None,
+        encryption_methods: methods,
     };
+    // AES-GCM first: the ACS takes AES-CBC only inside a signed Response.
+    let methods = [
+        "http://www.w3.org/2009/xmlenc11#aes256-gcm",
+        "http://www.w3.org/2009/xmlenc11#aes128-gcm",
+        "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p",
+    ]
+    .map(|algorithm| EncryptionMethod { algorithm: algorithm.to_owned() })
+    .to_vec();
     let descriptor = EntityDescriptor {
         entity_id: Some(entity_id.to_owned()),
         valid_until: chrono::DateTime::from_timestamp(valid_until, 0),
@@ -174,7 +182,7 @@ pub fn sp_metadata_xml(
             protocol_support_enumeration: Some(NS_PROTOCOL.to_owned()),
             authn_requests_signed: Some(true),
             want_assertions_signed: Some(true),
-            key_descriptors: Some(vec![key("signing"), key("encryption")]),
+            key_descriptors: Some(vec![key("signing", None), key("encryption", Some(methods))]),
             name_id_formats: Some(vec![
                 "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".to_owned(),
                 "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".to_owned(),

@@ -38,6 +38,9 @@ pub const METADATA_REFRESH_CEILING_SECS: i64 = 86_400;
 const METADATA_REFRESH_DEFAULT_SECS: i64 = 3600;
 /// After a failed fetch, how long before the IdP is asked again.
 const METADATA_RETRY_SECS: i64 = 60;
+/// While fetches fail, the last good metadata (when it states no `validUntil`) is trusted this
+/// long, so a certificate the IdP has withdrawn is not trusted for ever.
+const METADATA_MAX_STALE_SECS: i64 = 7 * 86_400;
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT_SECS: u64 = 5;
 const MAX_GROUPS: usize = 256;
@@ -125,6 +128,9 @@ pub struct PendingSamlLogin {
     pub pending_login: Option<String>,
     /// Set when the app asked for a fresh sign-in: `AuthnInstant` must not be older.
     pub fresh_since: Option<UnixTime>,
+    /// Digest of a value held in the starting browser's session: the sign-in completes only
+    /// in that browser (no login CSRF with someone else's response).
+    pub browser_binding: String,
 }
 
 impl std::fmt::Debug for PendingSamlLogin {
@@ -142,6 +148,7 @@ pub struct LoginStart {
 struct CachedMetadata {
     metadata: Arc<IdpMetadata>,
     refresh_at: UnixTime,
+    fetched_at: UnixTime,
 }
 
 pub struct SamlConnector {
@@ -231,18 +238,26 @@ impl SamlConnector {
     /// The IdP's metadata, fetched again when due. A failed fetch keeps the last good copy
     /// (until its `validUntil`), is logged and counted, and is retried after a pause.
     pub async fn idp_metadata(&self, now: UnixTime) -> Result<Arc<IdpMetadata>, SamlError> {
-        let usable = |cached: &CachedMetadata| cached.metadata.valid_until.is_none_or(|until| until > now);
-        if let Some(cached) = self.cached.read().await.as_ref() {
-            if cached.refresh_at > now && usable(cached) {
-                return Ok(cached.metadata.clone());
-            }
-        }
-        let _one_fetch = self.fetching.lock().await;
+        let usable = |cached: &CachedMetadata| {
+            cached.metadata.valid_until.is_none_or(|until| until > now) && now - cached.fetched_at <= METADATA_MAX_STALE_SECS
+        };
+        let last_good = match self.cached.read().await.as_ref() {
+            Some(cached) if cached.refresh_at > now && usable(cached) => return Ok(cached.metadata.clone()),
+            Some(cached) if usable(cached) => Some(cached.metadata.clone()),
+            _ => None,
+        };
+        // One fetch at a time; while it runs, sign-ins go on with the last good copy.
+        let _one_fetch = match (self.fetching.try_lock(), last_good) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(metadata)) => return Ok(metadata),
+            (Err(_), None) => self.fetching.lock().await,
+        };
         let last_good = self.cached.read().await.as_ref().filter(|c| usable(c)).map(|c| (c.metadata.clone(), c.refresh_at));
-        if let Some((metadata, refresh_at)) = &last_good {
-            if *refresh_at > now {
-                return Ok(metadata.clone());
-            }
+        // Another caller may have refreshed it while this one waited.
+        if let Some((metadata, refresh_at)) = &last_good
+            && *refresh_at > now
+        {
+            return Ok(metadata.clone());
         }
         let backing_off = self.failed_at.lock().ok().and_then(|failed| *failed).is_some_and(|at| now - at < METADATA_RETRY_SECS);
         if backing_off {
@@ -258,7 +273,7 @@ impl SamlConnector {
                     .clamp(METADATA_REFRESH_FLOOR_SECS, METADATA_REFRESH_CEILING_SECS);
                 let refresh_at = metadata.valid_until.map_or(now + lifetime, |until| (now + lifetime).min(until));
                 let metadata = Arc::new(metadata);
-                *self.cached.write().await = Some(CachedMetadata { metadata: metadata.clone(), refresh_at });
+                *self.cached.write().await = Some(CachedMetadata { metadata: metadata.clone(), refresh_at, fetched_at: now });
                 if let Ok(mut failed) = self.failed_at.lock() {
                     *failed = None;
                 }
@@ -303,7 +318,13 @@ impl SamlConnector {
     }
 
     /// Builds the `AuthnRequest` and the IdP URL that carries it.
-    pub async fn begin(&self, pending_login: Option<String>, force: bool, now: UnixTime) -> Result<LoginStart, SamlError> {
+    pub async fn begin(
+        &self,
+        pending_login: Option<String>,
+        force: bool,
+        browser_binding: String,
+        now: UnixTime,
+    ) -> Result<LoginStart, SamlError> {
         let idp = self.idp_metadata(now).await?;
         let request_id = format!("_{}", hex_random(20));
         let relay_state = crate::tokens::random_token();
@@ -319,6 +340,7 @@ impl SamlConnector {
                 request_id,
                 pending_login,
                 fresh_since: force.then_some(now),
+                browser_binding,
             },
         })
     }
@@ -343,10 +365,10 @@ impl SamlConnector {
             decryption_key: Some(self.sp_key.decryption_key()),
         };
         let verified = response::verify_response(saml_response, &expect, now)?;
-        if let Some(fresh_since) = pending.and_then(|p| p.fresh_since) {
-            if verified.authn_instant.is_none_or(|at| at + self.settings.clock_skew_secs < fresh_since) {
-                return Err(SamlError::NotFresh);
-            }
+        if let Some(fresh_since) = pending.and_then(|p| p.fresh_since)
+            && verified.authn_instant.is_none_or(|at| at + self.settings.clock_skew_secs < fresh_since)
+        {
+            return Err(SamlError::NotFresh);
         }
         let identity = self.identity(&verified)?;
         Ok((identity, verified))
@@ -376,15 +398,26 @@ pub fn identity_from_assertion(
             .map(|a| a.values.iter().filter(|v| !v.is_empty()).cloned().collect())
             .unwrap_or_default()
     };
-    let first = |name: &str| values(name).into_iter().next().map(|v| v.chars().take(MAX_VALUE_CHARS).collect::<String>());
+    let first = |name: &str| values(name).into_iter().next();
+    // Cut, two long subjects (or emails) could become one; refused instead.
+    let bounded = |value: Option<String>, what: &'static str| match value {
+        Some(v) if v.chars().count() > MAX_VALUE_CHARS => Err(SamlError::Attributes(what)),
+        other => Ok(other),
+    };
 
     if claims.subject == "NameID" && verified.name_id_format.as_deref() == Some(TRANSIENT) {
         return Err(SamlError::Attributes("the IdP sends transient NameIDs; set claims.subject to a stable attribute"));
     }
-    let subject = first(&claims.subject).ok_or(SamlError::Attributes("the subject attribute is missing"))?;
-    let email = first(&claims.email);
-    let username = claims.username.as_deref().and_then(first).or_else(|| email.clone()).unwrap_or_else(|| subject.clone());
-    let mut groups: Vec<String> = values(&claims.groups).into_iter().map(|g| g.chars().take(MAX_VALUE_CHARS).collect()).collect();
+    let subject = bounded(first(&claims.subject), "the subject is longer than 256 characters")?
+        .ok_or(SamlError::Attributes("the subject attribute is missing"))?;
+    let email = bounded(first(&claims.email), "the email is longer than 256 characters")?;
+    let username = match claims.username.as_deref() {
+        Some(name) => bounded(first(name), "the username is longer than 256 characters")?,
+        None => None,
+    };
+    let username = username.or_else(|| email.clone()).unwrap_or_else(|| subject.clone());
+    // A group name cut short could name another group; an over-long one is dropped.
+    let mut groups: Vec<String> = values(&claims.groups).into_iter().filter(|g| g.chars().count() <= MAX_VALUE_CHARS).collect();
     groups.dedup();
     groups.truncate(MAX_GROUPS);
     Ok(UpstreamIdentity {
@@ -393,7 +426,7 @@ pub fn identity_from_assertion(
         username,
         email_verified: email.is_some() && settings.trust_email,
         email,
-        name: first(&claims.name),
+        name: first(&claims.name).map(|n| n.chars().take(MAX_VALUE_CHARS).collect()),
         groups,
     })
 }

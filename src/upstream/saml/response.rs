@@ -5,12 +5,12 @@
 use roxmltree::{Document, Node};
 
 use super::SamlError;
-use super::decrypt::decrypt_assertion;
+use super::decrypt::{FAILED, decrypt_assertion};
 use super::dsig::{IdpKey, decode_base64, verify_enveloped};
 use super::metadata::parse_instant;
 use super::xml::{
     NS_ASSERTION, NS_PROTOCOL, children, element_children, is, parse, refuse_duplicate_ids, required_child, single_child,
-    text_content,
+    text_content, trim_xml_space,
 };
 use crate::clock::UnixTime;
 
@@ -106,7 +106,7 @@ pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) 
         }
         ([], [sealed]) if sealed.parent() == Some(response) => {
             let key = expect.decryption_key.ok_or(SamlError::Decryption("no SP key to decrypt with"))?;
-            let plaintext = decrypt_assertion(*sealed, key)?;
+            let plaintext = decrypt_assertion(*sealed, key, response_signed)?;
             read_decrypted(*sealed, &plaintext, response_signed, expect, now)
         }
         ([], []) => Err(SamlError::Malformed("the response holds no assertion")),
@@ -136,25 +136,34 @@ fn read_decrypted(
             wrapper.push_str(" xmlns");
         }
         wrapper.push_str("=\"");
-        wrapper.push_str(&ns.uri().replace('&', "&amp;").replace('"', "&quot;").replace('<', "&lt;"));
+        for c in ns.uri().chars() {
+            match c {
+                '&' => wrapper.push_str("&amp;"),
+                '"' => wrapper.push_str("&quot;"),
+                '<' => wrapper.push_str("&lt;"),
+                '\t' => wrapper.push_str("&#9;"),
+                '\n' => wrapper.push_str("&#xA;"),
+                '\r' => wrapper.push_str("&#xD;"),
+                _ => wrapper.push(c),
+            }
+        }
         wrapper.push('"');
     }
     wrapper.push('>');
     wrapper.push_str(body);
     wrapper.push_str("</wrapper>");
-    let doc = parse(&wrapper)?;
-    refuse_duplicate_ids(&doc)?;
+    // Whatever is wrong with the plaintext reads as a failed decryption, so the answers to
+    // forged ciphertexts say nothing about what they decrypted to.
+    let doc = parse(&wrapper).map_err(|_| FAILED)?;
+    refuse_duplicate_ids(&doc).map_err(|_| FAILED)?;
     let root = doc.root_element();
     let mut elements = element_children(root);
-    let assertion = elements
-        .next()
-        .filter(|n| is(*n, NS_ASSERTION, "Assertion"))
-        .ok_or(SamlError::Malformed("the decrypted content is not an assertion"))?;
+    let assertion = elements.next().filter(|n| is(*n, NS_ASSERTION, "Assertion")).ok_or(FAILED)?;
     if elements.next().is_some()
-        || root.children().any(|n| n.is_text() && !n.text().unwrap_or_default().trim().is_empty())
+        || root.children().any(|n| n.is_text() && !trim_xml_space(n.text().unwrap_or_default()).is_empty())
         || doc.descendants().filter(|n| is(*n, NS_ASSERTION, "Assertion")).count() != 1
     {
-        return Err(SamlError::Malformed("the decrypted content must be exactly one assertion"));
+        return Err(FAILED);
     }
     read_assertion(&doc, assertion, response_signed, expect, now)
 }
@@ -189,7 +198,7 @@ fn read_assertion(
         return Err(SamlError::Malformed("only a plain NameID subject is accepted"));
     }
     let name_id = required_child(subject, NS_ASSERTION, "NameID", "the subject has no NameID")?;
-    let name_id_value = text_content(name_id).trim().to_owned();
+    let name_id_value = trim_xml_space(&text_content(name_id)).to_owned();
     if name_id_value.is_empty() {
         return Err(SamlError::Malformed("the NameID is empty"));
     }
@@ -202,12 +211,8 @@ fn read_assertion(
     if let Some(instant) = statement.attribute("AuthnInstant") {
         authn_instant = Some(parse_instant(instant).ok_or(SamlError::Malformed("AuthnInstant is not a valid time"))?);
     }
-    if let Some(until) = statement.attribute("SessionNotOnOrAfter") {
-        if parse_instant(until).ok_or(SamlError::Malformed("SessionNotOnOrAfter is not a valid time"))?
-            <= now - expect.clock_skew_secs
-        {
-            return Err(SamlError::Expired);
-        }
+    if instant_attribute(statement, "SessionNotOnOrAfter")?.is_some_and(|until| until <= now - expect.clock_skew_secs) {
+        return Err(SamlError::Expired);
     }
 
     let mut attributes = Vec::new();
@@ -215,7 +220,9 @@ fn read_assertion(
         for attribute in children(statement, NS_ASSERTION, "Attribute") {
             let name =
                 attribute.attribute("Name").filter(|n| !n.is_empty()).ok_or(SamlError::Malformed("an Attribute has no Name"))?;
-            let values = children(attribute, NS_ASSERTION, "AttributeValue").map(|v| text_content(v).trim().to_owned()).collect();
+            let values = children(attribute, NS_ASSERTION, "AttributeValue")
+                .map(|v| trim_xml_space(&text_content(v)).to_owned())
+                .collect();
             attributes.push(Attribute {
                 name: name.to_owned(),
                 friendly_name: attribute.attribute("FriendlyName").map(str::to_owned),
@@ -234,8 +241,17 @@ fn read_assertion(
     })
 }
 
+/// An optional time attribute; present but not an `xs:dateTime` in UTC is malformed.
+fn instant_attribute(node: Node<'_, '_>, name: &str) -> Result<Option<UnixTime>, SamlError> {
+    node.attribute(name)
+        .map(|value| parse_instant(value).ok_or(SamlError::Malformed("a time is not a valid UTC xs:dateTime")))
+        .transpose()
+}
+
 fn check_issuer(issuer: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), SamlError> {
-    if issuer.attribute("Format").is_some_and(|f| f != ENTITY_FORMAT) || text_content(issuer).trim() != expect.idp_entity_id {
+    if issuer.attribute("Format").is_some_and(|f| f != ENTITY_FORMAT)
+        || trim_xml_space(&text_content(issuer)) != expect.idp_entity_id
+    {
         return Err(SamlError::Issuer);
     }
     Ok(())
@@ -278,12 +294,8 @@ fn check_confirmations(subject: Node<'_, '_>, expect: &Expectations<'_>, now: Un
             if now >= until + expect.clock_skew_secs {
                 return Err(SamlError::Expired);
             }
-            if let Some(not_before) = data.attribute("NotBefore") {
-                if parse_instant(not_before).ok_or(SamlError::Malformed("NotBefore is not a valid time"))?
-                    > now + expect.clock_skew_secs
-                {
-                    return Err(SamlError::NotYetValid);
-                }
+            if instant_attribute(data, "NotBefore")?.is_some_and(|not_before| not_before > now + expect.clock_skew_secs) {
+                return Err(SamlError::NotYetValid);
             }
             if data.attribute("InResponseTo") != expect.in_response_to {
                 return Err(SamlError::InResponseTo);
@@ -302,11 +314,8 @@ fn check_confirmations(subject: Node<'_, '_>, expect: &Expectations<'_>, now: Un
 /// Time window and audience. Returns the conditions' `NotOnOrAfter`.
 fn check_conditions(assertion: Node<'_, '_>, expect: &Expectations<'_>, now: UnixTime) -> Result<UnixTime, SamlError> {
     let conditions = required_child(assertion, NS_ASSERTION, "Conditions", "the assertion has no Conditions")?;
-    if let Some(not_before) = conditions.attribute("NotBefore") {
-        if parse_instant(not_before).ok_or(SamlError::Malformed("NotBefore is not a valid time"))? > now + expect.clock_skew_secs
-        {
-            return Err(SamlError::NotYetValid);
-        }
+    if instant_attribute(conditions, "NotBefore")?.is_some_and(|not_before| not_before > now + expect.clock_skew_secs) {
+        return Err(SamlError::NotYetValid);
     }
     let until = conditions
         .attribute("NotOnOrAfter")
@@ -319,7 +328,7 @@ fn check_conditions(assertion: Node<'_, '_>, expect: &Expectations<'_>, now: Uni
     for condition in element_children(conditions) {
         if is(condition, NS_ASSERTION, "AudienceRestriction") {
             restricted = true;
-            if !children(condition, NS_ASSERTION, "Audience").any(|a| text_content(a).trim() == expect.sp_entity_id) {
+            if !children(condition, NS_ASSERTION, "Audience").any(|a| trim_xml_space(&text_content(a)) == expect.sp_entity_id) {
                 return Err(SamlError::Audience);
             }
         } else if !(is(condition, NS_ASSERTION, "OneTimeUse") || is(condition, NS_ASSERTION, "ProxyRestriction")) {

@@ -89,8 +89,9 @@ fn generate(kek: &KeyEncryptionKey, now: UnixTime) -> Result<SamlSpKeyRecord, To
                 .map_err(certificate_failed)?,
         ),
     };
-    let serial = x509_cert::serial_number::SerialNumber::new(&sha2::Sha256::digest(public_der.as_bytes())[..16])
-        .map_err(certificate_failed)?;
+    let fingerprint = sha2::Sha256::digest(public_der.as_bytes());
+    let serial =
+        x509_cert::serial_number::SerialNumber::new(fingerprint.get(..16).unwrap_or_default()).map_err(certificate_failed)?;
     let subject = x509_cert::name::Name::from_str("CN=Gatehouse SAML SP").map_err(certificate_failed)?;
     let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private.clone());
     let builder = CertificateBuilder::new(Profile::Root, serial, validity, subject, spki, &signer).map_err(certificate_failed)?;

@@ -37,6 +37,13 @@ pub fn parse(text: &str) -> Result<Document<'_>, SamlError> {
         if node.is_pi() {
             return Err(SamlError::Malformed("processing instructions are not accepted"));
         }
+        // Canonicalization writes names from the input; they must be the names the reader sees.
+        if node.is_element() {
+            let qname = element_qname(&doc, node);
+            if qname.rsplit(':').next() != Some(node.tag_name().name()) || qname.matches(':').count() > 1 {
+                return Err(SamlError::Malformed("an element name is not what it appears to be"));
+            }
+        }
         stack.extend(node.children().map(|child| (child, depth + 1)));
     }
     Ok(doc)
@@ -93,7 +100,7 @@ pub fn text_content(node: Node<'_, '_>) -> String {
 pub fn element_qname<'input>(doc: &Document<'input>, node: Node<'_, 'input>) -> &'input str {
     doc.input_text()
         .get(node.range().start.saturating_add(1)..)
-        .and_then(|rest| rest.split(|c: char| c.is_whitespace() || c == '/' || c == '>').next())
+        .and_then(|rest| rest.split([' ', '\t', '\r', '\n', '/', '>']).next())
         .unwrap_or_default()
 }
 
@@ -107,6 +114,11 @@ pub fn attribute_prefix<'input>(doc: &Document<'input>, attribute: &roxmltree::A
         .and_then(|qname| qname.split_once(':'))
         .map(|(prefix, _)| prefix)
         .unwrap_or_default()
+}
+
+/// XML's whitespace (not Unicode's: U+00A0 and friends are content).
+pub fn trim_xml_space(text: &str) -> &str {
+    text.trim_matches(|c| matches!(c, ' ' | '\t' | '\r' | '\n'))
 }
 
 /// Every `ID` attribute in the document; a duplicate makes "the element with this ID"
