@@ -6,14 +6,14 @@
 use std::sync::OnceLock;
 
 use base64::Engine as _;
+use gatehouse::upstream::saml::decrypt::DecryptionKey;
 use gatehouse::upstream::saml::dsig::IdpKey;
 use gatehouse::upstream::saml::response::{Expectations, verify_response};
 use libfuzzer_sys::fuzz_target;
-use rsa::pkcs8::DecodePrivateKey as _;
 
 struct Keys {
     idp: Vec<IdpKey>,
-    sp: rsa::RsaPrivateKey,
+    sp: DecryptionKey,
 }
 
 fn keys() -> &'static Keys {
@@ -28,7 +28,7 @@ fn keys() -> &'static Keys {
         let sp = std::fs::read_to_string(format!("{dir}sp-rsa.key")).expect("fixture SP key");
         Keys {
             idp: vec![certificate("idp-rsa.crt"), certificate("idp-ec256.crt")],
-            sp: rsa::RsaPrivateKey::from_pkcs8_pem(&sp).expect("SP key"),
+            sp: DecryptionKey::from_pkcs8_pem(&sp).expect("SP key"),
         }
     })
 }

@@ -185,7 +185,10 @@ pub async fn finish(
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let handoff =
         params.get("t").ok().flatten().filter(|t| t.len() <= MAX_RELAY_STATE_BYTES).ok_or(WebError::BadRequest(EXPIRED))?;
-    let Some(payload) = state.store.take_single_use(SingleUseKind::SamlVerifiedLogin, &digest(handoff), now).await? else {
+    // Read first, taken only once this browser is the right one, so a handoff URL carried to
+    // another browser cannot spend the real user's sign-in.
+    let key = digest(handoff);
+    let Some(payload) = state.store.peek_single_use(SingleUseKind::SamlVerifiedLogin, &key, now).await? else {
         login::record_upstream_failure(state.store.as_ref(), &id, "saml_unknown_handoff", Some(ip), now).await?;
         return Err(WebError::BadRequest(EXPIRED));
     };
@@ -202,6 +205,9 @@ pub async fn finish(
             login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
             return Err(WebError::Forbidden(OTHER_BROWSER));
         }
+    }
+    if state.store.take_single_use(SingleUseKind::SamlVerifiedLogin, &key, now).await?.is_none() {
+        return Err(WebError::BadRequest(EXPIRED));
     }
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
     match login::sign_in(state.store.as_ref(), &state.config.session, &record.identity, origin, now).await {

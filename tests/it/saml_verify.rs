@@ -7,10 +7,10 @@ use std::path::PathBuf;
 
 use base64::Engine as _;
 use gatehouse::config::{MetadataSource, SamlClaimMapping, SamlConnectorSettings};
+use gatehouse::upstream::saml::decrypt::DecryptionKey;
 use gatehouse::upstream::saml::dsig::IdpKey;
 use gatehouse::upstream::saml::response::{Expectations, VerifiedAssertion, verify_response};
 use gatehouse::upstream::saml::{SamlError, identity_from_assertion};
-use rsa::pkcs8::DecodePrivateKey as _;
 use serde_json::Value;
 
 /// 2026-01-01T00:01:00Z: one minute into the fixtures' five-minute window.
@@ -30,8 +30,8 @@ pub fn idp_key(path: &std::path::Path) -> IdpKey {
     IdpKey::from_certificate_der(&pem_der(&std::fs::read_to_string(path).unwrap())).unwrap()
 }
 
-pub fn sp_key() -> rsa::RsaPrivateKey {
-    rsa::RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(fixtures().join("keys/sp-rsa.key")).unwrap()).unwrap()
+pub fn sp_key() -> DecryptionKey {
+    DecryptionKey::from_pkcs8_pem(&std::fs::read_to_string(fixtures().join("keys/sp-rsa.key")).unwrap()).unwrap()
 }
 
 fn settings(claims: Option<&Value>) -> SamlConnectorSettings {
@@ -164,7 +164,6 @@ refuse! {
     refuses_sha1_by_default => "sha1-refused", "saml_signature",
     refuses_sha1_digest_by_default => "sha1-digest", "saml_signature",
     refuses_encrypted_unsigned_assertion => "enc-unsigned", "saml_signature",
-    refuses_cbc_outside_a_signed_response => "enc-cbc-unsigned-response", "saml_decryption",
     refuses_xsw1 => "xsw1", "saml_signature",
     refuses_xsw2 => "xsw2", "saml_signature",
     refuses_xsw3 => "xsw3", "saml_malformed",
@@ -409,4 +408,40 @@ fn refuses_element_names_that_canonicalize_as_other_names() {
     case["file"] = Value::String(dir.path().join("responses/renamed.xml").display().to_string());
     let err = run(&case).unwrap_err();
     assert_eq!(err.to_string(), "signature refused: the signed content was altered");
+}
+
+/// Refused before any key is unwrapped, with the reason that says what to change at the IdP.
+#[test]
+fn refuses_cbc_outside_a_signed_response() {
+    let case = case("enc-cbc-unsigned-response");
+    assert_eq!(case["expect"], "refuse");
+    let err = run(&case).unwrap_err();
+    assert_eq!(err.to_string(), "decryption failed: AES-CBC is accepted only inside a signed Response; use AES-GCM");
+}
+
+/// A forged ciphertext's failures all read alike: a wrong key, a corrupted wrapped key and a
+/// corrupted body give the same error.
+#[test]
+fn decryption_failures_are_indistinguishable() {
+    let xml = std::fs::read_to_string(fixtures().join("responses/enc-aes128-gcm.xml")).unwrap();
+    let cipher_values: Vec<&str> = xml.split("CipherValue>").skip(1).step_by(2).map(|v| v.trim_end_matches("</xenc:")).collect();
+    assert_eq!(cipher_values.len(), 2, "a wrapped key and a body");
+    let flip = |value: &str| {
+        let mut bytes = base64::engine::general_purpose::STANDARD.decode(value.split_whitespace().collect::<String>()).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    };
+    let mut errors = Vec::new();
+    for target in &cipher_values {
+        let forged = xml.replacen(target, &flip(target), 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forged.xml");
+        std::fs::write(&path, forged).unwrap();
+        let mut forged_case = case("enc-aes128-gcm");
+        forged_case["file"] = Value::String(path.display().to_string());
+        errors.push(run(&forged_case).unwrap_err().to_string());
+    }
+    assert_eq!(errors[0], errors[1]);
+    assert_eq!(errors[0], "decryption failed: the encrypted assertion could not be decrypted with the SP key");
 }

@@ -181,6 +181,9 @@ async fn an_app_signs_in_through_a_real_saml_idp() {
         assert_eq!(links.len(), 1, "{variant}");
         assert_eq!(links[0].0.len(), 64, "{variant}: persistent NameID {:?}", links[0].0);
 
+        // The hand-off from the ACS to the finishing step works once.
+        let handoff = location(&consumed);
+        assert_eq!(app.get(&handoff).await.status(), StatusCode::BAD_REQUEST, "{variant}");
         // The same response again is refused: its request is spent and its assertion seen.
         let replayed = post(&app, &answer).await;
         assert_eq!(replayed.status(), StatusCode::FORBIDDEN, "{variant}");

@@ -9,6 +9,48 @@ use super::SamlError;
 use super::dsig::{DigestAlgorithm, decode_base64};
 use super::xml::{NS_DSIG, NS_XMLENC, NS_XMLENC11, children, element_children, is, required_child, single_child, text_content};
 
+/// The SP's RSA key for unwrapping content keys. OAEP decryption goes through OpenSSL, whose
+/// OAEP decoding is constant-time and blinded; the pure-Rust `rsa` crate's is not
+/// (RUSTSEC-2023-0071), and the ciphertext here comes from anyone.
+pub struct DecryptionKey(openssl::pkey::PKey<openssl::pkey::Private>);
+
+impl std::fmt::Debug for DecryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecryptionKey")
+    }
+}
+
+impl DecryptionKey {
+    pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, SamlError> {
+        let rsa =
+            openssl::rsa::Rsa::private_key_from_der(der).map_err(|_| SamlError::Decryption("the SP key is not an RSA key"))?;
+        openssl::pkey::PKey::from_rsa(rsa).map(Self).map_err(|_| SamlError::Decryption("the SP key is not an RSA key"))
+    }
+
+    pub fn from_pkcs8_pem(pem: &str) -> Result<Self, SamlError> {
+        openssl::pkey::PKey::private_key_from_pem(pem.as_bytes())
+            .map(Self)
+            .map_err(|_| SamlError::Decryption("the SP key is not a PKCS#8 PEM key"))
+    }
+
+    fn oaep_decrypt(&self, digest: DigestAlgorithm, mgf: DigestAlgorithm, wrapped: &[u8]) -> Result<Vec<u8>, SamlError> {
+        let md = |algorithm: DigestAlgorithm| match algorithm {
+            DigestAlgorithm::Sha1 => openssl::md::Md::sha1(),
+            DigestAlgorithm::Sha256 => openssl::md::Md::sha256(),
+            DigestAlgorithm::Sha384 => openssl::md::Md::sha384(),
+            DigestAlgorithm::Sha512 => openssl::md::Md::sha512(),
+        };
+        let mut context = openssl::pkey_ctx::PkeyCtx::new(&self.0).map_err(|_| FAILED)?;
+        context.decrypt_init().map_err(|_| FAILED)?;
+        context.set_rsa_padding(openssl::rsa::Padding::PKCS1_OAEP).map_err(|_| FAILED)?;
+        context.set_rsa_oaep_md(md(digest)).map_err(|_| FAILED)?;
+        context.set_rsa_mgf1_md(md(mgf)).map_err(|_| FAILED)?;
+        let mut key = Vec::new();
+        context.decrypt_to_vec(wrapped, &mut key).map_err(|_| FAILED)?;
+        Ok(key)
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ContentCipher {
     Aes128Cbc,
@@ -42,11 +84,7 @@ pub const FAILED: SamlError = SamlError::Decryption("the encrypted assertion cou
 /// reads the same, so the error says nothing about where decryption went wrong.
 /// AES-CBC is unauthenticated: it is taken only when `ciphertext_signed` (the Response's
 /// signature covers it), or a forged ciphertext would make the SP a decryption oracle.
-pub fn decrypt_assertion(
-    encrypted: Node<'_, '_>,
-    sp_key: &rsa::RsaPrivateKey,
-    ciphertext_signed: bool,
-) -> Result<String, SamlError> {
+pub fn decrypt_assertion(encrypted: Node<'_, '_>, sp_key: &DecryptionKey, ciphertext_signed: bool) -> Result<String, SamlError> {
     let data = required_child(encrypted, NS_XMLENC, "EncryptedData", "EncryptedAssertion without EncryptedData")?;
     let method = required_child(data, NS_XMLENC, "EncryptionMethod", "EncryptedData without EncryptionMethod")?;
     let cipher = method
@@ -64,11 +102,13 @@ pub fn decrypt_assertion(
     let [wrapped] = wrapped_keys.as_slice() else {
         return Err(SamlError::Decryption("exactly one EncryptedKey is required"));
     };
+    // Everything is read before the key is unwrapped, so no later answer tells whether an
+    // EncryptedKey decrypted.
+    let cipher_value = cipher_value(data)?;
     let content_key = unwrap_key(*wrapped, sp_key)?;
     if content_key.len() != cipher.key_len() {
         return Err(FAILED);
     }
-    let cipher_value = cipher_value(data)?;
     let plaintext = match cipher {
         ContentCipher::Aes128Cbc => cbc_decrypt::<aes::Aes128>(&content_key, &cipher_value)?,
         ContentCipher::Aes256Cbc => cbc_decrypt::<aes::Aes256>(&content_key, &cipher_value)?,
@@ -84,7 +124,7 @@ fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
     decode_base64(&text_content(value))
 }
 
-fn unwrap_key(encrypted_key: Node<'_, '_>, sp_key: &rsa::RsaPrivateKey) -> Result<Vec<u8>, SamlError> {
+fn unwrap_key(encrypted_key: Node<'_, '_>, sp_key: &DecryptionKey) -> Result<Vec<u8>, SamlError> {
     let method = required_child(encrypted_key, NS_XMLENC, "EncryptionMethod", "EncryptedKey without EncryptionMethod")?;
     let mut digest = DigestAlgorithm::Sha1;
     let mut mgf_sha256 = false;
@@ -110,18 +150,7 @@ fn unwrap_key(encrypted_key: Node<'_, '_>, sp_key: &rsa::RsaPrivateKey) -> Resul
         }
     }
     let wrapped = cipher_value(encrypted_key)?;
-    let padding = match (digest, mgf_sha256) {
-        (DigestAlgorithm::Sha1, false) => rsa::Oaep::new::<sha1::Sha1>(),
-        (DigestAlgorithm::Sha256, false) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha256, sha1::Sha1>(),
-        (DigestAlgorithm::Sha256, true) => rsa::Oaep::new::<sha2::Sha256>(),
-        (DigestAlgorithm::Sha1, true) => rsa::Oaep::new_with_mgf_hash::<sha1::Sha1, sha2::Sha256>(),
-        (DigestAlgorithm::Sha384, false) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha384, sha1::Sha1>(),
-        (DigestAlgorithm::Sha384, true) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha384, sha2::Sha256>(),
-        (DigestAlgorithm::Sha512, false) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha512, sha1::Sha1>(),
-        (DigestAlgorithm::Sha512, true) => rsa::Oaep::new_with_mgf_hash::<sha2::Sha512, sha2::Sha256>(),
-    };
-    // Blinded: the ciphertext comes from anyone, and the unblinded operation leaks timing.
-    sp_key.decrypt_blinded(&mut rand::rngs::OsRng, padding, &wrapped).map_err(|_| FAILED)
+    sp_key.oaep_decrypt(digest, if mgf_sha256 { DigestAlgorithm::Sha256 } else { DigestAlgorithm::Sha1 }, &wrapped)
 }
 
 /// CBC with the IV in front; XML Encryption's padding is "last byte = pad length" with arbitrary

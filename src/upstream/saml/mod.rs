@@ -129,7 +129,9 @@ pub struct PendingSamlLogin {
     /// Set when the app asked for a fresh sign-in: `AuthnInstant` must not be older.
     pub fresh_since: Option<UnixTime>,
     /// Digest of a value held in the starting browser's session: the sign-in completes only
-    /// in that browser (no login CSRF with someone else's response).
+    /// in that browser (no login CSRF with someone else's response). A record without one
+    /// (stored before this field existed) matches no browser.
+    #[serde(default)]
     pub browser_binding: String,
 }
 
@@ -418,7 +420,8 @@ pub fn identity_from_assertion(
     let username = username.or_else(|| email.clone()).unwrap_or_else(|| subject.clone());
     // A group name cut short could name another group; an over-long one is dropped.
     let mut groups: Vec<String> = values(&claims.groups).into_iter().filter(|g| g.chars().count() <= MAX_VALUE_CHARS).collect();
-    groups.dedup();
+    let mut seen = std::collections::HashSet::new();
+    groups.retain(|g| seen.insert(g.clone()));
     groups.truncate(MAX_GROUPS);
     Ok(UpstreamIdentity {
         connector_id: connector_id.to_owned(),
@@ -445,5 +448,74 @@ fn transport_reason(err: &reqwest::Error) -> String {
         "connection failed".into()
     } else {
         "transport error".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SamlClaimMapping;
+    use response::Attribute;
+
+    fn settings() -> SamlConnectorSettings {
+        SamlConnectorSettings {
+            metadata: MetadataSource::File("idp.xml".into()),
+            allow_idp_initiated: false,
+            allow_sha1: false,
+            claims: SamlClaimMapping {
+                subject: "NameID".into(),
+                username: None,
+                email: "mail".into(),
+                name: "displayName".into(),
+                groups: "groups".into(),
+            },
+            trust_email: false,
+            timeout_secs: 10,
+            clock_skew_secs: 60,
+        }
+    }
+
+    fn assertion(name_id: &str, attributes: &[(&str, &[&str])]) -> VerifiedAssertion {
+        VerifiedAssertion {
+            assertion_id: "_a".into(),
+            name_id: name_id.into(),
+            name_id_format: Some("urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".into()),
+            attributes: attributes
+                .iter()
+                .map(|(name, values)| Attribute {
+                    name: (*name).into(),
+                    friendly_name: None,
+                    values: values.iter().map(|v| (*v).into()).collect(),
+                })
+                .collect(),
+            authn_instant: None,
+            replay_until: 0,
+        }
+    }
+
+    #[test]
+    fn over_long_identity_values_are_refused_not_cut() {
+        let long = "a".repeat(257);
+        let err = identity_from_assertion("c", &settings(), &assertion(&long, &[])).unwrap_err();
+        assert_eq!(err.to_string(), "the verified attributes are not usable: the subject is longer than 256 characters");
+        let long_email = format!("{}@victim.example", "x".repeat(250));
+        let err = identity_from_assertion("c", &settings(), &assertion("alice", &[("mail", &[&long_email])])).unwrap_err();
+        assert!(err.to_string().contains("email is longer"), "{err}");
+        // 256 characters is still fine; over-long and repeated groups are dropped, not cut.
+        let ok =
+            identity_from_assertion("c", &settings(), &assertion(&"b".repeat(256), &[("groups", &["eng", &long, "eng", "ops"])]))
+                .unwrap();
+        assert_eq!(ok.groups, ["eng", "ops"]);
+        assert_eq!(ok.username, "b".repeat(256));
+    }
+
+    #[test]
+    fn transient_nameids_need_a_subject_attribute() {
+        let mut transient = assertion("_random", &[("uid", &["alice"])]);
+        transient.name_id_format = Some(TRANSIENT.into());
+        assert!(identity_from_assertion("c", &settings(), &transient).is_err());
+        let mut by_uid = settings();
+        by_uid.claims.subject = "uid".into();
+        assert_eq!(identity_from_assertion("c", &by_uid, &transient).unwrap().subject, "alice");
     }
 }

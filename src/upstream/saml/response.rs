@@ -29,7 +29,7 @@ pub struct Expectations<'a> {
     pub allow_idp_initiated: bool,
     pub allow_sha1: bool,
     pub clock_skew_secs: i64,
-    pub decryption_key: Option<&'a rsa::RsaPrivateKey>,
+    pub decryption_key: Option<&'a super::decrypt::DecryptionKey>,
 }
 
 /// The facts of a verified assertion.
@@ -122,7 +122,7 @@ fn read_decrypted(
     expect: &Expectations<'_>,
     now: UnixTime,
 ) -> Result<VerifiedAssertion, SamlError> {
-    let body = match plaintext.trim_start().strip_prefix("<?xml") {
+    let body = match plaintext.trim_start_matches([' ', '\t', '\r', '\n']).strip_prefix("<?xml") {
         Some(rest) => rest.split_once("?>").map(|(_, after)| after).unwrap_or_default(),
         None => plaintext,
     };

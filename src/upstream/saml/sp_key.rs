@@ -6,6 +6,7 @@ use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
 use rsa::pkcs8::EncodePublicKey as _;
 use sha2::Digest as _;
 
+use super::decrypt::DecryptionKey;
 use crate::clock::UnixTime;
 use crate::store::{SamlSpKeyRecord, Store, StoreError};
 use crate::tokens::TokenError;
@@ -15,7 +16,7 @@ const RSA_BITS: usize = 2048;
 const CERTIFICATE_LIFETIME_SECS: u64 = 10 * 365 * 86_400;
 
 pub struct SpKey {
-    private: rsa::RsaPrivateKey,
+    decryption: DecryptionKey,
     signer: rsa::pkcs1v15::SigningKey<sha2::Sha256>,
     certificate_der: Vec<u8>,
 }
@@ -27,13 +28,8 @@ impl std::fmt::Debug for SpKey {
 }
 
 impl SpKey {
-    fn new(private: rsa::RsaPrivateKey, certificate_der: Vec<u8>) -> Self {
-        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private.clone());
-        Self { private, signer, certificate_der }
-    }
-
-    pub fn decryption_key(&self) -> &rsa::RsaPrivateKey {
-        &self.private
+    pub fn decryption_key(&self) -> &DecryptionKey {
+        &self.decryption
     }
 
     pub fn signer(&self) -> &rsa::pkcs1v15::SigningKey<sha2::Sha256> {
@@ -42,11 +38,6 @@ impl SpKey {
 
     pub fn certificate_der(&self) -> &[u8] {
         &self.certificate_der
-    }
-
-    /// A key pair from PEM files (tests and operators who bring their own).
-    pub fn from_parts(private: rsa::RsaPrivateKey, certificate_der: Vec<u8>) -> Self {
-        Self::new(private, certificate_der)
     }
 
     /// The stored SP key, created on first use. Nodes racing at first start may each store
@@ -64,9 +55,12 @@ impl SpKey {
         }
         let record = store.saml_sp_key().await?.ok_or(TokenError::KeyMaterial("the SP key vanished"))?;
         let der = kek.open(&record.sealed_private_key, &record.kid)?;
-        let private =
-            rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(|_| TokenError::KeyMaterial("the stored SP key is corrupt"))?;
-        Ok(Self::new(private, record.certificate_der))
+        let corrupt = |_| TokenError::KeyMaterial("the stored SP key is corrupt");
+        let private = rsa::RsaPrivateKey::from_pkcs1_der(&der).map_err(corrupt)?;
+        let decryption =
+            DecryptionKey::from_pkcs1_der(&der).map_err(|_| TokenError::KeyMaterial("the stored SP key is corrupt"))?;
+        let signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(private);
+        Ok(Self { decryption, signer, certificate_der: record.certificate_der })
     }
 }
 
