@@ -606,3 +606,52 @@ async fn a_response_carried_to_another_browser_does_not_sign_it_in() {
     assert_ne!(portal.status(), StatusCode::OK, "the victim is not signed in");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_email_at_the_idp_keeps_the_link_and_updates_the_user() {
+    let Some(python) = idp_python() else { return };
+    let db = TestDb::sqlite();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
+    let port = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().port()
+    };
+    // The same IdP (entity id, key, persistent NameIDs), before and after the directory
+    // changes Alice's address.
+    let idp_with_mail = |mail: &str| {
+        let mut config = idp_config(
+            &sp_metadata,
+            json!({
+                "port": port,
+                "key_pem": fixture("keys/idp-rsa.key"),
+                "cert_pem": fixture("keys/idp-rsa.crt"),
+            }),
+        );
+        config["users"]["alice"]["attributes"]["mail"] = json!([mail]);
+        SamlIdp::start(&python, &config)
+    };
+    let idp = idp_with_mail("alice@corp.example");
+    let mut app = start_gatehouse_at(
+        &db,
+        listener,
+        &saml_connector(&format!("idp_metadata_url = \"{}\"", idp.metadata_url), ""),
+        real_now(),
+    )
+    .await;
+    let answer = through_the_idp(&app, &idp, "login").await;
+    follow_until(&app, app.url(&location(&post(&app, &answer).await)), DEMO_REDIRECT).await;
+    let before = app.state.store.list_identity_links("corp-saml").await.unwrap();
+    drop(idp);
+
+    let idp = idp_with_mail("alice.new@corp.example");
+    // Another browser, so the sign-in goes to the IdP again.
+    app.http = reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let answer = through_the_idp(&app, &idp, "login").await;
+    follow_until(&app, app.url(&location(&post(&app, &answer).await)), DEMO_REDIRECT).await;
+    let after = app.state.store.list_identity_links("corp-saml").await.unwrap();
+    assert_eq!(after, before, "one link, keyed by the NameID, not the email");
+    let user = app.state.store.get_user(&after[0].1).await.unwrap();
+    assert_eq!(user.email.as_deref(), Some("alice.new@corp.example"));
+    app.stop().await;
+}
