@@ -1005,14 +1005,7 @@ fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
         name: claim(&raw.claims.name, "name", "name")?,
         groups: claim(&raw.claims.groups, "groups", "groups")?,
     };
-    let timeout_secs = raw.timeout_secs.unwrap_or(10);
-    if !(1..=120).contains(&timeout_secs) {
-        return Err(invalid(key("timeout_secs"), "must be between 1 and 120"));
-    }
-    let clock_skew_secs = raw.clock_skew_secs.unwrap_or(60);
-    if !(0..=600).contains(&clock_skew_secs) {
-        return Err(invalid(key("clock_skew_secs"), "must be between 0 and 600"));
-    }
+    let (timeout_secs, clock_skew_secs) = upstream_limits(key, raw)?;
     Ok(OidcConnectorSettings {
         issuer,
         client_id,
@@ -1024,6 +1017,19 @@ fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
         timeout_secs,
         clock_skew_secs,
     })
+}
+
+/// The request timeout and clock skew every upstream connector has.
+fn upstream_limits(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<(u64, i64), ConfigError> {
+    let timeout_secs = raw.timeout_secs.unwrap_or(10);
+    if !(1..=120).contains(&timeout_secs) {
+        return Err(invalid(key("timeout_secs"), "must be between 1 and 120"));
+    }
+    let clock_skew_secs = raw.clock_skew_secs.unwrap_or(60);
+    if !(0..=600).contains(&clock_skew_secs) {
+        return Err(invalid(key("clock_skew_secs"), "must be between 0 and 600"));
+    }
+    Ok((timeout_secs, clock_skew_secs))
 }
 
 fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<(), ConfigError> {
@@ -1090,14 +1096,7 @@ fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
         name: name(&raw.claims.name, "displayName", "name")?,
         groups: name(&raw.claims.groups, "groups", "groups")?,
     };
-    let timeout_secs = raw.timeout_secs.unwrap_or(10);
-    if !(1..=120).contains(&timeout_secs) {
-        return Err(invalid(key("timeout_secs"), "must be between 1 and 120"));
-    }
-    let clock_skew_secs = raw.clock_skew_secs.unwrap_or(60);
-    if !(0..=600).contains(&clock_skew_secs) {
-        return Err(invalid(key("clock_skew_secs"), "must be between 0 and 600"));
-    }
+    let (timeout_secs, clock_skew_secs) = upstream_limits(key, raw)?;
     Ok(SamlConnectorSettings {
         metadata,
         allow_idp_initiated: raw.allow_idp_initiated,

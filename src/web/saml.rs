@@ -14,21 +14,20 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::{Deserialize, Serialize};
 use tower_sessions::Session;
 
-use crate::login::{self, LoginError, Origin};
+use crate::login::{self, Origin};
 use crate::provider::ErrorCode;
 use crate::provider::params::Params;
-use crate::secret::constant_time_eq;
 use crate::store::{SingleUseKind, StoreError};
 use crate::tokens::{digest, random_token};
 use crate::upstream::UpstreamIdentity;
 use crate::upstream::saml::{LOGIN_LIFETIME_SECS, PendingSamlLogin, SamlConnector, SamlError};
 use crate::web::AppState;
 use crate::web::client::client_ip;
-use crate::web::csrf;
 use crate::web::error::WebError;
-use crate::web::login::{EXPIRED_REQUEST, continue_to, pending_for, request_id, user_agent};
-use crate::web::sessions;
-use crate::web::upstream::{BINDING_KEY, OTHER_BROWSER, UpstreamFailure, browser_binding, refused_page, upstream_failure_page};
+use crate::web::login::{EXPIRED_REQUEST, pending_for, request_id, user_agent};
+use crate::web::upstream::{
+    OTHER_BROWSER, UpstreamFailure, bound_to_this_browser, browser_binding, refused_page, start_session, upstream_failure_page,
+};
 
 /// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
 #[derive(Deserialize)]
@@ -196,33 +195,17 @@ pub async fn finish(
     if record.identity.connector_id != id {
         return Err(WebError::BadRequest(EXPIRED));
     }
-    if let Some(expected) = &record.browser_binding {
-        let bound = session
-            .get::<String>(BINDING_KEY)
-            .await?
-            .is_some_and(|b| constant_time_eq(digest(&b).as_bytes(), expected.as_bytes()));
-        if !bound {
-            login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
-            return Err(WebError::Forbidden(OTHER_BROWSER));
-        }
+    if let Some(expected) = &record.browser_binding
+        && !bound_to_this_browser(&session, expected).await?
+    {
+        login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
+        return Err(WebError::Forbidden(OTHER_BROWSER));
     }
     if state.store.take_single_use(SingleUseKind::SamlVerifiedLogin, &key, now).await?.is_none() {
         return Err(WebError::BadRequest(EXPIRED));
     }
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    match login::sign_in(state.store.as_ref(), &state.config.session, &record.identity, origin, now).await {
-        Ok((sso, _user)) => {
-            state.metrics.record_login(&id, "success");
-            sessions::attach(&state, &session, &sso).await?;
-            csrf::renew(&session).await?;
-            continue_to(&state, record.pending_login.as_deref()).await
-        }
-        Err(LoginError::Disabled) => {
-            state.metrics.record_login(&id, "disabled");
-            Err(WebError::Forbidden("This account is disabled. Contact your administrator."))
-        }
-        Err(err) => Err(WebError::internal(err)),
-    }
+    start_session(&state, &session, &record.identity, origin, record.pending_login.as_deref()).await
 }
 
 async fn failure_page(

@@ -27,7 +27,7 @@ use crate::web::sessions;
 
 /// A random value in the browser's session; each upstream login records its digest, so the
 /// callback only completes in the browser that started it.
-pub(crate) const BINDING_KEY: &str = "upstream_binding";
+const BINDING_KEY: &str = "upstream_binding";
 const UNKNOWN_STATE: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
 const MALFORMED_CALLBACK: &str = "The identity provider sent the browser back with a malformed response.";
 pub(crate) const OTHER_BROWSER: &str =
@@ -124,11 +124,7 @@ pub async fn oidc_callback(
             return Err(WebError::BadRequest(UNKNOWN_STATE));
         }
     };
-    let bound = session
-        .get::<String>(BINDING_KEY)
-        .await?
-        .is_some_and(|b| constant_time_eq(digest(&b).as_bytes(), pending.browser_binding.as_bytes()));
-    if !bound {
+    if !bound_to_this_browser(&session, &pending.browser_binding).await? {
         login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
         return Err(WebError::Forbidden(OTHER_BROWSER));
     }
@@ -158,19 +154,40 @@ pub async fn oidc_callback(
         Err(err) => return failure_page(&state, connector, &err, pending.pending_login.as_deref(), ip).await,
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    match login::sign_in(state.store.as_ref(), &state.config.session, &identity, origin, now).await {
+    start_session(&state, &session, &identity, origin, pending.pending_login.as_deref()).await
+}
+
+/// The end of every upstream sign-in: map the identity, start the SSO session in this browser,
+/// and continue the app's waiting request (or go home).
+pub(crate) async fn start_session(
+    state: &AppState,
+    session: &Session,
+    identity: &crate::upstream::UpstreamIdentity,
+    origin: Origin,
+    pending_login: Option<&str>,
+) -> Result<Response, WebError> {
+    let connector_id = identity.connector_id.as_str();
+    match login::sign_in(state.store.as_ref(), &state.config.session, identity, origin, state.clock.now()).await {
         Ok((sso, _user)) => {
-            state.metrics.record_login(&id, "success");
-            sessions::attach(&state, &session, &sso).await?;
-            csrf::renew(&session).await?;
-            continue_to(&state, pending.pending_login.as_deref()).await
+            state.metrics.record_login(connector_id, "success");
+            sessions::attach(state, session, &sso).await?;
+            csrf::renew(session).await?;
+            continue_to(state, pending_login).await
         }
         Err(LoginError::Disabled) => {
-            state.metrics.record_login(&id, "disabled");
+            state.metrics.record_login(connector_id, "disabled");
             Err(WebError::Forbidden("This account is disabled. Contact your administrator."))
         }
         Err(err) => Err(WebError::internal(err)),
     }
+}
+
+/// Whether this browser's session holds the value whose digest a sign-in recorded at its start.
+pub(crate) async fn bound_to_this_browser(session: &Session, expected_digest: &str) -> Result<bool, WebError> {
+    Ok(session
+        .get::<String>(BINDING_KEY)
+        .await?
+        .is_some_and(|b| constant_time_eq(digest(&b).as_bytes(), expected_digest.as_bytes())))
 }
 
 /// The downstream error an upstream `error=` becomes. Errors that mean the broker itself is
