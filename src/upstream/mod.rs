@@ -1,5 +1,6 @@
 //! Upstream identity sources. Every connector, whatever its protocol, yields one `UpstreamIdentity`.
 
+pub mod http;
 pub mod local;
 pub mod oidc;
 pub mod saml;

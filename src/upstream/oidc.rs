@@ -27,6 +27,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::clock::UnixTime;
 use crate::config::{ClaimMapping, OidcConnectorSettings};
 use crate::upstream::UpstreamIdentity;
+use crate::upstream::http::{self, HttpError, read_capped, transport_reason};
 
 /// How long a discovery document is trusted before it is fetched again.
 const DISCOVERY_TTL_SECS: i64 = 3600;
@@ -35,7 +36,6 @@ const DISCOVERY_TTL_SECS: i64 = 3600;
 pub const JWKS_REFRESH_MIN_INTERVAL_SECS: i64 = 30;
 /// Discovery, JWKS, token and UserInfo responses are small; anything bigger is refused.
 const MAX_RESPONSE_BYTES: usize = 512 * 1024;
-const CONNECT_TIMEOUT_SECS: u64 = 5;
 /// After a failed fetch, how long before the provider is asked again.
 const FAILURE_BACKOFF_SECS: i64 = 60;
 /// How long the browser may take at the provider before the login expires.
@@ -188,13 +188,8 @@ impl OidcConnector {
             .map_err(|err| OidcError::Discovery(format!("callback URL: {err}")))?;
         // A provider that redirects its metadata or token endpoint elsewhere is not followed:
         // the issuer named in the configuration is the only one trusted.
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // The secret, codes and tokens never travel in clear to an https provider's endpoints.
-            .https_only(settings.issuer.starts_with("https://"))
-            .connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_SECS.min(settings.timeout_secs)))
-            .timeout(std::time::Duration::from_secs(settings.timeout_secs))
-            .build()
+        // The secret, codes and tokens never travel in clear to an https provider's endpoints.
+        let http = http::client(settings.timeout_secs, settings.issuer.starts_with("https://"))
             .map_err(|err| OidcError::Unreachable(err.to_string()))?;
         Ok(Self {
             id: id.to_owned(),
@@ -440,45 +435,18 @@ impl OidcConnector {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum HttpError {
-    #[error("{0}")]
-    Transport(String),
-    #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
-    TooLarge,
-}
-
 /// Sends one request; the body is read in chunks and refused once past the cap, so a hostile
 /// provider cannot make the broker buffer without bound.
 async fn send(http: reqwest::Client, request: HttpRequest) -> Result<HttpResponse, HttpError> {
     let request = reqwest::Request::try_from(request).map_err(|err| HttpError::Transport(err.to_string()))?;
     let mut response = http.execute(request).await.map_err(|err| HttpError::Transport(transport_reason(&err)))?;
-    if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
-        return Err(HttpError::TooLarge);
-    }
     let status = response.status();
     let headers = response.headers().clone();
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|err| HttpError::Transport(transport_reason(&err)))? {
-        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(HttpError::TooLarge);
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let body = read_capped(&mut response, MAX_RESPONSE_BYTES).await?;
     let mut built = HttpResponse::new(body);
     *built.status_mut() = status;
     *built.headers_mut() = headers;
     Ok(built)
-}
-
-fn transport_reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        String::from("timed out")
-    } else if err.is_connect() {
-        String::from("connection failed")
-    } else {
-        String::from("request failed")
-    }
 }
 
 fn discovery_error(err: openidconnect::DiscoveryError<HttpError>) -> OidcError {

@@ -24,9 +24,10 @@ use crate::upstream::saml::{LOGIN_LIFETIME_SECS, PendingSamlLogin, SamlConnector
 use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::error::WebError;
-use crate::web::login::{EXPIRED_REQUEST, pending_for, request_id, user_agent};
+use crate::web::login::user_agent;
 use crate::web::upstream::{
-    OTHER_BROWSER, UpstreamFailure, bound_to_this_browser, browser_binding, refused_page, start_session, upstream_failure_page,
+    OTHER_BROWSER, SignInStart, UpstreamFailure, bound_to_this_browser, refused_page, sign_in_start, start_session,
+    upstream_failure_page,
 };
 
 /// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
@@ -63,13 +64,10 @@ pub async fn login(
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let connector = connector(&state, &id)?;
-    let params = Params::parse(query.unwrap_or_default().as_bytes());
-    let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
-    let pending = pending_for(&state, request.as_deref()).await?;
+    let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query).await?;
     let now = state.clock.now();
     let force = pending.as_ref().is_some_and(|p| p.force_login);
-    let binding = browser_binding(&session).await?;
-    let start = match connector.begin(request, force, digest(&binding), now).await {
+    let start = match connector.begin(request, force, binding_digest, now).await {
         Ok(start) => start,
         Err(err) => {
             let ip = client_ip(addr, &headers, &state.config.trusted_proxies);

@@ -53,13 +53,29 @@ fn query_param(params: &Params, name: &str) -> Result<Option<String>, WebError> 
     params.get(name).map(|v| v.map(str::to_owned)).map_err(|_| WebError::BadRequest(MALFORMED_CALLBACK))
 }
 
-pub(crate) async fn browser_binding(session: &Session) -> Result<String, WebError> {
+async fn browser_binding(session: &Session) -> Result<String, WebError> {
     if let Some(existing) = session.get::<String>(BINDING_KEY).await? {
         return Ok(existing);
     }
     let fresh = random_token();
     session.insert(BINDING_KEY, &fresh).await?;
     Ok(fresh)
+}
+
+/// What every upstream sign-in start reads: the app's waiting request (`req`), if any, and the
+/// digest of this browser's binding value.
+pub(crate) struct SignInStart {
+    pub request: Option<String>,
+    pub pending: Option<crate::session::pending::PendingLogin>,
+    pub binding_digest: String,
+}
+
+pub(crate) async fn sign_in_start(state: &AppState, session: &Session, query: Option<String>) -> Result<SignInStart, WebError> {
+    let params = Params::parse(query.unwrap_or_default().as_bytes());
+    let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
+    let pending = pending_for(state, request.as_deref()).await?;
+    let binding_digest = digest(&browser_binding(session).await?);
+    Ok(SignInStart { request, pending, binding_digest })
 }
 
 /// Sends the browser to the provider.
@@ -72,14 +88,11 @@ pub async fn oidc_login(
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let connector = connector(&state, &id)?;
-    let params = Params::parse(query.unwrap_or_default().as_bytes());
-    let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
-    let pending = pending_for(&state, request.as_deref()).await?;
+    let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query).await?;
     let now = state.clock.now();
-    let binding = browser_binding(&session).await?;
     let login_hint = pending.as_ref().and_then(|p| p.login_hint.as_deref());
     let force = pending.as_ref().is_some_and(|p| p.force_login);
-    let start = match connector.begin(login_hint, force, request, digest(&binding), now).await {
+    let start = match connector.begin(login_hint, force, request, binding_digest, now).await {
         Ok(start) => start,
         Err(err) => {
             let ip = client_ip(addr, &headers, &state.config.trusted_proxies);

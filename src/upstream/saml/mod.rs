@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::clock::UnixTime;
 use crate::config::{MetadataSource, SamlConnectorSettings};
 use crate::metrics::ConnectorLabels;
-use crate::upstream::UpstreamIdentity;
+use crate::upstream::{UpstreamIdentity, http};
 use metadata::IdpMetadata;
 use response::{Expectations, VerifiedAssertion};
 pub use sp_key::SpKey;
@@ -42,7 +42,6 @@ const METADATA_RETRY_SECS: i64 = 60;
 /// long, so a certificate the IdP has withdrawn is not trusted for ever.
 const METADATA_MAX_STALE_SECS: i64 = 7 * 86_400;
 const MAX_METADATA_BYTES: usize = 1024 * 1024;
-const CONNECT_TIMEOUT_SECS: u64 = 5;
 const MAX_GROUPS: usize = 256;
 const MAX_VALUE_CHARS: usize = 256;
 const TRANSIENT: &str = "urn:oasis:names:tc:SAML:2.0:nameid-format:transient";
@@ -185,13 +184,8 @@ impl SamlConnector {
     ) -> Result<Self, SamlError> {
         let base = format!("{}/saml/{id}", issuer.trim_end_matches('/'));
         let https_only = matches!(&settings.metadata, MetadataSource::Url(url) if url.starts_with("https://"));
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .https_only(https_only)
-            .connect_timeout(std::time::Duration::from_secs(CONNECT_TIMEOUT_SECS.min(settings.timeout_secs)))
-            .timeout(std::time::Duration::from_secs(settings.timeout_secs))
-            .build()
-            .map_err(|err| SamlError::MetadataUnavailable(err.to_string()))?;
+        let http =
+            http::client(settings.timeout_secs, https_only).map_err(|err| SamlError::MetadataUnavailable(err.to_string()))?;
         Ok(Self {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -302,20 +296,13 @@ impl SamlConnector {
         metadata::parse_idp_metadata(&text, now)
     }
 
-    /// One GET, no redirects, the body read in chunks and refused once past the cap.
     async fn fetch(&self, url: &str) -> Result<String, SamlError> {
         let unavailable = |what: String| SamlError::MetadataUnavailable(what);
-        let mut response = self.http.get(url).send().await.map_err(|err| unavailable(transport_reason(&err)))?;
+        let mut response = self.http.get(url).send().await.map_err(|err| unavailable(http::transport_reason(&err)))?;
         if !response.status().is_success() {
             return Err(unavailable(format!("HTTP {}", response.status().as_u16())));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(|err| unavailable(transport_reason(&err)))? {
-            if body.len() + chunk.len() > MAX_METADATA_BYTES {
-                return Err(unavailable(format!("larger than {MAX_METADATA_BYTES} bytes")));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = http::read_capped(&mut response, MAX_METADATA_BYTES).await.map_err(|err| unavailable(err.to_string()))?;
         String::from_utf8(body).map_err(|_| SamlError::Metadata("the metadata is not UTF-8"))
     }
 
@@ -328,7 +315,8 @@ impl SamlConnector {
         now: UnixTime,
     ) -> Result<LoginStart, SamlError> {
         let idp = self.idp_metadata(now).await?;
-        let request_id = format!("_{}", hex_random(20));
+        // The token alphabet (base64url) keeps the ID a valid XML name after the leading `_`.
+        let request_id = format!("_{}", crate::tokens::random_token());
         let relay_state = crate::tokens::random_token();
         let xml =
             request::authn_request_xml(&request_id, &self.entity_id, &self.acs_url, idp.sso_redirect_url.as_str(), force, now)?;
@@ -432,23 +420,6 @@ pub fn identity_from_assertion(
         name: first(&claims.name).map(|n| n.chars().take(MAX_VALUE_CHARS).collect()),
         groups,
     })
-}
-
-fn hex_random(bytes: usize) -> String {
-    use rand::RngCore as _;
-    let mut buffer = vec![0u8; bytes];
-    rand::rngs::OsRng.fill_bytes(&mut buffer);
-    buffer.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn transport_reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        "timed out".into()
-    } else if err.is_connect() {
-        "connection failed".into()
-    } else {
-        "transport error".into()
-    }
 }
 
 #[cfg(test)]
