@@ -10,6 +10,7 @@ use gatehouse::config::{MetadataSource, SamlClaimMapping, SamlConnectorSettings}
 use gatehouse::upstream::saml::dsig::IdpKey;
 use gatehouse::upstream::saml::identity_from_assertion;
 use gatehouse::upstream::saml::response::{Expectations, verify_response};
+use gatehouse::work::Deadline;
 
 const NOW: i64 = 1_767_225_660;
 
@@ -26,6 +27,7 @@ fn main() {
         metadata: MetadataSource::File(fixtures.join("keys/idp-metadata.xml")),
         allow_idp_initiated: false,
         allow_sha1: false,
+        sign_requests: true,
         claims: SamlClaimMapping {
             subject: "NameID".into(),
             username: None,
@@ -46,7 +48,8 @@ fn main() {
         allow_idp_initiated: false,
         allow_sha1: false,
         clock_skew_secs: 60,
-        decryption_key: None,
+        decryption_keys: &[],
+        deadline: Deadline::none(),
     };
     let verify_once = || {
         let verified = verify_response(&encoded, &expect, NOW).expect("the fixture verifies");

@@ -48,12 +48,15 @@ struct RawConfig {
     key_encryption_key: Option<String>,
     key_encryption_key_file: Option<PathBuf>,
     log_format: Option<String>,
+    metrics_listen: Option<String>,
     #[serde(default)]
     session: RawSession,
     #[serde(default)]
     login: RawLogin,
     #[serde(default)]
     tokens: RawTokens,
+    #[serde(default)]
+    client_auth: RawClientAuth,
     cleanup_interval_secs: Option<u64>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -77,6 +80,15 @@ struct RawLogin {
     max_failures_per_username: Option<u32>,
     max_failures_per_ip: Option<u32>,
     failure_window_secs: Option<i64>,
+    max_starts_per_ip_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientAuth {
+    max_failures_per_client: Option<u32>,
+    max_failures_per_ip: Option<u32>,
+    failure_window_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -87,6 +99,7 @@ struct RawTokens {
     key_cache_secs: Option<i64>,
     refresh_token_idle_lifetime_secs: Option<i64>,
     refresh_token_absolute_lifetime_secs: Option<i64>,
+    refresh_token_reuse_grace_secs: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +126,8 @@ struct RawClient {
     #[serde(default)]
     resources: Vec<String>,
     backchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    introspect_any: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,6 +160,7 @@ struct RawConnector {
     allow_idp_initiated: bool,
     #[serde(default)]
     allow_sha1: bool,
+    sign_requests: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,9 +203,12 @@ pub struct Config {
     pub database_url: Secret<String>,
     pub key_encryption_key: KeyEncryptionKeySource,
     pub log_format: LogFormat,
+    /// A separate listener for `/metrics`; when set, the main listener does not serve them.
+    pub metrics_listen: Option<SocketAddr>,
     pub session: SessionSettings,
     pub login: LoginSettings,
     pub tokens: TokenSettings,
+    pub client_auth: ClientAuthSettings,
     pub cleanup_interval_secs: u64,
     /// Peers whose `X-Forwarded-For` is believed: the load balancers in front of the nodes.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -244,6 +263,16 @@ pub struct LoginSettings {
     pub max_failures_per_username: u32,
     pub max_failures_per_ip: u32,
     pub failure_window_secs: i64,
+    /// Sign-ins an address may start per minute (each stores state until it completes).
+    pub max_starts_per_ip_per_minute: u32,
+}
+
+/// Failed client authentications at the token, introspection and revocation endpoints.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientAuthSettings {
+    pub max_failures_per_client: u32,
+    pub max_failures_per_ip: u32,
+    pub failure_window_secs: i64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -257,6 +286,9 @@ pub struct TokenSettings {
     pub refresh_token_idle_lifetime_secs: i64,
     /// No refresh token of a grant outlives this, however often it is used.
     pub refresh_token_absolute_lifetime_secs: i64,
+    /// For this long after a rotation, the rotated token gets its successor again instead of
+    /// being treated as stolen; 0 is strict.
+    pub refresh_token_reuse_grace_secs: i64,
     /// The longest access-token lifetime any client is configured with.
     pub longest_client_access_token_secs: i64,
 }
@@ -311,6 +343,8 @@ pub struct ClientConfig {
     /// Resource indicators (RFC 8707) this client may ask access tokens for.
     pub resources: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    /// May introspect tokens issued for any audience (a resource-server gateway).
+    pub introspect_any: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -374,6 +408,10 @@ pub struct SamlConnectorSettings {
     pub allow_idp_initiated: bool,
     /// Accept RSA-SHA1 signatures and SHA-1 digests from this IdP.
     pub allow_sha1: bool,
+    /// Sign every `AuthnRequest` (the SP metadata says so); off, requests are signed only when
+    /// the IdP's metadata asks for it.
+    #[serde(default = "default_true")]
+    pub sign_requests: bool,
     pub claims: SamlClaimMapping,
     /// Mark the mapped email as verified (the IdP vouches for its directory's addresses).
     pub trust_email: bool,
@@ -645,6 +683,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     };
 
+    let metrics_listen = raw
+        .metrics_listen
+        .map(|text| {
+            text.parse::<SocketAddr>()
+                .map_err(|_| invalid("metrics_listen", format!("`{text}` is not an address:port such as 127.0.0.1:9090")))
+        })
+        .transpose()?;
+    if metrics_listen == Some(listen) && listen.port() != 0 {
+        return Err(invalid("metrics_listen", "must differ from `listen`"));
+    }
+
     let log_format = match raw.log_format.as_deref().unwrap_or("pretty") {
         "pretty" => LogFormat::Pretty,
         "json" => LogFormat::Json,
@@ -668,7 +717,22 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_failures_per_username: raw.login.max_failures_per_username.unwrap_or(5),
         max_failures_per_ip: raw.login.max_failures_per_ip.unwrap_or(50),
         failure_window_secs: positive("login.failure_window_secs", raw.login.failure_window_secs.unwrap_or(15 * 60))?,
+        max_starts_per_ip_per_minute: raw.login.max_starts_per_ip_per_minute.unwrap_or(300),
     };
+    if login.max_starts_per_ip_per_minute == 0 {
+        return Err(invalid("login.max_starts_per_ip_per_minute", "must be at least 1"));
+    }
+    let client_auth = ClientAuthSettings {
+        max_failures_per_client: raw.client_auth.max_failures_per_client.unwrap_or(20),
+        max_failures_per_ip: raw.client_auth.max_failures_per_ip.unwrap_or(50),
+        failure_window_secs: positive("client_auth.failure_window_secs", raw.client_auth.failure_window_secs.unwrap_or(300))?,
+    };
+    if client_auth.max_failures_per_client == 0 {
+        return Err(invalid("client_auth.max_failures_per_client", "must be at least 1"));
+    }
+    if client_auth.max_failures_per_ip == 0 {
+        return Err(invalid("client_auth.max_failures_per_ip", "must be at least 1"));
+    }
     if login.max_failures_per_username == 0 {
         return Err(invalid("login.max_failures_per_username", "must be at least 1"));
     }
@@ -691,8 +755,15 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "tokens.refresh_token_absolute_lifetime_secs",
             raw.tokens.refresh_token_absolute_lifetime_secs.unwrap_or(30 * 86400),
         )?,
+        refresh_token_reuse_grace_secs: raw.tokens.refresh_token_reuse_grace_secs.unwrap_or(0),
         longest_client_access_token_secs: 0,
     };
+    if !(0..=MAX_REUSE_GRACE_SECS).contains(&tokens.refresh_token_reuse_grace_secs) {
+        return Err(invalid(
+            "tokens.refresh_token_reuse_grace_secs",
+            format!("must be between 0 and {MAX_REUSE_GRACE_SECS} seconds"),
+        ));
+    }
     if tokens.refresh_token_idle_lifetime_secs > tokens.refresh_token_absolute_lifetime_secs {
         return Err(invalid(
             "tokens.refresh_token_idle_lifetime_secs",
@@ -742,9 +813,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         database_url: Secret::new(database_url),
         key_encryption_key,
         log_format,
+        metrics_listen,
         session,
         login,
         tokens,
+        client_auth,
         cleanup_interval_secs,
         trusted_proxies,
         clients,
@@ -782,6 +855,9 @@ pub fn decode_key_encryption_key(key: &str, encoded: &str) -> Result<[u8; KEY_EN
     bytes.try_into().map_err(|_| invalid(key, format!("must decode to exactly {KEY_ENCRYPTION_KEY_LEN} bytes")))
 }
 
+/// A grace period is for clients racing themselves (two tabs, a retry), which takes seconds.
+const MAX_REUSE_GRACE_SECS: i64 = 300;
+
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 
 fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
@@ -809,8 +885,10 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
         }
         (None, None) => ClientSecret::None,
     };
-    if raw.redirect_uris.is_empty() {
-        return Err(invalid(key("redirect_uris"), "at least one redirect URI is required"));
+    let grant_types = raw.grant_types.clone().unwrap_or_else(|| vec!["authorization_code".into()]);
+    // Machine clients (client_credentials alone) never send a browser anywhere.
+    if raw.redirect_uris.is_empty() && grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(invalid(key("redirect_uris"), "at least one redirect URI is required for the authorization_code grant"));
     }
     for (i, uri) in raw.redirect_uris.iter().enumerate() {
         validate_redirect_uri(&key(&format!("redirect_uris[{i}]")), uri, issuer_is_https)?;
@@ -824,7 +902,6 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
             return Err(invalid(key("scopes"), format!("`{scope}` is not a valid scope token")));
         }
     }
-    let grant_types = raw.grant_types.unwrap_or_else(|| vec!["authorization_code".into()]);
     for grant in &grant_types {
         if !GRANT_TYPES.contains(&grant.as_str()) {
             return Err(invalid(key("grant_types"), format!("`{grant}` is not one of {}", GRANT_TYPES.join(", "))));
@@ -872,6 +949,7 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
         default_audience: raw.default_audience,
         resources: raw.resources,
         backchannel_logout_uri: raw.backchannel_logout_uri,
+        introspect_any: raw.introspect_any,
     })
 }
 
@@ -1038,6 +1116,7 @@ fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<
         ("idp_metadata_file", raw.idp_metadata_file.is_some()),
         ("allow_idp_initiated", raw.allow_idp_initiated),
         ("allow_sha1", raw.allow_sha1),
+        ("sign_requests", raw.sign_requests.is_some()),
         ("claims.subject", raw.claims.subject.is_some()),
     ];
     match saml_only.iter().find(|(_, set)| *set) {
@@ -1101,6 +1180,7 @@ fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
         metadata,
         allow_idp_initiated: raw.allow_idp_initiated,
         allow_sha1: raw.allow_sha1,
+        sign_requests: raw.sign_requests.unwrap_or(true),
         claims,
         trust_email: raw.trust_email,
         timeout_secs,

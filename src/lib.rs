@@ -14,6 +14,8 @@ pub mod session;
 pub mod startup;
 pub mod store;
 pub mod sync;
+pub mod throttle;
 pub mod tokens;
 pub mod upstream;
 pub mod web;
+pub mod work;

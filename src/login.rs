@@ -12,6 +12,7 @@ use crate::session::{self, NewSession};
 use crate::store::{AuditEvent, AuditOutcome, SsoSession, Store, StoreError, User};
 use crate::upstream::UpstreamIdentity;
 use crate::upstream::local::{self, LocalLoginError};
+use crate::work::{BlockingPool, PoolError};
 
 pub const AUDIT_LOGIN: &str = "login";
 pub const AUDIT_LOGIN_THROTTLED: &str = "login_throttled";
@@ -28,6 +29,8 @@ pub enum LoginError {
     UnknownConnector,
     #[error("password check did not complete")]
     Interrupted,
+    #[error("too busy to check a password now")]
+    Busy,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -40,6 +43,7 @@ impl LoginError {
             Self::InvalidCredentials => "invalid_credentials",
             Self::Disabled => "disabled",
             Self::UnknownConnector => "unknown_connector",
+            Self::Busy => "busy",
             Self::Interrupted | Self::Store(_) => "error",
         }
     }
@@ -57,6 +61,8 @@ pub struct PasswordLogin {
 pub struct LoginPolicy<'a> {
     pub login: &'a LoginSettings,
     pub session: &'a SessionSettings,
+    /// Where argon2 runs, a bounded number at once.
+    pub hashing: &'a BlockingPool,
 }
 
 pub async fn password_login(
@@ -94,9 +100,14 @@ pub async fn password_login(
     let connector_id = attempt.connector_id.clone();
     let username = attempt.username.clone();
     let password = attempt.password.clone();
-    let checked = tokio::task::spawn_blocking(move || local::authenticate(&connector_id, &users, &username, password.expose()))
+    let checked = policy
+        .hashing
+        .run(move || local::authenticate(&connector_id, &users, &username, password.expose()))
         .await
-        .map_err(|_| LoginError::Interrupted)?;
+        .map_err(|err| match err {
+            PoolError::Busy => LoginError::Busy,
+            PoolError::Interrupted => LoginError::Interrupted,
+        })?;
     let identity = match checked {
         Ok(identity) => identity,
         Err(err) => {

@@ -16,8 +16,13 @@ use crate::config::{Config, KeyEncryptionKeySource, SigningAlg, decode_key_encry
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::provider::client_auth::ClientAuthGuard;
 use crate::sync::{self, SyncError};
+use crate::throttle::WindowCounter;
 use crate::tokens::{KeyEncryptionKey, KeyManager, SecretHasher, TokenError};
+use crate::upstream::SamlShared;
+use crate::upstream::saml::SpKeys;
+use crate::work::BlockingPool;
 use crate::web::sessions::SessionBackend;
 use crate::web::{self, AppState};
 
@@ -37,7 +42,14 @@ pub enum StartupError {
     HttpClient(#[source] reqwest::Error),
     #[error("upstream connector: {0}")]
     Upstream(#[from] crate::upstream::UpstreamSetupError),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(std::net::SocketAddr, #[source] std::io::Error),
 }
+
+/// How long an argon2 check waits for a free slot before the request is answered 503.
+const HASHING_QUEUE_WAIT: Duration = Duration::from_secs(2);
+/// Bounds the per-address counters of sign-in starts held in memory.
+const MAX_TRACKED_NETWORKS: usize = 100_000;
 
 /// Connects to the configured database and brings its schema up to date.
 pub async fn open_database(url: &str) -> Result<(Arc<dyn Store>, SessionBackend), StartupError> {
@@ -98,6 +110,8 @@ pub struct App {
     sessions: SessionBackend,
     router: Router,
     http: reqwest::Client,
+    /// Bound at build time when `metrics_listen` is set, so its address is known before serving.
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for App {
@@ -111,13 +125,19 @@ impl std::fmt::Debug for App {
 pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupError> {
     let kek = load_key_encryption_key(&config.key_encryption_key)?;
     let secrets = SecretHasher::new(&kek);
+    let kek_for_forms = kek.clone();
     let (store, sessions) = open_database(config.database_url.expose()).await?;
     let report = sync::sync(store.as_ref(), &config, &secrets, clock.now()).await?;
     for entry in report.changed.iter().chain(&report.removed) {
         tracing::info!(entry = %entry, "configuration synced");
     }
-    let sp_key = if config.connectors.iter().any(|c| matches!(c.kind, crate::config::ConnectorKind::Saml(_))) {
-        Some(Arc::new(crate::upstream::saml::SpKey::load_or_create(store.as_ref(), &kek, clock.now()).await?))
+    let saml = if config.connectors.iter().any(|c| matches!(c.kind, crate::config::ConnectorKind::Saml(_))) {
+        let sp_keys = SpKeys::new(store.clone(), kek.clone(), clock.clone(), config.tokens.key_cache_secs);
+        for key in sp_keys.ensure_active().await? {
+            tracing::info!(kid = %key.kid, purpose = key.purpose, "generated SAML SP key");
+        }
+        let verifier = BlockingPool::per_core(crate::upstream::saml::VERIFY_QUEUE_WAIT);
+        Some(SamlShared { sp_keys: Arc::new(sp_keys), verifier })
     } else {
         None
     };
@@ -126,6 +146,9 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         tracing::info!(kid = %kid, "generated signing key");
     }
     let config = Arc::new(config);
+    // argon2 costs 19 MiB and tens of milliseconds per check: one per core at a time, and a
+    // check that waits longer than this for its turn is answered 503.
+    let hashing = BlockingPool::per_core(HASHING_QUEUE_WAIT);
     let provider = Arc::new(Provider {
         config: config.clone(),
         store: store.clone(),
@@ -135,30 +158,50 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         backchannel: Arc::new(tokio::sync::Notify::new()),
         clients: crate::provider::ClientCache::default(),
         verified: crate::provider::VerifiedTokens::default(),
+        hashing: hashing.clone(),
+        client_auth: ClientAuthGuard::new(&config.client_auth),
     });
     let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
     let metrics = Arc::new(Metrics::default());
-    let upstreams = Arc::new(crate::upstream::Upstreams::from_config(&config, sp_key, &metrics)?);
+    let upstreams = Arc::new(crate::upstream::Upstreams::from_config(&config, saml, &metrics)?);
     for connector in config.connectors.iter().filter_map(|c| upstreams.oidc(&c.id)) {
         tracing::info!(connector = %connector.id(), redirect_uri = %connector.redirect_uri(), "OpenID Connect connector ready");
     }
     for connector in config.connectors.iter().filter_map(|c| upstreams.saml(&c.id)) {
         tracing::info!(connector = %connector.id(), entity_id = %connector.entity_id(), acs = %connector.acs_url(), "SAML connector ready");
     }
-    let state = AppState { config, store, keys, clock, metrics, provider, upstreams };
+    let metrics_listener = match config.metrics_listen {
+        Some(address) => Some(TcpListener::bind(address).await.map_err(|err| StartupError::Listen(address, err))?),
+        None => None,
+    };
+    let forms = Arc::new(web::csrf::FormTokens::new(&kek_for_forms, &config));
+    let starts = Arc::new(WindowCounter::new(60, MAX_TRACKED_NETWORKS));
+    let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts };
     let router = web::router(state.clone(), sessions.clone());
-    Ok(App { state, sessions, router, http })
+    Ok(App { state, sessions, router, http, metrics_listener })
 }
 
 impl App {
+    /// Where `/metrics` is served when `metrics_listen` is set.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight finish.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let cleanup = tokio::spawn(cleanup_loop(self.state.clone(), self.sessions.clone()));
         let backchannel = tokio::spawn(crate::provider::backchannel::run(self.state.provider.clone(), self.http.clone()));
+        let metrics = self.metrics_listener.map(|metrics_listener| {
+            let router = web::metrics_router(self.state.clone());
+            tokio::spawn(async move { axum::serve(metrics_listener, router).await })
+        });
         let service = self.router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         cleanup.abort();
         backchannel.abort();
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         served
     }
 }

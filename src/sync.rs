@@ -38,7 +38,8 @@ pub async fn sync(store: &dyn Store, config: &Config, secrets: &SecretHasher, no
     }
     let declared: HashSet<&str> = config.clients.iter().map(|c| c.client_id.as_str()).collect();
     for stale in existing_clients.iter().filter(|c| c.managed_by_config && !declared.contains(c.client_id.as_str())) {
-        store.delete_client(&stale.client_id).await?;
+        // Its grants are revoked with it, so re-registering the id later revives nothing.
+        store.delete_client(&stale.client_id, now, crate::session::public_sid).await?;
         report.removed.push(format!("client:{}", stale.client_id));
     }
 
@@ -137,6 +138,7 @@ fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets
         default_audience: client.default_audience.clone(),
         resources: client.resources.clone(),
         backchannel_logout_uri: client.backchannel_logout_uri.clone(),
+        introspect_any: client.introspect_any,
         managed_by_config: true,
         created_at: previous.map_or(now, |p| p.created_at),
         updated_at: now,

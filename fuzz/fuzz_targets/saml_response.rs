@@ -9,6 +9,7 @@ use base64::Engine as _;
 use gatehouse::upstream::saml::decrypt::DecryptionKey;
 use gatehouse::upstream::saml::dsig::IdpKey;
 use gatehouse::upstream::saml::response::{Expectations, verify_response};
+use gatehouse::work::Deadline;
 use libfuzzer_sys::fuzz_target;
 
 struct Keys {
@@ -44,7 +45,8 @@ fuzz_target!(|data: &[u8]| {
         allow_idp_initiated: true,
         allow_sha1: false,
         clock_skew_secs: 60,
-        decryption_key: Some(&keys.sp),
+        decryption_keys: std::slice::from_ref(&keys.sp),
+        deadline: Deadline::after(std::time::Duration::from_secs(2)),
     };
     let encoded = base64::engine::general_purpose::STANDARD.encode(data);
     let _ = verify_response(&encoded, &expect, 1_767_225_660);

@@ -93,7 +93,15 @@ pub struct CodeGrant {
     pub auth_time: UnixTime,
     pub idp: String,
     pub amr: Vec<String>,
+    /// The resource (RFC 8707) the user authorized; tokens from this code are for it alone.
     pub audience: String,
+    /// The grant the code becomes, fixed now so that a replay racing the redemption can name it.
+    #[serde(default = "new_grant_id")]
+    pub grant_id: String,
+}
+
+pub fn new_grant_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// Appends response parameters to a registered redirect URI, keeping its own query.
@@ -355,6 +363,7 @@ impl Provider {
             idp: session.connector_id.clone(),
             amr,
             audience: request.audience.clone(),
+            grant_id: new_grant_id(),
         };
         let code = random_token();
         let payload = serde_json::to_string(&grant).map_err(StoreError::from)?;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::config::SigningAlg;
 use crate::provider::{Provider, ProviderResult, client_alg};
 use crate::store::{AuditEvent, AuditOutcome, BackchannelLogout, StoreError};
 use crate::tokens::random_token;
@@ -70,16 +71,22 @@ impl Provider {
     }
 
     async fn prepare(&self, notification: &BackchannelLogout) -> ProviderResult<Option<(String, String)>> {
-        let client = match self.store.get_client(&notification.client_id).await {
-            Ok(client) => client,
-            Err(StoreError::NotFound) => return Ok(None),
-            Err(err) => return Err(err.into()),
+        // Where and how were captured when the notice was queued; older notices read the client.
+        let (uri, alg) = match (&notification.uri, notification.signing_alg.as_deref().and_then(SigningAlg::parse)) {
+            (Some(uri), Some(alg)) => (uri.clone(), alg),
+            _ => match self.store.get_client(&notification.client_id).await {
+                Ok(client) => match client.backchannel_logout_uri.clone() {
+                    Some(uri) => (uri, client_alg(&client)),
+                    None => return Ok(None),
+                },
+                Err(StoreError::NotFound) => return Ok(None),
+                Err(err) => return Err(err.into()),
+            },
         };
-        let Some(uri) = client.backchannel_logout_uri.clone() else { return Ok(None) };
         let now = self.clock.now();
         let claims = json!({
             "iss": self.issuer(),
-            "aud": client.client_id,
+            "aud": notification.client_id,
             "iat": now,
             "exp": now + LOGOUT_TOKEN_LIFETIME_SECS,
             "jti": random_token(),
@@ -87,7 +94,7 @@ impl Provider {
             "sid": notification.sid,
             "events": { EVENT: {} },
         });
-        let logout_token = self.keys.sign(&claims, client_alg(&client), "logout+jwt").await?;
+        let logout_token = self.keys.sign(&claims, alg, "logout+jwt").await?;
         Ok(Some((uri, logout_token)))
     }
 

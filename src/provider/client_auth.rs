@@ -1,14 +1,20 @@
 //! Client authentication at the token, introspection and revocation endpoints:
 //! `client_secret_basic`, `client_secret_post`, and `none` for public clients.
 
+use std::net::IpAddr;
+
 use base64::Engine;
+use subtle::ConstantTimeEq as _;
 use url::form_urlencoded;
 
+use crate::clock::UnixTime;
+use crate::config::ClientAuthSettings;
 use crate::password;
 use crate::provider::params::Params;
 use crate::provider::{ErrorCode, OAuthError, Provider, ProviderError, ProviderResult, oauth};
 use crate::secret::Secret;
 use crate::store::ClientRecord;
+use crate::throttle::WindowCounter;
 use crate::tokens::secrets::{StoredSecretKind, stored_secret_kind};
 
 /// Credentials from an `Authorization: Basic` header.
@@ -55,21 +61,112 @@ pub struct ClientAuthFailure {
     pub method: AuthMethod,
 }
 
+/// Failed client authentications counted per client and per client network, and the secrets
+/// recently verified, per client. A client that authenticated moments ago keeps working while
+/// someone else's wrong guesses have its id throttled, and a busy client with an argon2 hash
+/// pays for argon2 once per `VERIFIED_SECRET_SECS`, not on every request.
+#[derive(Debug)]
+pub struct ClientAuthGuard {
+    per_client: WindowCounter,
+    per_network: WindowCounter,
+    max_per_client: u32,
+    max_per_network: u32,
+    /// Keys the memory below, so it holds no secret in a form usable elsewhere.
+    memory_key: Secret<[u8; 64]>,
+    verified: std::sync::Mutex<std::collections::HashMap<String, VerifiedSecret>>,
+}
+
+struct VerifiedSecret {
+    /// HMAC of the presented secret under `memory_key`.
+    presented: [u8; 32],
+    /// The stored hash it matched: a changed secret is verified afresh.
+    stored: String,
+    until: UnixTime,
+}
+
+impl std::fmt::Debug for VerifiedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedSecret").field("until", &self.until).finish_non_exhaustive()
+    }
+}
+
+const VERIFIED_SECRET_SECS: UnixTime = 300;
+/// Bounds the per-network counters; per-client keys are bounded by the registered clients.
+const MAX_TRACKED_NETWORKS: usize = 100_000;
+const MAX_TRACKED_CLIENTS: usize = 100_000;
+
+impl ClientAuthGuard {
+    pub fn new(settings: &ClientAuthSettings) -> Self {
+        let mut memory_key = [0u8; 64];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut memory_key);
+        Self {
+            per_client: WindowCounter::new(settings.failure_window_secs, MAX_TRACKED_CLIENTS),
+            per_network: WindowCounter::new(settings.failure_window_secs, MAX_TRACKED_NETWORKS),
+            max_per_client: settings.max_failures_per_client,
+            max_per_network: settings.max_failures_per_ip,
+            memory_key: Secret::new(memory_key),
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    fn mac(&self, secret: &str) -> [u8; 32] {
+        use hmac::{Mac as _, digest::KeyInit};
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new(&(*self.memory_key.expose()).into());
+        mac.update(secret.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn recently_verified(&self, client_id: &str, stored: &str, presented: &str, now: UnixTime) -> bool {
+        let mac = self.mac(presented);
+        self.verified.lock().ok().is_some_and(|verified| {
+            verified.get(client_id).is_some_and(|known| {
+                known.until > now && known.stored == stored && bool::from(known.presented.as_slice().ct_eq(mac.as_slice()))
+            })
+        })
+    }
+
+    fn remember(&self, client_id: &str, stored: &str, presented: &str, now: UnixTime) {
+        let presented = self.mac(presented);
+        if let Ok(mut verified) = self.verified.lock() {
+            if verified.len() >= MAX_TRACKED_CLIENTS {
+                verified.retain(|_, known| known.until > now);
+            }
+            if verified.len() < MAX_TRACKED_CLIENTS {
+                verified.insert(client_id.to_owned(), VerifiedSecret { presented, stored: stored.to_owned(), until: now + VERIFIED_SECRET_SECS });
+            }
+        }
+        self.per_client.clear(client_id);
+    }
+
+    /// Seconds to wait when this client id or network has failed too often in this window.
+    fn throttled(&self, client_id: &str, network: &str, now: UnixTime) -> Option<i64> {
+        let over = self.per_client.count(client_id, now) >= self.max_per_client
+            || self.per_network.count(network, now) >= self.max_per_network;
+        over.then(|| self.per_client.retry_after(now).max(1))
+    }
+
+    fn failed(&self, client_id: &str, network: &str, now: UnixTime) {
+        self.per_client.hit(client_id, now);
+        self.per_network.hit(network, now);
+    }
+}
+
 impl Provider {
-    /// Authenticates the client of a back-channel request. A public client is accepted only
-    /// when `allow_public` (the token endpoint, where PKCE then binds the code).
+    /// Authenticates the client of a back-channel request from `ip`. A public client is
+    /// accepted only when `allow_public` (the token endpoint, where PKCE then binds the code).
     pub async fn authenticate_client(
         &self,
         basic: Option<BasicCredentials>,
         params: &Params,
         allow_public: bool,
+        ip: IpAddr,
     ) -> Result<ClientRecord, ClientAuthFailure> {
         let method = match (&basic, params.get("client_secret")) {
             (Some(_), _) => AuthMethod::Basic,
             (None, Ok(Some(_))) => AuthMethod::Post,
             _ => AuthMethod::None,
         };
-        self.authenticate(basic, params, allow_public).await.map_err(|error| ClientAuthFailure { error, method })
+        self.authenticate(basic, params, allow_public, ip).await.map_err(|error| ClientAuthFailure { error, method })
     }
 
     async fn authenticate(
@@ -77,6 +174,7 @@ impl Provider {
         basic: Option<BasicCredentials>,
         params: &Params,
         allow_public: bool,
+        ip: IpAddr,
     ) -> ProviderResult<ClientRecord> {
         let body_id = params.get("client_id")?;
         let body_secret = params.get("client_secret")?;
@@ -95,31 +193,49 @@ impl Provider {
                 (id.to_owned(), body_secret.map(|s| Secret::new(s.to_owned())))
             }
         };
-        let unknown = oauth(ErrorCode::InvalidClient, "client authentication failed");
-        let Some(client) = self.client(&client_id).await? else { return Err(unknown.into()) };
-        match (&client.secret_hash, presented) {
-            (None, None) if allow_public => Ok(client),
-            (None, None) => Err(oauth(ErrorCode::InvalidClient, "this endpoint needs an authenticated client").into()),
-            (None, Some(_)) | (Some(_), None) => Err(unknown.into()),
-            (Some(stored), Some(presented)) => {
-                if self.secret_matches(stored, presented).await? {
-                    Ok(client)
-                } else {
-                    Err(unknown.into())
-                }
-            }
+        let client = self.client(&client_id).await?;
+        // A public client proves nothing and costs nothing to check.
+        if let Some(client) = &client
+            && client.secret_hash.is_none()
+            && presented.is_none()
+        {
+            return if allow_public {
+                Ok(client.clone())
+            } else {
+                Err(oauth(ErrorCode::InvalidClient, "this endpoint needs an authenticated client").into())
+            };
         }
+        let now = self.clock.now();
+        let network = crate::login::client_network(ip);
+        let guard = &self.client_auth;
+        if let (Some(client), Some(presented)) = (&client, &presented)
+            && let Some(stored) = &client.secret_hash
+            && guard.recently_verified(&client.client_id, stored, presented.expose(), now)
+        {
+            return Ok(client.clone());
+        }
+        if let Some(retry_after_secs) = guard.throttled(&client_id, &network, now) {
+            return Err(ProviderError::Throttled { retry_after_secs });
+        }
+        if let (Some(client), Some(presented)) = (client, presented)
+            && let Some(stored) = &client.secret_hash
+            && self.secret_matches(stored, &presented).await?
+        {
+            guard.remember(&client.client_id, stored, presented.expose(), now);
+            return Ok(client);
+        }
+        guard.failed(&client_id, &network, now);
+        Err(oauth(ErrorCode::InvalidClient, "client authentication failed").into())
     }
 
-    async fn secret_matches(&self, stored: &str, presented: Secret<String>) -> ProviderResult<bool> {
+    async fn secret_matches(&self, stored: &str, presented: &Secret<String>) -> ProviderResult<bool> {
         match stored_secret_kind(stored) {
             StoredSecretKind::Keyed => Ok(self.secrets.verify_keyed(stored, presented.expose())),
             StoredSecretKind::Argon2 => {
                 let stored = stored.to_owned();
-                // argon2 takes tens of milliseconds: keep it off the async workers.
-                tokio::task::spawn_blocking(move || password::verify(&stored, presented.expose()))
-                    .await
-                    .map_err(|_| ProviderError::SecretCheck)
+                let presented = presented.clone();
+                // argon2 takes tens of milliseconds and 19 MiB: a bounded number run at once.
+                self.hashing.run(move || password::verify(&stored, presented.expose())).await.map_err(ProviderError::from)
             }
             StoredSecretKind::Unknown => Ok(false),
         }

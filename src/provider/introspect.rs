@@ -42,12 +42,16 @@ impl Provider {
     /// its grant, session and user still good. `None` for anything else.
     pub async fn active_access_token(&self, token: &str) -> ProviderResult<Option<AccessClaims>> {
         let Some(claims) = self.verified_access_token(token, true).await? else { return Ok(None) };
+        // A client removed (and perhaps registered again since) takes its tokens with it.
+        if !self.client(&claims.client_id).await?.is_some_and(|client| claims.iat >= client.created_at) {
+            return Ok(None);
+        }
         if self.store.is_access_token_revoked(&claims.jti).await? {
             return Ok(None);
         }
         let live = match &claims.gid {
             Some(grant_id) => self.store.grant_state(grant_id).await?.is_some_and(|state| state.is_live(self.clock.now())),
-            None => self.client(&claims.client_id).await?.is_some(),
+            None => true,
         };
         Ok(live.then_some(claims))
     }
@@ -86,14 +90,27 @@ impl Provider {
         }
     }
 
-    /// RFC 7662. Any authenticated client may ask: resource servers introspect tokens issued
-    /// to the apps that call them.
-    pub async fn introspect(&self, params: &Params) -> ProviderResult<Value> {
+    /// RFC 7662. A client learns about the tokens meant for it: access tokens whose audience is
+    /// its client id or one of its resources (a resource server checking what apps present),
+    /// and its own refresh tokens. A client marked `introspect_any` (a gateway in front of many
+    /// APIs) learns about every token. Anything else reads as inactive (RFC 7662 §2.2).
+    pub async fn introspect(&self, caller: &ClientRecord, params: &Params) -> ProviderResult<Value> {
         params.check_all()?;
         let token = params.require("token", "token is required")?;
         let inactive = json!({ "active": false });
         if looks_like_jwt(token) {
             let Some(claims) = self.active_access_token(token).await? else { return Ok(inactive) };
+            let audiences: Vec<&str> = match &claims.aud {
+                Value::String(aud) => vec![aud.as_str()],
+                Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let meant_for_caller = audiences
+                .iter()
+                .any(|aud| *aud == caller.client_id || caller.resources.iter().any(|resource| resource == aud));
+            if !(caller.introspect_any || meant_for_caller) {
+                return Ok(inactive);
+            }
             let mut response = Map::new();
             response.insert("active".into(), Value::Bool(true));
             response.insert("token_type".into(), Value::from("Bearer"));
@@ -123,6 +140,9 @@ impl Provider {
         let Some(record) = self.store.find_refresh_token(&digest(token)).await? else { return Ok(inactive) };
         let Some(state) = self.store.grant_state(&record.grant_id).await? else { return Ok(inactive) };
         if record.rotated_at.is_some() || record.expires_at <= now || !state.is_live(now) {
+            return Ok(inactive);
+        }
+        if !(caller.introspect_any || state.grant.client_id == caller.client_id) {
             return Ok(inactive);
         }
         let user = match self.store.get_user(&state.grant.user_id).await {

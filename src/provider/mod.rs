@@ -103,6 +103,19 @@ pub enum ProviderError {
     Token(#[from] TokenError),
     #[error("client secret check failed to run")]
     SecretCheck,
+    #[error("too many failed client authentications; retry in {retry_after_secs} s")]
+    Throttled { retry_after_secs: i64 },
+    #[error("too busy to check a client secret now")]
+    Busy,
+}
+
+impl From<crate::work::PoolError> for ProviderError {
+    fn from(err: crate::work::PoolError) -> Self {
+        match err {
+            crate::work::PoolError::Busy => Self::Busy,
+            crate::work::PoolError::Interrupted => Self::SecretCheck,
+        }
+    }
 }
 
 pub type ProviderResult<T> = Result<T, ProviderError>;
@@ -118,6 +131,9 @@ pub struct Provider {
     pub backchannel: Arc<tokio::sync::Notify>,
     pub clients: ClientCache,
     pub verified: VerifiedTokens,
+    /// Where argon2 checks of client secrets run, a bounded number at once.
+    pub hashing: crate::work::BlockingPool,
+    pub client_auth: client_auth::ClientAuthGuard,
 }
 
 /// At most this many verified access tokens are remembered; past it the memory starts over.

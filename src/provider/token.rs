@@ -14,7 +14,8 @@ use crate::provider::{
     is_scope_token, oauth, split_scope, user_claims,
 };
 use crate::session::public_sid;
-use crate::store::{ClientRecord, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User};
+use crate::clock::UnixTime;
+use crate::store::{ClientRecord, GrantRecord, GrantState, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User};
 use crate::tokens::{digest, random_token};
 
 #[derive(Serialize)]
@@ -56,12 +57,12 @@ fn at_hash(access_token: &str) -> String {
 }
 
 /// The access token's audience: the `resource` asked for at the token endpoint (RFC 8707 §2.2)
-/// when it is one the client may use, else `default`.
-fn token_audience(client: &ClientRecord, params: &Params, default: &str) -> ProviderResult<String> {
+/// when it is one of `allowed`, else `default`.
+fn token_audience(params: &Params, default: &str, allowed: &[String]) -> ProviderResult<String> {
     match params.get("resource")? {
         None => Ok(default.to_owned()),
-        Some(resource) if resource == default || client.resources.iter().any(|r| r == resource) => Ok(resource.to_owned()),
-        Some(_) => Err(oauth(ErrorCode::InvalidTarget, "the resource is not one this client may use").into()),
+        Some(resource) if resource == default || allowed.iter().any(|r| r == resource) => Ok(resource.to_owned()),
+        Some(_) => Err(oauth(ErrorCode::InvalidTarget, "the resource is not one this grant was authorized for").into()),
     }
 }
 
@@ -103,7 +104,7 @@ impl Provider {
         let code_hash = digest(code);
 
         let Some(payload) = self.store.peek_single_use(SingleUseKind::AuthorizationCode, &code_hash, now).await? else {
-            return Err(self.code_replayed(&code_hash).await);
+            return Err(self.code_replayed(&code_hash, None).await);
         };
         let bound: CodeGrant = serde_json::from_str(&payload).map_err(StoreError::from)?;
         // Every binding is checked before the code is spent, so a wrong guess by another party
@@ -128,10 +129,6 @@ impl Provider {
             (None, Some(_)) => return Err(invalid_grant("the authorization request had no code challenge")),
             (None, None) => {}
         }
-        if self.store.take_single_use(SingleUseKind::AuthorizationCode, &code_hash, now).await?.is_none() {
-            return Err(self.code_replayed(&code_hash).await);
-        }
-
         let gone = || invalid_grant("the user's sign-in is no longer valid");
         let user = match self.store.get_user(&bound.user_id).await {
             Ok(user) if !user.disabled => user,
@@ -143,7 +140,9 @@ impl Provider {
             Ok(_) | Err(StoreError::NotFound) => return Err(gone()),
             Err(err) => return Err(err.into()),
         };
-        let audience = token_audience(client, params, &bound.audience)?;
+        // RFC 8707 §2.2: the token endpoint may only narrow the resource authorized, and one
+        // resource is all an authorization here carries.
+        let audience = token_audience(params, &bound.audience, &[])?;
         let wants_refresh = client.grant_types.iter().any(|g| g == "refresh_token")
             && (has_scope(&bound.scopes, SCOPE_OFFLINE_ACCESS) || client.issue_refresh_token);
         // Without a refresh token the grant still lives as long as the session, so that the
@@ -154,11 +153,11 @@ impl Provider {
             (now + self.access_token_lifetime(client)).max(session.expires_at)
         };
         let grant = GrantRecord {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: bound.grant_id.clone(),
             client_id: client.client_id.clone(),
             user_id: user.id.clone(),
             session_id: Some(session.id.clone()),
-            code_hash: Some(code_hash),
+            code_hash: Some(code_hash.clone()),
             scope: bound.scopes.join(" "),
             audience,
             auth_time: bound.auth_time,
@@ -168,35 +167,48 @@ impl Provider {
             expires_at,
             revoked_at: None,
         };
-        self.store.create_grant(&grant).await?;
-        let refresh_token = if wants_refresh { Some(self.new_refresh_token(&grant).await?) } else { None };
-        self.tokens_for_grant(client, &user, &grant, &bound.scopes, bound.nonce.as_deref(), refresh_token).await
-    }
-
-    /// A code that is unknown, expired or already spent. If it was spent, whoever presents it
-    /// again may have stolen it: every token issued from it is revoked (RFC 6749 §4.1.2).
-    async fn code_replayed(&self, code_hash: &str) -> crate::provider::ProviderError {
-        match self.store.revoke_grant_by_code(code_hash, self.clock.now()).await {
-            Ok(Some(grant_id)) => {
-                tracing::warn!(grant_id = %grant_id, "authorization code replayed: its grant is revoked");
-                invalid_grant("the code is invalid, expired or already used")
-            }
-            Ok(None) => invalid_grant("the code is invalid, expired or already used"),
-            Err(err) => err.into(),
-        }
-    }
-
-    async fn new_refresh_token(&self, grant: &GrantRecord) -> ProviderResult<String> {
-        let token = random_token();
-        let now = self.clock.now();
-        let record = RefreshTokenRecord {
+        let refresh_token = wants_refresh.then(random_token);
+        // Minted before anything is spent: a failure here leaves the code for a retry.
+        let response =
+            self.tokens_for_grant(client, &user, &grant, &bound.scopes, bound.nonce.as_deref(), refresh_token.clone()).await?;
+        let refresh_record = RefreshTokenRecord {
             grant_id: grant.id.clone(),
             issued_at: now,
             expires_at: (now + self.config.tokens.refresh_token_idle_lifetime_secs).min(grant.expires_at),
             rotated_at: None,
         };
-        self.store.insert_refresh_token(&digest(&token), &record).await?;
-        Ok(token)
+        let refresh_hash = refresh_token.as_deref().map(digest);
+        let first_refresh = refresh_hash.as_deref().map(|hash| (hash, &refresh_record));
+        if !self.store.redeem_code(&code_hash, &grant, first_refresh, now).await? {
+            return Err(self.code_replayed(&code_hash, Some(&bound.grant_id)).await);
+        }
+        Ok(response)
+    }
+
+    /// A code that is unknown, expired or already spent. If it was spent, whoever presents it
+    /// again may have stolen it: every token issued from it is revoked (RFC 6749 §4.1.2). The
+    /// grant is found by the id fixed when the code was issued (when this caller read the code
+    /// before it was spent) or by the code's digest.
+    async fn code_replayed(&self, code_hash: &str, grant_id: Option<&str>) -> crate::provider::ProviderError {
+        let now = self.clock.now();
+        let by_id = match grant_id {
+            Some(id) => match self.store.revoke_grant(id, now).await {
+                Ok(revoked) => revoked.then(|| id.to_owned()),
+                Err(err) => return err.into(),
+            },
+            None => None,
+        };
+        let revoked = match by_id {
+            Some(id) => Some(id),
+            None => match self.store.revoke_grant_by_code(code_hash, now).await {
+                Ok(found) => found,
+                Err(err) => return err.into(),
+            },
+        };
+        if let Some(grant_id) = revoked {
+            tracing::warn!(grant_id = %grant_id, "authorization code replayed: its grant is revoked");
+        }
+        invalid_grant("the code is invalid, expired or already used")
     }
 
     async fn tokens_for_grant(
@@ -274,13 +286,42 @@ impl Provider {
         if state.grant.client_id != client.client_id {
             return Err(invalid_grant("the refresh token was issued to another client"));
         }
-        if record.rotated_at.is_some() {
-            return Err(self.refresh_token_reused(&state.grant).await);
+        let successor = self.secrets.refresh_successor(presented);
+        if let Some(rotated_at) = record.rotated_at {
+            return self.rotated_token_presented(client, params, &state, &successor, rotated_at).await;
         }
         if record.expires_at <= now || !state.is_live(now) {
             return Err(invalid_grant("the refresh token has expired or was revoked"));
         }
-        let granted = split_scope(&state.grant.scope);
+        // Everything that can refuse the request, and the new tokens themselves, come before the
+        // presented token is spent: a refused or failed refresh leaves it usable.
+        let (user, scopes, grant) = self.refreshable(client, params, &state).await?;
+        let response = self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(successor.clone())).await?;
+        let new_record = RefreshTokenRecord {
+            grant_id: state.grant.id.clone(),
+            issued_at: now,
+            expires_at: (now + self.config.tokens.refresh_token_idle_lifetime_secs).min(state.grant.expires_at),
+            rotated_at: None,
+        };
+        match self.store.rotate_refresh_token(&old_hash, &digest(&successor), &new_record, now).await? {
+            Rotation::Rotated => Ok(response),
+            Rotation::AlreadyRotated => self.rotated_token_presented(client, params, &state, &successor, now).await,
+            Rotation::NotFound => Err(invalid_grant("the refresh token has expired or was revoked")),
+        }
+    }
+
+    /// The user, scopes and grant a refresh issues for, or why it may not. The scopes are the
+    /// granted ones the client still may use, narrowed further by `scope`.
+    async fn refreshable(
+        &self,
+        client: &ClientRecord,
+        params: &Params,
+        state: &GrantState,
+    ) -> ProviderResult<(User, Vec<String>, GrantRecord)> {
+        let granted: Vec<String> = split_scope(&state.grant.scope).into_iter().filter(|s| client.scopes.contains(s)).collect();
+        if granted.is_empty() {
+            return Err(invalid_grant("this client may no longer use any scope of this grant"));
+        }
         let scopes = match params.get("scope")? {
             None => granted,
             Some(asked) => {
@@ -291,21 +332,36 @@ impl Provider {
                 asked
             }
         };
-        let new_token = random_token();
-        let new_record = RefreshTokenRecord {
-            grant_id: state.grant.id.clone(),
-            issued_at: now,
-            expires_at: (now + self.config.tokens.refresh_token_idle_lifetime_secs).min(state.grant.expires_at),
-            rotated_at: None,
+        let grant = GrantRecord { audience: token_audience(params, &state.grant.audience, &[])?, ..state.grant.clone() };
+        let user = match self.store.get_user(&state.grant.user_id).await {
+            Ok(user) if !user.disabled => user,
+            Ok(_) | Err(StoreError::NotFound) => return Err(invalid_grant("the refresh token has expired or was revoked")),
+            Err(err) => return Err(err.into()),
         };
-        match self.store.rotate_refresh_token(&old_hash, &digest(&new_token), &new_record, now).await? {
-            Rotation::Rotated => {}
-            Rotation::AlreadyRotated => return Err(self.refresh_token_reused(&state.grant).await),
-            Rotation::NotFound => return Err(invalid_grant("the refresh token has expired or was revoked")),
+        Ok((user, scopes, grant))
+    }
+
+    /// A refresh token that was already exchanged. Within `refresh_token_reuse_grace_secs` of
+    /// the exchange, while its successor is unused, the client gets that same successor again
+    /// (two tabs refreshing at once, a retry after a lost response); otherwise it is reuse.
+    async fn rotated_token_presented(
+        &self,
+        client: &ClientRecord,
+        params: &Params,
+        state: &GrantState,
+        successor: &str,
+        rotated_at: UnixTime,
+    ) -> ProviderResult<TokenResponse> {
+        let now = self.clock.now();
+        let grace = self.config.tokens.refresh_token_reuse_grace_secs;
+        if grace > 0 && now - rotated_at <= grace && state.is_live(now) {
+            let next = self.store.find_refresh_token(&digest(successor)).await?;
+            if next.is_some_and(|next| next.rotated_at.is_none() && next.expires_at > now && next.grant_id == state.grant.id) {
+                let (user, scopes, grant) = self.refreshable(client, params, state).await?;
+                return self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(successor.to_owned())).await;
+            }
         }
-        let user = self.store.get_user(&state.grant.user_id).await?;
-        let grant = GrantRecord { audience: token_audience(client, params, &state.grant.audience)?, ..state.grant };
-        self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(new_token)).await
+        Err(self.refresh_token_reused(&state.grant).await)
     }
 
     /// A rotated refresh token came back: two parties hold the family. Both lose it, and the
@@ -327,6 +383,10 @@ impl Provider {
     }
 
     async fn client_credentials(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
+        // Configuration refuses this combination, but records can come from elsewhere.
+        if client.secret_hash.is_none() {
+            return Err(oauth(ErrorCode::UnauthorizedClient, "a public client cannot use client_credentials").into());
+        }
         let allowed: Vec<String> = client.scopes.iter().filter(|s| !USER_SCOPES.contains(&s.as_str())).cloned().collect();
         let scopes = match params.get("scope")? {
             None => allowed,
@@ -339,7 +399,7 @@ impl Provider {
             }
         };
         let default = client.default_audience.clone().unwrap_or_else(|| client.client_id.clone());
-        let audience = token_audience(client, params, &default)?;
+        let audience = token_audience(params, &default, &client.resources)?;
         let scope = scopes.join(" ");
         let access = self
             .mint_access_token(

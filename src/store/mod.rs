@@ -99,6 +99,8 @@ pub struct ClientRecord {
     pub default_audience: Option<String>,
     pub resources: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    /// May introspect tokens issued for any audience (a resource-server gateway).
+    pub introspect_any: bool,
     pub managed_by_config: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
@@ -141,18 +143,29 @@ impl std::fmt::Debug for ConnectorRecord {
     }
 }
 
-/// The SAML SP key pair: its self-signed certificate and the sealed PKCS#1 private key.
+/// A SAML SP key pair: its self-signed certificate and the sealed PKCS#1 private key. Each key
+/// does one job (`purpose`: `signing` or `encryption`). Not yet activated: published, waiting
+/// (an encryption key already decrypts); active: in use; retired: kept until removed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SamlSpKeyRecord {
     pub kid: String,
+    pub purpose: String,
     pub certificate_der: Vec<u8>,
     pub sealed_private_key: Vec<u8>,
     pub created_at: UnixTime,
+    pub activated_at: Option<UnixTime>,
+    pub retired_at: Option<UnixTime>,
 }
 
 impl std::fmt::Debug for SamlSpKeyRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SamlSpKeyRecord").field("kid", &self.kid).field("created_at", &self.created_at).finish_non_exhaustive()
+        f.debug_struct("SamlSpKeyRecord")
+            .field("kid", &self.kid)
+            .field("purpose", &self.purpose)
+            .field("created_at", &self.created_at)
+            .field("activated_at", &self.activated_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
     }
 }
 
@@ -290,6 +303,10 @@ pub struct BackchannelLogout {
     pub sid: String,
     pub attempts: i64,
     pub created_at: UnixTime,
+    /// The client's back-channel logout URI and token signing algorithm when the notice was
+    /// queued; `None` for notices queued before they were recorded.
+    pub uri: Option<String>,
+    pub signing_alg: Option<String>,
 }
 
 /// Kinds of single-use records. Each kind is a separate namespace of keys.
@@ -359,7 +376,11 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_client(&self, client: &ClientRecord) -> StoreResult<()>;
     async fn get_client(&self, client_id: &str) -> StoreResult<ClientRecord>;
     async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
-    async fn delete_client(&self, client_id: &str) -> StoreResult<()>;
+    /// Removes a client and, in the same transaction, revokes every grant it holds and queues a
+    /// back-channel logout (to the client, with its URI captured now) for each session those
+    /// grants came from. Returns how many were queued.
+    /// `sid_of` turns a session id into the `sid` the client knows it by.
+    async fn delete_client(&self, client_id: &str, now: UnixTime, sid_of: for<'s> fn(&'s str) -> String) -> StoreResult<u64>;
     async fn upsert_connector(&self, connector: &ConnectorRecord) -> StoreResult<()>;
     async fn get_connector(&self, id: &str) -> StoreResult<ConnectorRecord>;
     async fn list_connectors(&self) -> StoreResult<Vec<ConnectorRecord>>;
@@ -369,9 +390,14 @@ pub trait Store: Send + Sync + 'static {
     /// Stores `key` as the active key of its algorithm and retires the previous one, atomically.
     async fn activate_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
-    /// The SAML SP key in use (the oldest stored), if any.
-    async fn saml_sp_key(&self) -> StoreResult<Option<SamlSpKeyRecord>>;
+    /// Every SAML SP key, newest first.
+    async fn list_saml_sp_keys(&self) -> StoreResult<Vec<SamlSpKeyRecord>>;
+    /// Fails with `AlreadyExists` when the key is stored active and its purpose has an active key.
     async fn insert_saml_sp_key(&self, key: &SamlSpKeyRecord) -> StoreResult<()>;
+    /// Activates the waiting keys `kids` and retires the active keys of their purposes, in one
+    /// transaction. `NotFound` when one of them is not a waiting key.
+    async fn activate_saml_sp_keys(&self, kids: &[String], now: UnixTime) -> StoreResult<()>;
+    async fn delete_saml_sp_key(&self, kid: &str) -> StoreResult<()>;
 
     // SSO sessions.
     async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;
@@ -417,6 +443,17 @@ pub trait Store: Send + Sync + 'static {
 
     // Grants and their tokens.
     async fn create_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
+    /// Spends the authorization code `code_hash` and creates the grant it was redeemed for (with
+    /// its first refresh token), in one transaction: `false`, and nothing written, when the code
+    /// was already spent or has expired. A concurrent replay of the code waits for this to
+    /// commit, so it finds the grant and revokes it.
+    async fn redeem_code(
+        &self,
+        code_hash: &str,
+        grant: &GrantRecord,
+        refresh_token: Option<(&str, &RefreshTokenRecord)>,
+        now: UnixTime,
+    ) -> StoreResult<bool>;
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
     /// Revokes a grant, keeping the first revocation time; false when there is no such grant.
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> StoreResult<bool>;

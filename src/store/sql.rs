@@ -63,6 +63,7 @@ pub(super) struct ClientRow {
     default_audience: Option<String>,
     resources_json: String,
     backchannel_logout_uri: Option<String>,
+    introspect_any: bool,
     managed_by_config: bool,
     created_at: i64,
     updated_at: i64,
@@ -81,6 +82,7 @@ impl TryFrom<ClientRow> for ClientRecord {
             issue_refresh_token: row.issue_refresh_token,
             default_audience: row.default_audience,
             backchannel_logout_uri: row.backchannel_logout_uri,
+            introspect_any: row.introspect_any,
             client_id: row.client_id,
             secret_hash: row.secret_hash,
             name: row.name,
@@ -244,6 +246,8 @@ pub(super) struct BackchannelRow {
     sid: String,
     attempts: i64,
     created_at: i64,
+    uri: Option<String>,
+    signing_alg: Option<String>,
 }
 
 impl From<BackchannelRow> for BackchannelLogout {
@@ -255,6 +259,8 @@ impl From<BackchannelRow> for BackchannelLogout {
             sid: row.sid,
             attempts: row.attempts,
             created_at: row.created_at,
+            uri: row.uri,
+            signing_alg: row.signing_alg,
         }
     }
 }
@@ -298,7 +304,7 @@ pub(super) const USER_COLUMNS: &str =
     "id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at, last_login_at";
 pub(super) const CLIENT_COLUMNS: &str = "client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
      grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, default_audience, \
-     resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at";
+     resources_json, backchannel_logout_uri, introspect_any, managed_by_config, created_at, updated_at";
 pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
      g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
 pub(super) const CONNECTOR_COLUMNS: &str =
@@ -455,8 +461,9 @@ macro_rules! impl_sql_store {
                 sqlx::query(
                     "INSERT INTO clients (client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
                      grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, \
-                     default_audience, resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                     default_audience, resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at, \
+                     introspect_any) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
                      ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                      redirect_uris_json = excluded.redirect_uris_json, \
                      post_logout_redirect_uris_json = excluded.post_logout_redirect_uris_json, \
@@ -465,7 +472,8 @@ macro_rules! impl_sql_store {
                      access_token_lifetime_secs = excluded.access_token_lifetime_secs, \
                      issue_refresh_token = excluded.issue_refresh_token, default_audience = excluded.default_audience, \
                      resources_json = excluded.resources_json, backchannel_logout_uri = excluded.backchannel_logout_uri, \
-                     managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at",
+                     managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at, \
+                     introspect_any = excluded.introspect_any",
                 )
                 .bind(&client.client_id)
                 .bind(&client.secret_hash)
@@ -484,6 +492,7 @@ macro_rules! impl_sql_store {
                 .bind(client.managed_by_config)
                 .bind(client.created_at)
                 .bind(client.updated_at)
+                .bind(client.introspect_any)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -501,12 +510,58 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
-            async fn delete_client(&self, client_id: &str) -> $crate::store::StoreResult<()> {
-                let result = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&self.pool).await?;
-                if result.rows_affected() == 0 {
+            async fn delete_client(
+                &self,
+                client_id: &str,
+                now: i64,
+                sid_of: for<'s> fn(&'s str) -> String,
+            ) -> $crate::store::StoreResult<u64> {
+                let mut tx = self.pool.begin().await?;
+                // Revoking first takes the write lock and leaves exactly the grants this call ended.
+                let ended: Vec<(String, String)> = sqlx::query_as(
+                    "UPDATE grants SET revoked_at = $2 WHERE client_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+                     RETURNING COALESCE(session_id, ''), user_id",
+                )
+                .bind(client_id)
+                .bind(now)
+                .fetch_all(&mut *tx)
+                .await?;
+                let target: Option<(Option<String>, String)> =
+                    sqlx::query_as("SELECT backchannel_logout_uri, signing_alg FROM clients WHERE client_id = $1")
+                        .bind(client_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                let Some((uri, signing_alg)) = target else {
+                    tx.rollback().await?;
                     return Err($crate::store::StoreError::NotFound);
+                };
+                let mut queued = 0;
+                if let Some(uri) = uri {
+                    let mut sessions: Vec<&(String, String)> = ended.iter().filter(|(session, _)| !session.is_empty()).collect();
+                    sessions.sort();
+                    sessions.dedup();
+                    for (session_id, user_id) in sessions {
+                        let sid = sid_of(session_id);
+                        // The id is the one a session's end would queue, so the app hears once.
+                        queued += sqlx::query(
+                            "INSERT INTO backchannel_logouts (id, client_id, subject, sid, attempts, next_attempt_at, lease_until, \
+                             created_at, uri, signing_alg) VALUES ($1 || '.' || $2, $2, $3, $1, 0, $4, 0, $4, $5, $6) \
+                             ON CONFLICT (id) DO NOTHING",
+                        )
+                        .bind(&sid)
+                        .bind(client_id)
+                        .bind(user_id)
+                        .bind(now)
+                        .bind(&uri)
+                        .bind(&signing_alg)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    }
                 }
-                Ok(())
+                sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(queued)
             }
 
             async fn upsert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
@@ -582,28 +637,79 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
-            async fn saml_sp_key(&self) -> $crate::store::StoreResult<Option<$crate::store::SamlSpKeyRecord>> {
-                let row: Option<(String, Vec<u8>, Vec<u8>, i64)> = sqlx::query_as(
-                    "SELECT kid, certificate_der, sealed_private_key, created_at FROM saml_sp_keys ORDER BY created_at, kid LIMIT 1",
+            async fn list_saml_sp_keys(&self) -> $crate::store::StoreResult<Vec<$crate::store::SamlSpKeyRecord>> {
+                type Row = (String, String, Vec<u8>, Vec<u8>, i64, Option<i64>, Option<i64>);
+                let rows: Vec<Row> = sqlx::query_as(
+                    "SELECT kid, purpose, certificate_der, sealed_private_key, created_at, activated_at, retired_at \
+                     FROM saml_sp_keys ORDER BY created_at DESC, kid",
                 )
-                .fetch_optional(&self.pool)
+                .fetch_all(&self.pool)
                 .await?;
-                Ok(row.map(|(kid, certificate_der, sealed_private_key, created_at)| $crate::store::SamlSpKeyRecord {
-                    kid,
-                    certificate_der,
-                    sealed_private_key,
-                    created_at,
-                }))
+                Ok(rows
+                    .into_iter()
+                    .map(|(kid, purpose, certificate_der, sealed_private_key, created_at, activated_at, retired_at)| {
+                        $crate::store::SamlSpKeyRecord {
+                            kid,
+                            purpose,
+                            certificate_der,
+                            sealed_private_key,
+                            created_at,
+                            activated_at,
+                            retired_at,
+                        }
+                    })
+                    .collect())
             }
 
             async fn insert_saml_sp_key(&self, key: &$crate::store::SamlSpKeyRecord) -> $crate::store::StoreResult<()> {
-                sqlx::query("INSERT INTO saml_sp_keys (kid, certificate_der, sealed_private_key, created_at) VALUES ($1, $2, $3, $4)")
-                    .bind(&key.kid)
-                    .bind(&key.certificate_der)
-                    .bind(&key.sealed_private_key)
-                    .bind(key.created_at)
-                    .execute(&self.pool)
+                sqlx::query(
+                    "INSERT INTO saml_sp_keys (kid, purpose, certificate_der, sealed_private_key, created_at, activated_at, retired_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&key.kid)
+                .bind(&key.purpose)
+                .bind(&key.certificate_der)
+                .bind(&key.sealed_private_key)
+                .bind(key.created_at)
+                .bind(key.activated_at)
+                .bind(key.retired_at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn activate_saml_sp_keys(&self, kids: &[String], now: i64) -> $crate::store::StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for kid in kids {
+                    sqlx::query(
+                        "UPDATE saml_sp_keys SET retired_at = $2 WHERE activated_at IS NOT NULL AND retired_at IS NULL \
+                         AND purpose = (SELECT purpose FROM saml_sp_keys WHERE kid = $1 AND activated_at IS NULL)",
+                    )
+                    .bind(kid)
+                    .bind(now)
+                    .execute(&mut *tx)
                     .await?;
+                    let activated = sqlx::query(
+                        "UPDATE saml_sp_keys SET activated_at = $2 WHERE kid = $1 AND activated_at IS NULL AND retired_at IS NULL",
+                    )
+                    .bind(kid)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    if activated.rows_affected() == 0 {
+                        tx.rollback().await?;
+                        return Err($crate::store::StoreError::NotFound);
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn delete_saml_sp_key(&self, kid: &str) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("DELETE FROM saml_sp_keys WHERE kid = $1").bind(kid).execute(&self.pool).await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
                 Ok(())
             }
 
@@ -720,8 +826,9 @@ macro_rules! impl_sql_store {
                     // One notification per client and session: the id says which, so it is
                     // queued at most once.
                     Some(user_id) => sqlx::query(
-                        "INSERT INTO backchannel_logouts (id, client_id, subject, sid, attempts, next_attempt_at, lease_until, created_at) \
-                         SELECT DISTINCT $3 || '.' || g.client_id, g.client_id, $4, $3, 0, $2, 0, $2 \
+                        "INSERT INTO backchannel_logouts (id, client_id, subject, sid, attempts, next_attempt_at, lease_until, created_at, \
+                         uri, signing_alg) \
+                         SELECT DISTINCT $3 || '.' || g.client_id, g.client_id, $4, $3, 0, $2, 0, $2, c.backchannel_logout_uri, c.signing_alg \
                          FROM grants g JOIN clients c ON c.client_id = g.client_id \
                          WHERE g.session_id = $1 AND c.backchannel_logout_uri IS NOT NULL",
                     )
@@ -864,6 +971,64 @@ macro_rules! impl_sql_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn redeem_code(
+                &self,
+                code_hash: &str,
+                grant: &$crate::store::GrantRecord,
+                refresh_token: Option<(&str, &$crate::store::RefreshTokenRecord)>,
+                now: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                // The delete comes first: it takes the write lock (SQLite) and the code's row lock
+                // (PostgreSQL), so a concurrent replay of the code waits until the grant exists.
+                let mut tx = self.pool.begin().await?;
+                let taken: Option<i64> = sqlx::query_scalar(
+                    "DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING expires_at",
+                )
+                .bind($crate::store::SingleUseKind::AuthorizationCode.as_str())
+                .bind(code_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if !taken.is_some_and(|expires_at| expires_at > now) {
+                    // An expired code stays spent.
+                    tx.commit().await?;
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
+                     created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&grant.id)
+                .bind(&grant.client_id)
+                .bind(&grant.user_id)
+                .bind(&grant.session_id)
+                .bind(&grant.code_hash)
+                .bind(&grant.scope)
+                .bind(&grant.audience)
+                .bind(grant.auth_time)
+                .bind($crate::store::sql::to_json(&grant.amr))
+                .bind(&grant.idp)
+                .bind(grant.created_at)
+                .bind(grant.expires_at)
+                .bind(grant.revoked_at)
+                .execute(&mut *tx)
+                .await?;
+                if let Some((token_hash, record)) = refresh_token {
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(token_hash)
+                    .bind(&record.grant_id)
+                    .bind(record.issued_at)
+                    .bind(record.expires_at)
+                    .bind(record.rotated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn grant_state(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::store::GrantState>> {
@@ -1055,7 +1220,7 @@ macro_rules! impl_sql_store {
                     "UPDATE backchannel_logouts SET lease_until = $2 WHERE id IN (SELECT id FROM backchannel_logouts \
                      WHERE next_attempt_at <= $1 AND lease_until <= $1 ORDER BY next_attempt_at LIMIT $3) \
                      AND next_attempt_at <= $1 AND lease_until <= $1 \
-                     RETURNING id, client_id, subject, sid, attempts, created_at",
+                     RETURNING id, client_id, subject, sid, attempts, created_at, uri, signing_alg",
                 )
                 .bind(now)
                 .bind(lease_until)

@@ -14,11 +14,13 @@ use crate::tokens::KeyEncryptionKey;
 
 const KEYED_PREFIX: &str = "hmac-sha256:";
 const PURPOSE: &[u8] = b"gatehouse client secret hashing v1";
+const SUCCESSOR_PURPOSE: &[u8] = b"gatehouse refresh token successor v1";
 
 #[derive(Clone)]
 pub struct SecretHasher {
     /// SHA-256's block size: HMAC uses a key of this length as it is.
     key: Secret<[u8; 64]>,
+    successor_key: Secret<[u8; 64]>,
 }
 
 impl std::fmt::Debug for SecretHasher {
@@ -47,13 +49,18 @@ pub fn stored_secret_kind(stored: &str) -> StoredSecretKind {
 
 impl SecretHasher {
     pub fn new(kek: &KeyEncryptionKey) -> Self {
-        Self { key: kek.derive(PURPOSE) }
+        Self { key: kek.derive(PURPOSE), successor_key: kek.derive(SUCCESSOR_PURPOSE) }
     }
 
     fn mac(&self, secret: &str) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*self.key.expose()).into());
-        mac.update(secret.as_bytes());
-        mac
+        keyed_mac(&self.key, secret)
+    }
+
+    /// The refresh token that replaces `token` when it is rotated. Derived rather than random,
+    /// so that within the reuse grace period a client presenting `token` again is given the
+    /// same successor (only hashes are stored); only this server can compute it.
+    pub fn refresh_successor(&self, token: &str) -> String {
+        URL_SAFE_NO_PAD.encode(keyed_mac(&self.successor_key, token).finalize().into_bytes())
     }
 
     pub fn hash(&self, secret: &str) -> String {
@@ -66,6 +73,12 @@ impl SecretHasher {
         let Ok(expected) = URL_SAFE_NO_PAD.decode(encoded) else { return false };
         self.mac(presented).verify_slice(&expected).is_ok()
     }
+}
+
+fn keyed_mac(key: &Secret<[u8; 64]>, value: &str) -> Hmac<Sha256> {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new(&(*key.expose()).into());
+    mac.update(value.as_bytes());
+    mac
 }
 
 #[cfg(test)]
@@ -83,5 +96,16 @@ mod tests {
         let other = SecretHasher::new(&KeyEncryptionKey::new([8; 32]));
         assert!(!other.verify_keyed(&stored, "s3cret-s3cret-s3cret"));
         assert_eq!(stored_secret_kind("$argon2id$v=19$..."), StoredSecretKind::Argon2);
+    }
+
+    #[test]
+    fn refresh_successors_are_stable_per_token_and_key() {
+        let hasher = SecretHasher::new(&KeyEncryptionKey::new([7; 32]));
+        let next = hasher.refresh_successor("token-a");
+        assert_eq!(next, hasher.refresh_successor("token-a"));
+        assert_eq!(next.len(), 43);
+        assert_ne!(next, hasher.refresh_successor("token-b"));
+        assert_ne!(next, SecretHasher::new(&KeyEncryptionKey::new([8; 32])).refresh_successor("token-a"));
+        assert_ne!(hasher.hash("token-a"), format!("hmac-sha256:{next}"), "the successor is not the client-secret hash");
     }
 }

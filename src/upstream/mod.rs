@@ -37,14 +37,21 @@ pub enum UpstreamSetupError {
     Oidc(String, oidc::OidcError),
     #[error("connector {0}: {1}")]
     Saml(String, saml::SamlError),
-    #[error("connector {0}: SAML connectors need the SP key")]
+    #[error("connector {0}: SAML connectors need the SP keys")]
     MissingSpKey(String),
+}
+
+/// What SAML connectors share: the SP keys and the slots their verification runs in.
+#[derive(Debug, Clone)]
+pub struct SamlShared {
+    pub sp_keys: Arc<saml::SpKeys>,
+    pub verifier: crate::work::BlockingPool,
 }
 
 impl Upstreams {
     pub fn from_config(
         config: &crate::config::Config,
-        sp_key: Option<Arc<saml::SpKey>>,
+        saml: Option<SamlShared>,
         metrics: &crate::metrics::Metrics,
     ) -> Result<Self, UpstreamSetupError> {
         let mut upstreams = Self::default();
@@ -56,13 +63,14 @@ impl Upstreams {
                     upstreams.oidc.insert(connector.id.clone(), Arc::new(built));
                 }
                 ConnectorKind::Saml(settings) => {
-                    let key = sp_key.clone().ok_or_else(|| UpstreamSetupError::MissingSpKey(connector.id.clone()))?;
+                    let shared = saml.clone().ok_or_else(|| UpstreamSetupError::MissingSpKey(connector.id.clone()))?;
                     let built = saml::SamlConnector::new(
                         &connector.id,
                         &connector.name,
                         settings.clone(),
                         &config.issuer,
-                        key,
+                        shared.sp_keys,
+                        shared.verifier,
                         metrics.saml_metadata_failures.clone(),
                     )
                     .map_err(|err| UpstreamSetupError::Saml(connector.id.clone(), err))?;

@@ -18,6 +18,10 @@ pub enum WebError {
     UnsupportedMediaType,
     #[error("not found")]
     NotFound,
+    #[error("too many requests: {0}")]
+    TooManyRequests(&'static str),
+    #[error("unavailable: {0}")]
+    Unavailable(&'static str),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +62,8 @@ impl WebError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported request", "The request was not sent as a form.")
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "Not found", "There is no page at this address."),
+            Self::TooManyRequests(message) => (StatusCode::TOO_MANY_REQUESTS, "Too many requests", message),
+            Self::Unavailable(message) => (StatusCode::SERVICE_UNAVAILABLE, "Busy", message),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
@@ -72,6 +78,14 @@ impl IntoResponse for WebError {
         let (status, title, message) = self.status_and_message();
         let page = MessagePage { title, message, logout_csrf: None };
         let mut response = (status, render_page(&page)).into_response();
+        let retry_after = match &self {
+            Self::TooManyRequests(_) => Some("60"),
+            Self::Unavailable(_) => Some("1"),
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static(seconds));
+        }
         if let Self::Internal(cause) = self {
             response.extensions_mut().insert(InternalErrorCause(cause));
         }

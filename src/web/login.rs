@@ -15,7 +15,7 @@ use crate::session::pending::{self, PendingLogin};
 use crate::store::{SsoSession, User};
 use crate::web::AppState;
 use crate::web::client::client_ip;
-use crate::web::csrf;
+use crate::web::csrf::Forms;
 use crate::web::error::WebError;
 use crate::web::pages::{ConnectorView, LoginPage, MessagePage, render_page};
 use crate::web::sessions;
@@ -98,8 +98,8 @@ struct PageInput<'a> {
     pending: Option<&'a PendingLogin>,
 }
 
-async fn login_page(state: &AppState, session: &Session, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
-    let csrf = csrf::token(session).await?;
+async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
+    let csrf = forms.token().await?;
     let connectors = state
         .store
         .list_connectors()
@@ -134,6 +134,7 @@ async fn login_page(state: &AppState, session: &Session, status: StatusCode, inp
 pub async fn page(
     State(state): State<AppState>,
     session: Session,
+    forms: Forms,
     query: Result<Query<LoginQuery>, QueryRejection>,
 ) -> Result<Response, WebError> {
     let Query(query) = query.map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?;
@@ -157,7 +158,7 @@ pub async fn page(
         request: request.as_deref(),
         pending: pending.as_ref(),
     };
-    login_page(&state, &session, StatusCode::OK, input).await
+    login_page(&state, &forms, StatusCode::OK, input).await
 }
 
 pub(crate) fn user_agent(headers: &HeaderMap) -> Option<String> {
@@ -168,13 +169,14 @@ pub async fn submit(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
+    forms: Forms,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let Form(form) = form.map_err(|rejection| {
         WebError::from_rejection(rejection.status(), "The sign-in form was incomplete. Reload the page and try again.")
     })?;
-    csrf::verify(&session, form.csrf.expose()).await?;
+    forms.verify(form.csrf.expose()).await?;
     let request = request_id(form.req)?;
     let pending = pending_for(&state, request.as_deref()).await?;
 
@@ -190,13 +192,13 @@ pub async fn submit(
     };
     let retry = |error: &'static str, status: StatusCode, username: String| {
         let state = state.clone();
-        let session = session.clone();
+        let forms = &forms;
         let request = request.clone();
         let pending = pending.clone();
         async move {
             let input =
                 PageInput { error: Some(error), username: &username, request: request.as_deref(), pending: pending.as_ref() };
-            login_page(&state, &session, status, input).await
+            login_page(&state, forms, status, input).await
         }
     };
     if let Some(problem) = problem {
@@ -211,13 +213,13 @@ pub async fn submit(
         ip: Some(client_ip(addr, &headers, &state.config.trusted_proxies)),
         user_agent: user_agent(&headers),
     };
-    let policy = LoginPolicy { login: &state.config.login, session: &state.config.session };
+    let policy = LoginPolicy { login: &state.config.login, session: &state.config.session, hashing: &state.hashing };
     let result = login::password_login(&state.store, policy, attempt, state.clock.now()).await;
     match result {
         Ok((sso, _user)) => {
             state.metrics.record_login(&form.connector, "success");
             sessions::attach(&state, &session, &sso).await?;
-            csrf::renew(&session).await?;
+            forms.renew();
             continue_to(&state, request.as_deref()).await
         }
         Err(err) => {
@@ -240,6 +242,7 @@ pub async fn submit(
                     retry("This account is disabled. Contact your administrator.", StatusCode::FORBIDDEN, username).await
                 }
                 LoginError::UnknownConnector => Err(WebError::BadRequest("That sign-in method does not exist.")),
+                LoginError::Busy => Err(WebError::Unavailable("Gatehouse is busy. Wait a moment and sign in again.")),
                 LoginError::Interrupted | LoginError::Store(_) => Err(WebError::internal(err)),
             }
         }
@@ -256,11 +259,12 @@ pub async fn logout_page(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
+    forms: Forms,
     headers: HeaderMap,
 ) -> Result<Response, WebError> {
     let signed_in = sessions::current(&state, &session).await?;
     if signed_in.is_some() && is_cross_site(&headers) {
-        let csrf = csrf::token(&session).await?;
+        let csrf = forms.token().await?;
         let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf) };
         return Ok(render_page(&page).into_response());
     }
@@ -272,12 +276,13 @@ pub async fn logout(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
+    forms: Forms,
     headers: HeaderMap,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let Form(form) =
         form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The sign-out form was incomplete."))?;
-    csrf::verify(&session, form.csrf.expose()).await?;
+    forms.verify(form.csrf.expose()).await?;
     let signed_in = sessions::current(&state, &session).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     end_session(&state, &session, signed_in, ip).await

@@ -65,6 +65,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub provider: Arc<Provider>,
     pub upstreams: Arc<crate::upstream::Upstreams>,
+    /// Where password checks (argon2) run, a bounded number at once.
+    pub hashing: crate::work::BlockingPool,
+    pub forms: Arc<csrf::FormTokens>,
+    /// Sign-ins started per client network in the current minute.
+    pub starts: Arc<crate::throttle::WindowCounter>,
 }
 
 pub fn router(state: AppState, sessions: SessionBackend) -> Router {
@@ -92,13 +97,12 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route(REVOKE_PATH, post(oauth::revoke))
         .layer(cors);
 
-    let mut router = Router::new()
+    let mut routes = Router::new()
         .route("/", get(portal::home))
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", get(login::logout_page).post(login::logout))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
         .merge(cross_origin)
         .route(AUTHORIZE_PATH, get(oauth::authorize_get).post(oauth::authorize_post))
         .route("/oauth2/authorize/resume", get(oauth::authorize_resume))
@@ -111,10 +115,15 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/oidc/{id}/callback", get(upstream::oidc_callback))
         .route("/saml/{id}/metadata", get(saml::metadata))
         .route("/saml/{id}/login", get(saml::login))
-        .route("/saml/{id}/finish", get(saml::finish))
+        .route("/saml/{id}/finish", get(saml::finish).post(saml::finish_confirmed))
         .route("/saml/{id}/acs", post(saml::acs).layer(DefaultBodyLimit::max(crate::upstream::saml::MAX_POST_BYTES)))
         .route("/static/gatehouse.css", get(ops::stylesheet))
-        .route("/favicon.ico", get(ops::favicon))
+        .route("/favicon.ico", get(ops::favicon));
+    // With a listener of their own, metrics are not on the public one.
+    if state.config.metrics_listen.is_none() {
+        routes = routes.route("/metrics", get(ops::metrics));
+    }
+    let mut router = routes
         .fallback(ops::not_found)
         .layer(session_layer)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -127,6 +136,11 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         router = router.layer(header_layer(header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"));
     }
     router.layer(middleware::from_fn_with_state(state.clone(), observe)).with_state(state)
+}
+
+/// `/metrics` alone, for the `metrics_listen` address.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new().route("/metrics", get(ops::metrics)).fallback(ops::not_found).with_state(state)
 }
 
 fn header_layer(name: HeaderName, value: &'static str) -> SetResponseHeaderLayer<HeaderValue> {

@@ -1,7 +1,7 @@
 //! The OpenID Provider's HTTP side: parses requests, calls `provider`, and renders the answer
 //! the RFCs prescribe (redirects, JSON errors, bearer challenges).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -21,9 +21,11 @@ use crate::provider::{ErrorCode, OAuthError, ProviderError, oauth};
 use crate::session::pending::{self, PendingLogin};
 use crate::store::{ClientRecord, StoreError};
 use crate::web::client::client_ip;
+use crate::web::upstream::count_sign_in_start;
 use crate::web::error::{InternalErrorCause, WebError};
 use crate::web::pages::{ConsentPage, LogoutConfirmPage, MessagePage, render_page};
-use crate::web::{AppState, csrf, form_action_csp, sessions};
+use crate::web::csrf::Forms;
+use crate::web::{AppState, form_action_csp, sessions};
 
 const RESUME_PATH: &str = "/oauth2/authorize/resume";
 const EXPIRED_REQUEST: &str =
@@ -88,6 +90,21 @@ impl IntoResponse for JsonError {
                 }
                 response
             }
+            ProviderError::Throttled { retry_after_secs } => {
+                let body = Json(json!({
+                    "error": "invalid_client",
+                    "error_description": "too many failed client authentications; retry later",
+                }));
+                let retry_after = HeaderValue::from(retry_after_secs.max(1));
+                (StatusCode::TOO_MANY_REQUESTS, [(header::RETRY_AFTER, retry_after)], body).into_response()
+            }
+            ProviderError::Busy => {
+                let body = Json(json!({
+                    "error": "temporarily_unavailable",
+                    "error_description": "the server is busy; retry shortly",
+                }));
+                (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, HeaderValue::from_static("1"))], body).into_response()
+            }
             other => {
                 let body =
                     Json(json!({ "error": "server_error", "error_description": "the server could not complete the request" }));
@@ -141,6 +158,7 @@ where
 /// Authenticates the calling client, or answers `invalid_client` with the right challenge.
 async fn calling_client(
     state: &AppState,
+    peer: SocketAddr,
     headers: &HeaderMap,
     params: &Params,
     allow_public: bool,
@@ -155,9 +173,10 @@ async fn calling_client(
             }
         }
     };
+    let ip = client_ip(peer, headers, &state.config.trusted_proxies);
     state
         .provider
-        .authenticate_client(basic, params, allow_public)
+        .authenticate_client(basic, params, allow_public, ip)
         .await
         .map_err(|failure| JsonError { error: failure.error, method: failure.method })
 }
@@ -177,11 +196,14 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
 
 pub async fn authorize_get(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     session: Session,
+    headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let params = Params::parse(query.unwrap_or_default().as_bytes());
-    authorize(&state, &session, &params).await
+    let ip = client_ip(peer, &headers, &state.config.trusted_proxies);
+    authorize(&state, &session, &params, ip).await
 }
 
 /// A form POST from another site arrives without the `SameSite=Lax` session cookie, so the
@@ -214,14 +236,14 @@ fn untrusted_message(reason: UntrustedRequest) -> &'static str {
     }
 }
 
-async fn authorize(state: &AppState, session: &Session, params: &Params) -> Result<Response, WebError> {
+async fn authorize(state: &AppState, session: &Session, params: &Params, ip: IpAddr) -> Result<Response, WebError> {
     let provider = &state.provider;
     let (client, redirect_uri) = match provider.authorization_client(params).await.map_err(WebError::from)? {
         Ok(found) => found,
         Err(reason) => return Err(WebError::BadRequest(untrusted_message(reason))),
     };
     match provider.validate_authorization(&client, &redirect_uri, params).await.map_err(WebError::from)? {
-        Ok(request) => proceed(state, session, &client, request, None).await,
+        Ok(request) => proceed(state, session, &client, request, None, Some(ip)).await,
         Err(error) => Ok(redirect(StatusCode::FOUND, &error_location(provider.issuer(), &error))),
     }
 }
@@ -233,9 +255,14 @@ async fn proceed(
     client: &ClientRecord,
     request: AuthorizationRequest,
     stored_id: Option<String>,
+    fresh_from: Option<IpAddr>,
 ) -> Result<Response, WebError> {
     let provider = &state.provider;
     let current = sessions::current(state, session).await?;
+    // A new request that must wait for sign-in is stored until then: counted per address.
+    if let (Some(ip), None) = (fresh_from, &current) {
+        count_sign_in_start(state, ip)?;
+    }
     let next = provider.next_step(&request, client, current.as_ref().map(|(sso, _)| sso)).await.map_err(WebError::from)?;
     match (next, current) {
         (Ok(Next::Issue), Some((sso, user))) => {
@@ -328,7 +355,7 @@ pub async fn authorize_resume(
 ) -> Result<Response, WebError> {
     let id = query_value(query.as_deref(), "request")?;
     let (id, request, client) = stored_request(&state, id.as_deref()).await?;
-    proceed(&state, &session, &client, request, Some(id)).await
+    proceed(&state, &session, &client, request, Some(id), None).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,6 +375,7 @@ fn describe_scope(scope: &str) -> &'static str {
 pub async fn consent_page(
     State(state): State<AppState>,
     session: Session,
+    forms: Forms,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let id = query_value(query.as_deref(), "request")?;
@@ -355,14 +383,16 @@ pub async fn consent_page(
     let Some((_, user)) = sessions::current(&state, &session).await? else {
         return Ok(redirect(StatusCode::FOUND, &format!("{RESUME_PATH}?request={id}")));
     };
-    let csrf = csrf::token(&session).await?;
+    let csrf = forms.token().await?;
     let mut scopes: Vec<&'static str> = Vec::new();
     for description in request.scopes.iter().map(|s| describe_scope(s)) {
         if !scopes.contains(&description) {
             scopes.push(description);
         }
     }
-    let page = ConsentPage { csrf: &csrf, request: &id, client_name: &client.name, username: &user.username, scopes };
+    let default_audience = client.default_audience.as_deref().unwrap_or(&client.client_id);
+    let resource = (request.audience != default_audience).then_some(request.audience.as_str());
+    let page = ConsentPage { csrf: &csrf, request: &id, client_name: &client.name, username: &user.username, scopes, resource };
     Ok(allow_form_target(render_page(&page).into_response(), Some(&request.redirect_uri)))
 }
 
@@ -376,10 +406,11 @@ pub struct ConsentForm {
 pub async fn consent_submit(
     State(state): State<AppState>,
     session: Session,
+    forms: Forms,
     form: Result<axum::Form<ConsentForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, WebError> {
     let axum::Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The form was incomplete."))?;
-    csrf::verify(&session, form.csrf.expose()).await?;
+    forms.verify(form.csrf.expose()).await?;
     let (id, request, client) = stored_request(&state, Some(&form.request)).await?;
     let Some((sso, user)) = sessions::current(&state, &session).await? else {
         return Ok(redirect(StatusCode::SEE_OTHER, &format!("{RESUME_PATH}?request={id}")));
@@ -409,10 +440,15 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
-pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let (state, headers) = (&state, &headers);
     answer_form(headers, body, |params| async move {
-        let client = calling_client(state, headers, &params, true).await?;
+        let client = calling_client(state, peer, headers, &params, true).await?;
         let issued = state.provider.token(&client, &params).await?;
         state.metrics.record_grant(params.get("grant_type").ok().flatten().unwrap_or_default());
         Ok(Json(issued).into_response())
@@ -420,19 +456,29 @@ pub async fn token(State(state): State<AppState>, headers: HeaderMap, body: Resu
     .await
 }
 
-pub async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn introspect(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let (state, headers) = (&state, &headers);
     answer_form(headers, body, |params| async move {
-        calling_client(state, headers, &params, false).await?;
-        Ok(Json(state.provider.introspect(&params).await?).into_response())
+        let caller = calling_client(state, peer, headers, &params, false).await?;
+        Ok(Json(state.provider.introspect(&caller, &params).await?).into_response())
     })
     .await
 }
 
-pub async fn revoke(State(state): State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+pub async fn revoke(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let (state, headers) = (&state, &headers);
     answer_form(headers, body, |params| async move {
-        let client = calling_client(state, headers, &params, true).await?;
+        let client = calling_client(state, peer, headers, &params, true).await?;
         state.provider.revoke(&client, &params).await?;
         Ok(StatusCode::OK.into_response())
     })
@@ -504,18 +550,18 @@ pub async fn userinfo_post(State(state): State<AppState>, headers: HeaderMap, bo
 pub async fn logout_get(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    session: Session,
+    forms: Forms,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let params = Params::parse(query.unwrap_or_default().as_bytes());
-    rp_logout(&state, addr, &session, &headers, &params, false).await
+    rp_logout(&state, addr, &forms, &headers, &params, false).await
 }
 
 pub async fn logout_post(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    session: Session,
+    forms: Forms,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, WebError> {
@@ -529,8 +575,8 @@ pub async fn logout_post(
     match params.get("confirm") {
         Ok(Some(_)) => {
             let submitted = params.get("csrf").ok().flatten().unwrap_or_default();
-            csrf::verify(&session, submitted).await?;
-            rp_logout(&state, addr, &session, &headers, &params, true).await
+            forms.verify(submitted).await?;
+            rp_logout(&state, addr, &forms, &headers, &params, true).await
         }
         Ok(None) => as_get(crate::provider::discovery::LOGOUT_PATH, &headers, Ok(body)),
         Err(_) => Err(WebError::BadRequest("The sign-out request is malformed.")),
@@ -542,7 +588,7 @@ const LOGOUT_FIELDS: [&str; 4] = ["id_token_hint", "client_id", "post_logout_red
 async fn rp_logout(
     state: &AppState,
     addr: SocketAddr,
-    session: &Session,
+    forms: &Forms,
     headers: &HeaderMap,
     params: &Params,
     confirmed: bool,
@@ -551,6 +597,7 @@ async fn rp_logout(
         Ok(request) => request,
         Err(error) => return Err(WebError::BadRequest(error.description)),
     };
+    let session = forms.session();
     let Some((sso, user)) = sessions::current(state, session).await? else {
         return Ok(signed_out(&request));
     };
@@ -565,7 +612,7 @@ async fn rp_logout(
         sessions::sign_out(state, session, Some((sso, user)), how).await?;
         return Ok(signed_out(&request));
     }
-    let csrf = csrf::token(session).await?;
+    let csrf = forms.token().await?;
     let fields =
         LOGOUT_FIELDS.iter().filter_map(|name| params.get(name).ok().flatten().map(|value| (*name, value.to_owned()))).collect();
     let page = LogoutConfirmPage { csrf: &csrf, client_name: request.client.as_ref().map(|c| c.name.as_str()), fields };

@@ -51,6 +51,8 @@ pub struct ConsentPage<'a> {
     pub username: &'a str,
     /// What each requested scope lets the application do, in words.
     pub scopes: Vec<&'static str>,
+    /// The API the access will be for, when the application named one (RFC 8707 `resource`).
+    pub resource: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -60,6 +62,18 @@ pub struct LogoutConfirmPage<'a> {
     pub client_name: Option<&'a str>,
     /// The logout request's own parameters, posted back with the confirmation.
     pub fields: Vec<(&'static str, String)>,
+}
+
+/// An IdP-initiated SAML sign-in waits for the person to confirm who they are becoming, so a
+/// response someone else obtained cannot sign them in by a link (login CSRF).
+#[derive(Template)]
+#[template(path = "confirm_sign_in.html")]
+pub struct ConfirmSignInPage<'a> {
+    pub csrf: &'a str,
+    pub connector_id: &'a str,
+    pub connector_name: &'a str,
+    pub who: &'a str,
+    pub handoff: &'a str,
 }
 
 #[derive(Template)]

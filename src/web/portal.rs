@@ -10,16 +10,16 @@ use tower_sessions::Session;
 use crate::secret::Secret;
 use crate::store::StoreError;
 use crate::web::AppState;
-use crate::web::csrf;
+use crate::web::csrf::Forms;
 use crate::web::error::WebError;
 use crate::web::pages::{ApprovedApp, PortalPage, render_page};
 use crate::web::sessions;
 
-pub async fn home(State(state): State<AppState>, session: Session) -> Result<Response, WebError> {
+pub async fn home(State(state): State<AppState>, session: Session, forms: Forms) -> Result<Response, WebError> {
     let Some((sso, user)) = sessions::current(&state, &session).await? else {
         return Ok(Redirect::to("/login").into_response());
     };
-    let csrf = csrf::token(&session).await?;
+    let csrf = forms.token().await?;
     let connector = match state.store.get_connector(&sso.connector_id).await {
         Ok(connector) => connector.name,
         Err(_) => sso.connector_id.clone(),
@@ -55,10 +55,11 @@ pub struct RevokeConsentForm {
 pub async fn revoke_consent(
     State(state): State<AppState>,
     session: Session,
+    forms: Forms,
     form: Result<Form<RevokeConsentForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The form was incomplete."))?;
-    csrf::verify(&session, form.csrf.expose()).await?;
+    forms.verify(form.csrf.expose()).await?;
     let Some((_, user)) = sessions::current(&state, &session).await? else {
         return Ok(Redirect::to("/login").into_response());
     };

@@ -66,6 +66,11 @@ impl SessionStore for SessionBackend {
     }
 }
 
+/// The SSO session id this browser's cookie session names, if any; not checked for validity.
+pub async fn bound_sso_id(session: &Session) -> Result<Option<String>, tower_sessions::session::Error> {
+    session.get::<String>(SSO_KEY).await
+}
+
 /// The signed-in user of this browser, if its SSO session is still good.
 pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoSession, User)>, WebError> {
     let Some(sso_id) = session.get::<String>(SSO_KEY).await? else { return Ok(None) };

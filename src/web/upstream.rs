@@ -19,7 +19,7 @@ use crate::tokens::{digest, random_token};
 use crate::upstream::oidc::{LOGIN_LIFETIME_SECS, OidcConnector, OidcError, PendingUpstreamLogin};
 use crate::web::AppState;
 use crate::web::client::client_ip;
-use crate::web::csrf;
+use crate::web::csrf::Forms;
 use crate::web::error::WebError;
 use crate::web::login::{EXPIRED_REQUEST, continue_to, pending_for, request_id, user_agent};
 use crate::web::pages::{OidcConnectorPage, ReturnLink, UpstreamErrorPage, render_page};
@@ -70,7 +70,14 @@ pub(crate) struct SignInStart {
     pub binding_digest: String,
 }
 
-pub(crate) async fn sign_in_start(state: &AppState, session: &Session, query: Option<String>) -> Result<SignInStart, WebError> {
+pub(crate) async fn sign_in_start(
+    state: &AppState,
+    session: &Session,
+    query: Option<String>,
+    ip: std::net::IpAddr,
+) -> Result<SignInStart, WebError> {
+    // Each start stores state until the sign-in completes or expires: counted per address.
+    count_sign_in_start(state, ip)?;
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
     let pending = pending_for(state, request.as_deref()).await?;
@@ -88,16 +95,14 @@ pub async fn oidc_login(
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
     let connector = connector(&state, &id)?;
-    let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query).await?;
+    let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query, ip).await?;
     let now = state.clock.now();
     let login_hint = pending.as_ref().and_then(|p| p.login_hint.as_deref());
     let force = pending.as_ref().is_some_and(|p| p.force_login);
     let start = match connector.begin(login_hint, force, request, binding_digest, now).await {
         Ok(start) => start,
-        Err(err) => {
-            let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
-            return failure_page(&state, connector, &err, None, ip).await;
-        }
+        Err(err) => return failure_page(&state, connector, &err, None, ip).await,
     };
     let payload = serde_json::to_string(&start.pending).map_err(WebError::internal)?;
     state.store.put_single_use(SingleUseKind::UpstreamState, &digest(&start.state), &payload, now + LOGIN_LIFETIME_SECS).await?;
@@ -109,6 +114,7 @@ pub async fn oidc_callback(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
+    forms: Forms,
     headers: HeaderMap,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
@@ -167,14 +173,14 @@ pub async fn oidc_callback(
         Err(err) => return failure_page(&state, connector, &err, pending.pending_login.as_deref(), ip).await,
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    start_session(&state, &session, &identity, origin, pending.pending_login.as_deref()).await
+    start_session(&state, &forms, &identity, origin, pending.pending_login.as_deref()).await
 }
 
 /// The end of every upstream sign-in: map the identity, start the SSO session in this browser,
 /// and continue the app's waiting request (or go home).
 pub(crate) async fn start_session(
     state: &AppState,
-    session: &Session,
+    forms: &Forms,
     identity: &crate::upstream::UpstreamIdentity,
     origin: Origin,
     pending_login: Option<&str>,
@@ -183,8 +189,8 @@ pub(crate) async fn start_session(
     match login::sign_in(state.store.as_ref(), &state.config.session, identity, origin, state.clock.now()).await {
         Ok((sso, _user)) => {
             state.metrics.record_login(connector_id, "success");
-            sessions::attach(state, session, &sso).await?;
-            csrf::renew(session).await?;
+            sessions::attach(state, forms.session(), &sso).await?;
+            forms.renew();
             continue_to(state, pending_login).await
         }
         Err(LoginError::Disabled) => {
@@ -193,6 +199,17 @@ pub(crate) async fn start_session(
         }
         Err(err) => Err(WebError::internal(err)),
     }
+}
+
+const TOO_MANY_STARTS: &str = "Too many sign-ins were started from your network in the last minute. Wait a minute and try again.";
+
+/// Counts a sign-in start from `ip`; refused past `login.max_starts_per_ip_per_minute`.
+pub(crate) fn count_sign_in_start(state: &AppState, ip: std::net::IpAddr) -> Result<(), WebError> {
+    let started = state.starts.hit(&login::client_network(ip), state.clock.now());
+    if started > state.config.login.max_starts_per_ip_per_minute {
+        return Err(WebError::TooManyRequests(TOO_MANY_STARTS));
+    }
+    Ok(())
 }
 
 /// Whether this browser's session holds the value whose digest a sign-in recorded at its start.

@@ -15,11 +15,11 @@ use crate::provider::{first_party_tokens, verify_jwt};
 const BCL_APP: (&str, &str) = ("bcl-app", "bcl-app-secret-0123456789");
 
 #[derive(Default)]
-struct Receiver {
+pub(crate) struct Receiver {
     /// How many requests to refuse before accepting.
     refuse: usize,
     /// Every logout token received, accepted or not.
-    tokens: Vec<String>,
+    pub(crate) tokens: Vec<String>,
 }
 
 async fn receive(State(receiver): State<Arc<Mutex<Receiver>>>, Form(form): Form<Vec<(String, String)>>) -> StatusCode {
@@ -33,7 +33,7 @@ async fn receive(State(receiver): State<Arc<Mutex<Receiver>>>, Form(form): Form<
     StatusCode::OK
 }
 
-async fn start_receiver(refuse: usize) -> (String, Arc<Mutex<Receiver>>) {
+pub(crate) async fn start_receiver(refuse: usize) -> (String, Arc<Mutex<Receiver>>) {
     let receiver = Arc::new(Mutex::new(Receiver { refuse, tokens: Vec::new() }));
     let router = axum::Router::new().route("/logout", axum::routing::post(receive)).with_state(receiver.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -42,7 +42,7 @@ async fn start_receiver(refuse: usize) -> (String, Arc<Mutex<Receiver>>) {
     (url, receiver)
 }
 
-async fn wait_for(receiver: &Arc<Mutex<Receiver>>, count: usize) {
+pub(crate) async fn wait_for(receiver: &Arc<Mutex<Receiver>>, count: usize) {
     for _ in 0..100 {
         if receiver.lock().unwrap().tokens.len() >= count {
             return;

@@ -176,7 +176,7 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
 
     let http = browser();
     let login_page = http.get(format!("{base}/login")).send().await.unwrap();
-    let first_cookie = set_cookie(&login_page, "gatehouse_session").unwrap();
+    let first_cookie = set_cookie(&login_page, "gatehouse_session_csrf").unwrap();
     let csrf = field_value(&login_page.text().await.unwrap(), "csrf").unwrap();
     let response = http
         .post(format!("{base}/login"))

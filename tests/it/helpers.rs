@@ -14,7 +14,7 @@ use sqlx::Connection;
 pub const ALICE_PASSWORD: &str = "alice-password";
 pub const BOB_PASSWORD: &str = "bob-password";
 pub const CAROL_PASSWORD: &str = "carol-password";
-const ALICE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$uVHQekRhPbu6UhtrGd89bg$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A";
+pub const ALICE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$uVHQekRhPbu6UhtrGd89bg$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A";
 const BOB_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c02eN0x2JPJ5qlgzxEJMQg$Hq8VjETeUpyCiLEl0keIVzLfcXXWJBKK7XHX6avxEyY";
 const CAROL_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$97CVVflArc4Ne78cyfohSQ$B2rWPPeL01j/HhZkqF+RWLc8XQASrrP5dLcYFAT6HFQ";
 pub const TEST_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -94,6 +94,7 @@ pub fn client_record(id: &str, managed: bool) -> ClientRecord {
         default_audience: Some("https://api.example".into()),
         resources: vec!["https://api.example".into()],
         backchannel_logout_uri: Some("https://app.example/bcl".into()),
+        introspect_any: false,
         managed_by_config: managed,
         created_at: START,
         updated_at: START,
@@ -167,6 +168,8 @@ pub fn load_config(dir: &std::path::Path, text: &str) -> Config {
 
 pub struct TestApp {
     pub base: String,
+    /// The `metrics_listen` address, when the configuration sets one.
+    pub metrics_base: Option<String>,
     pub http: reqwest::Client,
     pub state: AppState,
     pub clock: Arc<ManualClock>,
@@ -194,18 +197,20 @@ impl TestApp {
     pub async fn start_on(listener: tokio::net::TcpListener, config: Config, clock: Arc<ManualClock>) -> Self {
         let app = startup::build(config, clock.clone()).await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
+        let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let state = app.state.clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.serve(listener, async move {
             let _ = rx.await;
         }));
-        Self { base, http: browser(), state, clock, shutdown: Some(tx), server: Some(server) }
+        Self { base, metrics_base, http: browser(), state, clock, shutdown: Some(tx), server: Some(server) }
     }
 
     /// A second browser (its own cookie jar) against the same running app.
     pub fn handle(app: &TestApp) -> TestApp {
         TestApp {
             base: app.base.clone(),
+            metrics_base: app.metrics_base.clone(),
             http: browser(),
             state: app.state.clone(),
             clock: app.clock.clone(),

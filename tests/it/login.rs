@@ -59,20 +59,35 @@ async fn the_session_cookie_is_http_only_lax_and_cycled_at_sign_in() {
     let db = TestDb::sqlite();
     let app = TestApp::start(&db).await;
     let first = app.get("/login").await;
-    let before = set_cookie(&first, "gatehouse_session").expect("the login page starts a session for its CSRF token");
-    assert!(before.contains("HttpOnly"), "{before}");
-    assert!(before.contains("SameSite=Lax"), "{before}");
-    assert!(before.contains("Path=/"), "{before}");
-    assert!(!before.contains("Secure"), "plain-http issuer: no Secure flag ({before})");
+    assert!(set_cookie(&first, "gatehouse_session").is_none(), "the login page starts no session");
+    let form_cookie = set_cookie(&first, "gatehouse_session_csrf").expect("the login page sets its form cookie");
+    for cookie in [&form_cookie] {
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax") && cookie.contains("Path=/"), "{cookie}");
+        assert!(!cookie.contains("Secure"), "plain-http issuer: no Secure flag ({cookie})");
+    }
     let csrf = field_value(&first.text().await.unwrap(), "csrf").unwrap();
 
     let response = app
         .post_form("/login", &[("csrf", &csrf), ("connector", "local"), ("username", "alice"), ("password", ALICE_PASSWORD)])
         .await;
-    let after = set_cookie(&response, "gatehouse_session").expect("sign-in issues a new session id");
-    let id = |cookie: &str| cookie.split(';').next().unwrap().to_owned();
-    assert_ne!(id(&before), id(&after), "the session id must change at sign-in (no fixation)");
-    assert!(after.contains("HttpOnly") && after.contains("SameSite=Lax"));
+    let after = set_cookie(&response, "gatehouse_session").expect("sign-in issues a session id");
+    assert!(after.contains("HttpOnly") && after.contains("SameSite=Lax") && after.contains("Path=/"), "{after}");
+    assert!(!after.contains("Secure"), "plain-http issuer: no Secure flag ({after})");
+    let renewed = set_cookie(&response, "gatehouse_session_csrf").expect("sign-in renews the form cookie");
+    let value = |cookie: &str| cookie.split(';').next().unwrap().to_owned();
+    assert_ne!(value(&form_cookie), value(&renewed), "a form token from before sign-in is worthless after it");
+    let stale = app
+        .post_form("/login", &[("csrf", &csrf), ("connector", "local"), ("username", "bob"), ("password", BOB_PASSWORD)])
+        .await;
+    assert_eq!(stale.status(), StatusCode::FORBIDDEN, "the pre-sign-in form token no longer counts");
+
+    // Signing in again in a browser that has a session gives it a new session id (no fixation).
+    let portal_csrf = field_value(&app.get("/").await.text().await.unwrap(), "csrf").unwrap();
+    let again = app
+        .post_form("/login", &[("csrf", &portal_csrf), ("connector", "local"), ("username", "bob"), ("password", BOB_PASSWORD)])
+        .await;
+    let cycled = set_cookie(&again, "gatehouse_session").expect("a second sign-in issues a session id");
+    assert_ne!(value(&after), value(&cycled), "the session id must change at sign-in");
     app.stop().await;
 }
 
@@ -84,7 +99,7 @@ async fn an_https_issuer_makes_the_cookie_secure() {
     let config = crate::helpers::load_config(db.dir.path(), &text);
     let app = TestApp::start_config(config, std::sync::Arc::new(gatehouse::clock::ManualClock::new(crate::helpers::START))).await;
     let response = app.get("/login").await;
-    let cookie = set_cookie(&response, "gatehouse_session").unwrap();
+    let cookie = set_cookie(&response, "gatehouse_session_csrf").unwrap();
     assert!(cookie.contains("Secure"), "{cookie}");
     assert!(response.headers().get("strict-transport-security").is_some());
     app.stop().await;

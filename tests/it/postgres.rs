@@ -15,6 +15,8 @@ async fn sign_in_works_on_postgres_and_the_session_is_shared_by_two_nodes() {
     assert_eq!(location(&response), "/");
     let cookie = set_cookie(&response, "gatehouse_session").unwrap();
     let cookie = cookie.split(';').next().unwrap();
+    let form_cookie = set_cookie(&response, "gatehouse_session_csrf").unwrap();
+    let both = format!("{cookie}; {}", form_cookie.split(';').next().unwrap());
 
     // The browser's cookie, sent to the other node, finds the same session there.
     let on_b = reqwest::Client::builder()
@@ -33,7 +35,7 @@ async fn sign_in_works_on_postgres_and_the_session_is_shared_by_two_nodes() {
     let page = node_a.get("/").await.text().await.unwrap();
     let csrf = crate::helpers::field_value(&page, "csrf").unwrap();
     let logout =
-        reqwest::Client::new().post(node_b.url("/logout")).header("cookie", cookie).form(&[("csrf", csrf)]).send().await.unwrap();
+        reqwest::Client::new().post(node_b.url("/logout")).header("cookie", both).form(&[("csrf", csrf)]).send().await.unwrap();
     assert_eq!(logout.status(), StatusCode::OK);
     assert_eq!(node_a.get("/").await.status(), StatusCode::SEE_OTHER);
     node_b.stop().await;

@@ -57,6 +57,7 @@ grant_types = ["client_credentials"]
 resources = ["https://api.example"]
 default_audience = "https://default.example"
 access_token_lifetime_secs = 120
+introspect_any = true
 "#;
 
 pub async fn start(db: &TestDb) -> TestApp {

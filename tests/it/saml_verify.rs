@@ -10,6 +10,7 @@ use gatehouse::config::{MetadataSource, SamlClaimMapping, SamlConnectorSettings}
 use gatehouse::upstream::saml::decrypt::DecryptionKey;
 use gatehouse::upstream::saml::dsig::IdpKey;
 use gatehouse::upstream::saml::response::{Expectations, VerifiedAssertion, verify_response};
+use gatehouse::work::Deadline;
 use gatehouse::upstream::saml::{SamlError, identity_from_assertion};
 use serde_json::Value;
 
@@ -41,6 +42,7 @@ fn settings(claims: Option<&Value>) -> SamlConnectorSettings {
         metadata: MetadataSource::File(fixtures().join("keys/idp-metadata.xml")),
         allow_idp_initiated: false,
         allow_sha1: false,
+        sign_requests: true,
         claims: SamlClaimMapping {
             subject: claim("subject", "NameID"),
             username: None,
@@ -81,7 +83,8 @@ fn run(case: &Value) -> Result<VerifiedAssertion, SamlError> {
         allow_idp_initiated: case.get("allow_idp_initiated").and_then(Value::as_bool).unwrap_or(false),
         allow_sha1: case.get("allow_sha1").and_then(Value::as_bool).unwrap_or(false),
         clock_skew_secs: 60,
-        decryption_key: Some(&sp_key),
+        decryption_keys: std::slice::from_ref(&sp_key),
+        deadline: Deadline::none(),
     };
     verify_response(&base64::engine::general_purpose::STANDARD.encode(xml), &expect, NOW)
 }
@@ -227,7 +230,8 @@ fn vendor(name: &str, allow_sha1: bool) -> Result<VerifiedAssertion, SamlError> 
         allow_idp_initiated: false,
         allow_sha1,
         clock_skew_secs: 60,
-        decryption_key: None,
+        decryption_keys: &[],
+        deadline: Deadline::none(),
     };
     let verified = verify_response(&base64::engine::general_purpose::STANDARD.encode(xml), &expect, now)?;
     assert_eq!(verified.name_id, case["name_id"].as_str().unwrap(), "{name}: NameID");
@@ -286,7 +290,8 @@ fn vendor_response_replayed_an_hour_later_is_expired() {
         allow_idp_initiated: false,
         allow_sha1: false,
         clock_skew_secs: 60,
-        decryption_key: None,
+        decryption_keys: &[],
+        deadline: Deadline::none(),
     };
     let later = chrono::DateTime::parse_from_rfc3339("2017-04-04T05:34:59Z").unwrap().timestamp();
     let err = verify_response(&base64::engine::general_purpose::STANDARD.encode(xml), &expect, later).unwrap_err();
@@ -375,13 +380,13 @@ fn c14n_matches_xmlsec1_on_generated_documents() {
         assert!(output.status.success(), "xmlsec1 could not sign document {n}: {}", String::from_utf8_lossy(&output.stderr));
         let text = std::fs::read_to_string(&signed).unwrap();
         let verify = |text: &str| {
-            let doc = gatehouse::upstream::saml::xml::parse(text).unwrap();
+            let doc = gatehouse::upstream::saml::xml::parse(text, &gatehouse::upstream::saml::xml::MESSAGE_LIMITS).unwrap();
             let assertion = doc
                 .root_element()
                 .children()
                 .find(|n| n.has_tag_name("Assertion") || n.tag_name().name() == "Assertion")
                 .unwrap();
-            gatehouse::upstream::saml::dsig::verify_enveloped(&doc, assertion, std::slice::from_ref(&key), false)
+            gatehouse::upstream::saml::dsig::verify_enveloped(&doc, assertion, std::slice::from_ref(&key), false, Deadline::none())
         };
         assert!(
             verify(&text).unwrap_or_else(|err| panic!("document {n} refused: {err}\n{text}")),

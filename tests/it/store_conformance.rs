@@ -96,9 +96,9 @@ async fn clients_and_connectors(store: &Arc<dyn Store>) {
     assert_eq!(store.get_client("b-app").await.unwrap(), changed);
     let ids: Vec<String> = store.list_clients().await.unwrap().into_iter().map(|c| c.client_id).collect();
     assert_eq!(ids, vec!["a-app".to_owned(), "b-app".to_owned()]);
-    store.delete_client("a-app").await.unwrap();
+    store.delete_client("a-app", START, gatehouse::session::public_sid).await.unwrap();
     assert!(matches!(store.get_client("a-app").await, Err(StoreError::NotFound)));
-    assert!(matches!(store.delete_client("a-app").await, Err(StoreError::NotFound)));
+    assert!(matches!(store.delete_client("a-app", START, gatehouse::session::public_sid).await, Err(StoreError::NotFound)));
 
     let connector = ConnectorRecord {
         id: "corp".into(),

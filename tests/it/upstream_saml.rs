@@ -22,7 +22,7 @@ use crate::helpers::{TestApp, TestDb, field_value, load_config, location};
 use crate::provider::{DEMO_REDIRECT, params_of};
 use crate::upstream_oidc::{authorize_path, follow_until, gatehouse_toml, last_failure, real_now, redeem, verified_id_token};
 
-fn idp_python() -> Option<PathBuf> {
+pub(crate) fn idp_python() -> Option<PathBuf> {
     let python = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/saml-venv/bin/python");
     if python.exists() {
         return Some(python);
@@ -33,14 +33,14 @@ fn idp_python() -> Option<PathBuf> {
 }
 
 /// The real IdP, killed when dropped.
-struct SamlIdp {
-    base: String,
-    metadata_url: String,
+pub(crate) struct SamlIdp {
+    pub(crate) base: String,
+    pub(crate) metadata_url: String,
     child: Child,
 }
 
 impl SamlIdp {
-    fn start(python: &PathBuf, config: &Value) -> Self {
+    pub(crate) fn start(python: &PathBuf, config: &Value) -> Self {
         let mut child = Command::new(python)
             .arg("tests/upstream/saml-idp.py")
             .arg(config.to_string())
@@ -65,7 +65,7 @@ impl Drop for SamlIdp {
     }
 }
 
-fn idp_config(sp_metadata_url: &str, extra: Value) -> Value {
+pub(crate) fn idp_config(sp_metadata_url: &str, extra: Value) -> Value {
     let mut config = json!({
         "sp_metadata_url": sp_metadata_url,
         "users": {"alice": {"password": "alice-pass", "attributes": {
@@ -78,7 +78,7 @@ fn idp_config(sp_metadata_url: &str, extra: Value) -> Value {
     config
 }
 
-fn saml_connector(metadata: &str, extra: &str) -> String {
+pub(crate) fn saml_connector(metadata: &str, extra: &str) -> String {
     format!(
         r#"
 [[connectors]]
@@ -96,14 +96,14 @@ groups = "groups"
     )
 }
 
-async fn start_gatehouse_at(db: &TestDb, listener: tokio::net::TcpListener, connectors: &str, now: i64) -> TestApp {
+pub(crate) async fn start_gatehouse_at(db: &TestDb, listener: tokio::net::TcpListener, connectors: &str, now: i64) -> TestApp {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let config = load_config(db.dir.path(), &gatehouse_toml(&base, db, connectors));
     TestApp::start_on(listener, config, Arc::new(ManualClock::new(now))).await
 }
 
 /// Gatehouse with one SAML connector at a pysaml2 IdP configured with `idp_extra`.
-async fn setup(python: &PathBuf, idp_extra: Value, connector_extra: &str) -> (TestDb, TestApp, SamlIdp) {
+pub(crate) async fn setup(python: &PathBuf, idp_extra: Value, connector_extra: &str) -> (TestDb, TestApp, SamlIdp) {
     let db = TestDb::sqlite();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
@@ -114,12 +114,12 @@ async fn setup(python: &PathBuf, idp_extra: Value, connector_extra: &str) -> (Te
 }
 
 /// The IdP's auto-post form: where it posts and what.
-struct IdpPost {
-    acs: String,
-    fields: Vec<(String, String)>,
+pub(crate) struct IdpPost {
+    pub(crate) acs: String,
+    pub(crate) fields: Vec<(String, String)>,
 }
 
-fn auto_post(page: &str) -> IdpPost {
+pub(crate) fn auto_post(page: &str) -> IdpPost {
     let action = page.split("<form method=\"post\" action=\"").nth(1).unwrap();
     let acs = action[..action.find('"').unwrap()].replace("&amp;", "&");
     let mut fields = vec![("SAMLResponse".to_owned(), field_value(page, "SAMLResponse").unwrap())];
@@ -130,7 +130,7 @@ fn auto_post(page: &str) -> IdpPost {
 }
 
 /// From the app's authorization request to the IdP's answer, not yet posted.
-async fn through_the_idp(app: &TestApp, idp: &SamlIdp, action: &str) -> IdpPost {
+pub(crate) async fn through_the_idp(app: &TestApp, idp: &SamlIdp, action: &str) -> IdpPost {
     let (url, page) = follow_until(app, app.url(&authorize_path(Some("alice@corp.example"))), DEMO_REDIRECT).await;
     assert!(url.starts_with(&format!("{}/sso/redirect", idp.base)), "{url}");
     let page = page.text().await.unwrap();
@@ -141,7 +141,7 @@ async fn through_the_idp(app: &TestApp, idp: &SamlIdp, action: &str) -> IdpPost 
     auto_post(&answered.text().await.unwrap())
 }
 
-async fn post(app: &TestApp, post: &IdpPost) -> reqwest::Response {
+pub(crate) async fn post(app: &TestApp, post: &IdpPost) -> reqwest::Response {
     app.http.post(&post.acs).form(&post.fields).send().await.unwrap()
 }
 
@@ -260,22 +260,38 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     let page = app.http.get(initiated(&idp)).send().await.unwrap().text().await.unwrap();
     let answer = auto_post(&page);
     let landed = post(&app, &answer).await;
-    assert_eq!(finish(&app, landed).await, "/", "the IdP's RelayState is not a place to go");
+    assert_eq!(landed.status(), StatusCode::SEE_OTHER);
+    let handoff = location(&landed);
+    // Nobody started this sign-in here: the person confirms who they become (no login CSRF by
+    // a link to someone else's response).
+    let confirm = app.get(&handoff).await;
+    assert_eq!(confirm.status(), StatusCode::OK);
+    let page = confirm.text().await.unwrap();
+    assert!(page.contains("Continue as alice@corp.example?"), "{page}");
+    assert!(app.get("/").await.status().is_redirection(), "not signed in before confirming");
+    let t = field_value(&page, "t").unwrap();
+    let forged = app.post_form("/saml/corp-saml/finish", &[("t", &t), ("csrf", "forged")]).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN, "a cross-site post cannot confirm");
+    let confirmed =
+        app.post_form("/saml/corp-saml/finish", &[("t", &t), ("csrf", &field_value(&page, "csrf").unwrap())]).await;
+    assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&confirmed), "/", "the IdP's RelayState is not a place to go");
     let portal = app.get("/").await.text().await.unwrap();
     assert!(portal.contains("Alice Corp"), "{portal}");
+    assert_eq!(app.get(&handoff).await.status(), StatusCode::BAD_REQUEST, "the hand-off is spent");
     // Without a request to spend, the assertion id cache is what refuses the replay.
     assert_eq!(post(&app, &answer).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "saml_replay");
     app.stop().await;
 }
 
-fn fixture(path: &str) -> PathBuf {
+pub(crate) fn fixture(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/saml").join(path)
 }
 
 /// The fixtures' SP is `https://gatehouse.test/saml/corp-saml`; a Gatehouse with that issuer,
 /// listening on loopback, at the fixtures' time, with the fixture IdP's metadata.
-async fn fixture_app(metadata: &str, extra: &str) -> (TestDb, TestApp) {
+pub(crate) async fn fixture_app(metadata: &str, extra: &str) -> (TestDb, TestApp) {
     let db = TestDb::sqlite();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -289,7 +305,7 @@ async fn fixture_app(metadata: &str, extra: &str) -> (TestDb, TestApp) {
 
 /// Starts a sign-in in the test's browser and makes the stored request the one the fixtures
 /// answer (their `InResponseTo`); returns its `RelayState`.
-async fn expect_fixture_request(app: &TestApp) -> String {
+pub(crate) async fn expect_fixture_request(app: &TestApp) -> String {
     expect_fixture_request_with(app, |_| {}).await
 }
 
@@ -316,21 +332,11 @@ fn verified_at_acs(consumed: reqwest::Response) {
     assert!(location(&consumed).starts_with("/saml/corp-saml/finish?t="), "{}", location(&consumed));
 }
 
-/// Follows the ACS's redirect to the finishing step; returns where that sends the browser.
-async fn finish(app: &TestApp, consumed: reqwest::Response) -> String {
-    assert_eq!(consumed.status(), StatusCode::SEE_OTHER);
-    let handoff = location(&consumed);
-    assert!(handoff.starts_with("/saml/corp-saml/finish?t="), "{handoff}");
-    let finished = app.get(&handoff).await;
-    assert_eq!(finished.status(), StatusCode::SEE_OTHER, "{}", finished.text().await.unwrap());
-    location(&finished)
-}
-
-fn fixture_response(name: &str) -> String {
+pub(crate) fn fixture_response(name: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(std::fs::read(fixture(&format!("responses/{name}.xml"))).unwrap())
 }
 
-async fn post_acs(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
+pub(crate) async fn post_acs(app: &TestApp, fields: &[(&str, &str)]) -> reqwest::Response {
     app.http.post(app.url("/saml/corp-saml/acs")).form(fields).send().await.unwrap()
 }
 

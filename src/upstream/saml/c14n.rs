@@ -4,7 +4,9 @@
 
 use roxmltree::{Document, Node, NodeId};
 
+use super::SamlError;
 use super::xml::{attribute_prefix, element_prefix, element_qname};
+use crate::work::Deadline;
 
 pub struct Options<'a> {
     pub with_comments: bool,
@@ -13,24 +15,101 @@ pub struct Options<'a> {
     pub inclusive_prefixes: &'a [String],
 }
 
-/// The canonical form of `apex` without the subtree rooted at `excluded`.
-pub fn canonicalize(doc: &Document<'_>, apex: Node<'_, '_>, excluded: Option<NodeId>, options: &Options<'_>) -> String {
-    let mut out = String::with_capacity(doc.input_text().len());
+/// How much a canonicalization may produce and until when. Exclusive c14n re-declares an
+/// inherited namespace on every element that uses it, so a small document can have a huge
+/// canonical form; the output is capped at a small multiple of the input instead.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub max_output_bytes: usize,
+    pub deadline: Deadline,
+}
+
+impl Budget {
+    /// Four times the document plus 64 KiB: real messages stay well under twice their size.
+    pub fn for_document(doc: &Document<'_>, deadline: Deadline) -> Self {
+        Self { max_output_bytes: doc.input_text().len().saturating_mul(4).saturating_add(64 * 1024), deadline }
+    }
+}
+
+/// The deadline is looked at once per this many elements.
+const DEADLINE_CHECK_EVERY: usize = 64;
+
+/// Streams the canonical form of `apex` without the subtree rooted at `excluded` into `sink`,
+/// so it is never held whole in memory; refused once it outgrows the budget.
+pub fn canonicalize_into(
+    doc: &Document<'_>,
+    apex: Node<'_, '_>,
+    excluded: Option<NodeId>,
+    options: &Options<'_>,
+    budget: &Budget,
+    sink: &mut dyn FnMut(&[u8]),
+) -> Result<(), SamlError> {
+    let mut out = Writer { sink, remaining: budget.max_output_bytes, deadline: budget.deadline, elements: 0 };
     let mut rendered = Vec::new();
-    write_element(&mut out, doc, apex, excluded, options, &mut rendered);
-    out
+    write_element(&mut out, doc, apex, excluded, options, &mut rendered)
+}
+
+/// The canonical form collected in memory, for the small `SignedInfo`.
+pub fn canonicalize(
+    doc: &Document<'_>,
+    apex: Node<'_, '_>,
+    excluded: Option<NodeId>,
+    options: &Options<'_>,
+    budget: &Budget,
+) -> Result<Vec<u8>, SamlError> {
+    let mut collected = Vec::new();
+    canonicalize_into(doc, apex, excluded, options, budget, &mut |bytes| collected.extend_from_slice(bytes))?;
+    Ok(collected)
+}
+
+struct Writer<'s> {
+    sink: &'s mut dyn FnMut(&[u8]),
+    remaining: usize,
+    deadline: Deadline,
+    elements: usize,
+}
+
+impl Writer<'_> {
+    fn push(&mut self, text: &str) -> Result<(), SamlError> {
+        self.remaining =
+            self.remaining.checked_sub(text.len()).ok_or(SamlError::TooCostly("its canonical form is too large"))?;
+        (self.sink)(text.as_bytes());
+        Ok(())
+    }
+
+    fn enter_element(&mut self) -> Result<(), SamlError> {
+        self.elements += 1;
+        if self.elements.is_multiple_of(DEADLINE_CHECK_EVERY) && self.deadline.passed() {
+            return Err(SamlError::TooCostly("it took too long to canonicalize"));
+        }
+        Ok(())
+    }
+
+    /// Writes `text` with the characters in `special` replaced by their escapes.
+    fn push_escaped(&mut self, text: &str, escape: fn(char) -> Option<&'static str>) -> Result<(), SamlError> {
+        let mut plain_from = 0;
+        for (at, c) in text.char_indices() {
+            if let Some(escaped) = escape(c) {
+                self.push(text.get(plain_from..at).unwrap_or_default())?;
+                self.push(escaped)?;
+                plain_from = at + c.len_utf8();
+            }
+        }
+        self.push(text.get(plain_from..).unwrap_or_default())
+    }
 }
 
 /// `rendered` holds the namespace declarations the output ancestors put in effect, innermost
 /// last: a declaration is written only when it changes what is in effect.
 fn write_element<'input>(
-    out: &mut String,
+    out: &mut Writer<'_>,
     doc: &Document<'input>,
     node: Node<'_, 'input>,
     excluded: Option<NodeId>,
     options: &Options<'_>,
     rendered: &mut Vec<(String, String)>,
-) {
+) -> Result<(), SamlError> {
+    out.enter_element()?;
     let own_prefix = element_prefix(doc, node);
     let mut prefixes: Vec<&str> = vec![own_prefix];
     for attribute in node.attributes() {
@@ -49,8 +128,8 @@ fn write_element<'input>(
     prefixes.dedup();
 
     let scope_mark = rendered.len();
-    out.push('<');
-    out.push_str(element_qname(doc, node));
+    out.push("<")?;
+    out.push(element_qname(doc, node))?;
     for prefix in prefixes {
         if prefix == "xml" {
             continue;
@@ -63,67 +142,64 @@ fn write_element<'input>(
         if !needed {
             continue;
         }
-        out.push_str(if prefix.is_empty() { " xmlns" } else { " xmlns:" });
-        out.push_str(prefix);
-        out.push_str("=\"");
-        escape_attribute(out, uri);
-        out.push('"');
+        out.push(if prefix.is_empty() { " xmlns" } else { " xmlns:" })?;
+        out.push(prefix)?;
+        out.push("=\"")?;
+        out.push_escaped(uri, escape_attribute)?;
+        out.push("\"")?;
         rendered.push((prefix.to_owned(), uri.to_owned()));
     }
 
     let mut attributes: Vec<_> = node.attributes().collect();
     attributes.sort_by(|a, b| (a.namespace().unwrap_or_default(), a.name()).cmp(&(b.namespace().unwrap_or_default(), b.name())));
     for attribute in attributes {
-        out.push(' ');
-        out.push_str(doc.input_text().get(attribute.range_qname()).unwrap_or_else(|| attribute.name()));
-        out.push_str("=\"");
-        escape_attribute(out, attribute.value());
-        out.push('"');
+        out.push(" ")?;
+        out.push(doc.input_text().get(attribute.range_qname()).unwrap_or_else(|| attribute.name()))?;
+        out.push("=\"")?;
+        out.push_escaped(attribute.value(), escape_attribute)?;
+        out.push("\"")?;
     }
-    out.push('>');
+    out.push(">")?;
 
     for child in node.children() {
         if excluded == Some(child.id()) {
             continue;
         }
         if child.is_element() {
-            write_element(out, doc, child, excluded, options, rendered);
+            write_element(out, doc, child, excluded, options, rendered)?;
         } else if child.is_text() {
-            escape_text(out, child.text().unwrap_or_default());
+            out.push_escaped(child.text().unwrap_or_default(), escape_text)?;
         } else if child.is_comment() && options.with_comments {
-            out.push_str("<!--");
-            out.push_str(child.text().unwrap_or_default());
-            out.push_str("-->");
+            out.push("<!--")?;
+            out.push(child.text().unwrap_or_default())?;
+            out.push("-->")?;
         }
     }
-    out.push_str("</");
-    out.push_str(element_qname(doc, node));
-    out.push('>');
+    out.push("</")?;
+    out.push(element_qname(doc, node))?;
+    out.push(">")?;
     rendered.truncate(scope_mark);
+    Ok(())
 }
 
-fn escape_text(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
+fn escape_text(c: char) -> Option<&'static str> {
+    match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '\r' => Some("&#xD;"),
+        _ => None,
     }
 }
 
-fn escape_attribute(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '"' => out.push_str("&quot;"),
-            '\t' => out.push_str("&#x9;"),
-            '\n' => out.push_str("&#xA;"),
-            '\r' => out.push_str("&#xD;"),
-            _ => out.push(c),
-        }
+fn escape_attribute(c: char) -> Option<&'static str> {
+    match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '"' => Some("&quot;"),
+        '\t' => Some("&#x9;"),
+        '\n' => Some("&#xA;"),
+        '\r' => Some("&#xD;"),
+        _ => None,
     }
 }

@@ -79,12 +79,21 @@ impl ContentCipher {
 }
 
 pub const FAILED: SamlError = SamlError::Decryption("the encrypted assertion could not be decrypted with the SP key");
+/// IdPs that encrypt for several recipients send one `EncryptedKey` each; more than this is
+/// not a real message, and each one may cost an RSA decryption per SP key.
+const MAX_ENCRYPTED_KEYS: usize = 8;
 
-/// The plaintext of an `EncryptedAssertion` element. Every failure after the structure checks
-/// reads the same, so the error says nothing about where decryption went wrong.
+/// The plaintext of an `EncryptedAssertion` element, decrypted with one of `sp_keys` (the
+/// current encryption key and those kept during a rotation). Every failure after the structure
+/// checks reads the same, so the error says nothing about where decryption went wrong.
 /// AES-CBC is unauthenticated: it is taken only when `ciphertext_signed` (the Response's
 /// signature covers it), or a forged ciphertext would make the SP a decryption oracle.
-pub fn decrypt_assertion(encrypted: Node<'_, '_>, sp_key: &DecryptionKey, ciphertext_signed: bool) -> Result<String, SamlError> {
+pub fn decrypt_assertion(
+    encrypted: Node<'_, '_>,
+    sp_keys: &[DecryptionKey],
+    sp_entity_id: &str,
+    ciphertext_signed: bool,
+) -> Result<String, SamlError> {
     let data = required_child(encrypted, NS_XMLENC, "EncryptedData", "EncryptedAssertion without EncryptedData")?;
     let method = required_child(data, NS_XMLENC, "EncryptionMethod", "EncryptedData without EncryptionMethod")?;
     let cipher = method
@@ -94,21 +103,34 @@ pub fn decrypt_assertion(encrypted: Node<'_, '_>, sp_key: &DecryptionKey, cipher
     if matches!(cipher, ContentCipher::Aes128Cbc | ContentCipher::Aes256Cbc) && !ciphertext_signed {
         return Err(SamlError::Decryption("AES-CBC is accepted only inside a signed Response; use AES-GCM"));
     }
-    // The wrapped key sits in the data's KeyInfo or, as some IdPs send it, beside the data.
-    let key_info_key =
+    // The wrapped keys sit in the data's KeyInfo or, as some IdPs send them, beside the data.
+    let key_info_keys =
         single_child(data, NS_DSIG, "KeyInfo")?.map(|info| children(info, NS_XMLENC, "EncryptedKey").collect::<Vec<_>>());
-    let mut wrapped_keys = key_info_key.unwrap_or_default();
+    let mut wrapped_keys = key_info_keys.unwrap_or_default();
     wrapped_keys.extend(children(encrypted, NS_XMLENC, "EncryptedKey"));
-    let [wrapped] = wrapped_keys.as_slice() else {
-        return Err(SamlError::Decryption("exactly one EncryptedKey is required"));
-    };
-    // Everything is read before the key is unwrapped, so no later answer tells whether an
-    // EncryptedKey decrypted.
-    let cipher_value = cipher_value(data)?;
-    let content_key = unwrap_key(*wrapped, sp_key)?;
-    if content_key.len() != cipher.key_len() {
-        return Err(FAILED);
+    if wrapped_keys.is_empty() {
+        return Err(SamlError::Decryption("the encrypted assertion carries no EncryptedKey"));
     }
+    if wrapped_keys.len() > MAX_ENCRYPTED_KEYS {
+        return Err(SamlError::Decryption("the encrypted assertion carries too many EncryptedKey elements"));
+    }
+    // A key addressed to this SP by `Recipient` is the one; without such, the unaddressed ones
+    // are tried. Keys addressed to other recipients are never tried.
+    let addressed: Vec<_> = wrapped_keys.iter().filter(|k| k.attribute("Recipient") == Some(sp_entity_id)).collect();
+    let candidates = if addressed.is_empty() {
+        wrapped_keys.iter().filter(|k| k.attribute("Recipient").is_none()).collect()
+    } else {
+        addressed
+    };
+    // Everything is read before any key is unwrapped, so no later answer tells whether an
+    // EncryptedKey decrypted.
+    let transports = candidates.into_iter().map(|key| key_transport(*key)).collect::<Result<Vec<_>, _>>()?;
+    let cipher_value = cipher_value(data)?;
+    let content_key = transports
+        .iter()
+        .flat_map(|transport| sp_keys.iter().map(move |sp_key| (transport, sp_key)))
+        .find_map(|(transport, sp_key)| transport.unwrap(sp_key).ok().filter(|key| key.len() == cipher.key_len()))
+        .ok_or(FAILED)?;
     let plaintext = match cipher {
         ContentCipher::Aes128Cbc => cbc_decrypt::<aes::Aes128>(&content_key, &cipher_value)?,
         ContentCipher::Aes256Cbc => cbc_decrypt::<aes::Aes256>(&content_key, &cipher_value)?,
@@ -124,7 +146,21 @@ fn cipher_value(node: Node<'_, '_>) -> Result<Vec<u8>, SamlError> {
     decode_base64(&text_content(value))
 }
 
-fn unwrap_key(encrypted_key: Node<'_, '_>, sp_key: &DecryptionKey) -> Result<Vec<u8>, SamlError> {
+/// One `EncryptedKey`: RSA-OAEP with its digest and mask generation function, and the
+/// wrapped content key.
+struct KeyTransport {
+    digest: DigestAlgorithm,
+    mgf: DigestAlgorithm,
+    wrapped: Vec<u8>,
+}
+
+impl KeyTransport {
+    fn unwrap(&self, sp_key: &DecryptionKey) -> Result<Vec<u8>, SamlError> {
+        sp_key.oaep_decrypt(self.digest, self.mgf, &self.wrapped)
+    }
+}
+
+fn key_transport(encrypted_key: Node<'_, '_>) -> Result<KeyTransport, SamlError> {
     let method = required_child(encrypted_key, NS_XMLENC, "EncryptionMethod", "EncryptedKey without EncryptionMethod")?;
     let mut digest = DigestAlgorithm::Sha1;
     let mut mgf_sha256 = false;
@@ -149,8 +185,8 @@ fn unwrap_key(encrypted_key: Node<'_, '_>, sp_key: &DecryptionKey) -> Result<Vec
             return Err(SamlError::Decryption("key transport parameters other than the digest and MGF are not accepted"));
         }
     }
-    let wrapped = cipher_value(encrypted_key)?;
-    sp_key.oaep_decrypt(digest, if mgf_sha256 { DigestAlgorithm::Sha256 } else { DigestAlgorithm::Sha1 }, &wrapped)
+    let mgf = if mgf_sha256 { DigestAlgorithm::Sha256 } else { DigestAlgorithm::Sha1 };
+    Ok(KeyTransport { digest, mgf, wrapped: cipher_value(encrypted_key)? })
 }
 
 /// CBC with the IV in front; XML Encryption's padding is "last byte = pad length" with arbitrary

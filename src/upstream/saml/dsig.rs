@@ -11,13 +11,17 @@ use sha2::Digest as _;
 use subtle::ConstantTimeEq as _;
 
 use super::SamlError;
-use super::c14n::{self, Options};
+use super::c14n::{self, Budget, Options};
 use super::xml::{NS_DSIG, NS_EXC_C14N, element_children, is, single_child};
+use crate::work::Deadline;
 
 const EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 const EXC_C14N_WITH_COMMENTS: &str = "http://www.w3.org/2001/10/xml-exc-c14n#WithComments";
 const ENVELOPED_SIGNATURE: &str = "http://www.w3.org/2000/09/xmldsig#enveloped-signature";
 const MIN_RSA_BITS: usize = 2048;
+/// An `InclusiveNamespaces PrefixList` names the few prefixes used in QName-valued content
+/// (`xs`, `xsi`); each entry costs a lookup on every canonicalized element.
+const MAX_INCLUSIVE_PREFIXES: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DigestAlgorithm {
@@ -35,6 +39,16 @@ impl DigestAlgorithm {
             "http://www.w3.org/2001/04/xmldsig-more#sha384" => Some(Self::Sha384),
             "http://www.w3.org/2001/04/xmlenc#sha512" => Some(Self::Sha512),
             _ => None,
+        }
+    }
+
+    /// A hasher to stream a canonical form into.
+    pub fn hasher(self) -> Box<dyn sha2::digest::DynDigest> {
+        match self {
+            Self::Sha1 => Box::new(sha1::Sha1::default()),
+            Self::Sha256 => Box::new(sha2::Sha256::default()),
+            Self::Sha384 => Box::new(sha2::Sha384::default()),
+            Self::Sha512 => Box::new(sha2::Sha512::default()),
         }
     }
 
@@ -152,8 +166,15 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, SamlError> {
 }
 
 /// Whether `element` carries an enveloped signature, verified. `Ok(false)`: no signature;
-/// `Err`: a signature that does not verify, or one shaped other than SAML allows.
-pub fn verify_enveloped(doc: &Document<'_>, element: Node<'_, '_>, keys: &[IdpKey], allow_sha1: bool) -> Result<bool, SamlError> {
+/// `Err`: a signature that does not verify, or one shaped other than SAML allows, or one that
+/// costs more to check than `deadline` allows.
+pub fn verify_enveloped(
+    doc: &Document<'_>,
+    element: Node<'_, '_>,
+    keys: &[IdpKey],
+    allow_sha1: bool,
+    deadline: Deadline,
+) -> Result<bool, SamlError> {
     let Some(signature) = single_child(element, NS_DSIG, "Signature")? else {
         return Ok(false);
     };
@@ -219,25 +240,34 @@ pub fn verify_enveloped(doc: &Document<'_>, element: Node<'_, '_>, keys: &[IdpKe
 
     // A bare-name `#ID` reference selects the element without comments (XMLDSig 4.4.3.3), so
     // the reference is canonicalized without them even under the #WithComments transform.
-    let referenced = c14n::canonicalize(
+    let budget = Budget::for_document(doc, deadline);
+    let expected_digest = decode_base64(&super::xml::text_content(digest_value))?;
+    let mut hasher = digest_algorithm.hasher();
+    c14n::canonicalize_into(
         doc,
         element,
         Some(signature.id()),
         &Options { with_comments: false, inclusive_prefixes: &reference_prefixes },
-    );
-    let expected_digest = decode_base64(&super::xml::text_content(digest_value))?;
-    let actual_digest = digest_algorithm.digest(referenced.as_bytes());
-    if !bool::from(actual_digest.as_slice().ct_eq(expected_digest.as_slice())) {
+        &budget,
+        &mut |bytes| hasher.update(bytes),
+    )?;
+    let actual_digest = hasher.finalize();
+    if !bool::from(actual_digest.as_ref().ct_eq(expected_digest.as_slice())) {
         return Err(SamlError::Signature("the signed content was altered"));
     }
 
-    let canonical_info =
-        c14n::canonicalize(doc, signed_info, None, &Options { with_comments: info_comments, inclusive_prefixes: &info_prefixes });
+    let canonical_info = c14n::canonicalize(
+        doc,
+        signed_info,
+        None,
+        &Options { with_comments: info_comments, inclusive_prefixes: &info_prefixes },
+        &budget,
+    )?;
     let value = decode_base64(&super::xml::text_content(signature_value))?;
     let verified = keys
         .iter()
         .filter(|key| key.family() == family)
-        .any(|key| key.verify(signature_digest, canonical_info.as_bytes(), &value));
+        .any(|key| key.verify(signature_digest, &canonical_info, &value));
     if verified { Ok(true) } else { Err(SamlError::Signature("the signature was not made by a key in the IdP's metadata")) }
 }
 
@@ -249,14 +279,34 @@ fn c14n_algorithm(node: Node<'_, '_>) -> Result<(bool, Vec<String>), SamlError> 
         Some(EXC_C14N_WITH_COMMENTS) => true,
         _ => return Err(SamlError::Signature("only exclusive canonicalization is accepted")),
     };
-    let mut prefixes = Vec::new();
+    let mut prefixes: Vec<String> = Vec::new();
     for child in element_children(node) {
         if !is(child, NS_EXC_C14N, "InclusiveNamespaces") {
             return Err(SamlError::Signature("unexpected canonicalization parameter"));
         }
-        prefixes.extend(child.attribute("PrefixList").unwrap_or_default().split_ascii_whitespace().map(str::to_owned));
+        for listed in child.attribute("PrefixList").unwrap_or_default().split_ascii_whitespace() {
+            if !(listed == "#default" || is_prefix_name(listed)) {
+                return Err(SamlError::Signature("InclusiveNamespaces names something that is not a prefix"));
+            }
+            if !prefixes.iter().any(|p| p == listed) {
+                prefixes.push(listed.to_owned());
+            }
+            if prefixes.len() > MAX_INCLUSIVE_PREFIXES {
+                return Err(SamlError::Signature("InclusiveNamespaces lists too many prefixes"));
+            }
+        }
     }
     Ok((with_comments, prefixes))
+}
+
+/// An XML namespace prefix (an NCName), at most 64 characters; `xmlns` is never one.
+fn is_prefix_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let starts_well = chars.next().is_some_and(|c| c.is_alphabetic() || c == '_');
+    starts_well
+        && chars.all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        && name.chars().count() <= 64
+        && name != "xmlns"
 }
 
 /// Exactly the enveloped-signature transform followed by exclusive c14n.

@@ -6,7 +6,7 @@ use roxmltree::Node;
 
 use super::SamlError;
 use super::dsig::{IdpKey, decode_base64};
-use super::xml::{NS_DSIG, NS_METADATA, NS_PROTOCOL, children, element_children, is, parse, text_content};
+use super::xml::{METADATA_LIMITS, NS_DSIG, NS_METADATA, NS_PROTOCOL, children, element_children, is, parse, text_content};
 use crate::clock::UnixTime;
 
 pub const BINDING_REDIRECT: &str = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect";
@@ -26,7 +26,7 @@ pub struct IdpMetadata {
 }
 
 pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, SamlError> {
-    let doc = parse(text).map_err(|_| SamlError::Metadata("the metadata is not acceptable XML"))?;
+    let doc = parse(text, &METADATA_LIMITS).map_err(|_| SamlError::Metadata("the metadata is not acceptable XML"))?;
     let root = doc.root_element();
     let entity = if is(root, NS_METADATA, "EntityDescriptor") {
         root
@@ -148,12 +148,15 @@ pub fn parse_duration_secs(value: &str) -> Option<i64> {
     (total < 1e12).then_some(total as i64)
 }
 
-/// The SP's own metadata: entity id, the HTTP-POST ACS, one certificate for signing and
-/// encryption, and the NameID formats it accepts.
+/// The SP's own metadata: entity id, the HTTP-POST ACS, its signing and encryption
+/// certificates (each in the order given), whether every request is signed, and the NameID
+/// formats it accepts.
 pub fn sp_metadata_xml(
     entity_id: &str,
     acs_url: &str,
-    certificate_der: &[u8],
+    signing_certificates: &[Vec<u8>],
+    encryption_certificates: &[Vec<u8>],
+    authn_requests_signed: bool,
     valid_until: UnixTime,
 ) -> Result<String, SamlError> {
     use base64::Engine as _;
@@ -161,10 +164,12 @@ pub fn sp_metadata_xml(
     use samael::metadata::{EncryptionMethod, EntityDescriptor, IndexedEndpoint, KeyDescriptor, SpSsoDescriptor};
     use samael::traits::ToXml as _;
 
-    let certificate = base64::engine::general_purpose::STANDARD.encode(certificate_der);
-    let key = |key_use: &str, methods: Option<Vec<EncryptionMethod>>| KeyDescriptor {
+    let key = |key_use: &str, der: &[u8], methods: Option<Vec<EncryptionMethod>>| KeyDescriptor {
         key_use: Some(key_use.to_owned()),
-        key_info: KeyInfo { id: None, x509_data: Some(X509Data { certificates: vec![certificate.clone()] }) },
+        key_info: KeyInfo {
+            id: None,
+            x509_data: Some(X509Data { certificates: vec![base64::engine::general_purpose::STANDARD.encode(der)] }),
+        },
         encryption_methods: methods,
     };
     // AES-GCM first: the ACS takes AES-CBC only inside a signed Response.
@@ -175,14 +180,19 @@ pub fn sp_metadata_xml(
     ]
     .map(|algorithm| EncryptionMethod { algorithm: algorithm.to_owned() })
     .to_vec();
+    let key_descriptors = signing_certificates
+        .iter()
+        .map(|der| key("signing", der, None))
+        .chain(encryption_certificates.iter().map(|der| key("encryption", der, Some(methods.clone()))))
+        .collect();
     let descriptor = EntityDescriptor {
         entity_id: Some(entity_id.to_owned()),
         valid_until: chrono::DateTime::from_timestamp(valid_until, 0),
         sp_sso_descriptors: Some(vec![SpSsoDescriptor {
             protocol_support_enumeration: Some(NS_PROTOCOL.to_owned()),
-            authn_requests_signed: Some(true),
+            authn_requests_signed: Some(authn_requests_signed),
             want_assertions_signed: Some(true),
-            key_descriptors: Some(vec![key("signing", None), key("encryption", Some(methods))]),
+            key_descriptors: Some(key_descriptors),
             name_id_formats: Some(vec![
                 "urn:oasis:names:tc:SAML:2.0:nameid-format:persistent".to_owned(),
                 "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress".to_owned(),

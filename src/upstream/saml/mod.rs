@@ -23,14 +23,19 @@ use crate::clock::UnixTime;
 use crate::config::{MetadataSource, SamlConnectorSettings};
 use crate::metrics::ConnectorLabels;
 use crate::upstream::{UpstreamIdentity, http};
+use crate::work::{BlockingPool, Deadline, PoolError};
 use metadata::IdpMetadata;
 use response::{Expectations, VerifiedAssertion};
-pub use sp_key::SpKey;
+pub use sp_key::SpKeys;
 
 /// How long the browser may take at the IdP before the request expires.
 pub const LOGIN_LIFETIME_SECS: i64 = 900;
 /// The largest `SAMLResponse` POST body accepted.
 pub const MAX_POST_BYTES: usize = 256 * 1024;
+/// A real response verifies in about a millisecond; a hostile one is abandoned after this.
+pub const VERIFY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a response waits for a free verification slot before the ACS answers 503.
+pub const VERIFY_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 /// Metadata is fetched again after its `cacheDuration`, kept between these bounds, and never
 /// used past its `validUntil`.
 pub const METADATA_REFRESH_FLOOR_SECS: i64 = 300;
@@ -88,6 +93,12 @@ pub enum SamlError {
     MetadataUnavailable(String),
     #[error("the request could not be built: {0}")]
     Request(&'static str),
+    #[error("the message is refused as too costly to verify: {0}")]
+    TooCostly(&'static str),
+    #[error("every verification slot is busy")]
+    Busy,
+    #[error("the SP keys are unavailable: {0}")]
+    SpKeys(String),
 }
 
 impl SamlError {
@@ -112,6 +123,9 @@ impl SamlError {
             Self::Attributes(_) => "saml_attributes",
             Self::Metadata(_) | Self::MetadataUnavailable(_) => "saml_metadata",
             Self::Request(_) => "saml_request",
+            Self::TooCostly(_) => "saml_too_costly",
+            Self::Busy => "saml_busy",
+            Self::SpKeys(_) => "saml_sp_keys",
         }
     }
 }
@@ -159,7 +173,8 @@ pub struct SamlConnector {
     entity_id: String,
     acs_url: String,
     metadata_url: String,
-    sp_key: Arc<SpKey>,
+    sp_keys: Arc<SpKeys>,
+    verifier: BlockingPool,
     http: reqwest::Client,
     cached: RwLock<Option<CachedMetadata>>,
     fetching: Mutex<()>,
@@ -179,7 +194,8 @@ impl SamlConnector {
         name: &str,
         settings: SamlConnectorSettings,
         issuer: &str,
-        sp_key: Arc<SpKey>,
+        sp_keys: Arc<SpKeys>,
+        verifier: BlockingPool,
         metadata_failures: Family<ConnectorLabels, Counter>,
     ) -> Result<Self, SamlError> {
         let base = format!("{}/saml/{id}", issuer.trim_end_matches('/'));
@@ -193,7 +209,8 @@ impl SamlConnector {
             acs_url: format!("{base}/acs"),
             metadata_url: format!("{base}/metadata"),
             entity_id: base,
-            sp_key,
+            sp_keys,
+            verifier,
             http,
             cached: RwLock::new(None),
             fetching: Mutex::new(()),
@@ -227,8 +244,16 @@ impl SamlConnector {
     }
 
     /// This SP's metadata document.
-    pub fn sp_metadata(&self, now: UnixTime) -> Result<String, SamlError> {
-        metadata::sp_metadata_xml(&self.entity_id, &self.acs_url, self.sp_key.certificate_der(), now + 7 * 86_400)
+    pub async fn sp_metadata(&self, now: UnixTime) -> Result<String, SamlError> {
+        let keys = self.sp_keys.ring().await.map_err(|err| SamlError::SpKeys(err.to_string()))?;
+        metadata::sp_metadata_xml(
+            &self.entity_id,
+            &self.acs_url,
+            &keys.signing_certificates,
+            &keys.encryption_certificates,
+            self.settings.sign_requests,
+            now + 7 * 86_400,
+        )
     }
 
     /// The IdP's metadata, fetched again when due. A failed fetch keeps the last good copy
@@ -293,7 +318,9 @@ impl SamlConnector {
                 .map_err(|err| SamlError::MetadataUnavailable(format!("{}: {err}", path.display())))?,
             MetadataSource::Url(url) => self.fetch(url).await?,
         };
-        metadata::parse_idp_metadata(&text, now)
+        tokio::task::spawn_blocking(move || metadata::parse_idp_metadata(&text, now))
+            .await
+            .map_err(|_| SamlError::MetadataUnavailable("reading the metadata was interrupted".into()))?
     }
 
     async fn fetch(&self, url: &str) -> Result<String, SamlError> {
@@ -320,8 +347,10 @@ impl SamlConnector {
         let relay_state = crate::tokens::random_token();
         let xml =
             request::authn_request_xml(&request_id, &self.entity_id, &self.acs_url, idp.sso_redirect_url.as_str(), force, now)?;
-        let signing_key = idp.want_authn_requests_signed.then(|| self.sp_key.signer());
-        let redirect_url = request::redirect_url(&idp.sso_redirect_url, &xml, &relay_state, signing_key)?;
+        // Signed whenever the SP metadata says so, and whenever the IdP asks.
+        let keys = self.sp_keys.ring().await.map_err(|err| SamlError::SpKeys(err.to_string()))?;
+        let signer = (self.settings.sign_requests || idp.want_authn_requests_signed).then_some(&keys.signer);
+        let redirect_url = request::redirect_url(&idp.sso_redirect_url, &xml, &relay_state, signer)?;
         Ok(LoginStart {
             redirect_url,
             relay_state,
@@ -335,26 +364,41 @@ impl SamlConnector {
         })
     }
 
-    /// Verifies a posted `SAMLResponse` answering `pending` (or unsolicited, when `None`).
+    /// Verifies a posted `SAMLResponse` answering `pending` (or unsolicited, when `None`). The
+    /// verification runs on the blocking pool, a bounded number at once, and is abandoned
+    /// after `VERIFY_DEADLINE`; with every slot taken for `VERIFY_QUEUE_WAIT` it is `Busy`.
     pub async fn finish(
         &self,
-        saml_response: &str,
+        saml_response: String,
         pending: Option<&PendingSamlLogin>,
         now: UnixTime,
     ) -> Result<(UpstreamIdentity, VerifiedAssertion), SamlError> {
         let idp = self.idp_metadata(now).await?;
-        let expect = Expectations {
-            sp_entity_id: &self.entity_id,
-            acs_url: &self.acs_url,
-            idp_entity_id: &idp.entity_id,
-            idp_keys: &idp.signing_keys,
-            in_response_to: pending.map(|p| p.request_id.as_str()),
-            allow_idp_initiated: self.settings.allow_idp_initiated,
-            allow_sha1: self.settings.allow_sha1,
-            clock_skew_secs: self.settings.clock_skew_secs,
-            decryption_key: Some(self.sp_key.decryption_key()),
+        let keys = self.sp_keys.ring().await.map_err(|err| SamlError::SpKeys(err.to_string()))?;
+        let sp_entity_id = self.entity_id.clone();
+        let acs_url = self.acs_url.clone();
+        let in_response_to = pending.map(|p| p.request_id.clone());
+        let settings = self.settings.clone();
+        let verification = self.verifier.run(move || {
+            let expect = Expectations {
+                sp_entity_id: &sp_entity_id,
+                acs_url: &acs_url,
+                idp_entity_id: &idp.entity_id,
+                idp_keys: &idp.signing_keys,
+                in_response_to: in_response_to.as_deref(),
+                allow_idp_initiated: settings.allow_idp_initiated,
+                allow_sha1: settings.allow_sha1,
+                clock_skew_secs: settings.clock_skew_secs,
+                decryption_keys: &keys.decryption_keys,
+                deadline: Deadline::after(VERIFY_DEADLINE),
+            };
+            response::verify_response(&saml_response, &expect, now)
+        });
+        let verified = match verification.await {
+            Ok(outcome) => outcome?,
+            Err(PoolError::Busy) => return Err(SamlError::Busy),
+            Err(PoolError::Interrupted) => return Err(SamlError::TooCostly("its verification did not complete")),
         };
-        let verified = response::verify_response(saml_response, &expect, now)?;
         if let Some(fresh_since) = pending.and_then(|p| p.fresh_since)
             && verified.authn_instant.is_none_or(|at| at + self.settings.clock_skew_secs < fresh_since)
         {
@@ -433,6 +477,7 @@ mod tests {
             metadata: MetadataSource::File("idp.xml".into()),
             allow_idp_initiated: false,
             allow_sha1: false,
+            sign_requests: true,
             claims: SamlClaimMapping {
                 subject: "NameID".into(),
                 username: None,

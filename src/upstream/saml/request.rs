@@ -1,14 +1,14 @@
 //! The `AuthnRequest` (written with `samael`'s schema type) and the HTTP-Redirect binding that
-//! carries it: DEFLATE, base64, and when the IdP asks for it, an RSA-SHA256 signature over the
-//! query string (SAML Bindings 3.4.4.1).
+//! carries it: DEFLATE, base64, and an RSA-SHA256 signature over the query string (SAML
+//! Bindings 3.4.4.1).
 
 use std::io::Write as _;
 
 use base64::Engine as _;
-use rsa::signature::{SignatureEncoding as _, Signer as _};
 
 use super::SamlError;
 use super::metadata::BINDING_POST;
+use super::sp_key::RequestSigner;
 use crate::clock::UnixTime;
 
 const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
@@ -44,7 +44,7 @@ pub fn redirect_url(
     sso_url: &url::Url,
     xml: &str,
     relay_state: &str,
-    signing_key: Option<&rsa::pkcs1v15::SigningKey<sha2::Sha256>>,
+    signer: Option<&RequestSigner>,
 ) -> Result<String, SamlError> {
     let mut deflater = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
     deflater.write_all(xml.as_bytes()).map_err(|_| SamlError::Request("deflate failed"))?;
@@ -55,10 +55,11 @@ pub fn redirect_url(
         encode(&base64::engine::general_purpose::STANDARD.encode(deflated)),
         encode(relay_state)
     );
-    if let Some(key) = signing_key {
+    if let Some(signer) = signer {
         signed_part.push_str("&SigAlg=");
         signed_part.push_str(&encode(RSA_SHA256));
-        let signature = key.sign(signed_part.as_bytes()).to_vec();
+        let signature =
+            signer.sign_rsa_sha256(signed_part.as_bytes()).map_err(|_| SamlError::Request("the request could not be signed"))?;
         signed_part.push_str("&Signature=");
         signed_part.push_str(&encode(&base64::engine::general_purpose::STANDARD.encode(signature)));
     }

@@ -9,10 +9,11 @@ use super::decrypt::{FAILED, decrypt_assertion};
 use super::dsig::{IdpKey, decode_base64, verify_enveloped};
 use super::metadata::parse_instant;
 use super::xml::{
-    NS_ASSERTION, NS_PROTOCOL, children, element_children, is, parse, refuse_duplicate_ids, required_child, single_child,
-    text_content, trim_xml_space,
+    MESSAGE_LIMITS, NS_ASSERTION, NS_PROTOCOL, children, element_children, is, parse, refuse_duplicate_ids, required_child,
+    single_child, text_content, trim_xml_space,
 };
 use crate::clock::UnixTime;
+use crate::work::Deadline;
 
 const STATUS_SUCCESS: &str = "urn:oasis:names:tc:SAML:2.0:status:Success";
 const BEARER: &str = "urn:oasis:names:tc:SAML:2.0:cm:bearer";
@@ -29,7 +30,10 @@ pub struct Expectations<'a> {
     pub allow_idp_initiated: bool,
     pub allow_sha1: bool,
     pub clock_skew_secs: i64,
-    pub decryption_key: Option<&'a super::decrypt::DecryptionKey>,
+    /// The SP's encryption keys: the current one first, then those kept during a rotation.
+    pub decryption_keys: &'a [super::decrypt::DecryptionKey],
+    /// Verification that runs past this is abandoned (hostile input costs at most this much).
+    pub deadline: Deadline,
 }
 
 /// The facts of a verified assertion.
@@ -65,7 +69,7 @@ pub struct Attribute {
 pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) -> Result<VerifiedAssertion, SamlError> {
     let bytes = decode_base64(encoded)?;
     let text = std::str::from_utf8(&bytes).map_err(|_| SamlError::Malformed("the response is not UTF-8"))?;
-    let doc = parse(text)?;
+    let doc = parse(text, &MESSAGE_LIMITS)?;
     refuse_duplicate_ids(&doc)?;
     let response = doc.root_element();
     if !is(response, NS_PROTOCOL, "Response") {
@@ -90,7 +94,7 @@ pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) 
         return Err(SamlError::Destination);
     }
 
-    let response_signed = verify_enveloped(&doc, response, expect.idp_keys, expect.allow_sha1)?;
+    let response_signed = verify_enveloped(&doc, response, expect.idp_keys, expect.allow_sha1, expect.deadline)?;
     if response_signed && destination.is_none() {
         return Err(SamlError::Destination);
     }
@@ -105,8 +109,10 @@ pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) 
             read_assertion(&doc, *assertion, response_signed, expect, now)
         }
         ([], [sealed]) if sealed.parent() == Some(response) => {
-            let key = expect.decryption_key.ok_or(SamlError::Decryption("no SP key to decrypt with"))?;
-            let plaintext = decrypt_assertion(*sealed, key, response_signed)?;
+            if expect.decryption_keys.is_empty() {
+                return Err(SamlError::Decryption("no SP key to decrypt with"));
+            }
+            let plaintext = decrypt_assertion(*sealed, expect.decryption_keys, expect.sp_entity_id, response_signed)?;
             read_decrypted(*sealed, &plaintext, response_signed, expect, now)
         }
         ([], []) => Err(SamlError::Malformed("the response holds no assertion")),
@@ -154,7 +160,7 @@ fn read_decrypted(
     wrapper.push_str("</wrapper>");
     // Whatever is wrong with the plaintext reads as a failed decryption, so the answers to
     // forged ciphertexts say nothing about what they decrypted to.
-    let doc = parse(&wrapper).map_err(|_| FAILED)?;
+    let doc = parse(&wrapper, &MESSAGE_LIMITS).map_err(|_| FAILED)?;
     refuse_duplicate_ids(&doc).map_err(|_| FAILED)?;
     let root = doc.root_element();
     let mut elements = element_children(root);
@@ -175,7 +181,7 @@ fn read_assertion(
     expect: &Expectations<'_>,
     now: UnixTime,
 ) -> Result<VerifiedAssertion, SamlError> {
-    let assertion_signed = verify_enveloped(doc, assertion, expect.idp_keys, expect.allow_sha1)?;
+    let assertion_signed = verify_enveloped(doc, assertion, expect.idp_keys, expect.allow_sha1, expect.deadline)?;
     if !response_signed && !assertion_signed {
         return Err(SamlError::Unsigned);
     }

@@ -16,14 +16,34 @@ pub const NS_EXC_C14N: &str = "http://www.w3.org/2001/10/xml-exc-c14n#";
 
 /// Deeper than any SAML message or metadata document needs; bounds every recursive walk.
 pub const MAX_DEPTH: usize = 48;
-/// A SAML response within the 256 KiB body limit has a few hundred nodes; metadata aggregates
-/// a few thousand.
-const MAX_NODES: u32 = 50_000;
+
+/// What an untrusted document may contain. The parser copies every in-scope namespace into
+/// each element that declares one and checks attributes for duplicates pairwise, so many
+/// declarations (or attributes) make its cost grow with their square; a linear pre-scan
+/// refuses such documents before the tree is built.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_nodes: u32,
+    pub max_attributes_per_element: usize,
+    pub max_namespaces_per_element: usize,
+    pub max_namespaces: usize,
+}
+
+/// A SAML message within the 256 KiB body limit has a few hundred nodes; the vendors' samples
+/// declare at most 23 namespaces (Okta, which repeats them on many elements).
+pub const MESSAGE_LIMITS: Limits =
+    Limits { max_nodes: 10_000, max_attributes_per_element: 64, max_namespaces_per_element: 32, max_namespaces: 128 };
+
+/// Metadata aggregates carry a few thousand nodes and declarations; they come from a source
+/// the administrator configured, not from anyone on the internet.
+pub const METADATA_LIMITS: Limits =
+    Limits { max_nodes: 50_000, max_attributes_per_element: 64, max_namespaces_per_element: 32, max_namespaces: 4096 };
 
 /// Parses untrusted XML strictly. A document type declaration (and with it every entity
 /// declaration) is refused by the parser; processing instructions and excessive nesting here.
-pub fn parse(text: &str) -> Result<Document<'_>, SamlError> {
-    let options = ParsingOptions { allow_dtd: false, nodes_limit: MAX_NODES, ..ParsingOptions::default() };
+pub fn parse<'input>(text: &'input str, limits: &Limits) -> Result<Document<'input>, SamlError> {
+    prescan(text, limits)?;
+    let options = ParsingOptions { allow_dtd: false, nodes_limit: limits.max_nodes, ..ParsingOptions::default() };
     let doc = Document::parse_with_options(text, options).map_err(|err| match err {
         roxmltree::Error::DtdDetected => SamlError::Malformed("document type declarations are not accepted"),
         roxmltree::Error::NodesLimitReached => SamlError::Malformed("the document has too many nodes"),
@@ -47,6 +67,45 @@ pub fn parse(text: &str) -> Result<Document<'_>, SamlError> {
         stack.extend(node.children().map(|child| (child, depth + 1)));
     }
     Ok(doc)
+}
+
+/// One pass over the tokens, counting elements, attributes and namespace declarations.
+fn prescan(text: &str, limits: &Limits) -> Result<(), SamlError> {
+    use xmlparser::Token;
+    let mut elements: u32 = 0;
+    let mut namespaces = 0usize;
+    let mut element_attributes = 0usize;
+    let mut element_namespaces = 0usize;
+    for token in xmlparser::Tokenizer::from(text) {
+        match token.map_err(|_| SamlError::Malformed("the document is not well-formed XML"))? {
+            Token::ElementStart { .. } => {
+                elements += 1;
+                if elements > limits.max_nodes {
+                    return Err(SamlError::Malformed("the document has too many nodes"));
+                }
+                element_attributes = 0;
+                element_namespaces = 0;
+            }
+            Token::Attribute { prefix, local, .. } => {
+                element_attributes += 1;
+                if element_attributes > limits.max_attributes_per_element {
+                    return Err(SamlError::Malformed("an element has too many attributes"));
+                }
+                if prefix.as_str() == "xmlns" || (prefix.is_empty() && local.as_str() == "xmlns") {
+                    element_namespaces += 1;
+                    namespaces += 1;
+                    if element_namespaces > limits.max_namespaces_per_element || namespaces > limits.max_namespaces {
+                        return Err(SamlError::Malformed("the document declares too many namespaces"));
+                    }
+                }
+            }
+            Token::DtdStart { .. } | Token::EmptyDtd { .. } | Token::EntityDeclaration { .. } | Token::DtdEnd { .. } => {
+                return Err(SamlError::Malformed("document type declarations are not accepted"));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 pub fn is(node: Node<'_, '_>, namespace: &str, local: &str) -> bool {
