@@ -100,14 +100,16 @@ pub async fn password_login(
     let connector_id = attempt.connector_id.clone();
     let username = attempt.username.clone();
     let password = attempt.password.clone();
-    let checked = policy
-        .hashing
-        .run(move || local::authenticate(&connector_id, &users, &username, password.expose()))
-        .await
-        .map_err(|err| match err {
-            PoolError::Busy => LoginError::Busy,
-            PoolError::Interrupted => LoginError::Interrupted,
-        })?;
+    let checked = match policy.hashing.run(move || local::authenticate(&connector_id, &users, &username, password.expose())).await
+    {
+        Ok(checked) => checked,
+        // Not a failed attempt: the password was never looked at.
+        Err(PoolError::Busy) => {
+            counters.release(store.as_ref()).await?;
+            return Err(LoginError::Busy);
+        }
+        Err(PoolError::Interrupted) => return Err(LoginError::Interrupted),
+    };
     let identity = match checked {
         Ok(identity) => identity,
         Err(err) => {

@@ -11,6 +11,7 @@ use gatehouse::clock::{SharedClock, SystemClock};
 use gatehouse::config::{self, Config, LogFormat};
 use gatehouse::startup;
 use gatehouse::tokens::KeyManager;
+use gatehouse::upstream::saml::SpKeys;
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong, nothing was started.
 const EXIT_CONFIG: u8 = 78;
@@ -38,8 +39,32 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the SAML service provider's keys
+    Saml {
+        #[command(subcommand)]
+        command: SamlCommand,
+    },
     /// Read a password from standard input and print its argon2id hash for the configuration
     HashPassword,
+}
+
+#[derive(Debug, Subcommand)]
+enum SamlCommand {
+    /// List the SP keys: purpose (signing, encryption), state (next, active, retired)
+    ListSpKeys,
+    /// Replace the SP signing and encryption keys. The new keys are published in the SP metadata
+    /// first; retired keys stay (an encryption key keeps decrypting) until removed
+    RotateSpKey {
+        /// Only publish new keys (the encryption key decrypts at once); run again without this
+        /// flag, once the IdPs have read the new metadata, to start signing with the new key
+        #[arg(long)]
+        publish_only: bool,
+    },
+    /// Remove a retired (or not yet active) SP key
+    RemoveSpKey {
+        /// The key's id, as `list-sp-keys` shows it
+        kid: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +160,36 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Saml { command } => {
+            let kek = startup::load_key_encryption_key(&config.key_encryption_key)?;
+            let (store, _) = startup::open_database(config.database_url.expose()).await?;
+            let keys = SpKeys::new(store, kek, clock, config.tokens.key_cache_secs);
+            match command {
+                SamlCommand::ListSpKeys => {}
+                SamlCommand::RotateSpKey { publish_only: true } => {
+                    let published = keys.publish_next().await?;
+                    println!("published: {}", describe(&published));
+                    println!("requests are still signed with the active key; run `gatehouse saml rotate-sp-key` to switch");
+                }
+                SamlCommand::RotateSpKey { publish_only: false } => {
+                    let active = keys.rotate().await?;
+                    println!("active: {}", describe(&active));
+                }
+                SamlCommand::RemoveSpKey { kid } => {
+                    keys.remove(&kid).await?;
+                    println!("removed: {kid}");
+                }
+            }
+            println!("{:<44} {:<11} {:<8} CREATED", "KID", "PURPOSE", "STATE");
+            for key in keys.list().await? {
+                let created = time::OffsetDateTime::from_unix_timestamp(key.created_at)
+                    .ok()
+                    .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
+                    .unwrap_or_default();
+                println!("{:<44} {:<11} {:<8} {created}", key.kid, key.purpose, key.state.as_str());
+            }
+            Ok(())
+        }
         Command::CheckConfig | Command::HashPassword => Ok(()),
     }
 }
@@ -149,6 +204,10 @@ async fn serve(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     app.serve(listener, startup::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn describe(keys: &[gatehouse::upstream::saml::sp_key::SpKeySummary]) -> String {
+    keys.iter().map(|k| format!("{} ({})", k.kid, k.purpose)).collect::<Vec<_>>().join(", ")
 }
 
 fn hash_password() -> ExitCode {

@@ -15,16 +15,16 @@ use crate::clock::SharedClock;
 use crate::config::{Config, KeyEncryptionKeySource, SigningAlg, decode_key_encryption_key};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
-use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::provider::client_auth::ClientAuthGuard;
+use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
 use crate::sync::{self, SyncError};
 use crate::throttle::WindowCounter;
 use crate::tokens::{KeyEncryptionKey, KeyManager, SecretHasher, TokenError};
 use crate::upstream::SamlShared;
 use crate::upstream::saml::SpKeys;
-use crate::work::BlockingPool;
 use crate::web::sessions::SessionBackend;
 use crate::web::{self, AppState};
+use crate::work::BlockingPool;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {

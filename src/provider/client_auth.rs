@@ -132,7 +132,10 @@ impl ClientAuthGuard {
                 verified.retain(|_, known| known.until > now);
             }
             if verified.len() < MAX_TRACKED_CLIENTS {
-                verified.insert(client_id.to_owned(), VerifiedSecret { presented, stored: stored.to_owned(), until: now + VERIFIED_SECRET_SECS });
+                verified.insert(
+                    client_id.to_owned(),
+                    VerifiedSecret { presented, stored: stored.to_owned(), until: now + VERIFIED_SECRET_SECS },
+                );
             }
         }
         self.per_client.clear(client_id);

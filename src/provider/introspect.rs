@@ -43,7 +43,7 @@ impl Provider {
     pub async fn active_access_token(&self, token: &str) -> ProviderResult<Option<AccessClaims>> {
         let Some(claims) = self.verified_access_token(token, true).await? else { return Ok(None) };
         // A client removed (and perhaps registered again since) takes its tokens with it.
-        if !self.client(&claims.client_id).await?.is_some_and(|client| claims.iat >= client.created_at) {
+        if self.client(&claims.client_id).await?.is_none_or(|client| claims.iat < client.created_at) {
             return Ok(None);
         }
         if self.store.is_access_token_revoked(&claims.jti).await? {
@@ -105,9 +105,8 @@ impl Provider {
                 Value::Array(list) => list.iter().filter_map(Value::as_str).collect(),
                 _ => Vec::new(),
             };
-            let meant_for_caller = audiences
-                .iter()
-                .any(|aud| *aud == caller.client_id || caller.resources.iter().any(|resource| resource == aud));
+            let meant_for_caller =
+                audiences.iter().any(|aud| *aud == caller.client_id || caller.resources.iter().any(|resource| resource == aud));
             if !(caller.introspect_any || meant_for_caller) {
                 return Ok(inactive);
             }

@@ -7,6 +7,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::clock::UnixTime;
 use crate::provider::authorize::CodeGrant;
 use crate::provider::params::Params;
 use crate::provider::{
@@ -14,7 +15,6 @@ use crate::provider::{
     is_scope_token, oauth, split_scope, user_claims,
 };
 use crate::session::public_sid;
-use crate::clock::UnixTime;
 use crate::store::{ClientRecord, GrantRecord, GrantState, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User};
 use crate::tokens::{digest, random_token};
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::Serialize;
@@ -36,8 +36,6 @@ pub enum TokenError {
     KeyMaterial(&'static str),
     #[error("no active signing key for {0}")]
     NoActiveKey(&'static str),
-    #[error("token signing failed")]
-    Signing(#[source] jsonwebtoken::errors::Error),
     #[error("token is invalid")]
     Invalid(#[source] jsonwebtoken::errors::Error),
     #[error("token is expired or not yet valid")]
@@ -74,10 +72,11 @@ struct LoadedKey {
 /// An active key ready to sign. jsonwebtoken's RustCrypto backend re-parses an EC key from DER
 /// on every `encode`, which derives its public key again: a second scalar multiplication per
 /// token that doubles the cost of the token endpoint. So ES256 keeps the parsed `p256` key and
-/// signs the JWS itself; RS256 goes through jsonwebtoken.
+/// signs the JWS itself. RS256 signs through `ring`, whose RSA is constant-time, not through
+/// the `rsa` crate that jsonwebtoken's backend uses (RUSTSEC-2023-0071).
 enum Signer {
     Es256(p256::ecdsa::SigningKey),
-    Rs256(EncodingKey),
+    Rs256(ring::rsa::KeyPair),
 }
 
 struct KeyCache {
@@ -221,7 +220,10 @@ impl KeyManager {
                         p256::pkcs8::DecodePrivateKey::from_pkcs8_der(&der)
                             .map_err(|_| TokenError::KeyMaterial("stored EC key is not PKCS#8"))?,
                     ),
-                    SigningAlg::RS256 => Signer::Rs256(EncodingKey::from_rsa_der(&der)),
+                    SigningAlg::RS256 => Signer::Rs256(
+                        ring::rsa::KeyPair::from_der(&der)
+                            .map_err(|_| TokenError::KeyMaterial("stored RSA key is not PKCS#1"))?,
+                    ),
                 })
             } else {
                 None
@@ -253,7 +255,7 @@ impl KeyManager {
         header.kid = Some(key.kid.clone());
         header.typ = Some(typ.to_owned());
         match encoding {
-            Signer::Rs256(encoding) => jsonwebtoken::encode(&header, claims, encoding).map_err(TokenError::Signing),
+            Signer::Rs256(key_pair) => rs256_compact(&header, claims, key_pair),
             Signer::Es256(signing_key) => es256_compact(&header, claims, signing_key),
         }
     }
@@ -299,6 +301,19 @@ fn es256_compact<T: Serialize>(header: &Header, claims: &T, key: &p256::ecdsa::S
     let message = format!("{}.{}", encode(&header), encode(&claims));
     let signature: p256::ecdsa::Signature = key.sign(message.as_bytes());
     Ok(format!("{message}.{}", encode(&signature.to_bytes())))
+}
+
+/// RFC 7515 compact serialization with an RS256 (RSASSA-PKCS1-v1_5 SHA-256) signature.
+fn rs256_compact<T: Serialize>(header: &Header, claims: &T, key_pair: &ring::rsa::KeyPair) -> Result<String, TokenError> {
+    let encode = |value: &[u8]| URL_SAFE_NO_PAD.encode(value);
+    let header = serde_json::to_vec(header).map_err(|_| TokenError::Claims)?;
+    let claims = serde_json::to_vec(claims).map_err(|_| TokenError::Claims)?;
+    let message = format!("{}.{}", encode(&header), encode(&claims));
+    let mut signature = vec![0u8; key_pair.public().modulus_len()];
+    key_pair
+        .sign(&ring::signature::RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), message.as_bytes(), &mut signature)
+        .map_err(|_| TokenError::KeyMaterial("RSA signing failed"))?;
+    Ok(format!("{message}.{}", encode(&signature)))
 }
 
 fn jwt_alg(alg: SigningAlg) -> Algorithm {

@@ -21,10 +21,10 @@ use crate::provider::{ErrorCode, OAuthError, ProviderError, oauth};
 use crate::session::pending::{self, PendingLogin};
 use crate::store::{ClientRecord, StoreError};
 use crate::web::client::client_ip;
-use crate::web::upstream::count_sign_in_start;
+use crate::web::csrf::Forms;
 use crate::web::error::{InternalErrorCause, WebError};
 use crate::web::pages::{ConsentPage, LogoutConfirmPage, MessagePage, render_page};
-use crate::web::csrf::Forms;
+use crate::web::upstream::count_sign_in_start;
 use crate::web::{AppState, form_action_csp, sessions};
 
 const RESUME_PATH: &str = "/oauth2/authorize/resume";

@@ -35,6 +35,10 @@ fn every_command_has_help() {
         &["keys", "--help"],
         &["keys", "rotate", "--help"],
         &["keys", "list", "--help"],
+        &["saml", "--help"],
+        &["saml", "list-sp-keys", "--help"],
+        &["saml", "rotate-sp-key", "--help"],
+        &["saml", "remove-sp-key", "--help"],
         &["hash-password", "--help"],
     ] {
         let (code, stdout, _) = run(gatehouse().args(args));
@@ -134,6 +138,63 @@ fn migrate_then_keys_list_and_rotate() {
     );
     let new_kid = stdout.trim_start_matches("rotated: ").split(' ').next().unwrap();
     assert!(rows.iter().any(|r| r.starts_with(new_kid) && r.contains("active")), "{listed}");
+}
+
+#[test]
+fn saml_sp_keys_are_published_rotated_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("cli.db");
+    let path = write_config(dir.path(), &config_toml(&format!("sqlite://{}", db_path.display()), ""));
+    let config = path.to_str().unwrap();
+    let saml = |args: &[&str]| {
+        let (code, stdout, stderr) = run(gatehouse().args(["--config", config, "saml"]).args(args));
+        (code, stdout, stderr)
+    };
+    let rows = |listing: &str| -> Vec<(String, String, String)> {
+        let table = listing.split("KID").nth(1).unwrap();
+        table
+            .lines()
+            .skip(1)
+            .map(|row| {
+                let cells: Vec<&str> = row.split_whitespace().collect();
+                (cells[0].to_owned(), cells[1].to_owned(), cells[2].to_owned())
+            })
+            .collect()
+    };
+    let (code, stdout, stderr) = saml(&["rotate-sp-key"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let first = rows(&stdout);
+    assert_eq!(first.len(), 2, "one signing and one encryption key: {stdout}");
+    assert!(first.iter().all(|(_, _, state)| state == "active"), "{stdout}");
+
+    let (code, stdout, _) = saml(&["rotate-sp-key", "--publish-only"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("still signed with the active key"), "{stdout}");
+    let staged = rows(&stdout);
+    assert_eq!(staged.iter().filter(|(_, _, state)| state == "next").count(), 2, "{stdout}");
+    let (code, _, stderr) = saml(&["rotate-sp-key", "--publish-only"]);
+    assert_eq!(code, 1, "new keys are already published");
+    assert!(stderr.contains("already published"), "{stderr}");
+
+    let (code, stdout, _) = saml(&["rotate-sp-key"]);
+    assert_eq!(code, 0, "{stdout}");
+    let rotated = rows(&stdout);
+    let retired: Vec<_> = rotated.iter().filter(|(_, _, state)| state == "retired").collect();
+    assert_eq!(retired.len(), 2, "{stdout}");
+    assert!(retired.iter().all(|(kid, _, _)| first.iter().any(|(old, _, _)| old == kid)), "the first keys retired: {stdout}");
+
+    let active = rotated.iter().find(|(_, _, state)| state == "active").unwrap().0.clone();
+    let (code, _, stderr) = saml(&["remove-sp-key", &active]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot be removed"), "{stderr}");
+    let (code, stdout, _) = saml(&["remove-sp-key", &retired[0].0]);
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(rows(&stdout).len(), 3, "{stdout}");
+    let (code, _, stderr) = saml(&["remove-sp-key", "no-such-key"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no SP key"), "{stderr}");
+    let (code, stdout, _) = saml(&["list-sp-keys"]);
+    assert_eq!((code, rows(&stdout).len()), (0, 3), "{stdout}");
 }
 
 /// Reads the server's JSON log lines until one satisfies `until`.

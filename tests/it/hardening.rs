@@ -10,10 +10,12 @@ use gatehouse::store::ClientRecord;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{ALICE_PASSWORD, DEMO_CLIENT_SECRET, START, TestApp, TestDb, config_toml, field_value, load_config, location};
+use crate::helpers::{
+    ALICE_PASSWORD, DEMO_CLIENT_SECRET, START, TestApp, TestDb, config_toml, field_value, load_config, location,
+};
 use crate::provider::{
-    CLIENTS, SERVICE_SECRET, VERIFIER, authorize, demo_authorize, demo_code, first_party_tokens, json, params_of,
-    redeem, sign_in_at, token_request, userinfo,
+    CLIENTS, SERVICE_SECRET, VERIFIER, authorize, demo_authorize, demo_code, first_party_tokens, json, params_of, redeem,
+    sign_in_at, token_request, userinfo,
 };
 
 const DEMO: (&str, &str) = ("demo-app", DEMO_CLIENT_SECRET);
@@ -58,8 +60,14 @@ async fn error_of(response: reqwest::Response) -> (StatusCode, String) {
 }
 
 async fn introspect_as(app: &TestApp, client: (&str, &str), token: &str) -> Value {
-    let response =
-        app.http.post(app.url("/oauth2/introspect")).basic_auth(client.0, Some(client.1)).form(&[("token", token)]).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url("/oauth2/introspect"))
+        .basic_auth(client.0, Some(client.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
 }
@@ -190,11 +198,11 @@ async fn introspection_answers_only_for_the_callers_own_audiences() {
     assert_eq!(introspect_as(&app, ("service", SERVICE_SECRET), access).await["username"], "alice");
 
     // A token for the API the resource server serves.
-    let minted = token_request(&app, Some(("web-app", "web-app-secret-0123456789")), &[
-        ("grant_type", "client_credentials"),
-        ("scope", "api:read"),
-        ("resource", API),
-    ])
+    let minted = token_request(
+        &app,
+        Some(("web-app", "web-app-secret-0123456789")),
+        &[("grant_type", "client_credentials"), ("scope", "api:read"), ("resource", API)],
+    )
     .await;
     let api_token = json(minted).await["access_token"].as_str().unwrap().to_owned();
     let seen = introspect_as(&app, rs, &api_token).await;
@@ -306,9 +314,12 @@ async fn a_public_client_gets_no_client_credentials_token_even_if_recorded_so() 
         updated_at: START,
     };
     app.state.store.upsert_client(&public_machine).await.unwrap();
-    let response =
-        token_request(&app, None, &[("grant_type", "client_credentials"), ("client_id", "public-machine"), ("scope", "api:read")])
-            .await;
+    let response = token_request(
+        &app,
+        None,
+        &[("grant_type", "client_credentials"), ("client_id", "public-machine"), ("scope", "api:read")],
+    )
+    .await;
     let (status, error) = error_of(response).await;
     assert_eq!((status, error.as_str()), (StatusCode::BAD_REQUEST, "unauthorized_client"));
     app.stop().await;
@@ -387,7 +398,8 @@ async fn failed_client_authentication_is_throttled_and_argon2_runs_a_bounded_num
     // 48 wrong secrets at once, each for its own client: argon2 runs at most once per core.
     let attempts: Vec<_> = (0..48)
         .map(|i| {
-            let request = app.http.post(app.url("/oauth2/token")).basic_auth(format!("hashed-{i}"), Some("wrong-secret")).form(&grant);
+            let request =
+                app.http.post(app.url("/oauth2/token")).basic_auth(format!("hashed-{i}"), Some("wrong-secret")).form(&grant);
             tokio::spawn(async move { request.send().await.unwrap().status() })
         })
         .collect();
@@ -467,7 +479,11 @@ async fn metrics_move_to_their_own_listener_when_configured() {
     let scraped = reqwest::get(format!("{metrics_base}/metrics")).await.unwrap();
     assert_eq!(scraped.status(), StatusCode::OK);
     assert!(scraped.text().await.unwrap().contains("gatehouse_"));
-    assert_eq!(reqwest::get(format!("{metrics_base}/login")).await.unwrap().status(), StatusCode::NOT_FOUND, "only metrics there");
+    assert_eq!(
+        reqwest::get(format!("{metrics_base}/login")).await.unwrap().status(),
+        StatusCode::NOT_FOUND,
+        "only metrics there"
+    );
     app.stop().await;
 
     let app = TestApp::start(&TestDb::sqlite()).await;

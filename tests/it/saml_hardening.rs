@@ -71,13 +71,7 @@ pub fn huge_prefix_list() -> String {
 pub fn costliest_within_limits() -> String {
     let declare = |level: usize| -> String { (0..32).map(|i| format!(" xmlns:l{level}p{i}=\"urn:{level}:{i}\"")).collect() };
     let listed: Vec<String> = (0..32).map(|i| format!("l1p{i}")).collect();
-    let body = format!(
-        "<n1{}><n2{}><n3{}>{}</n3></n2></n1>",
-        declare(1),
-        declare(2),
-        declare(3),
-        "<x/>".repeat(8_990)
-    );
+    let body = format!("<n1{}><n2{}><n3{}>{}</n3></n2></n1>", declare(1), declare(2), declare(3), "<x/>".repeat(8_990));
     // With `samlp`, `ds` and `ec`, the declarations total exactly the limit of 128.
     let root: String = (0..29).map(|i| format!(" xmlns:l0p{i}=\"urn:0:{i}\"")).collect();
     response(&root, &signature("_h", &listed.join(" ")), &body)
@@ -109,7 +103,8 @@ async fn hostile_responses_are_refused_in_moments_while_health_checks_keep_answe
         let mut posts = Vec::new();
         for _ in 0..2 {
             let relay = pending_relay_state(&app).await;
-            let request = app.http.post(app.url("/saml/corp-saml/acs")).form(&[("SAMLResponse", encoded.as_str()), ("RelayState", &relay)]);
+            let request =
+                app.http.post(app.url("/saml/corp-saml/acs")).form(&[("SAMLResponse", encoded.as_str()), ("RelayState", &relay)]);
             posts.push(tokio::spawn(async move {
                 let started = Instant::now();
                 let response = request.send().await.unwrap();
@@ -149,7 +144,8 @@ async fn with_every_verification_slot_taken_the_acs_answers_503_and_spends_nothi
     let mut flood = Vec::new();
     for _ in 0..(cores * 8) {
         let relay = pending_relay_state(&app).await;
-        let request = app.http.post(app.url("/saml/corp-saml/acs")).form(&[("SAMLResponse", hostile.as_str()), ("RelayState", &relay)]);
+        let request =
+            app.http.post(app.url("/saml/corp-saml/acs")).form(&[("SAMLResponse", hostile.as_str()), ("RelayState", &relay)]);
         flood.push(tokio::spawn(async move { request.send().await.unwrap() }));
     }
     let mut busy = None;
@@ -409,8 +405,7 @@ async fn the_sp_keys_rotate_without_a_restart_and_the_old_key_decrypts_until_rem
     );
     // The connector now points at that IdP.
     let connector = saml_connector(&format!("idp_metadata_url = \"{}\"", stale.metadata_url), "");
-    let config =
-        crate::helpers::load_config(db.dir.path(), &crate::upstream_oidc::gatehouse_toml(&base, &db, &connector));
+    let config = crate::helpers::load_config(db.dir.path(), &crate::upstream_oidc::gatehouse_toml(&base, &db, &connector));
     app.stop().await;
     // Same address, so the SP's entity id and ACS stay what the IdP knows.
     let listener = tokio::net::TcpListener::bind(base.trim_start_matches("http://")).await.unwrap();
@@ -431,5 +426,28 @@ async fn the_sp_keys_rotate_without_a_restart_and_the_old_key_decrypts_until_rem
     assert_eq!(post(&again, &answer).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "saml_decryption");
     assert!(keys.remove(&keys.list().await.unwrap()[0].kid).await.is_err(), "an active key cannot be removed");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_confirmation_step_refuses_malformed_forged_and_oversized_posts() {
+    let db = TestDb::sqlite();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
+    let app = start_gatehouse_at(&db, listener, &saml_connector(&metadata, "allow_idp_initiated = true"), real_now()).await;
+    let csrf = field_value(&app.get("/login").await.text().await.unwrap(), "csrf").unwrap();
+    let finish = |fields: Vec<(&'static str, String)>| app.http.post(app.url("/saml/corp-saml/finish")).form(&fields).send();
+    let unknown = finish(vec![("csrf", csrf.clone()), ("t", "a".repeat(43))]).await.unwrap();
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    assert!(unknown.text().await.unwrap().contains("expired or was already completed"));
+    assert_eq!(finish(vec![("csrf", csrf.clone()), ("t", "a".repeat(500))]).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(finish(vec![("csrf", csrf.clone())]).await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(finish(vec![("csrf", "forged".into()), ("t", "a".repeat(43))]).await.unwrap().status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        finish(vec![("csrf", csrf.clone()), ("t", "a".repeat(70 * 1024))]).await.unwrap().status(),
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    let json = app.http.post(app.url("/saml/corp-saml/finish")).json(&json!({"t": "x"})).send().await.unwrap();
+    assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     app.stop().await;
 }

@@ -10,8 +10,8 @@ use gatehouse::config::{MetadataSource, SamlClaimMapping, SamlConnectorSettings}
 use gatehouse::upstream::saml::decrypt::DecryptionKey;
 use gatehouse::upstream::saml::dsig::IdpKey;
 use gatehouse::upstream::saml::response::{Expectations, VerifiedAssertion, verify_response};
-use gatehouse::work::Deadline;
 use gatehouse::upstream::saml::{SamlError, identity_from_assertion};
+use gatehouse::work::Deadline;
 use serde_json::Value;
 
 /// 2026-01-01T00:01:00Z: one minute into the fixtures' five-minute window.
@@ -386,7 +386,13 @@ fn c14n_matches_xmlsec1_on_generated_documents() {
                 .children()
                 .find(|n| n.has_tag_name("Assertion") || n.tag_name().name() == "Assertion")
                 .unwrap();
-            gatehouse::upstream::saml::dsig::verify_enveloped(&doc, assertion, std::slice::from_ref(&key), false, Deadline::none())
+            gatehouse::upstream::saml::dsig::verify_enveloped(
+                &doc,
+                assertion,
+                std::slice::from_ref(&key),
+                false,
+                Deadline::none(),
+            )
         };
         assert!(
             verify(&text).unwrap_or_else(|err| panic!("document {n} refused: {err}\n{text}")),
@@ -449,4 +455,85 @@ fn decryption_failures_are_indistinguishable() {
     }
     assert_eq!(errors[0], errors[1]);
     assert_eq!(errors[0], "decryption failed: the encrypted assertion could not be decrypted with the SP key");
+}
+
+/// The encrypted fixture with its `EncryptedKey` list replaced by `keys` (each the fixture's
+/// own key, or one that opens nothing, optionally addressed by `Recipient`).
+fn with_encrypted_keys(keys: &[(bool, Option<&str>)]) -> String {
+    let xml = std::fs::read_to_string(fixtures().join("responses/enc-aes256-gcm.xml")).unwrap();
+    let start = xml.find("<xenc:EncryptedKey>").unwrap();
+    let end = xml.find("</xenc:EncryptedKey>").unwrap() + "</xenc:EncryptedKey>".len();
+    let ours = &xml[start..end];
+    let value_start = ours.find("<xenc:CipherValue>").unwrap() + "<xenc:CipherValue>".len();
+    let value_end = ours.find("</xenc:CipherValue>").unwrap();
+    let bogus = format!(
+        "{}{}{}",
+        &ours[..value_start],
+        base64::engine::general_purpose::STANDARD.encode([0x42u8; 256]),
+        &ours[value_end..]
+    );
+    let listed: String = keys
+        .iter()
+        .map(|(genuine, recipient)| {
+            let key = if *genuine { ours.to_owned() } else { bogus.clone() };
+            match recipient {
+                Some(to) => key.replacen("<xenc:EncryptedKey>", &format!("<xenc:EncryptedKey Recipient=\"{to}\">"), 1),
+                None => key,
+            }
+        })
+        .collect();
+    format!("{}{listed}{}", &xml[..start], &xml[end..])
+}
+
+fn verify_encrypted(xml: &str, sp_keys: &[DecryptionKey]) -> Result<VerifiedAssertion, SamlError> {
+    let keys = vec![idp_key(&fixtures().join("keys/idp-rsa.crt"))];
+    let expect = Expectations {
+        sp_entity_id: "https://gatehouse.test/saml/corp-saml",
+        acs_url: "https://gatehouse.test/saml/corp-saml/acs",
+        idp_entity_id: "https://idp.test/saml/metadata",
+        idp_keys: &keys,
+        in_response_to: Some(REQUEST_ID),
+        allow_idp_initiated: false,
+        allow_sha1: false,
+        clock_skew_secs: 60,
+        decryption_keys: sp_keys,
+        deadline: Deadline::none(),
+    };
+    verify_response(&base64::engine::general_purpose::STANDARD.encode(xml), &expect, NOW)
+}
+
+#[test]
+fn an_assertion_encrypted_for_several_recipients_opens_with_the_key_meant_for_this_sp() {
+    let ours = sp_key();
+    let this_sp = Some("https://gatehouse.test/saml/corp-saml");
+    let other_sp = Some("https://other-sp.example/saml");
+    let opens = [
+        ("one key, as before", vec![(true, None)]),
+        ("another recipient's key first, ours unaddressed", vec![(false, other_sp), (true, None)]),
+        ("two unaddressed keys, ours second", vec![(false, None), (true, None)]),
+        ("ours addressed to this SP among others", vec![(false, None), (true, this_sp), (false, other_sp)]),
+    ];
+    for (case, keys) in opens {
+        let verified = verify_encrypted(&with_encrypted_keys(&keys), std::slice::from_ref(&ours))
+            .unwrap_or_else(|err| panic!("{case}: {err}"));
+        assert!(!verified.name_id.is_empty(), "{case}");
+    }
+    let refused = [
+        ("ours addressed to someone else", vec![(true, other_sp)]),
+        ("only keys that open nothing", vec![(false, None), (false, this_sp)]),
+        ("nine keys", vec![(false, None); 8].into_iter().chain([(true, None)]).collect()),
+    ];
+    for (case, keys) in refused {
+        let err = verify_encrypted(&with_encrypted_keys(&keys), std::slice::from_ref(&ours)).unwrap_err();
+        assert_eq!(err.reason(), "saml_decryption", "{case}: {err}");
+    }
+
+    // During a rotation the SP holds several keys: whichever the IdP encrypted to opens it.
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let newer = DecryptionKey::from_pkcs1_der(&rsa.private_key_to_der().unwrap()).unwrap();
+    let fixture = with_encrypted_keys(&[(true, None)]);
+    assert!(verify_encrypted(&fixture, &[newer, sp_key()]).is_ok());
+    let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+    let unrelated = DecryptionKey::from_pkcs1_der(&rsa.private_key_to_der().unwrap()).unwrap();
+    assert_eq!(verify_encrypted(&fixture, &[unrelated]).unwrap_err().reason(), "saml_decryption");
 }

@@ -272,8 +272,7 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     let t = field_value(&page, "t").unwrap();
     let forged = app.post_form("/saml/corp-saml/finish", &[("t", &t), ("csrf", "forged")]).await;
     assert_eq!(forged.status(), StatusCode::FORBIDDEN, "a cross-site post cannot confirm");
-    let confirmed =
-        app.post_form("/saml/corp-saml/finish", &[("t", &t), ("csrf", &field_value(&page, "csrf").unwrap())]).await;
+    let confirmed = app.post_form("/saml/corp-saml/finish", &[("t", &t), ("csrf", &field_value(&page, "csrf").unwrap())]).await;
     assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&confirmed), "/", "the IdP's RelayState is not a place to go");
     let portal = app.get("/").await.text().await.unwrap();

@@ -71,8 +71,7 @@ struct Writer<'s> {
 
 impl Writer<'_> {
     fn push(&mut self, text: &str) -> Result<(), SamlError> {
-        self.remaining =
-            self.remaining.checked_sub(text.len()).ok_or(SamlError::TooCostly("its canonical form is too large"))?;
+        self.remaining = self.remaining.checked_sub(text.len()).ok_or(SamlError::TooCostly("its canonical form is too large"))?;
         (self.sink)(text.as_bytes());
         Ok(())
     }

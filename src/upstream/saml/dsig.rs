@@ -264,10 +264,8 @@ pub fn verify_enveloped(
         &budget,
     )?;
     let value = decode_base64(&super::xml::text_content(signature_value))?;
-    let verified = keys
-        .iter()
-        .filter(|key| key.family() == family)
-        .any(|key| key.verify(signature_digest, &canonical_info, &value));
+    let verified =
+        keys.iter().filter(|key| key.family() == family).any(|key| key.verify(signature_digest, &canonical_info, &value));
     if verified { Ok(true) } else { Err(SamlError::Signature("the signature was not made by a key in the IdP's metadata")) }
 }
 

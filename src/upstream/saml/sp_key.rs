@@ -140,8 +140,7 @@ impl SpKeys {
         let existing = self.store.list_saml_sp_keys().await?;
         let mut created = Vec::new();
         for purpose in [KeyPurpose::Signing, KeyPurpose::Encryption] {
-            let has_active =
-                existing.iter().any(|k| k.purpose == purpose.as_str() && KeyState::of(k) == KeyState::Active);
+            let has_active = existing.iter().any(|k| k.purpose == purpose.as_str() && KeyState::of(k) == KeyState::Active);
             if !has_active {
                 let record = self.generate(purpose, true).await?;
                 match self.store.insert_saml_sp_key(&record).await {
@@ -207,21 +206,20 @@ impl SpKeys {
             self.store.insert_saml_sp_key(&record).await?;
             published.push(summary(&record));
         }
-        self.refresh().await?;
+        self.forget().await;
         Ok(published)
     }
 
     /// The rotation: the published next keys (made now if there are none) become active; the
     /// keys they replace are retired. A retired encryption key keeps decrypting until removed.
     pub async fn rotate(&self) -> Result<Vec<SpKeySummary>, TokenError> {
-        let mut waiting: Vec<SpKeySummary> =
-            self.list().await?.into_iter().filter(|k| k.state == KeyState::Next).collect();
+        let mut waiting: Vec<SpKeySummary> = self.list().await?.into_iter().filter(|k| k.state == KeyState::Next).collect();
         if waiting.is_empty() {
             waiting = self.publish_next().await?;
         }
         let kids: Vec<String> = waiting.iter().map(|k| k.kid.clone()).collect();
         self.store.activate_saml_sp_keys(&kids, self.clock.now()).await?;
-        self.refresh().await?;
+        self.forget().await;
         Ok(self.list().await?.into_iter().filter(|k| kids.contains(&k.kid)).collect())
     }
 
@@ -233,8 +231,13 @@ impl SpKeys {
             return Err(TokenError::KeyMaterial("an active SP key cannot be removed; rotate first"));
         }
         self.store.delete_saml_sp_key(kid).await?;
-        self.refresh().await?;
+        self.forget().await;
         Ok(())
+    }
+
+    /// This handle reads the keys afresh when next used (other nodes within `refresh_secs`).
+    async fn forget(&self) {
+        *self.cache.write().await = None;
     }
 }
 
@@ -270,7 +273,8 @@ fn build_ring(records: &[SamlSpKeyRecord], kek: &KeyEncryptionKey) -> Result<SpK
     let mut encryption_certificates = Vec::new();
     for record in encryption {
         let der = kek.open(&record.sealed_private_key, &record.kid)?;
-        decryption_keys.push(DecryptionKey::from_pkcs1_der(&der).map_err(|_| TokenError::KeyMaterial("a stored SP key is corrupt"))?);
+        decryption_keys
+            .push(DecryptionKey::from_pkcs1_der(&der).map_err(|_| TokenError::KeyMaterial("a stored SP key is corrupt"))?);
         encryption_certificates.push(record.certificate_der.clone());
     }
     if decryption_keys.is_empty() {
