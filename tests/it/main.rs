@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod hardening;
 mod helpers;
+mod hostile_saml;
 mod interop;
 mod keys;
 mod login;
