@@ -30,6 +30,11 @@ impl PostgresStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+
+    /// PostgreSQL transactions run side by side; row locks order them.
+    async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        None
+    }
 }
 
-super::sql::impl_sql_store!(PostgresStore);
+super::sql::impl_sql_store!(PostgresStore, sqlx::Postgres);

@@ -314,7 +314,54 @@ pub(super) const SESSION_COLUMNS: &str =
 
 /// Implements `Store` for a struct with a `pool` field of the given sqlx database.
 macro_rules! impl_sql_store {
-    ($store:ty) => {
+    ($store:ty, $db:ty) => {
+        impl $store {
+            /// Writes done alone and inside a larger transaction alike.
+            async fn insert_grant<'c, E: sqlx::Executor<'c, Database = $db>>(
+                executor: E,
+                grant: &$crate::store::GrantRecord,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
+                     created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(&grant.id)
+                .bind(&grant.client_id)
+                .bind(&grant.user_id)
+                .bind(&grant.session_id)
+                .bind(&grant.code_hash)
+                .bind(&grant.scope)
+                .bind(&grant.audience)
+                .bind(grant.auth_time)
+                .bind($crate::store::sql::to_json(&grant.amr))
+                .bind(&grant.idp)
+                .bind(grant.created_at)
+                .bind(grant.expires_at)
+                .bind(grant.revoked_at)
+                .execute(executor)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_refresh<'c, E: sqlx::Executor<'c, Database = $db>>(
+                executor: E,
+                token_hash: &str,
+                record: &$crate::store::RefreshTokenRecord,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(token_hash)
+                .bind(&record.grant_id)
+                .bind(record.issued_at)
+                .bind(record.expires_at)
+                .bind(record.rotated_at)
+                .execute(executor)
+                .await?;
+                Ok(())
+            }
+        }
+
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
             async fn ping(&self) -> $crate::store::StoreResult<()> {
@@ -333,6 +380,7 @@ macro_rules! impl_sql_store {
                     return Ok((self.get_user(&user_id).await?, false));
                 }
                 let id = uuid::Uuid::new_v4().to_string();
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO users (id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at) \
@@ -516,6 +564,7 @@ macro_rules! impl_sql_store {
                 now: i64,
                 sid_of: for<'s> fn(&'s str) -> String,
             ) -> $crate::store::StoreResult<u64> {
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 // Revoking first takes the write lock and leaves exactly the grants this call ended.
                 let ended: Vec<(String, String)> = sqlx::query_as(
@@ -606,6 +655,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn activate_signing_key(&self, key: &$crate::store::SigningKeyRecord) -> $crate::store::StoreResult<()> {
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE alg = $1 AND retired_at IS NULL")
                     .bind(&key.alg)
@@ -679,6 +729,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn activate_saml_sp_keys(&self, kids: &[String], now: i64) -> $crate::store::StoreResult<()> {
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 for kid in kids {
                     sqlx::query(
@@ -810,6 +861,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn end_sso_session(&self, id: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let first_end: Option<String> =
                     sqlx::query_scalar("UPDATE sso_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id")
@@ -951,26 +1003,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn create_grant(&self, grant: &$crate::store::GrantRecord) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
-                     created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&grant.id)
-                .bind(&grant.client_id)
-                .bind(&grant.user_id)
-                .bind(&grant.session_id)
-                .bind(&grant.code_hash)
-                .bind(&grant.scope)
-                .bind(&grant.audience)
-                .bind(grant.auth_time)
-                .bind($crate::store::sql::to_json(&grant.amr))
-                .bind(&grant.idp)
-                .bind(grant.created_at)
-                .bind(grant.expires_at)
-                .bind(grant.revoked_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                Self::insert_grant(&self.pool, grant).await
             }
 
             async fn redeem_code(
@@ -982,6 +1015,7 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<bool> {
                 // The delete comes first: it takes the write lock (SQLite) and the code's row lock
                 // (PostgreSQL), so a concurrent replay of the code waits until the grant exists.
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let taken: Option<i64> = sqlx::query_scalar(
                     "DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING expires_at",
@@ -995,37 +1029,9 @@ macro_rules! impl_sql_store {
                     tx.commit().await?;
                     return Ok(false);
                 }
-                sqlx::query(
-                    "INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
-                     created_at, expires_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-                )
-                .bind(&grant.id)
-                .bind(&grant.client_id)
-                .bind(&grant.user_id)
-                .bind(&grant.session_id)
-                .bind(&grant.code_hash)
-                .bind(&grant.scope)
-                .bind(&grant.audience)
-                .bind(grant.auth_time)
-                .bind($crate::store::sql::to_json(&grant.amr))
-                .bind(&grant.idp)
-                .bind(grant.created_at)
-                .bind(grant.expires_at)
-                .bind(grant.revoked_at)
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_grant(&mut *tx, grant).await?;
                 if let Some((token_hash, record)) = refresh_token {
-                    sqlx::query(
-                        "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) \
-                         VALUES ($1, $2, $3, $4, $5)",
-                    )
-                    .bind(token_hash)
-                    .bind(&record.grant_id)
-                    .bind(record.issued_at)
-                    .bind(record.expires_at)
-                    .bind(record.rotated_at)
-                    .execute(&mut *tx)
-                    .await?;
+                    Self::insert_refresh(&mut *tx, token_hash, record).await?;
                 }
                 tx.commit().await?;
                 Ok(true)
@@ -1080,17 +1086,7 @@ macro_rules! impl_sql_store {
                 token_hash: &str,
                 record: &$crate::store::RefreshTokenRecord,
             ) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(token_hash)
-                .bind(&record.grant_id)
-                .bind(record.issued_at)
-                .bind(record.expires_at)
-                .bind(record.rotated_at)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                Self::insert_refresh(&self.pool, token_hash, record).await
             }
 
             async fn find_refresh_token(&self, token_hash: &str) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenRecord>> {
@@ -1111,6 +1107,7 @@ macro_rules! impl_sql_store {
                 now: i64,
             ) -> $crate::store::StoreResult<$crate::store::Rotation> {
                 // The write comes first so the transaction holds the write lock from its start.
+                let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let spent = sqlx::query(
                     "UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
@@ -1134,15 +1131,7 @@ macro_rules! impl_sql_store {
                         _ => $crate::store::Rotation::NotFound,
                     });
                 }
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) VALUES ($1, $2, $3, $4, NULL)",
-                )
-                .bind(new_hash)
-                .bind(&new.grant_id)
-                .bind(new.issued_at)
-                .bind(new.expires_at)
-                .execute(&mut *tx)
-                .await?;
+                Self::insert_refresh(&mut *tx, new_hash, new).await?;
                 tx.commit().await?;
                 Ok($crate::store::Rotation::Rotated)
             }

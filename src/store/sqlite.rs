@@ -12,6 +12,10 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// SQLite has one writer at a time. Transactions here take turns on this lock rather than
+    /// in SQLite's busy handler, which sleeps in steps of up to 100 ms while another
+    /// connection's transaction is open (the long tail of concurrent refreshes and redemptions).
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -27,7 +31,12 @@ impl SqliteStore {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, writer: std::sync::Arc::default() })
+    }
+
+    /// Held for the length of a write transaction.
+    async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        Some(self.writer.lock().await)
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
@@ -40,4 +49,4 @@ impl SqliteStore {
     }
 }
 
-super::sql::impl_sql_store!(SqliteStore);
+super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);

@@ -37,19 +37,27 @@ pub fn canonical_amplification() -> String {
     response(&long, &signature("_h", ""), &"<x/>".repeat(9_000))
 }
 
-/// An `InclusiveNamespaces PrefixList` of 20,000 names over 5,000 elements.
+/// An `InclusiveNamespaces PrefixList` of 18,000 names (the 128 declared prefixes, repeated)
+/// over 4,000 elements with those 128 namespaces in scope: every element looks every listed
+/// name up among those in scope.
 pub fn huge_prefix_list() -> String {
-    let prefixes: Vec<String> = (0..20_000).map(|i| format!("p{i}")).collect();
-    response("", &signature("_h", &prefixes.join(" ")), &"<x/>".repeat(5_000))
+    let listed: Vec<String> = (0..18_000).map(|i| format!("l{}p{}", (i / 32) % 4, i % 32)).collect();
+    namespaces_in_scope(&listed, 4_000)
 }
 
-/// The costliest shape the limits let through: 128 namespaces in scope (32 per element, over four
-/// nested elements), 32 listed prefixes, and 9,000 elements to canonicalize.
+/// The costliest shape the limits let through: 128 namespaces in scope, 32 listed prefixes,
+/// and 9,000 elements to canonicalize.
 pub fn costliest_within_limits() -> String {
-    let declare = |level: usize| -> String { (0..32).map(|i| format!(" xmlns:l{level}p{i}=\"urn:{level}:{i}\"")).collect() };
     let listed: Vec<String> = (0..32).map(|i| format!("l1p{i}")).collect();
-    let body = format!("<n1{}><n2{}><n3{}>{}</n3></n2></n1>", declare(1), declare(2), declare(3), "<x/>".repeat(8_990));
-    // With `samlp`, `ds` and `ec`, the declarations total exactly the limit of 128.
+    namespaces_in_scope(&listed, 8_990)
+}
+
+/// A signed-looking response whose body declares 32 namespaces on each of four nested levels
+/// (the root and three elements) around `leaves` empty elements, signed with `listed` as the
+/// `PrefixList`. With `samlp`, `ds` and `ec`, the declarations total exactly the limit of 128.
+fn namespaces_in_scope(listed: &[String], leaves: usize) -> String {
+    let declare = |level: usize| -> String { (0..32).map(|i| format!(" xmlns:l{level}p{i}=\"urn:{level}:{i}\"")).collect() };
+    let body = format!("<n1{}><n2{}><n3{}>{}</n3></n2></n1>", declare(1), declare(2), declare(3), "<x/>".repeat(leaves));
     let root: String = (0..29).map(|i| format!(" xmlns:l0p{i}=\"urn:0:{i}\"")).collect();
     response(&root, &signature("_h", &listed.join(" ")), &body)
 }

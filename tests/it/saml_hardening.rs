@@ -39,14 +39,16 @@ async fn pending_relay_state(app: &TestApp) -> String {
 async fn hostile_responses_are_refused_in_moments_while_health_checks_keep_answering() {
     let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
     let (_db, app) = fixture_app(&metadata, "").await;
-    let kinds: [(&str, String, &str); 4] = [
-        ("quadratic namespaces", quadratic_namespaces(), "saml_malformed"),
-        ("canonical-form amplification", canonical_amplification(), "saml_too_costly"),
-        ("huge PrefixList", huge_prefix_list(), "saml_signature"),
-        ("costliest within the limits", costliest_within_limits(), "saml_signature"),
+    // The costliest document the limits allow is refused at its digest, or at the deadline when
+    // the machine is slow (unoptimised test builds, a busy CI host): a refusal either way.
+    let kinds: [(&str, String, &[&str]); 4] = [
+        ("quadratic namespaces", quadratic_namespaces(), &["saml_malformed"]),
+        ("canonical-form amplification", canonical_amplification(), &["saml_too_costly"]),
+        ("huge PrefixList", huge_prefix_list(), &["saml_signature"]),
+        ("costliest within the limits", costliest_within_limits(), &["saml_signature", "saml_too_costly"]),
     ];
     let probe = reqwest::Client::new();
-    for (kind, xml, reason) in kinds {
+    for (kind, xml, reasons) in kinds {
         let encoded = base64::engine::general_purpose::STANDARD.encode(&xml);
         // Two at a time, each answering a real pending request, so nothing stops them early.
         let mut posts = Vec::new();
@@ -75,7 +77,8 @@ async fn hostile_responses_are_refused_in_moments_while_health_checks_keep_answe
             eprintln!("{kind} ({} KB): refused with {status} in {took:?}", xml.len() / 1024);
         }
         assert!(slowest_health < Duration::from_millis(100), "{kind}: /healthz took {slowest_health:?}");
-        assert_eq!(last_failure(&app).await, reason, "{kind}");
+        let refusal = last_failure(&app).await;
+        assert!(reasons.contains(&refusal.as_str()), "{kind}: {refusal}");
     }
     app.stop().await;
 }
@@ -247,6 +250,22 @@ async fn through_simplesamlphp(app: &TestApp) -> Result<IdpPost, String> {
     Ok(IdpPost { acs, fields })
 }
 
+/// Gatehouse with one SAML connector at SimpleSAMLphp. The IdP reads the SP metadata when it
+/// starts, so Gatehouse serves it first; the IdP's metadata is known only after, and the
+/// connector reads its file on first use.
+async fn simplesamlphp_setup(connector_extra: &str, idp_extra: Value) -> (TestDb, TestApp, SimpleSamlPhp) {
+    let db = TestDb::sqlite();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
+    let idp_metadata = format!("{}/idp-metadata.xml", db.dir.path().display());
+    std::fs::write(&idp_metadata, "").unwrap();
+    let connector = saml_connector(&format!("idp_metadata_file = \"{idp_metadata}\""), connector_extra);
+    let app = start_gatehouse_at(&db, listener, &connector, real_now()).await;
+    let idp = SimpleSamlPhp::start(&idp_config(&sp_metadata, idp_extra));
+    std::fs::write(&idp_metadata, reqwest::get(&idp.metadata_url).await.unwrap().text().await.unwrap()).unwrap();
+    (db, app, idp)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn simplesamlphp_enforces_the_signed_requests_the_sp_metadata_declares() {
     if !simplesamlphp() {
@@ -257,18 +276,7 @@ async fn simplesamlphp_enforces_the_signed_requests_the_sp_metadata_declares() {
         ("signed and encrypted (AES-128-CBC in a signed Response)", "", json!({"encrypt_assertion": true})),
         ("unsigned, as the metadata says", "sign_requests = false", json!({})),
     ] {
-        let db = TestDb::sqlite();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
-        // The IdP reads the SP metadata when it starts, so Gatehouse serves it first; its own
-        // metadata URL is then known only after, and the connector reads it on first use.
-        let idp_metadata = format!("{}/idp-metadata.xml", db.dir.path().display());
-        std::fs::write(&idp_metadata, "").unwrap();
-        let connector = saml_connector(&format!("idp_metadata_file = \"{idp_metadata}\""), connector_extra);
-        let app = start_gatehouse_at(&db, listener, &connector, real_now()).await;
-        let idp = SimpleSamlPhp::start(&idp_config(&sp_metadata, idp_extra));
-        std::fs::write(&idp_metadata, reqwest::get(&idp.metadata_url).await.unwrap().text().await.unwrap()).unwrap();
-
+        let (_db, app, idp) = simplesamlphp_setup(connector_extra, idp_extra).await;
         let answer = through_simplesamlphp(&app).await.unwrap_or_else(|page| panic!("{variant}: SimpleSAMLphp refused: {page}"));
         assert_eq!(answer.acs, app.url("/saml/corp-saml/acs"), "{variant}");
         let consumed = post(&app, &answer).await;
@@ -282,17 +290,10 @@ async fn simplesamlphp_enforces_the_signed_requests_the_sp_metadata_declares() {
         app.stop().await;
     }
 
-    // An unsigned request where the SP metadata promises signed ones is what SimpleSAMLphp
-    // refuses: the metadata must never claim more than the requests do.
-    let db = TestDb::sqlite();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
-    let idp_metadata = format!("{}/idp-metadata.xml", db.dir.path().display());
-    std::fs::write(&idp_metadata, "").unwrap();
-    let connector = saml_connector(&format!("idp_metadata_file = \"{idp_metadata}\""), "sign_requests = false");
-    let app = start_gatehouse_at(&db, listener, &connector, real_now()).await;
-    let idp = SimpleSamlPhp::start(&idp_config(&sp_metadata, json!({"want_authn_requests_signed": true})));
-    std::fs::write(&idp_metadata, reqwest::get(&idp.metadata_url).await.unwrap().text().await.unwrap()).unwrap();
+    // The control: where SimpleSAMLphp checks request signatures (here forced on its side) an
+    // unsigned request is refused, so the signed sign-ins above got through on their signatures,
+    // and a connector that declared signed requests without sending them would fail here.
+    let (_db, app, idp) = simplesamlphp_setup("sign_requests = false", json!({"want_authn_requests_signed": true})).await;
     let refused = through_simplesamlphp(&app).await.err().expect("an unsigned request is refused");
     assert!(refused.contains("no signature found on message"), "{refused}");
     drop(idp);

@@ -44,9 +44,17 @@ pub fn canonicalize_into(
     budget: &Budget,
     sink: &mut dyn FnMut(&[u8]),
 ) -> Result<(), SamlError> {
-    let mut out = Writer { sink, remaining: budget.max_output_bytes, deadline: budget.deadline, elements: 0 };
+    let mut out = Writer {
+        sink,
+        pending: Vec::with_capacity(FLUSH_BYTES),
+        remaining: budget.max_output_bytes,
+        deadline: budget.deadline,
+        elements: 0,
+    };
     let mut rendered = Vec::new();
-    write_element(&mut out, doc, apex, excluded, options, &mut rendered)
+    write_element(&mut out, doc, apex, excluded, options, &mut rendered)?;
+    out.flush();
+    Ok(())
 }
 
 /// The canonical form collected in memory, for the small `SignedInfo`.
@@ -62,8 +70,12 @@ pub fn canonicalize(
     Ok(collected)
 }
 
+/// The canonical form is handed to the sink in pieces of about this size, not a call per token.
+const FLUSH_BYTES: usize = 16 * 1024;
+
 struct Writer<'s> {
     sink: &'s mut dyn FnMut(&[u8]),
+    pending: Vec<u8>,
     remaining: usize,
     deadline: Deadline,
     elements: usize,
@@ -72,8 +84,16 @@ struct Writer<'s> {
 impl Writer<'_> {
     fn push(&mut self, text: &str) -> Result<(), SamlError> {
         self.remaining = self.remaining.checked_sub(text.len()).ok_or(SamlError::TooCostly("its canonical form is too large"))?;
-        (self.sink)(text.as_bytes());
+        self.pending.extend_from_slice(text.as_bytes());
+        if self.pending.len() >= FLUSH_BYTES {
+            self.flush();
+        }
         Ok(())
+    }
+
+    fn flush(&mut self) {
+        (self.sink)(&self.pending);
+        self.pending.clear();
     }
 
     fn enter_element(&mut self) -> Result<(), SamlError> {
@@ -84,7 +104,7 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Writes `text` with the characters in `special` replaced by their escapes.
+    /// Writes `text` with the characters `escape` names replaced by their escapes.
     fn push_escaped(&mut self, text: &str, escape: fn(char) -> Option<&'static str>) -> Result<(), SamlError> {
         let mut plain_from = 0;
         for (at, c) in text.char_indices() {
