@@ -24,6 +24,7 @@ pub const MAX_DEPTH: usize = 48;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_nodes: u32,
+    pub max_attributes: usize,
     pub max_attributes_per_element: usize,
     pub max_namespaces_per_element: usize,
     pub max_namespaces: usize,
@@ -31,13 +32,23 @@ pub struct Limits {
 
 /// A SAML message within the 256 KiB body limit has a few hundred nodes; the vendors' samples
 /// declare at most 23 namespaces (Okta, which repeats them on many elements).
-pub const MESSAGE_LIMITS: Limits =
-    Limits { max_nodes: 10_000, max_attributes_per_element: 64, max_namespaces_per_element: 32, max_namespaces: 128 };
+pub const MESSAGE_LIMITS: Limits = Limits {
+    max_nodes: 10_000,
+    max_attributes: 20_000,
+    max_attributes_per_element: 64,
+    max_namespaces_per_element: 32,
+    max_namespaces: 128,
+};
 
 /// Metadata aggregates carry a few thousand nodes and declarations; they come from a source
 /// the administrator configured, not from anyone on the internet.
-pub const METADATA_LIMITS: Limits =
-    Limits { max_nodes: 50_000, max_attributes_per_element: 64, max_namespaces_per_element: 32, max_namespaces: 4096 };
+pub const METADATA_LIMITS: Limits = Limits {
+    max_nodes: 50_000,
+    max_attributes: 200_000,
+    max_attributes_per_element: 64,
+    max_namespaces_per_element: 32,
+    max_namespaces: 4096,
+};
 
 /// Parses untrusted XML strictly. A document type declaration (and with it every entity
 /// declaration) is refused by the parser; processing instructions and excessive nesting here.
@@ -73,6 +84,7 @@ pub fn parse<'input>(text: &'input str, limits: &Limits) -> Result<Document<'inp
 fn prescan(text: &str, limits: &Limits) -> Result<(), SamlError> {
     use xmlparser::Token;
     let mut elements: u32 = 0;
+    let mut attributes = 0usize;
     let mut namespaces = 0usize;
     let mut element_attributes = 0usize;
     let mut element_namespaces = 0usize;
@@ -88,7 +100,8 @@ fn prescan(text: &str, limits: &Limits) -> Result<(), SamlError> {
             }
             Token::Attribute { prefix, local, .. } => {
                 element_attributes += 1;
-                if element_attributes > limits.max_attributes_per_element {
+                attributes += 1;
+                if element_attributes > limits.max_attributes_per_element || attributes > limits.max_attributes {
                     return Err(SamlError::Malformed("an element has too many attributes"));
                 }
                 if prefix.as_str() == "xmlns" || (prefix.is_empty() && local.as_str() == "xmlns") {
@@ -195,4 +208,32 @@ pub fn refuse_duplicate_ids(doc: &Document<'_>) -> Result<(), SamlError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(text: &str) -> String {
+        parse(text, &MESSAGE_LIMITS).map(|_| ()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_prescan_refuses_what_would_cost_the_parser_quadratic_time() {
+        let attributes = |n: usize| (0..n).map(|i| format!(" a{i}=\"v\"")).collect::<String>();
+        let declarations =
+            |n: usize, offset: usize| (0..n).map(|i| format!(" xmlns:p{}=\"urn:p\"", i + offset)).collect::<String>();
+        assert!(parse(&format!("<r{}/>", attributes(64)), &MESSAGE_LIMITS).is_ok());
+        assert!(refused(&format!("<r{}/>", attributes(65))).contains("too many attributes"));
+        let many_elements: String = (0..401).map(|_| format!("<e{}/>", attributes(50))).collect();
+        assert!(refused(&format!("<r>{many_elements}</r>")).contains("too many attributes"), "over 20,000 in the document");
+        assert!(parse(&format!("<r{}/>", declarations(32, 0)), &MESSAGE_LIMITS).is_ok());
+        assert!(refused(&format!("<r{}/>", declarations(33, 0))).contains("too many namespaces"));
+        let nested: String = (0..5).map(|level| format!("<e{}>", declarations(26, level * 26))).collect();
+        let closed: String = (0..5).map(|_| "</e>").collect();
+        assert!(refused(&format!("<r>{nested}{closed}</r>")).contains("too many namespaces"), "130 in the document");
+        assert!(refused(&format!("<r>{}</r>", "<e/>".repeat(10_000))).contains("too many nodes"));
+        assert!(refused("<!DOCTYPE r><r/>").contains("document type declarations"));
+        assert!(refused("<r><unclosed></r>").contains("not well-formed"));
+    }
 }
