@@ -125,7 +125,7 @@ impl std::fmt::Debug for App {
 pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupError> {
     let kek = load_key_encryption_key(&config.key_encryption_key)?;
     let secrets = SecretHasher::new(&kek);
-    let kek_for_forms = kek.clone();
+    let forms = Arc::new(web::csrf::FormTokens::new(&kek, &config));
     let (store, sessions) = open_database(config.database_url.expose()).await?;
     let report = sync::sync(store.as_ref(), &config, &secrets, clock.now()).await?;
     for entry in report.changed.iter().chain(&report.removed) {
@@ -174,7 +174,6 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         Some(address) => Some(TcpListener::bind(address).await.map_err(|err| StartupError::Listen(address, err))?),
         None => None,
     };
-    let forms = Arc::new(web::csrf::FormTokens::new(&kek_for_forms, &config));
     let starts = Arc::new(WindowCounter::new(60, MAX_TRACKED_NETWORKS));
     let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts };
     let router = web::router(state.clone(), sessions.clone());

@@ -291,7 +291,7 @@ impl Provider {
         let audience = match check!(params.get("resource")) {
             Some(resource) if client.resources.iter().any(|r| r == resource) => resource.to_owned(),
             Some(_) => refuse!(ErrorCode::InvalidTarget, "the resource is not one this client may use"),
-            None => client.default_audience.clone().unwrap_or_else(|| client.client_id.clone()),
+            None => client.audience_by_default().to_owned(),
         };
 
         Ok(Ok(AuthorizationRequest {

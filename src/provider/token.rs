@@ -398,8 +398,7 @@ impl Provider {
                 asked
             }
         };
-        let default = client.default_audience.clone().unwrap_or_else(|| client.client_id.clone());
-        let audience = token_audience(params, &default, &client.resources)?;
+        let audience = token_audience(params, client.audience_by_default(), &client.resources)?;
         let scope = scopes.join(" ");
         let access = self
             .mint_access_token(

@@ -106,6 +106,13 @@ pub struct ClientRecord {
     pub updated_at: UnixTime,
 }
 
+impl ClientRecord {
+    /// The access token's `aud` when a request names no resource.
+    pub fn audience_by_default(&self) -> &str {
+        self.default_audience.as_deref().unwrap_or(&self.client_id)
+    }
+}
+
 /// Leaves the secret hash out, like every record that holds credential material.
 impl std::fmt::Debug for ClientRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

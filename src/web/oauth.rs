@@ -390,8 +390,7 @@ pub async fn consent_page(
             scopes.push(description);
         }
     }
-    let default_audience = client.default_audience.as_deref().unwrap_or(&client.client_id);
-    let resource = (request.audience != default_audience).then_some(request.audience.as_str());
+    let resource = (request.audience != client.audience_by_default()).then_some(request.audience.as_str());
     let page = ConsentPage { csrf: &csrf, request: &id, client_name: &client.name, username: &user.username, scopes, resource };
     Ok(allow_form_target(render_page(&page).into_response(), Some(&request.redirect_uri)))
 }

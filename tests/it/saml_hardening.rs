@@ -5,7 +5,6 @@
 //! assertion encrypted for several recipients is opened with the key meant for this SP.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -193,37 +192,6 @@ fn simplesamlphp() -> bool {
     false
 }
 
-/// SimpleSAMLphp as the IdP, killed when dropped.
-struct SimpleSamlPhp {
-    metadata_url: String,
-    child: Child,
-}
-
-impl SimpleSamlPhp {
-    fn start(config: &Value) -> Self {
-        use std::io::BufRead as _;
-        let mut child = Command::new("python3")
-            .arg("tests/upstream/simplesamlphp-idp.py")
-            .arg(config.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("SimpleSAMLphp did not start: {line:?}"));
-        Self { metadata_url: ready["metadata_url"].as_str().unwrap().to_owned(), child }
-    }
-}
-
-impl Drop for SimpleSamlPhp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// From the app's authorization request through SimpleSAMLphp's login form to its auto-post
 /// page (not yet posted); `None` when SimpleSAMLphp refused the request, with its page.
 async fn through_simplesamlphp(app: &TestApp) -> Result<IdpPost, String> {
@@ -253,7 +221,7 @@ async fn through_simplesamlphp(app: &TestApp) -> Result<IdpPost, String> {
 /// Gatehouse with one SAML connector at SimpleSAMLphp. The IdP reads the SP metadata when it
 /// starts, so Gatehouse serves it first; the IdP's metadata is known only after, and the
 /// connector reads its file on first use.
-async fn simplesamlphp_setup(connector_extra: &str, idp_extra: Value) -> (TestDb, TestApp, SimpleSamlPhp) {
+async fn simplesamlphp_setup(connector_extra: &str, idp_extra: Value) -> (TestDb, TestApp, SamlIdp) {
     let db = TestDb::sqlite();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
@@ -261,7 +229,7 @@ async fn simplesamlphp_setup(connector_extra: &str, idp_extra: Value) -> (TestDb
     std::fs::write(&idp_metadata, "").unwrap();
     let connector = saml_connector(&format!("idp_metadata_file = \"{idp_metadata}\""), connector_extra);
     let app = start_gatehouse_at(&db, listener, &connector, real_now()).await;
-    let idp = SimpleSamlPhp::start(&idp_config(&sp_metadata, idp_extra));
+    let idp = SamlIdp::launch("python3".as_ref(), "tests/upstream/simplesamlphp-idp.py", &idp_config(&sp_metadata, idp_extra));
     std::fs::write(&idp_metadata, reqwest::get(&idp.metadata_url).await.unwrap().text().await.unwrap()).unwrap();
     (db, app, idp)
 }

@@ -40,9 +40,14 @@ pub(crate) struct SamlIdp {
 }
 
 impl SamlIdp {
-    pub(crate) fn start(python: &PathBuf, config: &Value) -> Self {
-        let mut child = Command::new(python)
-            .arg("tests/upstream/saml-idp.py")
+    pub(crate) fn start(python: &std::path::Path, config: &Value) -> Self {
+        Self::launch(python.as_os_str(), "tests/upstream/saml-idp.py", config)
+    }
+
+    /// Any IdP harness that takes a JSON configuration and prints its metadata URL when ready.
+    pub(crate) fn launch(interpreter: &std::ffi::OsStr, script: &str, config: &Value) -> Self {
+        let mut child = Command::new(interpreter)
+            .arg(script)
             .arg(config.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -103,7 +108,7 @@ pub(crate) async fn start_gatehouse_at(db: &TestDb, listener: tokio::net::TcpLis
 }
 
 /// Gatehouse with one SAML connector at a pysaml2 IdP configured with `idp_extra`.
-pub(crate) async fn setup(python: &PathBuf, idp_extra: Value, connector_extra: &str) -> (TestDb, TestApp, SamlIdp) {
+pub(crate) async fn setup(python: &std::path::Path, idp_extra: Value, connector_extra: &str) -> (TestDb, TestApp, SamlIdp) {
     let db = TestDb::sqlite();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());

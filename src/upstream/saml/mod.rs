@@ -378,7 +378,8 @@ impl SamlConnector {
         let sp_entity_id = self.entity_id.clone();
         let acs_url = self.acs_url.clone();
         let in_response_to = pending.map(|p| p.request_id.clone());
-        let settings = self.settings.clone();
+        let (allow_idp_initiated, allow_sha1, clock_skew_secs) =
+            (self.settings.allow_idp_initiated, self.settings.allow_sha1, self.settings.clock_skew_secs);
         let verification = self.verifier.run(move || {
             let expect = Expectations {
                 sp_entity_id: &sp_entity_id,
@@ -386,9 +387,9 @@ impl SamlConnector {
                 idp_entity_id: &idp.entity_id,
                 idp_keys: &idp.signing_keys,
                 in_response_to: in_response_to.as_deref(),
-                allow_idp_initiated: settings.allow_idp_initiated,
-                allow_sha1: settings.allow_sha1,
-                clock_skew_secs: settings.clock_skew_secs,
+                allow_idp_initiated,
+                allow_sha1,
+                clock_skew_secs,
                 decryption_keys: &keys.decryption_keys,
                 deadline: Deadline::after(VERIFY_DEADLINE),
             };
