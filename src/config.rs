@@ -57,6 +57,8 @@ struct RawConfig {
     tokens: RawTokens,
     #[serde(default)]
     client_auth: RawClientAuth,
+    #[serde(default)]
+    admin: RawAdmin,
     cleanup_interval_secs: Option<u64>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
@@ -81,6 +83,14 @@ struct RawLogin {
     max_failures_per_ip: Option<u32>,
     failure_window_secs: Option<i64>,
     max_starts_per_ip_per_minute: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    groups: Option<Vec<String>>,
+    read_only_groups: Option<Vec<String>>,
+    max_auth_age_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,6 +219,7 @@ pub struct Config {
     pub login: LoginSettings,
     pub tokens: TokenSettings,
     pub client_auth: ClientAuthSettings,
+    pub admin: AdminSettings,
     pub cleanup_interval_secs: u64,
     /// Peers whose `X-Forwarded-For` is believed: the load balancers in front of the nodes.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -265,6 +276,17 @@ pub struct LoginSettings {
     pub failure_window_secs: i64,
     /// Sign-ins an address may start per minute (each stores state until it completes).
     pub max_starts_per_ip_per_minute: u32,
+}
+
+/// Who administers Gatehouse: members of these groups, from any connector.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdminSettings {
+    /// Full admin rights.
+    pub groups: Vec<String>,
+    /// May view everything in the console, change nothing.
+    pub read_only_groups: Vec<String>,
+    /// The console needs a sign-in at most this old; an older session signs in again.
+    pub max_auth_age_secs: i64,
 }
 
 /// Failed client authentications at the token, introspection and revocation endpoints.
@@ -797,6 +819,17 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     tokens.longest_client_access_token_secs =
         clients.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or_default();
 
+    let admin = AdminSettings {
+        groups: raw.admin.groups.unwrap_or_else(|| vec![String::from("gatehouse-admins")]),
+        read_only_groups: raw.admin.read_only_groups.unwrap_or_default(),
+        max_auth_age_secs: positive("admin.max_auth_age_secs", raw.admin.max_auth_age_secs.unwrap_or(3600))?,
+    };
+    for (key, groups) in [("admin.groups", &admin.groups), ("admin.read_only_groups", &admin.read_only_groups)] {
+        if groups.iter().any(|g| g.is_empty()) {
+            return Err(invalid(key, "group names must not be empty"));
+        }
+    }
+
     let mut connector_ids = HashSet::new();
     let mut connectors = Vec::with_capacity(raw.connectors.len());
     for (index, connector) in raw.connectors.into_iter().enumerate() {
@@ -818,6 +851,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         login,
         tokens,
         client_auth,
+        admin,
         cleanup_interval_secs,
         trusted_proxies,
         clients,
@@ -861,7 +895,68 @@ const MAX_REUSE_GRACE_SECS: i64 = 300;
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 
 fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
-    let key = |field: &str| format!("clients[{index}].{field}");
+    validate_raw_client(&|field: &str| format!("clients[{index}].{field}"), raw, issuer_is_https)
+}
+
+/// The client fields as the configuration file spells them, for clients created at run time:
+/// the admin console and API validate with the same rules as the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFields {
+    pub client_id: String,
+    /// Set by Gatehouse for a confidential client, never by the caller.
+    #[serde(skip)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    pub scopes: Option<Vec<String>>,
+    pub grant_types: Option<Vec<String>>,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub first_party: bool,
+    pub signing_alg: Option<String>,
+    pub access_token_lifetime_secs: Option<i64>,
+    #[serde(default)]
+    pub issue_refresh_token: bool,
+    pub default_audience: Option<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    pub introspect_any: bool,
+}
+
+/// Validates client fields; errors name the field as `key` spells it.
+pub fn validate_client_fields(
+    key: &dyn Fn(&str) -> String,
+    fields: ClientFields,
+    issuer_is_https: bool,
+) -> Result<ClientConfig, ConfigError> {
+    let raw = RawClient {
+        client_id: fields.client_id,
+        client_secret: fields.client_secret,
+        client_secret_file: None,
+        client_secret_hash: None,
+        redirect_uris: fields.redirect_uris,
+        post_logout_redirect_uris: fields.post_logout_redirect_uris,
+        scopes: fields.scopes,
+        grant_types: fields.grant_types,
+        name: fields.name,
+        first_party: fields.first_party,
+        signing_alg: fields.signing_alg,
+        access_token_lifetime_secs: fields.access_token_lifetime_secs,
+        issue_refresh_token: fields.issue_refresh_token,
+        default_audience: fields.default_audience,
+        resources: fields.resources,
+        backchannel_logout_uri: fields.backchannel_logout_uri,
+        introspect_any: fields.introspect_any,
+    };
+    validate_raw_client(key, raw, issuer_is_https)
+}
+
+fn validate_raw_client(key: &dyn Fn(&str) -> String, raw: RawClient, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
     if raw.client_id.is_empty()
         || raw.client_id.len() > 128
         || !raw.client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
@@ -885,6 +980,13 @@ fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Resul
         }
         (None, None) => ClientSecret::None,
     };
+    if raw
+        .name
+        .as_deref()
+        .is_some_and(|name| name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control))
+    {
+        return Err(invalid(key("name"), "must be 1 to 200 characters, without control characters"));
+    }
     let grant_types = raw.grant_types.clone().unwrap_or_else(|| vec!["authorization_code".into()]);
     // Machine clients (client_credentials alone) never send a browser anywhere.
     if raw.redirect_uris.is_empty() && grant_types.iter().any(|g| g == "authorization_code") {

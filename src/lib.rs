@@ -8,6 +8,7 @@ pub mod login;
 pub mod mapping;
 pub mod metrics;
 pub mod password;
+pub mod portal;
 pub mod provider;
 pub mod secret;
 pub mod session;

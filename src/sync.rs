@@ -142,6 +142,9 @@ fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets
         managed_by_config: true,
         created_at: previous.map_or(now, |p| p.created_at),
         updated_at: now,
+        version: previous.map_or(1, |p| p.version),
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
     }
 }
 

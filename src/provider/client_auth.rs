@@ -212,20 +212,21 @@ impl Provider {
         let network = crate::login::client_network(ip);
         let guard = &self.client_auth;
         if let (Some(client), Some(presented)) = (&client, &presented)
-            && let Some(stored) = &client.secret_hash
-            && guard.recently_verified(&client.client_id, stored, presented.expose(), now)
+            && accepted_secrets(client, now)
+                .any(|stored| guard.recently_verified(&client.client_id, stored, presented.expose(), now))
         {
             return Ok(client.clone());
         }
         if let Some(retry_after_secs) = guard.throttled(&client_id, &network, now) {
             return Err(ProviderError::Throttled { retry_after_secs });
         }
-        if let (Some(client), Some(presented)) = (client, presented)
-            && let Some(stored) = &client.secret_hash
-            && self.secret_matches(stored, &presented).await?
-        {
-            guard.remember(&client.client_id, stored, presented.expose(), now);
-            return Ok(client);
+        if let (Some(client), Some(presented)) = (client, presented) {
+            for stored in accepted_secrets(&client, now) {
+                if self.secret_matches(stored, &presented).await? {
+                    guard.remember(&client.client_id, stored, presented.expose(), now);
+                    return Ok(client.clone());
+                }
+            }
         }
         guard.failed(&client_id, &network, now);
         Err(oauth(ErrorCode::InvalidClient, "client authentication failed").into())
@@ -243,6 +244,14 @@ impl Provider {
             StoredSecretKind::Unknown => Ok(false),
         }
     }
+}
+
+/// The secrets a client may authenticate with now: its own, and the one a rotation replaced
+/// while its overlap lasts.
+fn accepted_secrets(client: &ClientRecord, now: UnixTime) -> impl Iterator<Item = &str> {
+    let previous =
+        client.previous_secret_hash.as_deref().filter(|_| client.previous_secret_expires_at.is_some_and(|end| end > now));
+    client.secret_hash.as_deref().into_iter().chain(previous)
 }
 
 #[cfg(test)]

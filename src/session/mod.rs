@@ -5,7 +5,7 @@ pub mod pending;
 
 use crate::clock::UnixTime;
 use crate::config::SessionSettings;
-use crate::store::{SsoSession, Store, StoreError, StoreResult, User};
+use crate::store::{AuditEvent, AuditOutcome, SsoSession, Store, StoreError, StoreResult, User};
 use crate::tokens::{digest, random_token};
 
 /// How stale `last_seen_at` may get before a request writes it again: a quarter of the idle
@@ -85,4 +85,67 @@ pub fn public_sid(session_id: &str) -> String {
 /// a notification queued. Returns how many were queued.
 pub async fn end(store: &dyn Store, id: &str, now: UnixTime) -> StoreResult<u64> {
     store.end_sso_session(id, &public_sid(id), now).await
+}
+
+/// What a browser is bound to after a sign-in, and how many back-channel logouts that queued.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub session_id: String,
+    pub notices_queued: u64,
+}
+
+/// Settles a fresh sign-in in a browser that may already hold a session. A session of the same
+/// user and connector (a re-authentication for `prompt=login` or `max_age`) is kept with a new
+/// `auth_time`, so the `sid` apps hold stays valid, and the fresh one is dropped; a session of
+/// anyone else is ended.
+pub async fn settle(store: &dyn Store, previous_id: Option<&str>, fresh: &SsoSession, now: UnixTime) -> StoreResult<Settled> {
+    let Some(previous_id) = previous_id else { return Ok(Settled { session_id: fresh.id.clone(), notices_queued: 0 }) };
+    let previous = match store.get_sso_session(previous_id).await {
+        Ok(previous) => Some(previous),
+        Err(StoreError::NotFound) => None,
+        Err(err) => return Err(err),
+    };
+    let same_person = previous.is_some_and(|p| {
+        p.user_id == fresh.user_id && p.connector_id == fresh.connector_id && p.revoked_at.is_none() && p.expires_at > now
+    });
+    if same_person {
+        store.reauthenticate_sso_session(previous_id, now).await?;
+        store.revoke_sso_session(&fresh.id, now).await?;
+        return Ok(Settled { session_id: previous_id.to_owned(), notices_queued: 0 });
+    }
+    let notices_queued = end(store, previous_id, now).await?;
+    Ok(Settled { session_id: fresh.id.clone(), notices_queued })
+}
+
+/// Who signed out and how, for the audit log.
+pub struct SignOut {
+    pub ip: std::net::IpAddr,
+    /// The application that asked, for RP-initiated logout.
+    pub client_id: Option<String>,
+    pub detail: Option<&'static str>,
+}
+
+pub const AUDIT_LOGOUT: &str = "logout";
+
+/// Records a sign-out of `user` from `session` (already ended).
+pub async fn record_sign_out(
+    store: &dyn Store,
+    session: &SsoSession,
+    user: &User,
+    how: SignOut,
+    now: UnixTime,
+) -> StoreResult<()> {
+    store
+        .record_audit(&AuditEvent {
+            time: now,
+            kind: AUDIT_LOGOUT.to_owned(),
+            outcome: AuditOutcome::Success,
+            actor: Some(user.username.clone()),
+            user_id: Some(user.id.clone()),
+            client_id: how.client_id,
+            connector_id: Some(session.connector_id.clone()),
+            ip: Some(how.ip.to_string()),
+            detail: how.detail.map(str::to_owned),
+        })
+        .await
 }

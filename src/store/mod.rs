@@ -19,6 +19,9 @@ pub enum StoreError {
     NotFound,
     #[error("already exists")]
     AlreadyExists,
+    /// A compare-and-swap update found the record changed since it was read.
+    #[error("changed concurrently")]
+    Conflict,
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]
@@ -104,6 +107,11 @@ pub struct ClientRecord {
     pub managed_by_config: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// Raised by every update; an edit names the version it read (compare-and-swap).
+    pub version: i64,
+    /// The secret replaced by a rotation, still accepted until `previous_secret_expires_at`.
+    pub previous_secret_hash: Option<String>,
+    pub previous_secret_expires_at: Option<UnixTime>,
 }
 
 impl ClientRecord {
@@ -122,6 +130,7 @@ impl std::fmt::Debug for ClientRecord {
             .field("redirect_uris", &self.redirect_uris)
             .field("grant_types", &self.grant_types)
             .field("managed_by_config", &self.managed_by_config)
+            .field("version", &self.version)
             .finish_non_exhaustive()
     }
 }
@@ -346,6 +355,90 @@ impl SingleUseKind {
     }
 }
 
+/// One page of a user search: by username, email or display name, in username order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserQuery {
+    /// Matched case-insensitively anywhere in the username, email or display name.
+    pub text: Option<String>,
+    /// The `(username, id)` of the last user of the previous page.
+    pub after: Option<(String, String)>,
+    pub limit: u32,
+}
+
+/// A link from an upstream identity to a local user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityLink {
+    pub connector_id: String,
+    pub subject: String,
+    pub created_at: UnixTime,
+}
+
+/// One page of active SSO sessions, newest sign-in first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionQuery {
+    pub user_id: Option<String>,
+    pub connector_id: Option<String>,
+    /// The `(auth_time, id)` of the last session of the previous page.
+    pub before: Option<(UnixTime, String)>,
+    pub limit: u32,
+}
+
+/// An active session with the name of its user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionListing {
+    pub session: SsoSession,
+    pub username: String,
+}
+
+/// One page of live grants, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrantQuery {
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    /// The `(created_at, id)` of the last grant of the previous page.
+    pub before: Option<(UnixTime, String)>,
+    pub limit: u32,
+}
+
+/// A live grant with when its refresh-token family last moved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantListing {
+    pub grant: GrantRecord,
+    pub username: String,
+    /// When the newest refresh token of the grant was issued, if it has any.
+    pub last_refreshed_at: Option<UnixTime>,
+}
+
+/// One page of the audit log, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub user_id: Option<String>,
+    pub client_id: Option<String>,
+    pub connector_id: Option<String>,
+    pub kind: Option<String>,
+    /// From this time on (inclusive).
+    pub since: Option<UnixTime>,
+    /// Before this time (exclusive).
+    pub until: Option<UnixTime>,
+    /// Below this event id (the previous page's last).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Sign-ins through one connector since a time, by outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInCount {
+    pub connector_id: String,
+    pub successes: u64,
+    pub failures: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsentWithdrawal {
+    pub consent_removed: bool,
+    pub grants_revoked: u64,
+}
+
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CleanupReport {
     pub single_use: u64,
@@ -356,11 +449,9 @@ pub struct CleanupReport {
     pub revoked_access_tokens: u64,
 }
 
+/// Users and the links from upstream identities to them.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    async fn ping(&self) -> StoreResult<()>;
-
-    // Users and the links from upstream identities to them.
+pub trait UserStore: Send + Sync {
     /// Returns the user linked to `(connector_id, subject)`, creating both the user (from
     /// `profile`) and the link when there is none yet. The boolean says whether it was created.
     async fn get_or_create_linked_user(
@@ -376,24 +467,48 @@ pub trait Store: Send + Sync + 'static {
     async fn set_user_disabled(&self, id: &str, disabled: bool, now: UnixTime) -> StoreResult<()>;
     async fn record_user_login(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;
+    async fn search_users(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
+    async fn count_users(&self) -> StoreResult<u64>;
+    async fn list_user_links(&self, user_id: &str) -> StoreResult<Vec<IdentityLink>>;
     /// Every `(subject, user id)` linked through one connector.
     async fn list_identity_links(&self, connector_id: &str) -> StoreResult<Vec<(String, String)>>;
+}
 
-    // Clients and connectors.
+/// Downstream applications.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
     async fn upsert_client(&self, client: &ClientRecord) -> StoreResult<()>;
+    /// Fails with `AlreadyExists` when the id is taken.
+    async fn insert_client(&self, client: &ClientRecord) -> StoreResult<()>;
     async fn get_client(&self, client_id: &str) -> StoreResult<ClientRecord>;
+    /// Reads the client, applies `change`, and writes the result with the version raised, in one
+    /// transaction; `Conflict` when another writer changed it in between. `change` may refuse
+    /// (with any error) to leave the client as it was.
+    async fn update_client(
+        &self,
+        client_id: &str,
+        change: &(dyn Fn(ClientRecord) -> StoreResult<ClientRecord> + Send + Sync),
+    ) -> StoreResult<ClientRecord>;
     async fn list_clients(&self) -> StoreResult<Vec<ClientRecord>>;
     /// Removes a client and, in the same transaction, revokes every grant it holds and queues a
     /// back-channel logout (to the client, with its URI captured now) for each session those
     /// grants came from. Returns how many were queued.
     /// `sid_of` turns a session id into the `sid` the client knows it by.
     async fn delete_client(&self, client_id: &str, now: UnixTime, sid_of: for<'s> fn(&'s str) -> String) -> StoreResult<u64>;
+}
+
+/// Upstream connectors.
+#[async_trait]
+pub trait ConnectorStore: Send + Sync {
     async fn upsert_connector(&self, connector: &ConnectorRecord) -> StoreResult<()>;
     async fn get_connector(&self, id: &str) -> StoreResult<ConnectorRecord>;
     async fn list_connectors(&self) -> StoreResult<Vec<ConnectorRecord>>;
     async fn delete_connector(&self, id: &str) -> StoreResult<()>;
+}
 
-    // Signing keys.
+/// Token signing keys and SAML SP keys.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     /// Stores `key` as the active key of its algorithm and retires the previous one, atomically.
     async fn activate_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
@@ -405,8 +520,11 @@ pub trait Store: Send + Sync + 'static {
     /// transaction. `NotFound` when one of them is not a waiting key.
     async fn activate_saml_sp_keys(&self, kids: &[String], now: UnixTime) -> StoreResult<()>;
     async fn delete_saml_sp_key(&self, kid: &str) -> StoreResult<()>;
+}
 
-    // SSO sessions.
+/// SSO sessions.
+#[async_trait]
+pub trait SsoSessionStore: Send + Sync {
     async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;
     async fn get_sso_session(&self, id: &str) -> StoreResult<SsoSession>;
     async fn touch_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
@@ -423,32 +541,55 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
         idle_timeout_secs: i64,
     ) -> StoreResult<Vec<SsoSession>>;
+    async fn search_sso_sessions(
+        &self,
+        query: &SessionQuery,
+        now: UnixTime,
+        idle_timeout_secs: i64,
+    ) -> StoreResult<Vec<SessionListing>>;
+    async fn count_active_sso_sessions(&self, now: UnixTime, idle_timeout_secs: i64) -> StoreResult<u64>;
     /// The unrevoked sessions signed in through `connector_id` (of one user, or all), by id.
     async fn list_connector_sso_sessions(&self, connector_id: &str, user_id: Option<&str>) -> StoreResult<Vec<String>>;
     /// Ends a session in one transaction: revokes it and its grants and, if this call did the
     /// revoking, queues a back-channel logout (as `sid`) for every client that holds a grant of
     /// it and has a back-channel logout URI. Returns how many were queued.
     async fn end_sso_session(&self, id: &str, sid: &str, now: UnixTime) -> StoreResult<u64>;
+}
 
-    // Audit log.
+/// The audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
+    /// Events with their ids, newest first.
+    async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>>;
+    /// Sign-ins (`login` events) since `since`, per connector.
+    async fn count_sign_ins(&self, since: UnixTime) -> StoreResult<Vec<SignInCount>>;
+}
 
-    // Sign-in throttling.
+/// Sign-in throttling.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
     /// Counts one attempt for `key` in the window starting at `window_start` (a new window
     /// starts the count again) and returns the count, atomically.
     async fn hit_login_counter(&self, key: &str, window_start: UnixTime, expires_at: UnixTime) -> StoreResult<u64>;
     /// Takes back one attempt counted in that window (a sign-in that succeeded).
     async fn release_login_counter(&self, key: &str, window_start: UnixTime) -> StoreResult<()>;
+}
 
-    // Single-use records: stored once, consumed at most once even by concurrent nodes.
+/// Single-use records: stored once, consumed at most once even by concurrent nodes.
+#[async_trait]
+pub trait SingleUseStore: Send + Sync {
     /// Fails with `AlreadyExists` when the key is already stored and unexpired.
     async fn put_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: UnixTime) -> StoreResult<()>;
     async fn peek_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
     /// Deletes and returns the record in one statement; `None` when absent, expired or already taken.
     async fn take_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
+}
 
-    // Grants and their tokens.
+/// Grants and their tokens.
+#[async_trait]
+pub trait GrantStore: Send + Sync {
     async fn create_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
     /// Spends the authorization code `code_hash` and creates the grant it was redeemed for (with
     /// its first refresh token), in one transaction: `false`, and nothing written, when the code
@@ -462,12 +603,12 @@ pub trait Store: Send + Sync + 'static {
         now: UnixTime,
     ) -> StoreResult<bool>;
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
+    /// Grants that are neither revoked nor expired.
+    async fn search_grants(&self, query: &GrantQuery, now: UnixTime) -> StoreResult<Vec<GrantListing>>;
     /// Revokes a grant, keeping the first revocation time; false when there is no such grant.
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
     /// Revokes the grant created by the code with this digest; returns its id.
     async fn revoke_grant_by_code(&self, code_hash: &str, now: UnixTime) -> StoreResult<Option<String>>;
-    /// Revokes every grant one user gave one client (withdrawn consent); returns how many.
-    async fn revoke_user_client_grants(&self, user_id: &str, client_id: &str, now: UnixTime) -> StoreResult<u64>;
     async fn insert_refresh_token(&self, token_hash: &str, record: &RefreshTokenRecord) -> StoreResult<()>;
     async fn find_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
     /// Spends the unexpired, unrotated token `old_hash` and stores `new` in its place, atomically:
@@ -481,15 +622,23 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Rotation>;
     async fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> StoreResult<()>;
     async fn is_access_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+}
 
-    // Consent.
+/// Consent.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
     async fn get_consent(&self, user_id: &str, client_id: &str) -> StoreResult<Option<Vec<String>>>;
     async fn put_consent(&self, user_id: &str, client_id: &str, scopes: &[String], now: UnixTime) -> StoreResult<()>;
-    async fn revoke_consent(&self, user_id: &str, client_id: &str) -> StoreResult<bool>;
+    /// Removes a user's approval of a client and revokes every grant the user gave it, in one
+    /// transaction: what the app already holds goes with the approval.
+    async fn withdraw_consent(&self, user_id: &str, client_id: &str, now: UnixTime) -> StoreResult<ConsentWithdrawal>;
     /// The clients a user approved, with the scopes approved for each.
     async fn list_consents(&self, user_id: &str) -> StoreResult<Vec<(String, Vec<String>)>>;
+}
 
-    // Back-channel logout queue (filled by `end_sso_session`).
+/// The back-channel logout queue (filled by ending sessions and removing clients).
+#[async_trait]
+pub trait BackchannelStore: Send + Sync {
     /// Leases up to `limit` due notifications to this caller until `lease_until`.
     async fn lease_backchannel_logouts(
         &self,
@@ -499,7 +648,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<BackchannelLogout>>;
     async fn delete_backchannel_logout(&self, id: &str) -> StoreResult<()>;
     async fn retry_backchannel_logout(&self, id: &str, attempts: i64, next_attempt_at: UnixTime) -> StoreResult<()>;
+}
 
+/// Everything Gatehouse stores, one area per trait; each database implements them all.
+#[async_trait]
+pub trait Store:
+    UserStore
+    + ClientStore
+    + ConnectorStore
+    + KeyStore
+    + SsoSessionStore
+    + AuditStore
+    + ThrottleStore
+    + SingleUseStore
+    + GrantStore
+    + ConsentStore
+    + BackchannelStore
+    + 'static
+{
+    async fn ping(&self) -> StoreResult<()>;
     /// Deletes expired single-use records, sessions past their end, attempt counters of past
     /// windows, and retired signing keys retired before `retired_key_cutoff`.
     async fn delete_expired(&self, now: UnixTime, retired_key_cutoff: UnixTime) -> StoreResult<CleanupReport>;

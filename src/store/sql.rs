@@ -3,8 +3,8 @@
 //! two implementations are one body instantiated per pool type.
 
 use crate::store::{
-    AuditEvent, AuditOutcome, BackchannelLogout, ClientRecord, ConnectorRecord, GrantRecord, GrantState, RefreshTokenRecord,
-    SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
+    AuditEvent, AuditOutcome, BackchannelLogout, ClientRecord, ConnectorRecord, GrantListing, GrantRecord, GrantState,
+    IdentityLink, RefreshTokenRecord, SessionListing, SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
 };
 
 pub(super) fn to_json(list: &[String]) -> String {
@@ -67,6 +67,9 @@ pub(super) struct ClientRow {
     managed_by_config: bool,
     created_at: i64,
     updated_at: i64,
+    version: i64,
+    previous_secret_hash: Option<String>,
+    previous_secret_expires_at: Option<i64>,
 }
 
 impl TryFrom<ClientRow> for ClientRecord {
@@ -91,6 +94,9 @@ impl TryFrom<ClientRow> for ClientRecord {
             managed_by_config: row.managed_by_config,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            version: row.version,
+            previous_secret_hash: row.previous_secret_hash,
+            previous_secret_expires_at: row.previous_secret_expires_at,
         })
     }
 }
@@ -220,6 +226,80 @@ impl TryFrom<GrantStateRow> for GrantState {
 }
 
 #[derive(sqlx::FromRow)]
+pub(super) struct GrantListingRow {
+    #[sqlx(flatten)]
+    state: GrantStateRow,
+    username: String,
+    last_refreshed_at: Option<i64>,
+}
+
+impl TryFrom<GrantListingRow> for GrantListing {
+    type Error = StoreError;
+    fn try_from(row: GrantListingRow) -> StoreResult<Self> {
+        Ok(GrantListing {
+            grant: GrantState::try_from(row.state)?.grant,
+            username: row.username,
+            last_refreshed_at: row.last_refreshed_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionListingRow {
+    #[sqlx(flatten)]
+    session: SsoSessionRow,
+    username: String,
+}
+
+impl From<SessionListingRow> for SessionListing {
+    fn from(row: SessionListingRow) -> Self {
+        SessionListing { session: row.session.into(), username: row.username }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct AuditIdRow {
+    id: i64,
+    #[sqlx(flatten)]
+    event: AuditRow,
+}
+
+impl TryFrom<AuditIdRow> for (i64, AuditEvent) {
+    type Error = StoreError;
+    fn try_from(row: AuditIdRow) -> StoreResult<Self> {
+        Ok((row.id, row.event.try_into()?))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct IdentityLinkRow {
+    connector_id: String,
+    subject: String,
+    created_at: i64,
+}
+
+impl From<IdentityLinkRow> for IdentityLink {
+    fn from(row: IdentityLinkRow) -> Self {
+        IdentityLink { connector_id: row.connector_id, subject: row.subject, created_at: row.created_at }
+    }
+}
+
+/// A `LIKE` pattern matching `text` anywhere, case-insensitively (the column is lowered too),
+/// with the pattern characters of `text` escaped by `\`.
+pub(super) fn contains_pattern(text: &str) -> String {
+    let mut pattern = String::with_capacity(text.len() + 2);
+    pattern.push('%');
+    for c in text.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+#[derive(sqlx::FromRow)]
 pub(super) struct RefreshTokenRow {
     grant_id: String,
     issued_at: i64,
@@ -304,7 +384,8 @@ pub(super) const USER_COLUMNS: &str =
     "id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at, last_login_at";
 pub(super) const CLIENT_COLUMNS: &str = "client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
      grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, default_audience, \
-     resources_json, backchannel_logout_uri, introspect_any, managed_by_config, created_at, updated_at";
+     resources_json, backchannel_logout_uri, introspect_any, managed_by_config, created_at, updated_at, version, \
+     previous_secret_hash, previous_secret_expires_at";
 pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
      g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
 pub(super) const CONNECTOR_COLUMNS: &str =
@@ -363,12 +444,7 @@ macro_rules! impl_sql_store {
         }
 
         #[async_trait::async_trait]
-        impl $crate::store::Store for $store {
-            async fn ping(&self) -> $crate::store::StoreResult<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
-                Ok(())
-            }
-
+        impl $crate::store::UserStore for $store {
             async fn get_or_create_linked_user(
                 &self,
                 connector_id: &str,
@@ -495,6 +571,41 @@ macro_rules! impl_sql_store {
                 Ok(user_id)
             }
 
+            async fn search_users(&self, query: &$crate::store::UserQuery) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
+                let pattern = query.text.as_deref().filter(|t| !t.is_empty()).map($crate::store::sql::contains_pattern);
+                let (after_name, after_id) = query.after.clone().unzip();
+                let sql = format!(
+                    "SELECT {} FROM users WHERE ($1 IS NULL OR lower(username) LIKE $1 ESCAPE '\\' \
+                     OR lower(COALESCE(email, '')) LIKE $1 ESCAPE '\\' OR lower(COALESCE(display_name, '')) LIKE $1 ESCAPE '\\') \
+                     AND ($2 IS NULL OR username > $2 OR (username = $2 AND id > $3)) \
+                     ORDER BY username, id LIMIT $4",
+                    $crate::store::sql::USER_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql)
+                    .bind(pattern)
+                    .bind(after_name)
+                    .bind(after_id)
+                    .bind(i64::from(query.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn count_users(&self) -> $crate::store::StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
+            async fn list_user_links(&self, user_id: &str) -> $crate::store::StoreResult<Vec<$crate::store::IdentityLink>> {
+                let rows: Vec<$crate::store::sql::IdentityLinkRow> = sqlx::query_as(
+                    "SELECT connector_id, subject, created_at FROM identity_links WHERE user_id = $1 ORDER BY connector_id, subject",
+                )
+                .bind(user_id)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
             async fn list_identity_links(&self, connector_id: &str) -> $crate::store::StoreResult<Vec<(String, String)>> {
                 let links: Vec<(String, String)> =
                     sqlx::query_as("SELECT subject, user_id FROM identity_links WHERE connector_id = $1 ORDER BY subject")
@@ -503,7 +614,10 @@ macro_rules! impl_sql_store {
                         .await?;
                 Ok(links)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::ClientStore for $store {
             async fn upsert_client(&self, client: &$crate::store::ClientRecord) -> $crate::store::StoreResult<()> {
                 use $crate::store::sql::to_json;
                 sqlx::query(
@@ -521,7 +635,40 @@ macro_rules! impl_sql_store {
                      issue_refresh_token = excluded.issue_refresh_token, default_audience = excluded.default_audience, \
                      resources_json = excluded.resources_json, backchannel_logout_uri = excluded.backchannel_logout_uri, \
                      managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at, \
-                     introspect_any = excluded.introspect_any",
+                     introspect_any = excluded.introspect_any, version = clients.version + 1, \
+                     previous_secret_hash = NULL, previous_secret_expires_at = NULL",
+                )
+                .bind(&client.client_id)
+                .bind(&client.secret_hash)
+                .bind(to_json(&client.redirect_uris))
+                .bind(to_json(&client.post_logout_redirect_uris))
+                .bind(to_json(&client.scopes))
+                .bind(to_json(&client.grant_types))
+                .bind(&client.name)
+                .bind(client.first_party)
+                .bind(&client.signing_alg)
+                .bind(client.access_token_lifetime_secs)
+                .bind(client.issue_refresh_token)
+                .bind(&client.default_audience)
+                .bind(to_json(&client.resources))
+                .bind(&client.backchannel_logout_uri)
+                .bind(client.managed_by_config)
+                .bind(client.created_at)
+                .bind(client.updated_at)
+                .bind(client.introspect_any)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_client(&self, client: &$crate::store::ClientRecord) -> $crate::store::StoreResult<()> {
+                use $crate::store::sql::to_json;
+                sqlx::query(
+                    "INSERT INTO clients (client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
+                     grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, \
+                     default_audience, resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at, \
+                     introspect_any, version, previous_secret_hash, previous_secret_expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 1, NULL, NULL)",
                 )
                 .bind(&client.client_id)
                 .bind(&client.secret_hash)
@@ -550,6 +697,60 @@ macro_rules! impl_sql_store {
                 let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
                 let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&self.pool).await?;
                 row.try_into()
+            }
+
+            async fn update_client(
+                &self,
+                client_id: &str,
+                change: &(dyn Fn($crate::store::ClientRecord) -> $crate::store::StoreResult<$crate::store::ClientRecord> + Send + Sync),
+            ) -> $crate::store::StoreResult<$crate::store::ClientRecord> {
+                use $crate::store::sql::to_json;
+                let _writer = self.one_writer().await;
+                let mut tx = self.pool.begin().await?;
+                let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
+                let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&mut *tx).await?;
+                let old: $crate::store::ClientRecord = row.try_into()?;
+                let read_version = old.version;
+                let mut new = change(old)?;
+                new.client_id = client_id.to_owned();
+                new.version = read_version + 1;
+                // The version condition makes the write a compare-and-swap on PostgreSQL too,
+                // where another transaction may have changed the row since it was read.
+                let written = sqlx::query(
+                    "UPDATE clients SET secret_hash = $2, redirect_uris_json = $3, post_logout_redirect_uris_json = $4, \
+                     scopes_json = $5, grant_types_json = $6, name = $7, first_party = $8, signing_alg = $9, \
+                     access_token_lifetime_secs = $10, issue_refresh_token = $11, default_audience = $12, resources_json = $13, \
+                     backchannel_logout_uri = $14, introspect_any = $15, updated_at = $16, version = $17, \
+                     previous_secret_hash = $18, previous_secret_expires_at = $19 \
+                     WHERE client_id = $1 AND version = $20",
+                )
+                .bind(client_id)
+                .bind(&new.secret_hash)
+                .bind(to_json(&new.redirect_uris))
+                .bind(to_json(&new.post_logout_redirect_uris))
+                .bind(to_json(&new.scopes))
+                .bind(to_json(&new.grant_types))
+                .bind(&new.name)
+                .bind(new.first_party)
+                .bind(&new.signing_alg)
+                .bind(new.access_token_lifetime_secs)
+                .bind(new.issue_refresh_token)
+                .bind(&new.default_audience)
+                .bind(to_json(&new.resources))
+                .bind(&new.backchannel_logout_uri)
+                .bind(new.introspect_any)
+                .bind(new.updated_at)
+                .bind(new.version)
+                .bind(&new.previous_secret_hash)
+                .bind(new.previous_secret_expires_at)
+                .bind(read_version)
+                .execute(&mut *tx)
+                .await?;
+                if written.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::Conflict);
+                }
+                tx.commit().await?;
+                Ok(new)
             }
 
             async fn list_clients(&self) -> $crate::store::StoreResult<Vec<$crate::store::ClientRecord>> {
@@ -612,7 +813,10 @@ macro_rules! impl_sql_store {
                 tx.commit().await?;
                 Ok(queued)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::ConnectorStore for $store {
             async fn upsert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at) \
@@ -653,7 +857,10 @@ macro_rules! impl_sql_store {
                 }
                 Ok(())
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::KeyStore for $store {
             async fn activate_signing_key(&self, key: &$crate::store::SigningKeyRecord) -> $crate::store::StoreResult<()> {
                 let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
@@ -763,7 +970,10 @@ macro_rules! impl_sql_store {
                 }
                 Ok(())
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::SsoSessionStore for $store {
             async fn create_sso_session(&self, session: &$crate::store::SsoSession) -> $crate::store::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
@@ -844,6 +1054,45 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn search_sso_sessions(
+                &self,
+                query: &$crate::store::SessionQuery,
+                now: i64,
+                idle_timeout_secs: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::SessionListing>> {
+                let columns = $crate::store::sql::SESSION_COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
+                let (before_time, before_id) = query.before.clone().unzip();
+                let sql = format!(
+                    "SELECT {columns}, u.username FROM sso_sessions s JOIN users u ON u.id = s.user_id \
+                     WHERE s.revoked_at IS NULL AND s.expires_at > $1 AND s.last_seen_at > $2 \
+                     AND ($3 IS NULL OR s.user_id = $3) AND ($4 IS NULL OR s.connector_id = $4) \
+                     AND ($5 IS NULL OR s.auth_time < $5 OR (s.auth_time = $5 AND s.id < $6)) \
+                     ORDER BY s.auth_time DESC, s.id DESC LIMIT $7"
+                );
+                let rows: Vec<$crate::store::sql::SessionListingRow> = sqlx::query_as(&sql)
+                    .bind(now)
+                    .bind(now - idle_timeout_secs)
+                    .bind(&query.user_id)
+                    .bind(&query.connector_id)
+                    .bind(before_time)
+                    .bind(before_id)
+                    .bind(i64::from(query.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(rows.into_iter().map(Into::into).collect())
+            }
+
+            async fn count_active_sso_sessions(&self, now: i64, idle_timeout_secs: i64) -> $crate::store::StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM sso_sessions WHERE revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $2",
+                )
+                .bind(now)
+                .bind(now - idle_timeout_secs)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            }
+
             async fn list_connector_sso_sessions(
                 &self,
                 connector_id: &str,
@@ -896,7 +1145,10 @@ macro_rules! impl_sql_store {
                 tx.commit().await?;
                 Ok(queued)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::AuditStore for $store {
             async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
@@ -927,6 +1179,61 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn search_audit(
+                &self,
+                query: &$crate::store::AuditQuery,
+            ) -> $crate::store::StoreResult<Vec<(i64, $crate::store::AuditEvent)>> {
+                let rows: Vec<$crate::store::sql::AuditIdRow> = sqlx::query_as(
+                    "SELECT id, time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail FROM audit_log \
+                     WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR client_id = $2) AND ($3 IS NULL OR connector_id = $3) \
+                     AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR time >= $5) AND ($6 IS NULL OR time < $6) \
+                     AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8",
+                )
+                .bind(&query.user_id)
+                .bind(&query.client_id)
+                .bind(&query.connector_id)
+                .bind(&query.kind)
+                .bind(query.since)
+                .bind(query.until)
+                .bind(query.before_id)
+                .bind(i64::from(query.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn count_sign_ins(&self, since: i64) -> $crate::store::StoreResult<Vec<$crate::store::SignInCount>> {
+                let rows: Vec<(Option<String>, String, i64)> = sqlx::query_as(
+                    "SELECT connector_id, outcome, COUNT(*) FROM audit_log WHERE kind = 'login' AND time >= $1 \
+                     GROUP BY connector_id, outcome ORDER BY connector_id",
+                )
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await?;
+                let mut counts: Vec<$crate::store::SignInCount> = Vec::new();
+                for (connector_id, outcome, count) in rows {
+                    let connector_id = connector_id.unwrap_or_default();
+                    let count = u64::try_from(count).unwrap_or(0);
+                    let entry = match counts.iter_mut().find(|c| c.connector_id == connector_id) {
+                        Some(entry) => entry,
+                        None => {
+                            counts.push($crate::store::SignInCount { connector_id, successes: 0, failures: 0 });
+                            let last = counts.len() - 1;
+                            &mut counts[last]
+                        }
+                    };
+                    if outcome == "success" {
+                        entry.successes += count;
+                    } else {
+                        entry.failures += count;
+                    }
+                }
+                Ok(counts)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::ThrottleStore for $store {
             async fn hit_login_counter(&self, key: &str, window_start: i64, expires_at: i64) -> $crate::store::StoreResult<u64> {
                 let count: i64 = sqlx::query_scalar(
                     "INSERT INTO login_attempts (key, window_start, count, expires_at) VALUES ($1, $2, 1, $3) \
@@ -951,7 +1258,10 @@ macro_rules! impl_sql_store {
                     .await?;
                 Ok(())
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::SingleUseStore for $store {
             async fn put_single_use(
                 &self,
                 kind: $crate::store::SingleUseKind,
@@ -1001,7 +1311,10 @@ macro_rules! impl_sql_store {
                 .await?;
                 Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(payload, _)| payload))
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::GrantStore for $store {
             async fn create_grant(&self, grant: &$crate::store::GrantRecord) -> $crate::store::StoreResult<()> {
                 Self::insert_grant(&self.pool, grant).await
             }
@@ -1051,6 +1364,34 @@ macro_rules! impl_sql_store {
                 row.map(TryInto::try_into).transpose()
             }
 
+            async fn search_grants(
+                &self,
+                query: &$crate::store::GrantQuery,
+                now: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::GrantListing>> {
+                let (before_time, before_id) = query.before.clone().unzip();
+                let sql = format!(
+                    "SELECT {}, u.disabled AS user_disabled, (s.revoked_at IS NOT NULL) AS session_revoked, u.username, \
+                     (SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.id) AS last_refreshed_at \
+                     FROM grants g JOIN users u ON u.id = g.user_id LEFT JOIN sso_sessions s ON s.id = g.session_id \
+                     WHERE g.revoked_at IS NULL AND g.expires_at > $1 AND ($2 IS NULL OR g.user_id = $2) \
+                     AND ($3 IS NULL OR g.client_id = $3) \
+                     AND ($4 IS NULL OR g.created_at < $4 OR (g.created_at = $4 AND g.id < $5)) \
+                     ORDER BY g.created_at DESC, g.id DESC LIMIT $6",
+                    $crate::store::sql::GRANT_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::GrantListingRow> = sqlx::query_as(&sql)
+                    .bind(now)
+                    .bind(&query.user_id)
+                    .bind(&query.client_id)
+                    .bind(before_time)
+                    .bind(before_id)
+                    .bind(i64::from(query.limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn revoke_grant(&self, id: &str, now: i64) -> $crate::store::StoreResult<bool> {
                 let result = sqlx::query("UPDATE grants SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1")
                     .bind(id)
@@ -1068,17 +1409,6 @@ macro_rules! impl_sql_store {
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(id)
-            }
-
-            async fn revoke_user_client_grants(&self, user_id: &str, client_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
-                let result =
-                    sqlx::query("UPDATE grants SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL")
-                        .bind(user_id)
-                        .bind(client_id)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
-                Ok(result.rows_affected())
             }
 
             async fn insert_refresh_token(
@@ -1152,7 +1482,10 @@ macro_rules! impl_sql_store {
                     .await?;
                 Ok(found.is_some())
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::ConsentStore for $store {
             async fn get_consent(&self, user_id: &str, client_id: &str) -> $crate::store::StoreResult<Option<Vec<String>>> {
                 let scopes: Option<String> =
                     sqlx::query_scalar("SELECT scopes_json FROM consents WHERE user_id = $1 AND client_id = $2")
@@ -1177,13 +1510,31 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn revoke_consent(&self, user_id: &str, client_id: &str) -> $crate::store::StoreResult<bool> {
-                let result = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
+            async fn withdraw_consent(
+                &self,
+                user_id: &str,
+                client_id: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<$crate::store::ConsentWithdrawal> {
+                let _writer = self.one_writer().await;
+                let mut tx = self.pool.begin().await?;
+                let removed = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
                     .bind(user_id)
                     .bind(client_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
-                Ok(result.rows_affected() > 0)
+                let revoked =
+                    sqlx::query("UPDATE grants SET revoked_at = $3 WHERE user_id = $1 AND client_id = $2 AND revoked_at IS NULL")
+                        .bind(user_id)
+                        .bind(client_id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                tx.commit().await?;
+                Ok($crate::store::ConsentWithdrawal {
+                    consent_removed: removed.rows_affected() > 0,
+                    grants_revoked: revoked.rows_affected(),
+                })
             }
 
             async fn list_consents(&self, user_id: &str) -> $crate::store::StoreResult<Vec<(String, Vec<String>)>> {
@@ -1196,7 +1547,10 @@ macro_rules! impl_sql_store {
                     .map(|(client_id, scopes)| Ok((client_id, serde_json::from_str(&scopes)?)))
                     .collect()
             }
+        }
 
+        #[async_trait::async_trait]
+        impl $crate::store::BackchannelStore for $store {
             async fn lease_backchannel_logouts(
                 &self,
                 now: i64,
@@ -1231,6 +1585,14 @@ macro_rules! impl_sql_store {
                     .bind(next_attempt_at)
                     .execute(&self.pool)
                     .await?;
+                Ok(())
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            async fn ping(&self) -> $crate::store::StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }
 

@@ -100,18 +100,16 @@ struct PageInput<'a> {
 
 async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
     let csrf = forms.token().await?;
-    let connectors = state
-        .store
-        .list_connectors()
+    let only = input.pending.and_then(|p| p.connector_id.as_deref());
+    let connectors = login::sign_in_options(state.store.as_ref(), only)
         .await?
         .into_iter()
-        .filter(|c| input.pending.and_then(|p| p.connector_id.as_deref()).is_none_or(|only| only == c.id))
-        .filter_map(|c| {
-            let start = match c.kind.as_str() {
-                "local" => None,
-                _ => Some(upstream_start(state, &c.id, input.request)?),
+        .filter_map(|option| {
+            let start = match option.password_form {
+                true => None,
+                false => Some(upstream_start(state, &option.connector_id, input.request)?),
             };
-            Some(ConnectorView { id: c.id, name: c.name, start })
+            Some(ConnectorView { id: option.connector_id, name: option.name, start })
         })
         .collect();
     let page = LoginPage {

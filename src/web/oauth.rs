@@ -19,7 +19,7 @@ use crate::provider::logout::LogoutRequest;
 use crate::provider::params::Params;
 use crate::provider::{ErrorCode, OAuthError, ProviderError, oauth};
 use crate::session::pending::{self, PendingLogin};
-use crate::store::{ClientRecord, StoreError};
+use crate::store::ClientRecord;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
 use crate::web::error::{InternalErrorCause, WebError};
@@ -334,11 +334,8 @@ async fn send_to_sign_in(
 async fn stored_request(state: &AppState, id: Option<&str>) -> Result<(String, AuthorizationRequest, ClientRecord), WebError> {
     let id = id.filter(|id| id.len() <= 128).ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
     let request = state.provider.load_request(id).await.map_err(WebError::from)?.ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
-    let client = match state.store.get_client(&request.client_id).await {
-        Ok(client) => client,
-        Err(StoreError::NotFound) => return Err(WebError::BadRequest(EXPIRED_REQUEST)),
-        Err(err) => return Err(err.into()),
-    };
+    let client =
+        state.provider.client(&request.client_id).await.map_err(WebError::from)?.ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
     Ok((id.to_owned(), request, client))
 }
 

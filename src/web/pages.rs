@@ -1,6 +1,8 @@
 //! Page templates. askama escapes every value for HTML.
 
 use askama::Template;
+
+pub use crate::portal::ApprovedApp;
 use axum::response::Html;
 
 pub struct ConnectorView {
@@ -100,12 +102,6 @@ pub struct UpstreamErrorPage<'a> {
     pub title: &'a str,
     pub message: &'a str,
     pub return_to: Option<ReturnLink>,
-}
-
-#[derive(Clone)]
-pub struct ApprovedApp {
-    pub client_id: String,
-    pub name: String,
 }
 
 /// Renders a page; a template failure becomes a plain message rather than a panic.

@@ -11,17 +11,15 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, Form, Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tower_sessions::Session;
 
+use crate::login::flow::{self, FlowError, FlowFailure, Return, VerifiedLogin};
 use crate::login::{self, Origin};
 use crate::provider::ErrorCode;
 use crate::provider::params::Params;
 use crate::secret::Secret;
-use crate::store::{SingleUseKind, StoreError};
-use crate::tokens::{digest, random_token};
-use crate::upstream::UpstreamIdentity;
-use crate::upstream::saml::{LOGIN_LIFETIME_SECS, PendingSamlLogin, SamlConnector, SamlError};
+use crate::upstream::saml::{SamlConnector, SamlError};
 use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
@@ -29,8 +27,8 @@ use crate::web::error::WebError;
 use crate::web::login::user_agent;
 use crate::web::pages::{ConfirmSignInPage, render_page};
 use crate::web::upstream::{
-    OTHER_BROWSER, SignInStart, UpstreamFailure, bound_to_this_browser, refused_page, sign_in_start, start_session,
-    upstream_failure_page,
+    MALFORMED_POST, SignInStart, UpstreamFailure, audited_failure_page, browser_value, refused_page, sign_in_start,
+    start_session, upstream_failure_page,
 };
 
 /// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
@@ -45,7 +43,6 @@ pub struct AcsForm {
 /// Our `RelayState` values are 43 characters; the binding allows at most 80 bytes.
 const MAX_RELAY_STATE_BYTES: usize = 80;
 const EXPIRED: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
-const MALFORMED_POST: &str = "The identity provider's answer could not be read. Go back to the application and start again.";
 const BUSY: &str = "Gatehouse is busy checking other sign-ins. Wait a moment, then reload this page to try again.";
 
 fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<SamlConnector>, WebError> {
@@ -76,27 +73,9 @@ pub async fn login(
         Ok(start) => start,
         Err(err) => return failure_page(&state, connector, &err, None, ip).await,
     };
-    let payload = serde_json::to_string(&start.pending).map_err(WebError::internal)?;
-    state
-        .store
-        .put_single_use(SingleUseKind::SamlRequestId, &digest(&start.relay_state), &payload, now + LOGIN_LIFETIME_SECS)
-        .await?;
+    flow::remember_saml_start(state.store.as_ref(), &start.relay_state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.redirect_url)]).into_response())
 }
-
-/// A verified sign-in between the ACS and the finishing step.
-#[derive(Serialize, Deserialize)]
-struct VerifiedLogin {
-    identity: UpstreamIdentity,
-    pending_login: Option<String>,
-    /// `None` for an IdP-initiated sign-in, which no browser started.
-    browser_binding: Option<String>,
-}
-
-/// The same-site hop after the ACS takes a moment; an IdP-initiated sign-in waits for the
-/// person to read the confirmation page.
-const VERIFIED_LOGIN_LIFETIME_SECS: i64 = 60;
-const UNSOLICITED_LOGIN_LIFETIME_SECS: i64 = 600;
 
 /// The assertion consumer service: verifies the response, spends the request and the assertion,
 /// then sends the browser to a same-site step where its session cookie is present.
@@ -110,32 +89,29 @@ pub async fn acs(
     let connector = connector(&state, &id)?;
     let now = state.clock.now();
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
+    let at = Return { connector_id: &id, ip, now };
+    let store = state.store.as_ref();
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
-            login::record_upstream_failure(state.store.as_ref(), &id, "saml_malformed", Some(ip), now).await?;
+            if let FlowError::Store(err) = flow::refuse(store, at, FlowFailure::SamlMalformed).await {
+                return Err(err.into());
+            }
             return Err(WebError::from_rejection(rejection.status(), MALFORMED_POST));
         }
     };
     let relay_state = form.relay_state.filter(|r| !r.is_empty());
     if relay_state.as_ref().is_some_and(|r| r.len() > MAX_RELAY_STATE_BYTES) {
-        login::record_upstream_failure(state.store.as_ref(), &id, "saml_malformed", Some(ip), now).await?;
-        return Err(WebError::BadRequest(MALFORMED_POST));
+        return Err(flow::refuse(store, at, FlowFailure::SamlMalformed).await.into());
     }
 
     // An unknown RelayState (or none) makes the response unsolicited: the verifier then refuses
     // any InResponseTo, and everything unless the connector allows IdP-initiated sign-in.
-    let state_key = relay_state.as_deref().map(digest);
-    let mut pending = None;
-    if let Some(key) = &state_key
-        && let Some(payload) = state.store.peek_single_use(SingleUseKind::SamlRequestId, key, now).await?
-    {
-        let found: PendingSamlLogin = serde_json::from_str(&payload).map_err(WebError::internal)?;
-        if found.connector_id != id {
-            return failure_page(&state, connector, &SamlError::InResponseTo, None, ip).await;
-        }
-        pending = Some(found);
-    }
+    let pending = match flow::saml_start(store, at, relay_state.as_deref()).await {
+        Ok(pending) => pending,
+        Err(FlowError::Refused(failure)) => return refused_return(&state, connector, failure, None).await,
+        Err(err) => return Err(err.into()),
+    };
 
     let verified = connector.finish(form.saml_response, pending.as_ref(), now).await;
     // Too busy to look at it: nothing is spent, so posting again (reload) can still succeed.
@@ -144,8 +120,8 @@ pub async fn acs(
         return Err(WebError::Unavailable(BUSY));
     }
     // The request is spent whatever the outcome; of two posts racing with one, one wins.
-    let spent = match &state_key {
-        Some(key) if pending.is_some() => state.store.take_single_use(SingleUseKind::SamlRequestId, key, now).await?.is_some(),
+    let spent = match &relay_state {
+        Some(relay_state) if pending.is_some() => flow::spend_saml_start(store, relay_state, now).await?,
         _ => true,
     };
     let pending_login = pending.as_ref().and_then(|p| p.pending_login.clone());
@@ -156,22 +132,15 @@ pub async fn acs(
     if !spent {
         return failure_page(&state, connector, &SamlError::Replay, None, ip).await;
     }
-    // Remembered until it expires, on every node: the same assertion is accepted once.
-    let replay_key = digest(&format!("{id}\n{}", assertion.assertion_id));
-    match state.store.put_single_use(SingleUseKind::SamlAssertionId, &replay_key, "", assertion.replay_until).await {
+    match flow::accept_assertion_once(store, at, &assertion.assertion_id, assertion.replay_until).await {
         Ok(()) => {}
-        Err(StoreError::AlreadyExists) => {
-            return failure_page(&state, connector, &SamlError::Replay, pending_login.as_deref(), ip).await;
-        }
+        Err(FlowError::Refused(failure)) => return refused_return(&state, connector, failure, pending_login.as_deref()).await,
         Err(err) => return Err(err.into()),
     }
 
-    let handoff = random_token();
     let browser_binding = pending.map(|p| p.browser_binding);
-    let lifetime = if browser_binding.is_some() { VERIFIED_LOGIN_LIFETIME_SECS } else { UNSOLICITED_LOGIN_LIFETIME_SECS };
     let record = VerifiedLogin { identity, pending_login, browser_binding };
-    let payload = serde_json::to_string(&record).map_err(WebError::internal)?;
-    state.store.put_single_use(SingleUseKind::SamlVerifiedLogin, &digest(&handoff), &payload, now + lifetime).await?;
+    let handoff = flow::hand_off(store, &record, now).await?;
     Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())
 }
 
@@ -190,7 +159,7 @@ pub async fn finish(
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let handoff = params.get("t").ok().flatten().ok_or(WebError::BadRequest(EXPIRED))?;
-    let (key, record) = handed_off(&state, &forms, &id, handoff, ip).await?;
+    let record = handed_off(&state, &forms, &id, handoff, ip).await?;
     if record.browser_binding.is_none() {
         let csrf = forms.token().await?;
         let who = record.identity.email.as_deref().unwrap_or(&record.identity.username);
@@ -198,7 +167,7 @@ pub async fn finish(
             ConfirmSignInPage { csrf: &csrf, connector_id: connector.id(), connector_name: connector.name(), who, handoff };
         return Ok(render_page(&page).into_response());
     }
-    complete(&state, &forms, &headers, ip, &key, record).await
+    complete(&state, &forms, &headers, ip, handoff, record).await
 }
 
 #[derive(Deserialize)]
@@ -220,41 +189,24 @@ pub async fn finish_confirmed(
     let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), EXPIRED))?;
     forms.verify(form.csrf.expose()).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
-    let (key, record) = handed_off(&state, &forms, &id, &form.t, ip).await?;
-    complete(&state, &forms, &headers, ip, &key, record).await
+    let record = handed_off(&state, &forms, &id, &form.t, ip).await?;
+    complete(&state, &forms, &headers, ip, &form.t, record).await
 }
 
-/// The verified sign-in a hand-off value names, read (not yet taken) and checked against this
-/// connector and, for a sign-in a browser started, this browser.
+/// The verified sign-in a hand-off value names, checked against this connector and browser.
 async fn handed_off(
     state: &AppState,
     forms: &Forms,
     id: &str,
     handoff: &str,
     ip: std::net::IpAddr,
-) -> Result<(String, VerifiedLogin), WebError> {
-    let now = state.clock.now();
+) -> Result<VerifiedLogin, WebError> {
     if handoff.len() > MAX_RELAY_STATE_BYTES {
         return Err(WebError::BadRequest(EXPIRED));
     }
-    // Read first, taken only once this browser is the right one, so a handoff URL carried to
-    // another browser cannot spend the real user's sign-in.
-    let key = digest(handoff);
-    let Some(payload) = state.store.peek_single_use(SingleUseKind::SamlVerifiedLogin, &key, now).await? else {
-        login::record_upstream_failure(state.store.as_ref(), id, "saml_unknown_handoff", Some(ip), now).await?;
-        return Err(WebError::BadRequest(EXPIRED));
-    };
-    let record: VerifiedLogin = serde_json::from_str(&payload).map_err(WebError::internal)?;
-    if record.identity.connector_id != id {
-        return Err(WebError::BadRequest(EXPIRED));
-    }
-    if let Some(expected) = &record.browser_binding
-        && !bound_to_this_browser(forms.session(), expected).await?
-    {
-        login::record_upstream_failure(state.store.as_ref(), id, "other_browser", Some(ip), now).await?;
-        return Err(WebError::Forbidden(OTHER_BROWSER));
-    }
-    Ok((key, record))
+    let at = Return { connector_id: id, ip, now: state.clock.now() };
+    let browser_value = browser_value(forms.session()).await?;
+    Ok(flow::handed_off(state.store.as_ref(), at, handoff, browser_value.as_deref()).await?)
 }
 
 async fn complete(
@@ -262,14 +214,31 @@ async fn complete(
     forms: &Forms,
     headers: &HeaderMap,
     ip: std::net::IpAddr,
-    key: &str,
+    handoff: &str,
     record: VerifiedLogin,
 ) -> Result<Response, WebError> {
-    if state.store.take_single_use(SingleUseKind::SamlVerifiedLogin, key, state.clock.now()).await?.is_none() {
+    if !flow::take_handoff(state.store.as_ref(), handoff, state.clock.now()).await? {
         return Err(WebError::BadRequest(EXPIRED));
     }
     let origin = Origin { ip: Some(ip), user_agent: user_agent(headers) };
     start_session(state, forms, &record.identity, origin, record.pending_login.as_deref()).await
+}
+
+/// The page for a return the flow refused (and audited).
+async fn refused_return(
+    state: &AppState,
+    connector: &SamlConnector,
+    failure: FlowFailure,
+    pending_login: Option<&str>,
+) -> Result<Response, WebError> {
+    let failure = UpstreamFailure {
+        connector_id: connector.id(),
+        connector_name: connector.name(),
+        reason: failure.reason(),
+        unreachable: false,
+        status: StatusCode::FORBIDDEN,
+    };
+    audited_failure_page(state, &failure, pending_login).await
 }
 
 async fn failure_page(

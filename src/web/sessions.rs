@@ -7,7 +7,8 @@ use tower_sessions::session_store::{self, SessionStore};
 use tower_sessions::{ExpiredDeletion, Expiry, Session};
 use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as SqliteSessions};
 
-use crate::store::{AuditEvent, AuditOutcome, SsoSession, User};
+pub use crate::session::SignOut;
+use crate::store::{SsoSession, User};
 use crate::web::AppState;
 use crate::web::error::WebError;
 
@@ -87,32 +88,16 @@ pub async fn current(state: &AppState, session: &Session) -> Result<Option<(SsoS
     Ok(Some((resumed.session, resumed.user)))
 }
 
-/// Binds the browser to its SSO session under a fresh cookie id (no session fixation). When the
-/// browser already had a session of the same user and connector (a re-authentication for
-/// `prompt=login` or `max_age`), that session is kept with a new `auth_time`, so the `sid` apps
-/// hold stays valid; a session of anyone else is ended.
+/// Binds the browser to its SSO session under a fresh cookie id (no session fixation); a
+/// session the browser held before is kept or ended as `session::settle` decides.
 pub async fn attach(state: &AppState, session: &Session, sso: &SsoSession) -> Result<(), WebError> {
-    let now = state.clock.now();
-    let mut bound = sso.id.clone();
-    if let Some(previous_id) = session.get::<String>(SSO_KEY).await? {
-        let previous = match state.store.get_sso_session(&previous_id).await {
-            Ok(previous) => Some(previous),
-            Err(crate::store::StoreError::NotFound) => None,
-            Err(err) => return Err(err.into()),
-        };
-        let same_person = previous.is_some_and(|p| {
-            p.user_id == sso.user_id && p.connector_id == sso.connector_id && p.revoked_at.is_none() && p.expires_at > now
-        });
-        if same_person {
-            state.store.reauthenticate_sso_session(&previous_id, now).await?;
-            state.store.revoke_sso_session(&sso.id, now).await?;
-            bound = previous_id;
-        } else {
-            end(state, &previous_id).await?;
-        }
+    let previous = session.get::<String>(SSO_KEY).await?;
+    let settled = crate::session::settle(state.store.as_ref(), previous.as_deref(), sso, state.clock.now()).await?;
+    if settled.notices_queued > 0 {
+        state.provider.backchannel.notify_one();
     }
     session.cycle_id().await?;
-    session.insert(SSO_KEY, &bound).await?;
+    session.insert(SSO_KEY, &settled.session_id).await?;
     Ok(())
 }
 
@@ -124,14 +109,6 @@ async fn end(state: &AppState, sso_id: &str) -> Result<(), WebError> {
     Ok(())
 }
 
-/// Who signed out and how, for the audit log.
-pub struct SignOut {
-    pub ip: std::net::IpAddr,
-    /// The application that asked, for RP-initiated logout.
-    pub client_id: Option<String>,
-    pub detail: Option<&'static str>,
-}
-
 /// Ends the browser's session and audits it; `signed_in` is what the handler already resolved.
 pub async fn sign_out(
     state: &AppState,
@@ -141,20 +118,7 @@ pub async fn sign_out(
 ) -> Result<(), WebError> {
     let ended = detach(state, session).await?;
     if let (Some(_), Some((sso, user))) = (ended, signed_in) {
-        state
-            .store
-            .record_audit(&AuditEvent {
-                time: state.clock.now(),
-                kind: String::from("logout"),
-                outcome: AuditOutcome::Success,
-                actor: Some(user.username),
-                user_id: Some(user.id),
-                client_id: how.client_id,
-                connector_id: Some(sso.connector_id),
-                ip: Some(how.ip.to_string()),
-                detail: how.detail.map(str::to_owned),
-            })
-            .await?;
+        crate::session::record_sign_out(state.store.as_ref(), &sso, &user, how, state.clock.now()).await?;
     }
     Ok(())
 }

@@ -8,15 +8,14 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tower_sessions::Session;
 
+use crate::login::flow::{self, FlowFailure, Return};
 use crate::login::{self, LoginError, Origin};
 use crate::provider::authorize::error_location;
 use crate::provider::params::Params;
 use crate::provider::{ErrorCode, oauth};
-use crate::secret::constant_time_eq;
 use crate::session::pending;
-use crate::store::SingleUseKind;
-use crate::tokens::{digest, random_token};
-use crate::upstream::oidc::{LOGIN_LIFETIME_SECS, OidcConnector, OidcError, PendingUpstreamLogin};
+use crate::tokens::random_token;
+use crate::upstream::oidc::{OidcConnector, OidcError};
 use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
@@ -30,8 +29,30 @@ use crate::web::sessions;
 const BINDING_KEY: &str = "upstream_binding";
 const UNKNOWN_STATE: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
 const MALFORMED_CALLBACK: &str = "The identity provider sent the browser back with a malformed response.";
+pub(crate) const MALFORMED_POST: &str =
+    "The identity provider's answer could not be read. Go back to the application and start again.";
 pub(crate) const OTHER_BROWSER: &str =
     "This sign-in was started in another browser, or this browser's session ended meanwhile. Start again.";
+
+/// How a refused return is shown; the reason is already in the audit log.
+impl From<flow::FlowError> for WebError {
+    fn from(err: flow::FlowError) -> Self {
+        match err {
+            flow::FlowError::Store(err) => err.into(),
+            flow::FlowError::Refused(failure) => match failure {
+                FlowFailure::MissingState | FlowFailure::IssuerMismatch | FlowFailure::MissingCode => {
+                    WebError::BadRequest(MALFORMED_CALLBACK)
+                }
+                FlowFailure::OtherBrowser => WebError::Forbidden(OTHER_BROWSER),
+                FlowFailure::SamlMalformed => WebError::BadRequest(MALFORMED_POST),
+                FlowFailure::UnknownState
+                | FlowFailure::StateForOtherConnector
+                | FlowFailure::SamlUnknownHandoff
+                | FlowFailure::SamlReplay => WebError::BadRequest(UNKNOWN_STATE),
+            },
+        }
+    }
+}
 
 fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<OidcConnector>, WebError> {
     state.upstreams.oidc(id).ok_or(WebError::NotFound)
@@ -81,7 +102,7 @@ pub(crate) async fn sign_in_start(
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let request = request_id(params.get("req").map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?.map(str::to_owned))?;
     let pending = pending_for(state, request.as_deref()).await?;
-    let binding_digest = digest(&browser_binding(session).await?);
+    let binding_digest = crate::tokens::digest(&browser_binding(session).await?);
     Ok(SignInStart { request, pending, binding_digest })
 }
 
@@ -104,8 +125,7 @@ pub async fn oidc_login(
         Ok(start) => start,
         Err(err) => return failure_page(&state, connector, &err, None, ip).await,
     };
-    let payload = serde_json::to_string(&start.pending).map_err(WebError::internal)?;
-    state.store.put_single_use(SingleUseKind::UpstreamState, &digest(&start.state), &payload, now + LOGIN_LIFETIME_SECS).await?;
+    flow::remember_oidc_start(state.store.as_ref(), &start.state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.authorization_url)]).into_response())
 }
 
@@ -123,39 +143,13 @@ pub async fn oidc_callback(
     let now = state.clock.now();
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let params = Params::parse(query.unwrap_or_default().as_bytes());
-    let Some(state_param) = query_param(&params, "state")? else {
-        login::record_upstream_failure(state.store.as_ref(), &id, "missing_state", Some(ip), now).await?;
-        return Err(WebError::BadRequest(MALFORMED_CALLBACK));
-    };
-    // Read first, taken only once this browser and connector are the right ones, so a callback
-    // URL replayed from elsewhere cannot spend the real user's sign-in.
-    let state_key = digest(&state_param);
-    let stored = state.store.peek_single_use(SingleUseKind::UpstreamState, &state_key, now).await?;
-    let pending = match stored.map(|payload| serde_json::from_str::<PendingUpstreamLogin>(&payload)) {
-        Some(Ok(pending)) if pending.connector_id == id => pending,
-        Some(Ok(_)) => {
-            login::record_upstream_failure(state.store.as_ref(), &id, "state_for_other_connector", Some(ip), now).await?;
-            return Err(WebError::BadRequest(UNKNOWN_STATE));
-        }
-        Some(Err(err)) => return Err(WebError::internal(err)),
-        None => {
-            login::record_upstream_failure(state.store.as_ref(), &id, "unknown_state", Some(ip), now).await?;
-            return Err(WebError::BadRequest(UNKNOWN_STATE));
-        }
-    };
-    if !bound_to_this_browser(&session, &pending.browser_binding).await? {
-        login::record_upstream_failure(state.store.as_ref(), &id, "other_browser", Some(ip), now).await?;
-        return Err(WebError::Forbidden(OTHER_BROWSER));
-    }
-    // Taken, not read: of two callbacks racing with one state, one wins; a replay finds nothing.
-    if state.store.take_single_use(SingleUseKind::UpstreamState, &state_key, now).await?.is_none() {
-        login::record_upstream_failure(state.store.as_ref(), &id, "unknown_state", Some(ip), now).await?;
-        return Err(WebError::BadRequest(UNKNOWN_STATE));
-    }
+    let at = Return { connector_id: &id, ip, now };
+    let browser_value = browser_value(&session).await?;
+    let state_param = query_param(&params, "state")?;
+    let pending = flow::take_oidc_start(state.store.as_ref(), at, state_param.as_deref(), browser_value.as_deref()).await?;
     // RFC 9207: a response that names another issuer was meant for another connector (mix-up).
     if query_param(&params, "iss")?.is_some_and(|iss| iss != connector.settings().issuer) {
-        login::record_upstream_failure(state.store.as_ref(), &id, "issuer_mismatch", Some(ip), now).await?;
-        return Err(WebError::BadRequest(MALFORMED_CALLBACK));
+        return Err(flow::refuse(state.store.as_ref(), at, FlowFailure::IssuerMismatch).await.into());
     }
     if let Some(error) = query_param(&params, "error")? {
         let code = upstream_error_code(&error);
@@ -165,8 +159,7 @@ pub async fn oidc_callback(
         return refused_page(&state, connector.name(), code, pending.pending_login.as_deref()).await;
     }
     let Some(code) = query_param(&params, "code")? else {
-        login::record_upstream_failure(state.store.as_ref(), &id, "missing_code", Some(ip), now).await?;
-        return Err(WebError::BadRequest(MALFORMED_CALLBACK));
+        return Err(flow::refuse(state.store.as_ref(), at, FlowFailure::MissingCode).await.into());
     };
     let identity = match connector.finish(&code, &pending, now).await {
         Ok(identity) => identity,
@@ -212,12 +205,9 @@ pub(crate) fn count_sign_in_start(state: &AppState, ip: std::net::IpAddr) -> Res
     Ok(())
 }
 
-/// Whether this browser's session holds the value whose digest a sign-in recorded at its start.
-pub(crate) async fn bound_to_this_browser(session: &Session, expected_digest: &str) -> Result<bool, WebError> {
-    Ok(session
-        .get::<String>(BINDING_KEY)
-        .await?
-        .is_some_and(|b| constant_time_eq(digest(&b).as_bytes(), expected_digest.as_bytes())))
+/// The value this browser's session holds to prove it started a sign-in.
+pub(crate) async fn browser_value(session: &Session) -> Result<Option<String>, WebError> {
+    Ok(session.get::<String>(BINDING_KEY).await?)
 }
 
 /// The downstream error an upstream `error=` becomes. Errors that mean the broker itself is
@@ -311,6 +301,15 @@ pub(crate) async fn upstream_failure_page(
 ) -> Result<Response, WebError> {
     let now = state.clock.now();
     login::record_upstream_failure(state.store.as_ref(), failure.connector_id, failure.reason, Some(ip), now).await?;
+    audited_failure_page(state, failure, pending_login).await
+}
+
+/// Counts a failure already audited and renders its page.
+pub(crate) async fn audited_failure_page(
+    state: &AppState,
+    failure: &UpstreamFailure<'_>,
+    pending_login: Option<&str>,
+) -> Result<Response, WebError> {
     state.metrics.record_login(failure.connector_id, failure.reason);
     let (message, code) = if failure.unreachable {
         ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)

@@ -312,6 +312,9 @@ async fn a_public_client_gets_no_client_credentials_token_even_if_recorded_so() 
         managed_by_config: false,
         created_at: START,
         updated_at: START,
+        version: 1,
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
     };
     app.state.store.upsert_client(&public_machine).await.unwrap();
     let response = token_request(

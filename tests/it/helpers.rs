@@ -36,10 +36,12 @@ impl TestDb {
         Self { url, dir }
     }
 
-    /// `None` when `TEST_DATABASE_URL` is unset (a plain `cargo test`); CI always sets it, and
-    /// then an unreachable server fails the test.
+    /// `None` when `TEST_DATABASE_URL` is unset (a plain `cargo test`); then an unreachable
+    /// server fails the test. `TEST_POSTGRES=1` (set by `.ci/run`) makes PostgreSQL mandatory,
+    /// so a CI run that lost its database URL fails instead of passing on SQLite alone.
     pub async fn postgres() -> Option<Self> {
         let Ok(base) = std::env::var("TEST_DATABASE_URL") else {
+            assert!(std::env::var_os("TEST_POSTGRES").is_none(), "TEST_POSTGRES is set but TEST_DATABASE_URL is not");
             eprintln!("TEST_DATABASE_URL is not set: skipping the PostgreSQL part of this test");
             return None;
         };
@@ -98,6 +100,9 @@ pub fn client_record(id: &str, managed: bool) -> ClientRecord {
         managed_by_config: managed,
         created_at: START,
         updated_at: START,
+        version: 1,
+        previous_secret_hash: None,
+        previous_secret_expires_at: None,
     }
 }
 

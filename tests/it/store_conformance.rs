@@ -404,7 +404,6 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
     assert_eq!(ended.grant.revoked_at, Some(NOW + 6));
     assert!(!store.revoke_sso_session("s1", NOW + 8).await.unwrap(), "already revoked");
     assert_eq!(store.end_sso_session("missing", "x", NOW).await.unwrap(), 0);
-    assert_eq!(store.revoke_user_client_grants(&user.id, "bcl", NOW + 9).await.unwrap(), 0, "already revoked");
     let leased = store.lease_backchannel_logouts(NOW + 6, NOW + 66, 10).await.unwrap();
     assert_eq!(leased.len(), 1);
     assert_eq!((leased[0].client_id.as_str(), leased[0].sid.as_str()), ("bcl", "public-sid"));
@@ -422,8 +421,11 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
     store.put_consent(&user.id, "bcl", &["openid".into(), "email".into()], NOW).await.unwrap();
     assert_eq!(store.get_consent(&user.id, "bcl").await.unwrap().unwrap(), vec!["openid".to_owned(), "email".to_owned()]);
     assert_eq!(store.list_consents(&user.id).await.unwrap().len(), 1);
-    assert!(store.revoke_consent(&user.id, "bcl").await.unwrap());
-    assert!(!store.revoke_consent(&user.id, "bcl").await.unwrap());
+    let withdrawn = store.withdraw_consent(&user.id, "bcl", NOW + 9).await.unwrap();
+    assert!(withdrawn.consent_removed);
+    assert_eq!(withdrawn.grants_revoked, 0, "the session's end revoked its grants already");
+    assert!(!store.withdraw_consent(&user.id, "bcl", NOW + 9).await.unwrap().consent_removed);
+    assert!(store.list_consents(&user.id).await.unwrap().is_empty());
 
     let report = store.delete_expired(NOW + 1000, 0).await.unwrap();
     assert_eq!(report.grants, 2);
@@ -463,4 +465,46 @@ async fn conformance_on_sqlite() {
 async fn conformance_on_postgres() {
     let Some(db) = TestDb::postgres().await else { return };
     run_suite(&db).await;
+}
+
+/// The two migration folders hold the same migrations, differing only in the column types each
+/// database spells its own way; a migration added to one folder alone fails here.
+#[test]
+fn migration_folders_differ_only_in_column_types() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let names = |db: &str| -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(root.join(db)).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    };
+    let sqlite = names("sqlite");
+    assert_eq!(sqlite, names("postgres"), "both folders hold the same migrations");
+    assert!(sqlite.len() >= 4);
+    let integer = regex_lite_word("INTEGER");
+    for name in &sqlite {
+        let lite = std::fs::read_to_string(root.join("sqlite").join(name)).unwrap();
+        let postgres = std::fs::read_to_string(root.join("postgres").join(name)).unwrap();
+        let translated =
+            integer(&lite).replace("BLOB", "BYTEA").replace("BIGINT PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY");
+        assert_eq!(translated, postgres, "{name}: the folders differ in more than column types");
+    }
+}
+
+/// Replaces the whole word `word` by `BIGINT`.
+fn regex_lite_word(word: &'static str) -> impl Fn(&str) -> String {
+    move |text| {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find(word) {
+            let before = rest[..at].chars().last();
+            let after = rest[at + word.len()..].chars().next();
+            let boundary = |c: Option<char>| c.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_');
+            out.push_str(&rest[..at]);
+            out.push_str(if boundary(before) && boundary(after) { "BIGINT" } else { word });
+            rest = &rest[at + word.len()..];
+        }
+        out.push_str(rest);
+        out
+    }
 }

@@ -1,6 +1,8 @@
 //! Password sign-in through a local connector: throttling, verification, mapping to a local
 //! user, the new SSO session, and the audit trail. Takes plain values and the time.
 
+pub mod flow;
+
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -126,6 +128,26 @@ pub async fn password_login(
     let signed_in = sign_in(store.as_ref(), policy.session, &identity, origin, now).await?;
     counters.release(store.as_ref()).await?;
     Ok(signed_in)
+}
+
+/// A way to sign in that the login page offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignInOption {
+    pub connector_id: String,
+    pub name: String,
+    /// Signed into on the login page itself (a password form), not by a redirect.
+    pub password_form: bool,
+}
+
+/// The connectors a login page offers: all, or only the one a request asked for.
+pub async fn sign_in_options(store: &dyn Store, only: Option<&str>) -> Result<Vec<SignInOption>, StoreError> {
+    Ok(store
+        .list_connectors()
+        .await?
+        .into_iter()
+        .filter(|c| only.is_none_or(|only| only == c.id))
+        .map(|c| SignInOption { password_form: c.kind == "local", connector_id: c.id, name: c.name })
+        .collect())
 }
 
 /// Where a sign-in came from, for the session and the audit.

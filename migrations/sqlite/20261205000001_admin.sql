@@ -1,0 +1,11 @@
+-- The admin console and API: client versions for compare-and-swap edits, a rotated secret's
+-- overlap, and the indexes the console's lists and filters page through.
+ALTER TABLE clients ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE clients ADD COLUMN previous_secret_hash TEXT;
+ALTER TABLE clients ADD COLUMN previous_secret_expires_at INTEGER;
+CREATE INDEX users_username ON users (username, id);
+CREATE INDEX grants_user ON grants (user_id);
+CREATE INDEX grants_client ON grants (client_id);
+CREATE INDEX audit_log_user ON audit_log (user_id, id);
+CREATE INDEX audit_log_client ON audit_log (client_id, id);
+CREATE INDEX sso_sessions_auth_time ON sso_sessions (auth_time, id);
