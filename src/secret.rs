@@ -5,7 +5,7 @@ use subtle::ConstantTimeEq;
 
 pub const MASK: &str = "********";
 
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret<T>(T);
 
 impl<T> Secret<T> {

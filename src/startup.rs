@@ -175,7 +175,15 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         None => None,
     };
     let starts = Arc::new(WindowCounter::new(60, MAX_TRACKED_NETWORKS));
-    let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts };
+    let admin = Arc::new(crate::admin::Admin::new(
+        store.clone(),
+        config.clone(),
+        clock.clone(),
+        provider.secrets.clone(),
+        keys.clone(),
+        provider.backchannel.clone(),
+    ));
+    let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts, admin };
     let router = web::router(state.clone(), sessions.clone());
     Ok(App { state, sessions, router, http, metrics_listener })
 }

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 
 use crate::clock::UnixTime;
-use crate::config::{ClientConfig, ClientSecret, Config, ConnectorConfig, ConnectorKind};
+use crate::config::{ClientConfig, Config, ConnectorConfig, ConnectorKind};
 use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError};
 use crate::tokens::SecretHasher;
 
@@ -118,33 +118,10 @@ async fn end_sessions(store: &dyn Store, connector_id: &str, user_id: Option<&st
 }
 
 fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets: &SecretHasher, now: UnixTime) -> ClientRecord {
-    let secret_hash = match &client.secret {
-        ClientSecret::None => None,
-        ClientSecret::Hash(hash) => Some(hash.expose().clone()),
-        ClientSecret::Plain(plain) => Some(secrets.hash(plain.expose())),
-    };
     ClientRecord {
-        client_id: client.client_id.clone(),
-        secret_hash,
-        redirect_uris: client.redirect_uris.clone(),
-        post_logout_redirect_uris: client.post_logout_redirect_uris.clone(),
-        scopes: client.scopes.clone(),
-        grant_types: client.grant_types.clone(),
-        name: client.name.clone(),
-        first_party: client.first_party,
-        signing_alg: client.signing_alg.as_str().to_owned(),
-        access_token_lifetime_secs: client.access_token_lifetime_secs,
-        issue_refresh_token: client.issue_refresh_token,
-        default_audience: client.default_audience.clone(),
-        resources: client.resources.clone(),
-        backchannel_logout_uri: client.backchannel_logout_uri.clone(),
-        introspect_any: client.introspect_any,
-        managed_by_config: true,
         created_at: previous.map_or(now, |p| p.created_at),
-        updated_at: now,
         version: previous.map_or(1, |p| p.version),
-        previous_secret_hash: None,
-        previous_secret_expires_at: None,
+        ..crate::admin::clients::record(client, true, secrets, now)
     }
 }
 

@@ -426,7 +426,7 @@ pub struct AuditQuery {
 }
 
 /// Sign-ins through one connector since a time, by outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SignInCount {
     pub connector_id: String,
     pub successes: u64,

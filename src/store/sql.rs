@@ -1214,18 +1214,15 @@ macro_rules! impl_sql_store {
                 for (connector_id, outcome, count) in rows {
                     let connector_id = connector_id.unwrap_or_default();
                     let count = u64::try_from(count).unwrap_or(0);
-                    let entry = match counts.iter_mut().find(|c| c.connector_id == connector_id) {
-                        Some(entry) => entry,
-                        None => {
-                            counts.push($crate::store::SignInCount { connector_id, successes: 0, failures: 0 });
-                            let last = counts.len() - 1;
-                            &mut counts[last]
+                    if !counts.iter().any(|c| c.connector_id == connector_id) {
+                        counts.push($crate::store::SignInCount { connector_id: connector_id.clone(), successes: 0, failures: 0 });
+                    }
+                    if let Some(entry) = counts.iter_mut().find(|c| c.connector_id == connector_id) {
+                        if outcome == "success" {
+                            entry.successes += count;
+                        } else {
+                            entry.failures += count;
                         }
-                    };
-                    if outcome == "success" {
-                        entry.successes += count;
-                    } else {
-                        entry.failures += count;
                     }
                 }
                 Ok(counts)

@@ -108,6 +108,8 @@ pub struct KeySummary {
     pub created_at: UnixTime,
     pub retired_at: Option<UnixTime>,
     pub published: bool,
+    /// For a retired key: until when it stays published, so its tokens still verify.
+    pub published_until: Option<UnixTime>,
 }
 
 impl KeyManager {
@@ -180,6 +182,7 @@ impl KeyManager {
             created_at: record.created_at,
             retired_at: record.retired_at,
             published: record.retired_at.is_none_or(|retired| self.publication_end(retired) > now),
+            published_until: record.retired_at.map(|retired| self.publication_end(retired)),
         }
     }
 

@@ -1,5 +1,7 @@
 //! HTTP: handlers parse requests, call a core, and render. Nothing here decides policy.
 
+pub mod admin;
+pub mod admin_api;
 pub mod client;
 pub mod csrf;
 pub mod error;
@@ -70,6 +72,8 @@ pub struct AppState {
     pub forms: Arc<csrf::FormTokens>,
     /// Sign-ins started per client network in the current minute.
     pub starts: Arc<crate::throttle::WindowCounter>,
+    /// Admin operations, for the console and the admin API.
+    pub admin: Arc<crate::admin::Admin>,
 }
 
 pub fn router(state: AppState, sessions: SessionBackend) -> Router {
@@ -117,15 +121,18 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/saml/{id}/login", get(saml::login))
         .route("/saml/{id}/finish", get(saml::finish).post(saml::finish_confirmed))
         .route("/saml/{id}/acs", post(saml::acs).layer(DefaultBodyLimit::max(crate::upstream::saml::MAX_POST_BYTES)))
+        .merge(admin::router())
         .route("/static/gatehouse.css", get(ops::stylesheet))
         .route("/favicon.ico", get(ops::favicon));
     // With a listener of their own, metrics are not on the public one.
     if state.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(ops::metrics));
     }
+    // The admin API reads no cookie, so it sits outside the session layer.
     let mut router = routes
-        .fallback(ops::not_found)
         .layer(session_layer)
+        .merge(admin_api::router())
+        .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(header_layer(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY))
         .layer(header_layer(header::X_FRAME_OPTIONS, "DENY"))

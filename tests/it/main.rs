@@ -1,6 +1,7 @@
 //! Integration tests: the real app on 127.0.0.1:0, real SQLite files and, when
 //! `TEST_DATABASE_URL` is set, a real PostgreSQL server.
 
+mod admin;
 mod backchannel;
 mod browser;
 mod cli;

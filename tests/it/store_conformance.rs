@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use gatehouse::store::{
-    AuditEvent, AuditOutcome, ConnectorRecord, GrantRecord, RefreshTokenRecord, Rotation, SigningKeyRecord, SingleUseKind,
-    SsoSession, Store, StoreError, UserProfile,
+    AuditEvent, AuditOutcome, AuditQuery, ClientRecord, ConnectorRecord, GrantQuery, GrantRecord, RefreshTokenRecord, Rotation,
+    SessionQuery, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError, UserProfile, UserQuery,
 };
 
 use crate::helpers::{START, TestDb, client_record};
@@ -93,7 +93,11 @@ async fn clients_and_connectors(store: &Arc<dyn Store>) {
     changed.secret_hash = None;
     changed.updated_at = NOW + 1;
     store.upsert_client(&changed).await.unwrap();
-    assert_eq!(store.get_client("b-app").await.unwrap(), changed);
+    assert_eq!(
+        store.get_client("b-app").await.unwrap(),
+        ClientRecord { version: 2, ..changed.clone() },
+        "an update raises the version"
+    );
     let ids: Vec<String> = store.list_clients().await.unwrap().into_iter().map(|c| c.client_id).collect();
     assert_eq!(ids, vec!["a-app".to_owned(), "b-app".to_owned()]);
     store.delete_client("a-app", START, gatehouse::session::public_sid).await.unwrap();
@@ -453,6 +457,8 @@ async fn run_suite(db: &TestDb) {
     part!(single_use_is_taken_once_under_concurrency);
     part!(expired_rows_are_deleted);
     part!(grants_and_refresh_tokens);
+    part!(client_compare_and_swap);
+    part!(admin_listings);
     assert!(db.open_store().await.ping().await.is_ok());
 }
 
@@ -465,6 +471,167 @@ async fn conformance_on_sqlite() {
 async fn conformance_on_postgres() {
     let Some(db) = TestDb::postgres().await else { return };
     run_suite(&db).await;
+}
+
+async fn client_compare_and_swap(store: &Arc<dyn Store>) {
+    let original = client_record("cas", false);
+    store.insert_client(&original).await.unwrap();
+    assert!(matches!(store.insert_client(&original).await, Err(StoreError::AlreadyExists)), "insert never overwrites");
+    let renamed =
+        store.update_client("cas", &|old| Ok(ClientRecord { name: "Renamed".into(), updated_at: NOW + 1, ..old })).await.unwrap();
+    assert_eq!((renamed.name.as_str(), renamed.version), ("Renamed", 2));
+    assert_eq!(store.get_client("cas").await.unwrap(), renamed);
+    // The change function sees the current record and may refuse; nothing is written then.
+    let refused = store.update_client("cas", &|old| if old.version == 1 { Ok(old) } else { Err(StoreError::Conflict) }).await;
+    assert!(matches!(refused, Err(StoreError::Conflict)));
+    assert_eq!(store.get_client("cas").await.unwrap().version, 2);
+    assert!(matches!(store.update_client("missing", &|old| Ok(old)).await, Err(StoreError::NotFound)));
+
+    // Concurrent edits: each one lands whole, none is lost, versions count every write.
+    let mut tasks = Vec::new();
+    for i in 0..6 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let result = store
+                    .update_client("cas", &move |mut old| {
+                        old.redirect_uris.push(format!("https://app.example/{i}"));
+                        Ok(old)
+                    })
+                    .await;
+                match result {
+                    Ok(_) => break,
+                    Err(StoreError::Conflict) => tokio::task::yield_now().await,
+                    Err(err) => panic!("{err}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let after = store.get_client("cas").await.unwrap();
+    assert_eq!(after.version, 8);
+    assert_eq!(after.redirect_uris.len(), original.redirect_uris.len() + 6, "no edit was lost");
+}
+
+async fn admin_listings(store: &Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for name in ["dave", "erin", "frank", "grace", "heidi"] {
+        let (user, _) = store.get_or_create_linked_user("local", name, &profile(name), NOW).await.unwrap();
+        ids.push(user.id);
+    }
+    let (odd, _) = store.get_or_create_linked_user("local", "odd", &profile("100%_x"), NOW).await.unwrap();
+    assert_eq!(store.count_users().await.unwrap(), 6);
+
+    // Keyset paging visits every user once, in username order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.search_users(&UserQuery { text: None, after: after.clone(), limit: 2 }).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|u| (u.username.clone(), u.id.clone()));
+        seen.extend(page.into_iter().map(|u| u.username));
+    }
+    assert_eq!(seen, ["100%_x", "dave", "erin", "frank", "grace", "heidi"]);
+    // Case-insensitive, anywhere in username, email or display name; pattern characters are literal.
+    let found = |text: &str| {
+        let store = store.clone();
+        let text = text.to_owned();
+        async move {
+            let query = UserQuery { text: Some(text), after: None, limit: 50 };
+            store.search_users(&query).await.unwrap().into_iter().map(|u| u.username).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("RAC").await, ["grace"]);
+    assert_eq!(found("heidi@example").await, ["heidi"]);
+    assert_eq!(found("%").await, ["100%_x"]);
+    assert_eq!(found("_").await, ["100%_x"]);
+    assert!(found("nobody").await.is_empty());
+    let links = store.list_user_links(&odd.id).await.unwrap();
+    assert_eq!((links[0].connector_id.as_str(), links[0].subject.as_str()), ("local", "odd"));
+
+    // Sessions: active only, newest sign-in first, filtered, paged.
+    for (i, user_id) in ids.iter().enumerate() {
+        let mut session = sso(&format!("as-{i}"), user_id, NOW + 1000);
+        session.auth_time = NOW + i as i64;
+        session.last_seen_at = NOW + i as i64;
+        store.create_sso_session(&session).await.unwrap();
+    }
+    store.revoke_sso_session("as-4", NOW + 5).await.unwrap();
+    let first = store.search_sso_sessions(&SessionQuery { limit: 2, ..SessionQuery::default() }, NOW + 10, 600).await.unwrap();
+    assert_eq!(first.iter().map(|s| s.session.id.as_str()).collect::<Vec<_>>(), ["as-3", "as-2"]);
+    assert_eq!(first[0].username, "grace");
+    let before = first.last().map(|s| (s.session.auth_time, s.session.id.clone()));
+    let rest =
+        store.search_sso_sessions(&SessionQuery { before, limit: 10, ..SessionQuery::default() }, NOW + 10, 600).await.unwrap();
+    assert_eq!(rest.iter().map(|s| s.session.id.as_str()).collect::<Vec<_>>(), ["as-1", "as-0"]);
+    let of_one = SessionQuery { user_id: Some(ids[1].clone()), limit: 10, ..SessionQuery::default() };
+    assert_eq!(store.search_sso_sessions(&of_one, NOW + 10, 600).await.unwrap().len(), 1);
+    let elsewhere = SessionQuery { connector_id: Some("corp".into()), limit: 10, ..SessionQuery::default() };
+    assert!(store.search_sso_sessions(&elsewhere, NOW + 10, 600).await.unwrap().is_empty());
+    assert_eq!(store.count_active_sso_sessions(NOW + 10, 600).await.unwrap(), 4);
+    assert_eq!(store.count_active_sso_sessions(NOW + 10, 8).await.unwrap(), 1, "idle sessions are not active");
+
+    // Grants: live only, with the newest refresh token's time.
+    store.upsert_client(&client_record("g-app", true)).await.unwrap();
+    store.create_grant(&grant("ga", &ids[0], "as-0", "g-app")).await.unwrap();
+    store.create_grant(&GrantRecord { created_at: NOW + 1, ..grant("gb", &ids[1], "as-1", "g-app") }).await.unwrap();
+    store.create_grant(&GrantRecord { created_at: NOW + 2, ..grant("gc", &ids[1], "as-1", "other") }).await.unwrap();
+    store.insert_refresh_token("rt-1", &refresh("gb", NOW + 3)).await.unwrap();
+    store.insert_refresh_token("rt-2", &refresh("gb", NOW + 7)).await.unwrap();
+    store.revoke_grant("gc", NOW + 4).await.unwrap();
+    let all = store.search_grants(&GrantQuery { limit: 10, ..GrantQuery::default() }, NOW + 10).await.unwrap();
+    assert_eq!(all.iter().map(|g| g.grant.id.as_str()).collect::<Vec<_>>(), ["gb", "ga"]);
+    assert_eq!(all[0].last_refreshed_at, Some(NOW + 7));
+    assert_eq!(all[0].username, "erin");
+    assert_eq!(all[1].last_refreshed_at, None);
+    let of_user = GrantQuery { user_id: Some(ids[0].clone()), limit: 10, ..GrantQuery::default() };
+    assert_eq!(store.search_grants(&of_user, NOW + 10).await.unwrap().len(), 1);
+    let before = Some((all[0].grant.created_at, all[0].grant.id.clone()));
+    let paged = store.search_grants(&GrantQuery { before, limit: 10, ..GrantQuery::default() }, NOW + 10).await.unwrap();
+    assert_eq!(paged.iter().map(|g| g.grant.id.as_str()).collect::<Vec<_>>(), ["ga"]);
+
+    // Audit: filters combine; paging goes below the last id seen.
+    for (i, (kind, outcome, connector)) in [
+        ("login", AuditOutcome::Success, "local"),
+        ("login", AuditOutcome::Failure, "local"),
+        ("login", AuditOutcome::Failure, "corp"),
+        ("logout", AuditOutcome::Success, "local"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let event = AuditEvent {
+            time: NOW + i as i64,
+            kind: kind.into(),
+            outcome,
+            actor: Some("dave".into()),
+            user_id: Some(ids[0].clone()),
+            client_id: None,
+            connector_id: Some(connector.into()),
+            ip: None,
+            detail: None,
+        };
+        store.record_audit(&event).await.unwrap();
+    }
+    let logins = AuditQuery { kind: Some("login".into()), limit: 10, ..AuditQuery::default() };
+    let found = store.search_audit(&logins).await.unwrap();
+    assert_eq!(found.len(), 3);
+    assert!(found.windows(2).all(|w| w[0].0 > w[1].0), "newest first");
+    let page = AuditQuery { before_id: Some(found[0].0), limit: 10, ..logins.clone() };
+    assert_eq!(store.search_audit(&page).await.unwrap().len(), 2);
+    let window = AuditQuery { since: Some(NOW + 1), until: Some(NOW + 3), limit: 10, ..AuditQuery::default() };
+    assert_eq!(store.search_audit(&window).await.unwrap().len(), 2);
+    let corp = AuditQuery { connector_id: Some("corp".into()), limit: 10, ..AuditQuery::default() };
+    assert_eq!(store.search_audit(&corp).await.unwrap().len(), 1);
+    let counts = store.count_sign_ins(NOW).await.unwrap();
+    let local = counts.iter().find(|c| c.connector_id == "local").unwrap();
+    assert_eq!((local.successes, local.failures), (1, 1));
+    let corp = counts.iter().find(|c| c.connector_id == "corp").unwrap();
+    assert_eq!((corp.successes, corp.failures), (0, 1));
 }
 
 /// The two migration folders hold the same migrations, differing only in the column types each

@@ -1,0 +1,144 @@
+//! Users: search, one user's whole picture, disabling and signing out everywhere.
+
+use serde::Serialize;
+
+use super::audit::AuditEntry;
+use super::grants::GrantView;
+use super::sessions::SessionView;
+use super::{Actor, Admin, AdminResult, Page, Touched, decode_cursor, events, next_cursor, page_size};
+use crate::clock::UnixTime;
+use crate::store::{AuditQuery, GrantQuery, IdentityLink, SessionQuery, User, UserQuery};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub display_name: Option<String>,
+    pub groups: Vec<String>,
+    pub disabled: bool,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    pub last_login_at: Option<UnixTime>,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id,
+            username: user.username,
+            email: user.email,
+            email_verified: user.email_verified,
+            display_name: user.display_name,
+            groups: user.groups,
+            disabled: user.disabled,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+            last_login_at: user.last_login_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LinkView {
+    pub connector_id: String,
+    pub subject: String,
+    pub linked_at: UnixTime,
+}
+
+impl From<IdentityLink> for LinkView {
+    fn from(link: IdentityLink) -> Self {
+        Self { connector_id: link.connector_id, subject: link.subject, linked_at: link.created_at }
+    }
+}
+
+/// Everything the user page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserDetail {
+    pub user: UserView,
+    pub identities: Vec<LinkView>,
+    pub sessions: Vec<SessionView>,
+    pub grants: Vec<GrantView>,
+    pub recent_events: Vec<AuditEntry>,
+}
+
+/// How much the detail page lists of each kind.
+const DETAIL_ROWS: u32 = 50;
+
+impl Admin {
+    /// Users whose username, email or name contains `text`, in username order, one page at a time.
+    pub async fn search_users(
+        &self,
+        text: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> AdminResult<Page<UserView>> {
+        let limit = page_size(limit);
+        let after: Option<(String, String)> = decode_cursor(cursor)?;
+        let text = text.map(str::trim).filter(|t| !t.is_empty()).map(|t| t.chars().take(200).collect());
+        let users = self.store.search_users(&UserQuery { text, after, limit }).await?;
+        let next = next_cursor(&users, limit, |u| (u.username.clone(), u.id.clone()));
+        Ok(Page { items: users.into_iter().map(UserView::from).collect(), next })
+    }
+
+    pub async fn user(&self, id: &str) -> AdminResult<UserDetail> {
+        let user = self.store.get_user(id).await?;
+        let now = self.now();
+        let identities = self.store.list_user_links(id).await?.into_iter().map(LinkView::from).collect();
+        let sessions = SessionQuery { user_id: Some(id.to_owned()), limit: DETAIL_ROWS, ..SessionQuery::default() };
+        let sessions = self
+            .store
+            .search_sso_sessions(&sessions, now, self.config.session.idle_timeout_secs)
+            .await?
+            .into_iter()
+            .map(SessionView::from)
+            .collect();
+        let grants = GrantQuery { user_id: Some(id.to_owned()), limit: DETAIL_ROWS, ..GrantQuery::default() };
+        let grants = self.store.search_grants(&grants, now).await?.into_iter().map(GrantView::from).collect();
+        let events = AuditQuery { user_id: Some(id.to_owned()), limit: 20, ..AuditQuery::default() };
+        let recent_events = self.store.search_audit(&events).await?.into_iter().map(AuditEntry::from).collect();
+        Ok(UserDetail { user: user.into(), identities, sessions, grants, recent_events })
+    }
+
+    /// Every session of the user that has not ended, idle or not.
+    async fn open_session_ids(&self, user_id: &str) -> AdminResult<Vec<String>> {
+        let now = self.now();
+        // With the absolute timeout as the idle bound, idle sessions count as open too.
+        let sessions = self.store.list_active_sso_sessions(Some(user_id), now, self.config.session.absolute_timeout_secs).await?;
+        Ok(sessions.into_iter().map(|s| s.id).collect())
+    }
+
+    /// Disables the user: their sessions end and every token issued to them stops working now;
+    /// they cannot sign in again until enabled.
+    pub async fn disable_user(&self, actor: &Actor, id: &str) -> AdminResult<usize> {
+        actor.may_write()?;
+        self.store.get_user(id).await?;
+        self.store.set_user_disabled(id, true, self.now()).await?;
+        let sessions = self.open_session_ids(id).await?;
+        self.end_sessions(&sessions).await?;
+        let touched =
+            Touched { user_id: Some(id), detail: Some(format!("{} sessions ended", sessions.len())), ..Touched::default() };
+        self.audit(actor, events::USER_DISABLED, touched).await?;
+        Ok(sessions.len())
+    }
+
+    pub async fn enable_user(&self, actor: &Actor, id: &str) -> AdminResult<()> {
+        actor.may_write()?;
+        self.store.get_user(id).await?;
+        self.store.set_user_disabled(id, false, self.now()).await?;
+        self.audit(actor, events::USER_ENABLED, Touched { user_id: Some(id), ..Touched::default() }).await
+    }
+
+    /// Ends every session of the user (with their grants); returns how many.
+    pub async fn sign_out_user(&self, actor: &Actor, id: &str) -> AdminResult<usize> {
+        actor.may_write()?;
+        self.store.get_user(id).await?;
+        let sessions = self.open_session_ids(id).await?;
+        self.end_sessions(&sessions).await?;
+        let touched =
+            Touched { user_id: Some(id), detail: Some(format!("{} sessions ended", sessions.len())), ..Touched::default() };
+        self.audit(actor, events::USER_SIGNED_OUT, touched).await?;
+        Ok(sessions.len())
+    }
+}

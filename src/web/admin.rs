@@ -1,0 +1,834 @@
+//! `/admin`: the admin console, server-rendered over the admin core. Every page needs a
+//! signed-in member of an admin group whose sign-in is recent enough; older sign-ins go
+//! through sign-in again (step-up), others get 403. Every form carries a CSRF token, and every
+//! destructive action asks for confirmation first.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::Router;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::admin::audit::{AuditEntry, AuditFilter};
+use crate::admin::clients::{ClientView, RemovalImpact};
+use crate::admin::grants::{GrantFilter, GrantView};
+use crate::admin::keys::KeyView;
+use crate::admin::overview::Overview;
+use crate::admin::sessions::{SessionFilter, SessionView};
+use crate::admin::users::{UserDetail, UserView};
+use crate::admin::{Actor, AdminError, Role, role_of};
+use crate::secret::Secret;
+use crate::session::pending::{self, PendingLogin};
+use crate::web::AppState;
+use crate::web::client::client_ip;
+use crate::web::csrf::Forms;
+use crate::web::error::WebError;
+use crate::web::pages::render_page;
+use crate::web::sessions;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/admin", get(overview))
+        .route("/admin/clients", get(clients).post(create_client))
+        .route("/admin/clients/new", get(new_client))
+        .route("/admin/clients/{id}", get(client).post(update_client))
+        .route("/admin/clients/{id}/edit", get(edit_client))
+        .route("/admin/clients/{id}/delete", get(confirm_delete_client).post(delete_client))
+        .route("/admin/clients/{id}/secret", post(rotate_secret))
+        .route("/admin/users", get(users))
+        .route("/admin/users/{id}", get(user))
+        .route("/admin/users/{id}/{action}", get(confirm_user_action).post(user_action))
+        .route("/admin/sessions", get(sessions_page))
+        .route("/admin/sessions/{id}/end", get(confirm_end_session).post(end_session))
+        .route("/admin/grants/{id}/revoke", post(revoke_grant))
+        .route("/admin/keys", get(keys).post(rotate_keys))
+        .route("/admin/audit", get(audit))
+        .route("/admin/audit.jsonl", get(audit_download))
+}
+
+const NOT_ADMIN: &str =
+    "Your account is not allowed to use the admin console. Ask an administrator to add you to an admin group.";
+const READ_ONLY: &str = "Your account may view the admin console but not change anything.";
+const FORM_INCOMPLETE: &str = "The form was incomplete. Go back and try again.";
+
+/// A signed-in admin, with a CSRF token for the page's forms.
+pub struct Console {
+    actor: Actor,
+    forms: Forms,
+    csrf: String,
+}
+
+impl FromRequestParts<AppState> for Console {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let forms = Forms::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let here = parts.uri.path_and_query().map_or("/admin", |p| p.as_str()).to_owned();
+        let Some((sso, user)) = sessions::current(state, forms.session()).await.map_err(IntoResponse::into_response)? else {
+            return Err(step_up(state, &here, false).await);
+        };
+        let Some(role) = role_of(state.admin.settings(), &user.groups) else {
+            return Err(WebError::Forbidden(NOT_ADMIN).into_response());
+        };
+        if state.clock.now() - sso.auth_time > state.admin.settings().max_auth_age_secs {
+            return Err(step_up(state, &here, true).await);
+        }
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ConnectInfo(addr)| client_ip(*addr, &parts.headers, &state.config.trusted_proxies));
+        let csrf = forms.token().await.map_err(IntoResponse::into_response)?;
+        Ok(Self { actor: Actor { name: user.username, role, ip }, forms, csrf })
+    }
+}
+
+/// Sends the browser through sign-in, back to `here` afterwards; `force` asks for a fresh
+/// sign-in even with a session (the console's maximum sign-in age).
+async fn step_up(state: &AppState, here: &str, force: bool) -> Response {
+    let pending = PendingLogin {
+        client_name: Some(String::from("the admin console")),
+        resume_path: if here.starts_with("/admin") { here.to_owned() } else { String::from("/admin") },
+        force_login: force,
+        ..PendingLogin::default()
+    };
+    match pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, state.clock.now()).await {
+        Ok(id) => Redirect::to(&format!("/login?req={id}")).into_response(),
+        Err(err) => WebError::internal(err).into_response(),
+    }
+}
+
+impl Console {
+    fn may_write(&self) -> Result<(), WebError> {
+        match self.actor.role {
+            Role::Admin => Ok(()),
+            Role::ReadOnly => Err(WebError::Forbidden(READ_ONLY)),
+        }
+    }
+
+    fn nav(&self, section: &'static str) -> Nav<'_> {
+        Nav { section, who: &self.actor.name, csrf: &self.csrf, read_only: self.actor.role == Role::ReadOnly }
+    }
+}
+
+/// What every console page's header needs.
+pub struct Nav<'a> {
+    pub section: &'static str,
+    pub who: &'a str,
+    pub csrf: &'a str,
+    pub read_only: bool,
+}
+
+fn admin_error(err: AdminError) -> WebError {
+    match err {
+        AdminError::ReadOnly => WebError::Forbidden(READ_ONLY),
+        AdminError::NotFound => WebError::NotFound,
+        AdminError::Invalid { .. } | AdminError::Conflict(_) => {
+            WebError::BadRequest("The change was refused. Go back and check the form.")
+        }
+        AdminError::Store(err) => WebError::internal(err),
+        AdminError::Internal(cause) => WebError::Internal(cause),
+    }
+}
+
+/// A value as one URL path segment or query value.
+fn enc(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// Unix seconds as UTC, for tables.
+pub fn when(time: &i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(*time)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map_or_else(|| time.to_string(), |t| t.replace('T', " ").replace('Z', " UTC"))
+}
+
+fn when_opt(time: &Option<i64>) -> String {
+    time.as_ref().map_or_else(|| String::from("—"), when)
+}
+
+#[derive(Template)]
+#[template(path = "admin/overview.html")]
+struct OverviewPage<'a> {
+    nav: Nav<'a>,
+    overview: Overview,
+}
+
+async fn overview(State(state): State<AppState>, console: Console) -> Result<Response, WebError> {
+    let overview = state.admin.overview().await.map_err(admin_error)?;
+    Ok(render_page(&OverviewPage { nav: console.nav("overview"), overview }).into_response())
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListParams {
+    q: Option<String>,
+    next: Option<String>,
+    user: Option<String>,
+    client_id: Option<String>,
+    connector: Option<String>,
+    kind: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn list_params(query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>) -> Result<ListParams, WebError> {
+    query.map(|Query(q)| q).map_err(|_| WebError::BadRequest("The address has a malformed query."))
+}
+
+fn nonempty(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+#[derive(Template)]
+#[template(path = "admin/clients.html")]
+struct ClientsPage<'a> {
+    nav: Nav<'a>,
+    q: &'a str,
+    clients: Vec<ClientView>,
+}
+
+async fn clients(
+    State(state): State<AppState>,
+    console: Console,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let params = list_params(query)?;
+    let q = params.q.unwrap_or_default();
+    let clients = state.admin.list_clients(Some(&q)).await.map_err(admin_error)?;
+    Ok(render_page(&ClientsPage { nav: console.nav("clients"), q: &q, clients }).into_response())
+}
+
+/// The application form's values as typed, so a refused form comes back filled in.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientForm {
+    csrf: Secret<String>,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    redirect_uris: String,
+    #[serde(default)]
+    post_logout_redirect_uris: String,
+    #[serde(default)]
+    scopes: String,
+    #[serde(default)]
+    grant_authorization_code: Option<String>,
+    #[serde(default)]
+    grant_refresh_token: Option<String>,
+    #[serde(default)]
+    grant_client_credentials: Option<String>,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    first_party: Option<String>,
+    #[serde(default)]
+    signing_alg: String,
+    #[serde(default)]
+    access_token_lifetime_secs: String,
+    #[serde(default)]
+    backchannel_logout_uri: String,
+    #[serde(default)]
+    resources: String,
+    #[serde(default)]
+    default_audience: String,
+    #[serde(default)]
+    version: Option<i64>,
+}
+
+fn lines(text: &str) -> Value {
+    Value::from(text.split(['\n', ',', ' ']).map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect::<Vec<_>>())
+}
+
+fn optional(text: &str) -> Value {
+    let text = text.trim();
+    if text.is_empty() { Value::Null } else { Value::from(text.to_owned()) }
+}
+
+impl ClientForm {
+    /// The form as the configuration's fields, for the admin core.
+    fn fields(&self, creating: bool) -> Map<String, Value> {
+        let mut map = Map::new();
+        if creating {
+            map.insert("client_id".into(), Value::from(self.client_id.trim().to_owned()));
+            map.insert("public".into(), Value::from(self.kind == "public"));
+        }
+        map.insert("name".into(), optional(&self.name));
+        map.insert("redirect_uris".into(), lines(&self.redirect_uris));
+        map.insert("post_logout_redirect_uris".into(), lines(&self.post_logout_redirect_uris));
+        map.insert("scopes".into(), lines(&self.scopes));
+        let grants: Vec<&str> = [
+            (self.grant_authorization_code.is_some(), "authorization_code"),
+            (self.grant_refresh_token.is_some(), "refresh_token"),
+            (self.grant_client_credentials.is_some(), "client_credentials"),
+        ]
+        .into_iter()
+        .filter_map(|(on, grant)| on.then_some(grant))
+        .collect();
+        map.insert("grant_types".into(), Value::from(grants));
+        map.insert("first_party".into(), Value::from(self.first_party.is_some()));
+        if !self.signing_alg.is_empty() {
+            map.insert("signing_alg".into(), Value::from(self.signing_alg.clone()));
+        }
+        let lifetime = self.access_token_lifetime_secs.trim();
+        map.insert(
+            "access_token_lifetime_secs".into(),
+            if lifetime.is_empty() {
+                Value::Null
+            } else {
+                lifetime.parse::<i64>().map_or_else(|_| Value::from(lifetime), Value::from)
+            },
+        );
+        map.insert("backchannel_logout_uri".into(), optional(&self.backchannel_logout_uri));
+        map.insert("resources".into(), lines(&self.resources));
+        map.insert("default_audience".into(), optional(&self.default_audience));
+        if let Some(version) = self.version {
+            map.insert("version".into(), Value::from(version));
+        }
+        map
+    }
+
+    fn from_view(client: &ClientView) -> Self {
+        let has = |g: &str| client.grant_types.iter().any(|x| x == g).then(String::new);
+        Self {
+            client_id: client.client_id.clone(),
+            name: client.name.clone(),
+            redirect_uris: client.redirect_uris.join("\n"),
+            post_logout_redirect_uris: client.post_logout_redirect_uris.join("\n"),
+            scopes: client.scopes.join(" "),
+            grant_authorization_code: has("authorization_code"),
+            grant_refresh_token: has("refresh_token"),
+            grant_client_credentials: has("client_credentials"),
+            kind: String::from(if client.public { "public" } else { "confidential" }),
+            first_party: client.first_party.then(String::new),
+            signing_alg: client.signing_alg.clone(),
+            access_token_lifetime_secs: client.access_token_lifetime_secs.map(|s| s.to_string()).unwrap_or_default(),
+            backchannel_logout_uri: client.backchannel_logout_uri.clone().unwrap_or_default(),
+            resources: client.resources.join("\n"),
+            default_audience: client.default_audience.clone().unwrap_or_default(),
+            version: Some(client.version),
+            ..Self::default()
+        }
+    }
+
+    fn new_defaults() -> Self {
+        Self {
+            scopes: String::from("openid profile email"),
+            grant_authorization_code: Some(String::new()),
+            kind: String::from("confidential"),
+            signing_alg: String::from("ES256"),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/client_form.html")]
+struct ClientFormPage<'a> {
+    nav: Nav<'a>,
+    creating: bool,
+    form: &'a ClientForm,
+    /// The field at fault and why, shown next to it.
+    errors: BTreeMap<String, String>,
+    /// A refusal that is not about one field (a conflict).
+    problem: Option<String>,
+}
+
+impl ClientFormPage<'_> {
+    fn error(&self, field: &str) -> Option<&str> {
+        self.errors.iter().find(|(f, _)| f.as_str() == field || f.starts_with(&format!("{field}["))).map(|(_, e)| e.as_str())
+    }
+}
+
+fn form_page(console: &Console, creating: bool, form: &ClientForm, err: Option<AdminError>) -> Result<Response, WebError> {
+    let mut errors = BTreeMap::new();
+    let mut problem = None;
+    let status = match err {
+        None => StatusCode::OK,
+        Some(AdminError::Invalid { field, reason }) => {
+            errors.insert(field, reason);
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        Some(AdminError::Conflict(message)) => {
+            problem = Some(message);
+            StatusCode::CONFLICT
+        }
+        Some(other) => return Err(admin_error(other)),
+    };
+    let page = ClientFormPage { nav: console.nav("clients"), creating, form, errors, problem };
+    Ok((status, render_page(&page)).into_response())
+}
+
+async fn new_client(console: Console) -> Result<Response, WebError> {
+    console.may_write()?;
+    form_page(&console, true, &ClientForm::new_defaults(), None)
+}
+
+async fn edit_client(State(state): State<AppState>, console: Console, Path(id): Path<String>) -> Result<Response, WebError> {
+    console.may_write()?;
+    let client = state.admin.client(&id).await.map_err(admin_error)?;
+    if client.managed_by_config {
+        return Err(WebError::Forbidden("This application is managed by the configuration file; change it there."));
+    }
+    form_page(&console, false, &ClientForm::from_view(&client), None)
+}
+
+async fn checked_form<T: serde::de::DeserializeOwned>(
+    console: &Console,
+    form: Result<Form<T>, FormRejection>,
+    csrf: impl Fn(&T) -> &Secret<String>,
+) -> Result<T, WebError> {
+    let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), FORM_INCOMPLETE))?;
+    console.forms.verify(csrf(&form).expose()).await?;
+    console.may_write()?;
+    Ok(form)
+}
+
+async fn create_client(
+    State(state): State<AppState>,
+    console: Console,
+    form: Result<Form<ClientForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    match state.admin.create_client(&console.actor, form.fields(true)).await {
+        Ok(created) => client_page(&state, &console, &created.client.client_id, created.client_secret.as_ref()).await,
+        Err(err) => form_page(&console, true, &form, Some(err)),
+    }
+}
+
+async fn update_client(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<ClientForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let mut form = checked_form(&console, form, |f| &f.csrf).await?;
+    match state.admin.update_client(&console.actor, &id, form.fields(false)).await {
+        Ok(_) => Ok(Redirect::to(&format!("/admin/clients/{}", enc(&id))).into_response()),
+        Err(err) => {
+            form.client_id = id;
+            form_page(&console, false, &form, Some(err))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/client.html")]
+struct ClientPage<'a> {
+    nav: Nav<'a>,
+    client: ClientView,
+    discovery_url: String,
+    /// Shown this once, right after creation or rotation.
+    new_secret: Option<&'a str>,
+    grants: Vec<GrantView>,
+}
+
+async fn client_page(
+    state: &AppState,
+    console: &Console,
+    id: &str,
+    new_secret: Option<&Secret<String>>,
+) -> Result<Response, WebError> {
+    let client = state.admin.client(id).await.map_err(admin_error)?;
+    let filter = GrantFilter { client_id: Some(id.to_owned()), ..GrantFilter::default() };
+    let grants = state.admin.list_grants(filter, None, None).await.map_err(admin_error)?.items;
+    let page = ClientPage {
+        nav: console.nav("clients"),
+        client,
+        discovery_url: format!("{}/.well-known/openid-configuration", state.provider.issuer()),
+        new_secret: new_secret.map(|s| s.expose().as_str()),
+        grants,
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn client(State(state): State<AppState>, console: Console, Path(id): Path<String>) -> Result<Response, WebError> {
+    client_page(&state, &console, &id, None).await
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: Secret<String>,
+}
+
+#[derive(Deserialize)]
+pub struct RotateForm {
+    csrf: Secret<String>,
+    #[serde(default)]
+    overlap_hours: String,
+}
+
+async fn rotate_secret(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<RotateForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    let hours = form.overlap_hours.trim();
+    let overlap = if hours.is_empty() {
+        0
+    } else {
+        hours.parse::<i64>().map_err(|_| WebError::BadRequest("The overlap must be a whole number of hours."))?
+    };
+    let secret =
+        state.admin.rotate_client_secret(&console.actor, &id, overlap.saturating_mul(3600)).await.map_err(|err| match err {
+            AdminError::Invalid { .. } => WebError::BadRequest("The overlap must be between 0 and 168 hours (seven days)."),
+            other => admin_error(other),
+        })?;
+    client_page(&state, &console, &id, Some(&secret)).await
+}
+
+/// A confirmation step: what will happen, and the button that does it.
+#[derive(Template)]
+#[template(path = "admin/confirm.html")]
+struct ConfirmPage<'a> {
+    nav: Nav<'a>,
+    title: String,
+    consequences: Vec<String>,
+    action: String,
+    button: &'static str,
+    back: String,
+}
+
+async fn confirm_delete_client(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let client = state.admin.client(&id).await.map_err(admin_error)?;
+    let RemovalImpact { grants, has_backchannel_logout } = state.admin.client_removal_impact(&id).await.map_err(admin_error)?;
+    let mut consequences = vec![
+        format!("{} can no longer sign anyone in or get tokens.", client.name),
+        format!("{grants} active grants (signed-in users' tokens) are revoked at once."),
+    ];
+    if has_backchannel_logout {
+        consequences.push(String::from("The application is told through back-channel logout for each session."));
+    }
+    let page = ConfirmPage {
+        nav: console.nav("clients"),
+        title: format!("Delete {}?", client.name),
+        consequences,
+        action: format!("/admin/clients/{}/delete", enc(&id)),
+        button: "Delete application",
+        back: format!("/admin/clients/{}", enc(&id)),
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn delete_client(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.delete_client(&console.actor, &id).await.map_err(admin_error)?;
+    Ok(Redirect::to("/admin/clients").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/users.html")]
+struct UsersPage<'a> {
+    nav: Nav<'a>,
+    q: &'a str,
+    users: Vec<UserView>,
+    next: Option<String>,
+}
+
+async fn users(
+    State(state): State<AppState>,
+    console: Console,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let params = list_params(query)?;
+    let q = params.q.unwrap_or_default();
+    let page = state.admin.search_users(Some(&q), params.next.as_deref(), None).await.map_err(admin_error)?;
+    let next = page.next.map(|cursor| format!("/admin/users?q={}&next={cursor}", enc(&q)));
+    Ok(render_page(&UsersPage { nav: console.nav("users"), q: &q, users: page.items, next }).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/user.html")]
+struct UserPage<'a> {
+    nav: Nav<'a>,
+    detail: UserDetail,
+}
+
+async fn user(State(state): State<AppState>, console: Console, Path(id): Path<String>) -> Result<Response, WebError> {
+    let detail = state.admin.user(&id).await.map_err(admin_error)?;
+    Ok(render_page(&UserPage { nav: console.nav("users"), detail }).into_response())
+}
+
+async fn confirm_user_action(
+    State(state): State<AppState>,
+    console: Console,
+    Path((id, action)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let detail = state.admin.user(&id).await.map_err(admin_error)?;
+    let name = detail.user.username.clone();
+    let sessions = detail.sessions.len();
+    let (title, consequences, button) = match action.as_str() {
+        "disable" => (
+            format!("Disable {name}?"),
+            vec![
+                format!("{name} cannot sign in until enabled again."),
+                format!("{sessions} active sessions end now, and every token issued to {name} stops working."),
+            ],
+            "Disable user",
+        ),
+        "enable" => (format!("Enable {name}?"), vec![format!("{name} can sign in again.")], "Enable user"),
+        "logout" => (
+            format!("Sign {name} out everywhere?"),
+            vec![format!(
+                "{sessions} active sessions end now, with the tokens issued under them; apps are told by back-channel logout."
+            )],
+            "Sign out everywhere",
+        ),
+        _ => return Err(WebError::NotFound),
+    };
+    let page = ConfirmPage {
+        nav: console.nav("users"),
+        title,
+        consequences,
+        action: format!("/admin/users/{}/{action}", enc(&id)),
+        button,
+        back: format!("/admin/users/{}", enc(&id)),
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn user_action(
+    State(state): State<AppState>,
+    console: Console,
+    Path((id, action)): Path<(String, String)>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    checked_form(&console, form, |f| &f.csrf).await?;
+    let admin = &state.admin;
+    match action.as_str() {
+        "disable" => admin.disable_user(&console.actor, &id).await.map(|_| ()),
+        "enable" => admin.enable_user(&console.actor, &id).await,
+        "logout" => admin.sign_out_user(&console.actor, &id).await.map(|_| ()),
+        _ => return Err(WebError::NotFound),
+    }
+    .map_err(admin_error)?;
+    Ok(Redirect::to(&format!("/admin/users/{}", enc(&id))).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/sessions.html")]
+struct SessionsPage<'a> {
+    nav: Nav<'a>,
+    user: &'a str,
+    connector: &'a str,
+    sessions: Vec<SessionView>,
+    next: Option<String>,
+}
+
+async fn sessions_page(
+    State(state): State<AppState>,
+    console: Console,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let params = list_params(query)?;
+    let user = params.user.clone().unwrap_or_default();
+    let connector = params.connector.clone().unwrap_or_default();
+    let filter = SessionFilter { user_id: nonempty(params.user), connector_id: nonempty(params.connector) };
+    let page = state.admin.list_sessions(filter, params.next.as_deref(), None).await.map_err(admin_error)?;
+    let next = page.next.map(|cursor| format!("/admin/sessions?user={}&connector={}&next={cursor}", enc(&user), enc(&connector)));
+    let page = SessionsPage { nav: console.nav("sessions"), user: &user, connector: &connector, sessions: page.items, next };
+    Ok(render_page(&page).into_response())
+}
+
+async fn confirm_end_session(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let found = state
+        .admin
+        .list_sessions(SessionFilter::default(), None, Some(crate::admin::MAX_PAGE))
+        .await
+        .map_err(admin_error)?
+        .items
+        .into_iter()
+        .find(|s| s.id == id);
+    let who = found.as_ref().map_or_else(|| String::from("this user"), |s| s.username.clone());
+    let page = ConfirmPage {
+        nav: console.nav("sessions"),
+        title: format!("End {who}'s session?"),
+        consequences: vec![
+            format!("{who} is signed out of Gatehouse in that browser."),
+            String::from("Tokens issued under the session stop working; its apps are told by back-channel logout."),
+        ],
+        action: format!("/admin/sessions/{}/end", enc(&id)),
+        button: "End session",
+        back: String::from("/admin/sessions"),
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn end_session(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.end_session(&console.actor, &id).await.map_err(admin_error)?;
+    Ok(Redirect::to("/admin/sessions").into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RevokeGrantForm {
+    csrf: Secret<String>,
+    back: String,
+}
+
+async fn revoke_grant(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<RevokeGrantForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.revoke_grant(&console.actor, &id).await.map_err(admin_error)?;
+    let back =
+        if form.back.starts_with("/admin/") && pending::is_local_path(&form.back) { form.back } else { String::from("/admin") };
+    Ok(Redirect::to(&back).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/keys.html")]
+struct KeysPage<'a> {
+    nav: Nav<'a>,
+    keys: Vec<KeyView>,
+}
+
+async fn keys(State(state): State<AppState>, console: Console) -> Result<Response, WebError> {
+    let keys = state.admin.list_keys().await.map_err(admin_error)?;
+    Ok(render_page(&KeysPage { nav: console.nav("keys"), keys }).into_response())
+}
+
+async fn rotate_keys(
+    State(state): State<AppState>,
+    console: Console,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.rotate_keys(&console.actor).await.map_err(admin_error)?;
+    Ok(Redirect::to("/admin/keys").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/audit.html")]
+struct AuditPage<'a> {
+    nav: Nav<'a>,
+    params: &'a ListParams,
+    entries: Vec<AuditEntry>,
+    next: Option<String>,
+    download: String,
+}
+
+fn date_bound(field: &Option<String>) -> Result<Option<i64>, WebError> {
+    let Some(text) = field.as_deref().map(str::trim).filter(|t| !t.is_empty()) else { return Ok(None) };
+    let bad = || WebError::BadRequest("Dates are written as YYYY-MM-DD.");
+    let mut parts = text.splitn(3, '-').map(str::parse::<i32>);
+    let (Some(Ok(year)), Some(Ok(month)), Some(Ok(day))) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let month = u8::try_from(month).ok().and_then(|m| time::Month::try_from(m).ok()).ok_or_else(bad)?;
+    let day = u8::try_from(day).map_err(|_| bad())?;
+    let date = time::Date::from_calendar_date(year, month, day).map_err(|_| bad())?;
+    Ok(Some(date.midnight().assume_utc().unix_timestamp()))
+}
+
+fn audit_filter(params: &ListParams) -> Result<AuditFilter, WebError> {
+    Ok(AuditFilter {
+        user_id: nonempty(params.user.clone()),
+        client_id: nonempty(params.client_id.clone()),
+        connector_id: nonempty(params.connector.clone()),
+        kind: nonempty(params.kind.clone()),
+        since: date_bound(&params.since)?,
+        // "Until" a day includes that day.
+        until: date_bound(&params.until)?.map(|t| t + 24 * 3600),
+    })
+}
+
+fn audit_query_string(params: &ListParams) -> String {
+    let pairs = [
+        ("user", &params.user),
+        ("client_id", &params.client_id),
+        ("connector", &params.connector),
+        ("kind", &params.kind),
+        ("since", &params.since),
+        ("until", &params.until),
+    ];
+    pairs
+        .iter()
+        .filter_map(|(name, value)| value.as_deref().filter(|v| !v.is_empty()).map(|v| format!("{name}={}", enc(v))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    console: Console,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let params = list_params(query)?;
+    let page = state.admin.audit_log(audit_filter(&params)?, params.next.as_deref(), None).await.map_err(admin_error)?;
+    let query = audit_query_string(&params);
+    let next = page.next.map(|cursor| format!("/admin/audit?{query}&next={cursor}"));
+    let download = format!("/admin/audit.jsonl?{query}");
+    let page = AuditPage { nav: console.nav("audit"), params: &params, entries: page.items, next, download };
+    Ok(render_page(&page).into_response())
+}
+
+/// The filtered audit log as JSON lines, read a page at a time so it never sits whole in memory.
+async fn audit_download(
+    State(state): State<AppState>,
+    _console: Console,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let params = list_params(query)?;
+    let filter = audit_filter(&params)?;
+    let admin = state.admin.clone();
+    let lines = futures_util::stream::unfold(Some(None::<String>), move |cursor| {
+        let admin = admin.clone();
+        let filter = filter.clone();
+        async move {
+            let cursor = cursor?;
+            match admin.audit_log(filter, cursor.as_deref(), Some(crate::admin::MAX_PAGE)).await {
+                Ok(page) => {
+                    let mut chunk = String::new();
+                    for entry in &page.items {
+                        if let Ok(line) = serde_json::to_string(entry) {
+                            chunk.push_str(&line);
+                            chunk.push('\n');
+                        }
+                    }
+                    Some((Ok::<_, std::io::Error>(chunk), page.next.map(Some)))
+                }
+                Err(err) => Some((Err(std::io::Error::other(err.to_string())), None)),
+            }
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-ndjson"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"gatehouse-audit.jsonl\""),
+        ],
+        axum::body::Body::from_stream(lines),
+    )
+        .into_response())
+}
