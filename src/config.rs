@@ -63,7 +63,7 @@ struct RawConfig {
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
-    clients: Vec<RawClient>,
+    clients: Vec<ClientFields>,
     #[serde(default)]
     connectors: Vec<RawConnector>,
 }
@@ -110,34 +110,6 @@ struct RawTokens {
     refresh_token_idle_lifetime_secs: Option<i64>,
     refresh_token_absolute_lifetime_secs: Option<i64>,
     refresh_token_reuse_grace_secs: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClient {
-    client_id: String,
-    client_secret: Option<String>,
-    client_secret_file: Option<PathBuf>,
-    client_secret_hash: Option<String>,
-    #[serde(default)]
-    redirect_uris: Vec<String>,
-    #[serde(default)]
-    post_logout_redirect_uris: Vec<String>,
-    scopes: Option<Vec<String>>,
-    grant_types: Option<Vec<String>>,
-    name: Option<String>,
-    #[serde(default)]
-    first_party: bool,
-    signing_alg: Option<String>,
-    access_token_lifetime_secs: Option<i64>,
-    #[serde(default)]
-    issue_refresh_token: bool,
-    default_audience: Option<String>,
-    #[serde(default)]
-    resources: Vec<String>,
-    backchannel_logout_uri: Option<String>,
-    #[serde(default)]
-    introspect_any: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -894,19 +866,19 @@ const MAX_REUSE_GRACE_SECS: i64 = 300;
 
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 
-fn validate_client(index: usize, raw: RawClient, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
-    validate_raw_client(&|field: &str| format!("clients[{index}].{field}"), raw, issuer_is_https)
+fn validate_client(index: usize, raw: ClientFields, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
+    validate_client_fields(&|field: &str| format!("clients[{index}].{field}"), raw, issuer_is_https)
 }
 
-/// The client fields as the configuration file spells them, for clients created at run time:
-/// the admin console and API validate with the same rules as the file.
+/// A client as the configuration file spells it. The admin console and API read the same
+/// fields (never the secret ones: Gatehouse generates those) and validate them with the same code.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFields {
     pub client_id: String,
-    /// Set by Gatehouse for a confidential client, never by the caller.
-    #[serde(skip)]
     pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_secret_hash: Option<String>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
     #[serde(default)]
@@ -928,35 +900,12 @@ pub struct ClientFields {
     pub introspect_any: bool,
 }
 
-/// Validates client fields; errors name the field as `key` spells it.
+/// Validates a client; errors name the field as `key` spells it.
 pub fn validate_client_fields(
     key: &dyn Fn(&str) -> String,
-    fields: ClientFields,
+    raw: ClientFields,
     issuer_is_https: bool,
 ) -> Result<ClientConfig, ConfigError> {
-    let raw = RawClient {
-        client_id: fields.client_id,
-        client_secret: fields.client_secret,
-        client_secret_file: None,
-        client_secret_hash: None,
-        redirect_uris: fields.redirect_uris,
-        post_logout_redirect_uris: fields.post_logout_redirect_uris,
-        scopes: fields.scopes,
-        grant_types: fields.grant_types,
-        name: fields.name,
-        first_party: fields.first_party,
-        signing_alg: fields.signing_alg,
-        access_token_lifetime_secs: fields.access_token_lifetime_secs,
-        issue_refresh_token: fields.issue_refresh_token,
-        default_audience: fields.default_audience,
-        resources: fields.resources,
-        backchannel_logout_uri: fields.backchannel_logout_uri,
-        introspect_any: fields.introspect_any,
-    };
-    validate_raw_client(key, raw, issuer_is_https)
-}
-
-fn validate_raw_client(key: &dyn Fn(&str) -> String, raw: RawClient, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
     if raw.client_id.is_empty()
         || raw.client_id.len() > 128
         || !raw.client_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))

@@ -156,7 +156,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         secrets,
         clock: clock.clone(),
         backchannel: Arc::new(tokio::sync::Notify::new()),
-        clients: crate::provider::ClientCache::default(),
+        clients: Arc::new(crate::provider::ClientCache::default()),
         verified: crate::provider::VerifiedTokens::default(),
         hashing: hashing.clone(),
         client_auth: ClientAuthGuard::new(&config.client_auth),
@@ -182,6 +182,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         provider.secrets.clone(),
         keys.clone(),
         provider.backchannel.clone(),
+        provider.clients.clone(),
     ));
     let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts, admin };
     let router = web::router(state.clone(), sessions.clone());

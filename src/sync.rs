@@ -110,7 +110,7 @@ async fn end_sessions_of_withdrawn_users(
 /// Ends the sessions signed in through a connector (of one user, or all) with everything
 /// issued under them; returns how many.
 async fn end_sessions(store: &dyn Store, connector_id: &str, user_id: Option<&str>, now: UnixTime) -> Result<usize, SyncError> {
-    let sessions = store.list_connector_sso_sessions(connector_id, user_id).await?;
+    let sessions = store.list_unrevoked_sso_sessions(Some(connector_id), user_id).await?;
     for id in &sessions {
         crate::session::end(store, id, now).await?;
     }

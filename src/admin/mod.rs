@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::clock::{SharedClock, UnixTime};
 use crate::config::{AdminSettings, Config};
+use crate::provider::ClientCache;
 use crate::store::{AuditEvent, AuditOutcome, Store, StoreError};
 use crate::tokens::{KeyManager, SecretHasher};
 
@@ -171,6 +172,8 @@ pub struct Admin {
     keys: Arc<KeyManager>,
     /// Woken when back-channel logout notifications are queued.
     backchannel: Arc<tokio::sync::Notify>,
+    /// This node's client cache, forgotten on every client change made here.
+    clients: Arc<ClientCache>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -196,8 +199,9 @@ impl Admin {
         secrets: SecretHasher,
         keys: Arc<KeyManager>,
         backchannel: Arc<tokio::sync::Notify>,
+        clients: Arc<ClientCache>,
     ) -> Self {
-        Self { store, config, clock, secrets, keys, backchannel }
+        Self { store, config, clock, secrets, keys, backchannel, clients }
     }
 
     pub fn now(&self) -> UnixTime {

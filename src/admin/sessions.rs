@@ -58,6 +58,16 @@ impl Admin {
         Ok(Page { items: rows.into_iter().map(SessionView::from).collect(), next })
     }
 
+    /// One active session, with its user's name.
+    pub async fn session(&self, id: &str) -> AdminResult<SessionView> {
+        let session = self.store.get_sso_session(id).await?;
+        if session.revoked_at.is_some() || session.expires_at <= self.now() {
+            return Err(AdminError::NotFound);
+        }
+        let username = self.store.get_user(&session.user_id).await?.username;
+        Ok(SessionView::from(SessionListing { session, username }))
+    }
+
     /// Ends one session with everything issued under it; its apps are told by back-channel
     /// logout. Ending a session that already ended is `NotFound`.
     pub async fn end_session(&self, actor: &Actor, id: &str) -> AdminResult<u64> {

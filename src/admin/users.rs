@@ -10,37 +10,6 @@ use crate::clock::UnixTime;
 use crate::store::{AuditQuery, GrantQuery, IdentityLink, SessionQuery, User, UserQuery};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct UserView {
-    pub id: String,
-    pub username: String,
-    pub email: Option<String>,
-    pub email_verified: bool,
-    pub display_name: Option<String>,
-    pub groups: Vec<String>,
-    pub disabled: bool,
-    pub created_at: UnixTime,
-    pub updated_at: UnixTime,
-    pub last_login_at: Option<UnixTime>,
-}
-
-impl From<User> for UserView {
-    fn from(user: User) -> Self {
-        Self {
-            id: user.id,
-            username: user.username,
-            email: user.email,
-            email_verified: user.email_verified,
-            display_name: user.display_name,
-            groups: user.groups,
-            disabled: user.disabled,
-            created_at: user.created_at,
-            updated_at: user.updated_at,
-            last_login_at: user.last_login_at,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LinkView {
     pub connector_id: String,
     pub subject: String,
@@ -56,7 +25,7 @@ impl From<IdentityLink> for LinkView {
 /// Everything the user page shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserDetail {
-    pub user: UserView,
+    pub user: User,
     pub identities: Vec<LinkView>,
     pub sessions: Vec<SessionView>,
     pub grants: Vec<GrantView>,
@@ -68,18 +37,13 @@ const DETAIL_ROWS: u32 = 50;
 
 impl Admin {
     /// Users whose username, email or name contains `text`, in username order, one page at a time.
-    pub async fn search_users(
-        &self,
-        text: Option<&str>,
-        cursor: Option<&str>,
-        limit: Option<u32>,
-    ) -> AdminResult<Page<UserView>> {
+    pub async fn search_users(&self, text: Option<&str>, cursor: Option<&str>, limit: Option<u32>) -> AdminResult<Page<User>> {
         let limit = page_size(limit);
         let after: Option<(String, String)> = decode_cursor(cursor)?;
         let text = text.map(str::trim).filter(|t| !t.is_empty()).map(|t| t.chars().take(200).collect());
         let users = self.store.search_users(&UserQuery { text, after, limit }).await?;
         let next = next_cursor(&users, limit, |u| (u.username.clone(), u.id.clone()));
-        Ok(Page { items: users.into_iter().map(UserView::from).collect(), next })
+        Ok(Page { items: users, next })
     }
 
     pub async fn user(&self, id: &str) -> AdminResult<UserDetail> {
@@ -98,15 +62,12 @@ impl Admin {
         let grants = self.store.search_grants(&grants, now).await?.into_iter().map(GrantView::from).collect();
         let events = AuditQuery { user_id: Some(id.to_owned()), limit: 20, ..AuditQuery::default() };
         let recent_events = self.store.search_audit(&events).await?.into_iter().map(AuditEntry::from).collect();
-        Ok(UserDetail { user: user.into(), identities, sessions, grants, recent_events })
+        Ok(UserDetail { user, identities, sessions, grants, recent_events })
     }
 
     /// Every session of the user that has not ended, idle or not.
     async fn open_session_ids(&self, user_id: &str) -> AdminResult<Vec<String>> {
-        let now = self.now();
-        // With the absolute timeout as the idle bound, idle sessions count as open too.
-        let sessions = self.store.list_active_sso_sessions(Some(user_id), now, self.config.session.absolute_timeout_secs).await?;
-        Ok(sessions.into_iter().map(|s| s.id).collect())
+        Ok(self.store.list_unrevoked_sso_sessions(None, Some(user_id)).await?)
     }
 
     /// Disables the user: their sessions end and every token issued to them stops working now;

@@ -129,7 +129,7 @@ pub struct Provider {
     pub clock: SharedClock,
     /// Woken when back-channel logout notifications are queued.
     pub backchannel: Arc<tokio::sync::Notify>,
-    pub clients: ClientCache,
+    pub clients: Arc<ClientCache>,
     pub verified: VerifiedTokens,
     /// Where argon2 checks of client secrets run, a bounded number at once.
     pub hashing: crate::work::BlockingPool,
@@ -178,6 +178,16 @@ const CLIENT_CACHE_SECS: UnixTime = 2;
 #[derive(Default)]
 pub struct ClientCache {
     entries: std::sync::Mutex<std::collections::HashMap<String, (UnixTime, ClientRecord)>>,
+}
+
+impl ClientCache {
+    /// Drops this node's copy of a client changed here, so the change applies on this node at
+    /// once; other nodes pick it up when their copy expires.
+    pub fn forget(&self, client_id: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(client_id);
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientCache {

@@ -48,7 +48,8 @@ impl From<serde_json::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Holds no credential, so the admin API shows it as it is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct User {
     /// Stable and never reused; this, not the email, is what tokens name as the subject.
     pub id: String,
@@ -548,8 +549,9 @@ pub trait SsoSessionStore: Send + Sync {
         idle_timeout_secs: i64,
     ) -> StoreResult<Vec<SessionListing>>;
     async fn count_active_sso_sessions(&self, now: UnixTime, idle_timeout_secs: i64) -> StoreResult<u64>;
-    /// The unrevoked sessions signed in through `connector_id` (of one user, or all), by id.
-    async fn list_connector_sso_sessions(&self, connector_id: &str, user_id: Option<&str>) -> StoreResult<Vec<String>>;
+    /// The unrevoked sessions (through one connector or any, of one user or all), by id;
+    /// idle and expired ones included, since ending them still revokes their grants.
+    async fn list_unrevoked_sso_sessions(&self, connector_id: Option<&str>, user_id: Option<&str>) -> StoreResult<Vec<String>>;
     /// Ends a session in one transaction: revokes it and its grants and, if this call did the
     /// revoking, queues a back-channel logout (as `sid`) for every client that holds a grant of
     /// it and has a back-channel logout URI. Returns how many were queued.
@@ -605,6 +607,8 @@ pub trait GrantStore: Send + Sync {
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
     /// Grants that are neither revoked nor expired.
     async fn search_grants(&self, query: &GrantQuery, now: UnixTime) -> StoreResult<Vec<GrantListing>>;
+    /// How many of one client's grants are neither revoked nor expired.
+    async fn count_client_grants(&self, client_id: &str, now: UnixTime) -> StoreResult<u64>;
     /// Revokes a grant, keeping the first revocation time; false when there is no such grant.
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
     /// Revokes the grant created by the code with this digest; returns its id.

@@ -386,6 +386,9 @@ pub(super) const CLIENT_COLUMNS: &str = "client_id, secret_hash, redirect_uris_j
      grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, default_audience, \
      resources_json, backchannel_logout_uri, introspect_any, managed_by_config, created_at, updated_at, version, \
      previous_secret_hash, previous_secret_expires_at";
+/// One parameter per `CLIENT_COLUMNS` entry.
+pub(super) const CLIENT_PARAMS: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21";
 pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
      g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
 pub(super) const CONNECTOR_COLUMNS: &str =
@@ -440,6 +443,36 @@ macro_rules! impl_sql_store {
                 .execute(executor)
                 .await?;
                 Ok(())
+            }
+
+            /// `sql` with a client's columns bound as `$1`…`$21`, in `CLIENT_COLUMNS` order.
+            fn bind_client<'q>(
+                sql: &'q str,
+                client: &'q $crate::store::ClientRecord,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                use $crate::store::sql::to_json;
+                sqlx::query(sql)
+                    .bind(&client.client_id)
+                    .bind(&client.secret_hash)
+                    .bind(to_json(&client.redirect_uris))
+                    .bind(to_json(&client.post_logout_redirect_uris))
+                    .bind(to_json(&client.scopes))
+                    .bind(to_json(&client.grant_types))
+                    .bind(&client.name)
+                    .bind(client.first_party)
+                    .bind(&client.signing_alg)
+                    .bind(client.access_token_lifetime_secs)
+                    .bind(client.issue_refresh_token)
+                    .bind(&client.default_audience)
+                    .bind(to_json(&client.resources))
+                    .bind(&client.backchannel_logout_uri)
+                    .bind(client.introspect_any)
+                    .bind(client.managed_by_config)
+                    .bind(client.created_at)
+                    .bind(client.updated_at)
+                    .bind(client.version)
+                    .bind(&client.previous_secret_hash)
+                    .bind(client.previous_secret_expires_at)
             }
         }
 
@@ -619,13 +652,8 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::ClientStore for $store {
             async fn upsert_client(&self, client: &$crate::store::ClientRecord) -> $crate::store::StoreResult<()> {
-                use $crate::store::sql::to_json;
-                sqlx::query(
-                    "INSERT INTO clients (client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
-                     grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, \
-                     default_audience, resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at, \
-                     introspect_any) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+                let sql = format!(
+                    "INSERT INTO clients ({}) VALUES ({}) \
                      ON CONFLICT (client_id) DO UPDATE SET secret_hash = excluded.secret_hash, \
                      redirect_uris_json = excluded.redirect_uris_json, \
                      post_logout_redirect_uris_json = excluded.post_logout_redirect_uris_json, \
@@ -636,60 +664,22 @@ macro_rules! impl_sql_store {
                      resources_json = excluded.resources_json, backchannel_logout_uri = excluded.backchannel_logout_uri, \
                      managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at, \
                      introspect_any = excluded.introspect_any, version = clients.version + 1, \
-                     previous_secret_hash = NULL, previous_secret_expires_at = NULL",
-                )
-                .bind(&client.client_id)
-                .bind(&client.secret_hash)
-                .bind(to_json(&client.redirect_uris))
-                .bind(to_json(&client.post_logout_redirect_uris))
-                .bind(to_json(&client.scopes))
-                .bind(to_json(&client.grant_types))
-                .bind(&client.name)
-                .bind(client.first_party)
-                .bind(&client.signing_alg)
-                .bind(client.access_token_lifetime_secs)
-                .bind(client.issue_refresh_token)
-                .bind(&client.default_audience)
-                .bind(to_json(&client.resources))
-                .bind(&client.backchannel_logout_uri)
-                .bind(client.managed_by_config)
-                .bind(client.created_at)
-                .bind(client.updated_at)
-                .bind(client.introspect_any)
-                .execute(&self.pool)
-                .await?;
+                     previous_secret_hash = excluded.previous_secret_hash, \
+                     previous_secret_expires_at = excluded.previous_secret_expires_at",
+                    $crate::store::sql::CLIENT_COLUMNS,
+                    $crate::store::sql::CLIENT_PARAMS
+                );
+                Self::bind_client(&sql, client).execute(&self.pool).await?;
                 Ok(())
             }
 
             async fn insert_client(&self, client: &$crate::store::ClientRecord) -> $crate::store::StoreResult<()> {
-                use $crate::store::sql::to_json;
-                sqlx::query(
-                    "INSERT INTO clients (client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
-                     grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, \
-                     default_audience, resources_json, backchannel_logout_uri, managed_by_config, created_at, updated_at, \
-                     introspect_any, version, previous_secret_hash, previous_secret_expires_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, 1, NULL, NULL)",
-                )
-                .bind(&client.client_id)
-                .bind(&client.secret_hash)
-                .bind(to_json(&client.redirect_uris))
-                .bind(to_json(&client.post_logout_redirect_uris))
-                .bind(to_json(&client.scopes))
-                .bind(to_json(&client.grant_types))
-                .bind(&client.name)
-                .bind(client.first_party)
-                .bind(&client.signing_alg)
-                .bind(client.access_token_lifetime_secs)
-                .bind(client.issue_refresh_token)
-                .bind(&client.default_audience)
-                .bind(to_json(&client.resources))
-                .bind(&client.backchannel_logout_uri)
-                .bind(client.managed_by_config)
-                .bind(client.created_at)
-                .bind(client.updated_at)
-                .bind(client.introspect_any)
-                .execute(&self.pool)
-                .await?;
+                let sql = format!(
+                    "INSERT INTO clients ({}) VALUES ({})",
+                    $crate::store::sql::CLIENT_COLUMNS,
+                    $crate::store::sql::CLIENT_PARAMS
+                );
+                Self::bind_client(&sql, client).execute(&self.pool).await?;
                 Ok(())
             }
 
@@ -704,7 +694,6 @@ macro_rules! impl_sql_store {
                 client_id: &str,
                 change: &(dyn Fn($crate::store::ClientRecord) -> $crate::store::StoreResult<$crate::store::ClientRecord> + Send + Sync),
             ) -> $crate::store::StoreResult<$crate::store::ClientRecord> {
-                use $crate::store::sql::to_json;
                 let _writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
@@ -716,36 +705,12 @@ macro_rules! impl_sql_store {
                 new.version = read_version + 1;
                 // The version condition makes the write a compare-and-swap on PostgreSQL too,
                 // where another transaction may have changed the row since it was read.
-                let written = sqlx::query(
-                    "UPDATE clients SET secret_hash = $2, redirect_uris_json = $3, post_logout_redirect_uris_json = $4, \
-                     scopes_json = $5, grant_types_json = $6, name = $7, first_party = $8, signing_alg = $9, \
-                     access_token_lifetime_secs = $10, issue_refresh_token = $11, default_audience = $12, resources_json = $13, \
-                     backchannel_logout_uri = $14, introspect_any = $15, updated_at = $16, version = $17, \
-                     previous_secret_hash = $18, previous_secret_expires_at = $19 \
-                     WHERE client_id = $1 AND version = $20",
-                )
-                .bind(client_id)
-                .bind(&new.secret_hash)
-                .bind(to_json(&new.redirect_uris))
-                .bind(to_json(&new.post_logout_redirect_uris))
-                .bind(to_json(&new.scopes))
-                .bind(to_json(&new.grant_types))
-                .bind(&new.name)
-                .bind(new.first_party)
-                .bind(&new.signing_alg)
-                .bind(new.access_token_lifetime_secs)
-                .bind(new.issue_refresh_token)
-                .bind(&new.default_audience)
-                .bind(to_json(&new.resources))
-                .bind(&new.backchannel_logout_uri)
-                .bind(new.introspect_any)
-                .bind(new.updated_at)
-                .bind(new.version)
-                .bind(&new.previous_secret_hash)
-                .bind(new.previous_secret_expires_at)
-                .bind(read_version)
-                .execute(&mut *tx)
-                .await?;
+                let sql = format!(
+                    "UPDATE clients SET ({}) = ({}) WHERE client_id = $1 AND version = $22",
+                    $crate::store::sql::CLIENT_COLUMNS,
+                    $crate::store::sql::CLIENT_PARAMS
+                );
+                let written = Self::bind_client(&sql, &new).bind(read_version).execute(&mut *tx).await?;
                 if written.rows_affected() == 0 {
                     return Err($crate::store::StoreError::Conflict);
                 }
@@ -1093,14 +1058,14 @@ macro_rules! impl_sql_store {
                 Ok(u64::try_from(count).unwrap_or(0))
             }
 
-            async fn list_connector_sso_sessions(
+            async fn list_unrevoked_sso_sessions(
                 &self,
-                connector_id: &str,
+                connector_id: Option<&str>,
                 user_id: Option<&str>,
             ) -> $crate::store::StoreResult<Vec<String>> {
                 let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM sso_sessions WHERE connector_id = $1 AND ($2 IS NULL OR user_id = $2) AND revoked_at IS NULL \
-                     ORDER BY id",
+                    "SELECT id FROM sso_sessions WHERE ($1 IS NULL OR connector_id = $1) AND ($2 IS NULL OR user_id = $2) \
+                     AND revoked_at IS NULL ORDER BY id",
                 )
                 .bind(connector_id)
                 .bind(user_id)
@@ -1387,6 +1352,17 @@ macro_rules! impl_sql_store {
                     .fetch_all(&self.pool)
                     .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn count_client_grants(&self, client_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM grants WHERE client_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+                )
+                .bind(client_id)
+                .bind(now)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(u64::try_from(count).unwrap_or(0))
             }
 
             async fn revoke_grant(&self, id: &str, now: i64) -> $crate::store::StoreResult<bool> {

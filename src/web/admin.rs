@@ -22,7 +22,7 @@ use crate::admin::grants::{GrantFilter, GrantView};
 use crate::admin::keys::KeyView;
 use crate::admin::overview::Overview;
 use crate::admin::sessions::{SessionFilter, SessionView};
-use crate::admin::users::{UserDetail, UserView};
+use crate::admin::users::UserDetail;
 use crate::admin::{Actor, AdminError, Role, role_of};
 use crate::secret::Secret;
 use crate::session::pending::{self, PendingLogin};
@@ -71,27 +71,32 @@ impl FromRequestParts<AppState> for Console {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let forms = Forms::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
         let here = parts.uri.path_and_query().map_or("/admin", |p| p.as_str()).to_owned();
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|ConnectInfo(addr)| client_ip(*addr, &parts.headers, &state.config.trusted_proxies))
+            .ok_or_else(|| WebError::Internal(String::from("the peer address is unknown")).into_response())?;
         let Some((sso, user)) = sessions::current(state, forms.session()).await.map_err(IntoResponse::into_response)? else {
-            return Err(step_up(state, &here, false).await);
+            return Err(step_up(state, &here, false, ip).await);
         };
         let Some(role) = role_of(state.admin.settings(), &user.groups) else {
             return Err(WebError::Forbidden(NOT_ADMIN).into_response());
         };
         if state.clock.now() - sso.auth_time > state.admin.settings().max_auth_age_secs {
-            return Err(step_up(state, &here, true).await);
+            return Err(step_up(state, &here, true, ip).await);
         }
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<std::net::SocketAddr>>()
-            .map(|ConnectInfo(addr)| client_ip(*addr, &parts.headers, &state.config.trusted_proxies));
         let csrf = forms.token().await.map_err(IntoResponse::into_response)?;
-        Ok(Self { actor: Actor { name: user.username, role, ip }, forms, csrf })
+        Ok(Self { actor: Actor { name: user.username, role, ip: Some(ip) }, forms, csrf })
     }
 }
 
 /// Sends the browser through sign-in, back to `here` afterwards; `force` asks for a fresh
-/// sign-in even with a session (the console's maximum sign-in age).
-async fn step_up(state: &AppState, here: &str, force: bool) -> Response {
+/// sign-in even with a session (the console's maximum sign-in age). Each one stores a pending
+/// sign-in, so they count against the address's sign-in starts.
+async fn step_up(state: &AppState, here: &str, force: bool, ip: std::net::IpAddr) -> Response {
+    if let Err(err) = crate::web::upstream::count_sign_in_start(state, ip) {
+        return err.into_response();
+    }
     let pending = PendingLogin {
         client_name: Some(String::from("the admin console")),
         resume_path: if here.starts_with("/admin") { here.to_owned() } else { String::from("/admin") },
@@ -540,7 +545,7 @@ async fn delete_client(
 struct UsersPage<'a> {
     nav: Nav<'a>,
     q: &'a str,
-    users: Vec<UserView>,
+    users: Vec<crate::store::User>,
     next: Option<String>,
 }
 
@@ -656,15 +661,7 @@ async fn confirm_end_session(
     Path(id): Path<String>,
 ) -> Result<Response, WebError> {
     console.may_write()?;
-    let found = state
-        .admin
-        .list_sessions(SessionFilter::default(), None, Some(crate::admin::MAX_PAGE))
-        .await
-        .map_err(admin_error)?
-        .items
-        .into_iter()
-        .find(|s| s.id == id);
-    let who = found.as_ref().map_or_else(|| String::from("this user"), |s| s.username.clone());
+    let who = state.admin.session(&id).await.map_err(admin_error)?.username;
     let page = ConfirmPage {
         nav: console.nav("sessions"),
         title: format!("End {who}'s session?"),

@@ -194,10 +194,10 @@ async fn sessions(store: &Arc<dyn Store>) {
     let mut elsewhere = sso("s4", &other.id, NOW + 100);
     elsewhere.connector_id = "corp".into();
     store.create_sso_session(&elsewhere).await.unwrap();
-    assert_eq!(store.list_connector_sso_sessions("local", Some(&other.id)).await.unwrap(), vec!["s3".to_owned()]);
-    let unrevoked = store.list_connector_sso_sessions("local", None).await.unwrap();
+    assert_eq!(store.list_unrevoked_sso_sessions(Some("local"), Some(&other.id)).await.unwrap(), vec!["s3".to_owned()]);
+    let unrevoked = store.list_unrevoked_sso_sessions(Some("local"), None).await.unwrap();
     assert_eq!(unrevoked, vec!["s2".to_owned(), "s3".to_owned()], "s1 is revoked; expired s2 still holds grants");
-    assert_eq!(store.list_connector_sso_sessions("corp", None).await.unwrap(), vec!["s4".to_owned()]);
+    assert_eq!(store.list_unrevoked_sso_sessions(Some("corp"), None).await.unwrap(), vec!["s4".to_owned()]);
 }
 
 fn audit(kind: &str, outcome: AuditOutcome, actor: &str, ip: &str, time: i64) -> AuditEvent {
@@ -588,6 +588,8 @@ async fn admin_listings(store: &Arc<dyn Store>) {
     assert_eq!(all[0].last_refreshed_at, Some(NOW + 7));
     assert_eq!(all[0].username, "erin");
     assert_eq!(all[1].last_refreshed_at, None);
+    assert_eq!(store.count_client_grants("g-app", NOW + 10).await.unwrap(), 2);
+    assert_eq!(store.count_client_grants("other", NOW + 10).await.unwrap(), 0, "revoked grants do not count");
     let of_user = GrantQuery { user_id: Some(ids[0].clone()), limit: 10, ..GrantQuery::default() };
     assert_eq!(store.search_grants(&of_user, NOW + 10).await.unwrap().len(), 1);
     let before = Some((all[0].grant.created_at, all[0].grant.id.clone()));
