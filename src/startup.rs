@@ -156,7 +156,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         secrets,
         clock: clock.clone(),
         backchannel: Arc::new(tokio::sync::Notify::new()),
-        clients: Arc::new(crate::provider::ClientCache::default()),
+        clients: crate::provider::ClientCache::default(),
         verified: crate::provider::VerifiedTokens::default(),
         hashing: hashing.clone(),
         client_auth: ClientAuthGuard::new(&config.client_auth),
@@ -175,15 +175,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         None => None,
     };
     let starts = Arc::new(WindowCounter::new(60, MAX_TRACKED_NETWORKS));
-    let admin = Arc::new(crate::admin::Admin::new(
-        store.clone(),
-        config.clone(),
-        clock.clone(),
-        provider.secrets.clone(),
-        keys.clone(),
-        provider.backchannel.clone(),
-        provider.clients.clone(),
-    ));
+    let admin = Arc::new(crate::admin::Admin::new(provider.clone()));
     let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts, admin };
     let router = web::router(state.clone(), sessions.clone());
     Ok(App { state, sessions, router, http, metrics_listener })

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{Admin, AdminResult, Page, decode_cursor, next_cursor, page_size};
 use crate::clock::UnixTime;
-use crate::store::{AuditEvent, AuditQuery};
+use crate::store::{AuditListing, AuditQuery};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct AuditEntry {
@@ -14,16 +14,19 @@ pub struct AuditEntry {
     pub outcome: &'static str,
     pub actor: Option<String>,
     pub user_id: Option<String>,
+    /// The current name of the user `user_id` names, if they still exist.
+    pub username: Option<String>,
     pub client_id: Option<String>,
     pub connector_id: Option<String>,
     pub ip: Option<String>,
     pub detail: Option<String>,
 }
 
-impl From<(i64, AuditEvent)> for AuditEntry {
-    fn from((id, event): (i64, AuditEvent)) -> Self {
+impl From<AuditListing> for AuditEntry {
+    fn from(AuditListing { id, event, username }: AuditListing) -> Self {
         Self {
             id,
+            username,
             time: event.time,
             kind: event.kind,
             outcome: event.outcome.as_str(),
@@ -36,6 +39,31 @@ impl From<(i64, AuditEvent)> for AuditEntry {
         }
     }
 }
+
+/// Every kind of event Gatehouse records, for the console's filter.
+pub const EVENT_KINDS: [&str; 21] = [
+    crate::login::AUDIT_LOGIN,
+    crate::login::AUDIT_LOGIN_THROTTLED,
+    crate::session::AUDIT_LOGOUT,
+    crate::portal::AUDIT_CONSENT_WITHDRAWN,
+    crate::provider::AUDIT_TOKEN_GRANTED,
+    crate::provider::AUDIT_GRANT_REVOKED,
+    crate::provider::AUDIT_ACCESS_TOKEN_REVOKED,
+    "backchannel_logout",
+    crate::sync::AUDIT_CONFIG_CHANGE,
+    super::events::CLIENT_CREATED,
+    super::events::CLIENT_UPDATED,
+    super::events::CLIENT_DELETED,
+    super::events::CLIENT_SECRET_ROTATED,
+    super::events::USER_DISABLED,
+    super::events::USER_ENABLED,
+    super::events::USER_SIGNED_OUT,
+    super::events::SESSION_ENDED,
+    super::events::GRANT_REVOKED,
+    super::events::TOKEN_REVOKED,
+    super::events::KEYS_ROTATED,
+    super::events::KEY_RETIRED,
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -65,8 +93,8 @@ impl Admin {
             before_id: decode_cursor(cursor)?,
             limit,
         };
-        let rows = self.store.search_audit(&query).await?;
-        let next = next_cursor(&rows, limit, |(id, _)| *id);
+        let rows = self.provider.store.search_audit(&query).await?;
+        let next = next_cursor(&rows, limit, |row| row.id);
         Ok(Page { items: rows.into_iter().map(AuditEntry::from).collect(), next })
     }
 }

@@ -189,7 +189,7 @@ fn managed_by_file(client_id: &str) -> AdminError {
 
 impl Admin {
     fn issuer_is_https(&self) -> bool {
-        self.config.issuer_is_https()
+        self.provider.config.issuer_is_https()
     }
 
     /// Every client, in id order; `query` matches the id or the name.
@@ -197,6 +197,7 @@ impl Admin {
         let now = self.now();
         let needle = query.map(str::to_lowercase).filter(|q| !q.is_empty());
         Ok(self
+            .provider
             .store
             .list_clients()
             .await?
@@ -209,7 +210,7 @@ impl Admin {
     }
 
     pub async fn client(&self, client_id: &str) -> AdminResult<ClientView> {
-        Ok(ClientView::new(&self.store.get_client(client_id).await?, self.now()))
+        Ok(ClientView::new(&self.provider.store.get_client(client_id).await?, self.now()))
     }
 
     /// Creates a client from the configuration's fields plus `public` (default false). A
@@ -222,12 +223,12 @@ impl Admin {
         let secret = (!public).then(random_token);
         fields.client_secret.clone_from(&secret);
         let validated = validate_client_fields(&|f: &str| f.to_owned(), fields, self.issuer_is_https()).map_err(config_error)?;
-        if self.config.clients.iter().any(|c| c.client_id == validated.client_id) {
+        if self.provider.config.clients.iter().any(|c| c.client_id == validated.client_id) {
             return Err(managed_by_file(&validated.client_id));
         }
         let now = self.now();
-        let record = record(&validated, false, &self.secrets, now);
-        match self.store.insert_client(&record).await {
+        let record = record(&validated, false, &self.provider.secrets, now);
+        match self.provider.store.insert_client(&record).await {
             Ok(()) => {}
             Err(StoreError::AlreadyExists) => {
                 return Err(AdminError::Conflict(format!("an application with client_id `{}` exists", record.client_id)));
@@ -268,8 +269,9 @@ impl Admin {
         let validated = validate_client_fields(&|f: &str| f.to_owned(), fields, self.issuer_is_https()).map_err(config_error)?;
         let now = self.now();
         let read_version = expected_version.unwrap_or(current.version);
-        let secrets = self.secrets.clone();
+        let secrets = self.provider.secrets.clone();
         let updated = self
+            .provider
             .store
             .update_client(client_id, &move |old: ClientRecord| {
                 if old.version != read_version || old.managed_by_config {
@@ -284,7 +286,7 @@ impl Admin {
                 })
             })
             .await?;
-        self.clients.forget(client_id);
+        self.provider.clients.forget(client_id);
         let touched = Touched {
             client_id: Some(client_id),
             detail: Some(format!("changed: {}", changed.join(", "))),
@@ -296,26 +298,26 @@ impl Admin {
 
     /// What removing the client would end, for the confirmation.
     pub async fn client_removal_impact(&self, client_id: &str) -> AdminResult<RemovalImpact> {
-        let client = self.store.get_client(client_id).await?;
-        let grants = self.store.count_client_grants(client_id, self.now()).await?;
+        let client = self.provider.store.get_client(client_id).await?;
+        let grants = self.provider.store.count_client_grants(client_id, self.now()).await?;
         Ok(RemovalImpact { grants, has_backchannel_logout: client.backchannel_logout_uri.is_some() })
     }
 
     /// Removes a client; every grant it holds is revoked, and its sessions' apps are told.
     pub async fn delete_client(&self, actor: &Actor, client_id: &str) -> AdminResult<u64> {
         actor.may_write()?;
-        let current = self.store.get_client(client_id).await?;
+        let current = self.provider.store.get_client(client_id).await?;
         if current.managed_by_config {
             return Err(managed_by_file(client_id));
         }
-        let queued = self.store.delete_client(client_id, self.now(), crate::session::public_sid).await?;
-        self.clients.forget(client_id);
+        let queued = self.provider.store.delete_client(client_id, self.now(), crate::session::public_sid).await?;
+        self.provider.clients.forget(client_id);
         if queued > 0 {
-            self.backchannel.notify_one();
+            self.provider.backchannel.notify_one();
         }
         let touched = Touched {
             client_id: Some(client_id),
-            detail: Some(format!("{queued} back-channel logouts queued")),
+            detail: Some(format!("back-channel logouts queued: {queued}")),
             ..Touched::default()
         };
         self.audit(actor, events::CLIENT_DELETED, touched).await?;
@@ -329,7 +331,7 @@ impl Admin {
         if !(0..=MAX_SECRET_OVERLAP_SECS).contains(&overlap_secs) {
             return Err(invalid("overlap_secs", format!("must be between 0 and {MAX_SECRET_OVERLAP_SECS} seconds (seven days)")));
         }
-        let current = self.store.get_client(client_id).await?;
+        let current = self.provider.store.get_client(client_id).await?;
         if current.managed_by_config {
             return Err(managed_by_file(client_id));
         }
@@ -337,9 +339,10 @@ impl Admin {
             return Err(invalid("client_id", "a public client has no secret"));
         }
         let secret = random_token();
-        let new_hash = self.secrets.hash(&secret);
+        let new_hash = self.provider.secrets.hash(&secret);
         let now = self.now();
-        self.store
+        self.provider
+            .store
             .update_client(client_id, &move |old: ClientRecord| {
                 let previous = old.secret_hash.clone().filter(|_| overlap_secs > 0);
                 Ok(ClientRecord {
@@ -351,7 +354,7 @@ impl Admin {
                 })
             })
             .await?;
-        self.clients.forget(client_id);
+        self.provider.clients.forget(client_id);
         let touched = Touched {
             client_id: Some(client_id),
             detail: Some(format!("old secret valid {overlap_secs} s more")),

@@ -2,8 +2,9 @@
 
 use serde::Serialize;
 
-use super::{Actor, Admin, AdminError, AdminResult, Page, Touched, decode_cursor, events, next_cursor, page_size};
+use super::{Actor, Admin, AdminError, AdminResult, Page, Touched, decode_cursor, events, invalid, next_cursor, page_size};
 use crate::clock::UnixTime;
+use crate::provider::introspect::IdentifiedToken;
 use crate::store::{GrantListing, GrantQuery};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -54,7 +55,7 @@ impl Admin {
     ) -> AdminResult<Page<GrantView>> {
         let limit = page_size(limit);
         let query = GrantQuery { user_id: filter.user_id, client_id: filter.client_id, before: decode_cursor(cursor)?, limit };
-        let rows = self.store.search_grants(&query, self.now()).await?;
+        let rows = self.provider.store.search_grants(&query, self.now()).await?;
         let next = next_cursor(&rows, limit, |r| (r.grant.created_at, r.grant.id.clone()));
         Ok(Page { items: rows.into_iter().map(GrantView::from).collect(), next })
     }
@@ -62,13 +63,36 @@ impl Admin {
     /// Revokes one grant: its refresh and access tokens stop working at once.
     pub async fn revoke_grant(&self, actor: &Actor, id: &str) -> AdminResult<()> {
         actor.may_write()?;
-        let state = self.store.grant_state(id).await?.ok_or(AdminError::NotFound)?;
+        let state = self.provider.store.grant_state(id).await?.ok_or(AdminError::NotFound)?;
         if !state.is_live(self.now()) {
             return Err(AdminError::NotFound);
         }
-        self.store.revoke_grant(id, self.now()).await?;
+        self.provider.store.revoke_grant(id, self.now()).await?;
         let touched =
             Touched { user_id: Some(&state.grant.user_id), client_id: Some(&state.grant.client_id), ..Touched::default() };
         self.audit(actor, events::GRANT_REVOKED, touched).await
+    }
+
+    /// Revokes a pasted token (access or refresh) and its grant; says what it was.
+    pub async fn revoke_token(&self, actor: &Actor, token: &str) -> AdminResult<IdentifiedToken> {
+        actor.may_write()?;
+        let token = token.trim();
+        if token.is_empty() || token.len() > 8192 {
+            return Err(invalid("token", "paste an access token or a refresh token this server issued"));
+        }
+        let identified = self
+            .provider
+            .revoke_any(token)
+            .await
+            .map_err(|err| AdminError::Internal(err.to_string()))?
+            .ok_or_else(|| invalid("token", "this server did not issue that token, or it was removed"))?;
+        let touched = Touched {
+            user_id: identified.user_id.as_deref(),
+            client_id: Some(&identified.client_id),
+            detail: Some(identified.kind.to_owned()),
+            ..Touched::default()
+        };
+        self.audit(actor, events::TOKEN_REVOKED, touched).await?;
+        Ok(identified)
     }
 }

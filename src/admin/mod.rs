@@ -19,11 +19,10 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::{SharedClock, UnixTime};
-use crate::config::{AdminSettings, Config};
-use crate::provider::ClientCache;
-use crate::store::{AuditEvent, AuditOutcome, Store, StoreError};
-use crate::tokens::{KeyManager, SecretHasher};
+use crate::clock::UnixTime;
+use crate::config::AdminSettings;
+use crate::provider::Provider;
+use crate::store::{AuditEvent, AuditOutcome, StoreError};
 
 /// What an admin may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -161,19 +160,13 @@ pub mod events {
     pub const GRANT_REVOKED: &str = "admin.grant_revoked";
     pub const TOKEN_REVOKED: &str = "admin.token_revoked";
     pub const KEYS_ROTATED: &str = "admin.keys_rotated";
+    pub const KEY_RETIRED: &str = "admin.key_retired";
 }
 
 /// The admin core: everything the console and the API do goes through here.
 pub struct Admin {
-    store: Arc<dyn Store>,
-    config: Arc<Config>,
-    clock: SharedClock,
-    secrets: SecretHasher,
-    keys: Arc<KeyManager>,
-    /// Woken when back-channel logout notifications are queued.
-    backchannel: Arc<tokio::sync::Notify>,
-    /// This node's client cache, forgotten on every client change made here.
-    clients: Arc<ClientCache>,
+    /// The store, the clock, the settings and the caches the provider serves applications from.
+    provider: Arc<Provider>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -192,31 +185,24 @@ struct Touched<'a> {
 }
 
 impl Admin {
-    pub fn new(
-        store: Arc<dyn Store>,
-        config: Arc<Config>,
-        clock: SharedClock,
-        secrets: SecretHasher,
-        keys: Arc<KeyManager>,
-        backchannel: Arc<tokio::sync::Notify>,
-        clients: Arc<ClientCache>,
-    ) -> Self {
-        Self { store, config, clock, secrets, keys, backchannel, clients }
+    pub fn new(provider: Arc<Provider>) -> Self {
+        Self { provider }
     }
 
     pub fn now(&self) -> UnixTime {
-        self.clock.now()
+        self.provider.clock.now()
     }
 
     pub fn settings(&self) -> &AdminSettings {
-        &self.config.admin
+        &self.provider.config.admin
     }
 
     /// Records an admin change. `detail` names what changed, never a value that is secret.
     async fn audit(&self, actor: &Actor, kind: &str, touched: Touched<'_>) -> AdminResult<()> {
-        self.store
+        self.provider
+            .store
             .record_audit(&AuditEvent {
-                time: self.clock.now(),
+                time: self.provider.clock.now(),
                 kind: kind.to_owned(),
                 outcome: AuditOutcome::Success,
                 actor: Some(actor.name.clone()),
@@ -233,13 +219,13 @@ impl Admin {
     /// Ends sessions by id, each with its grants and back-channel notices; returns how many
     /// notices were queued.
     async fn end_sessions(&self, ids: &[String]) -> AdminResult<u64> {
-        let now = self.clock.now();
+        let now = self.provider.clock.now();
         let mut queued = 0;
         for id in ids {
-            queued += crate::session::end(self.store.as_ref(), id, now).await?;
+            queued += crate::session::end(self.provider.store.as_ref(), id, now).await?;
         }
         if queued > 0 {
-            self.backchannel.notify_one();
+            self.provider.backchannel.notify_one();
         }
         Ok(queued)
     }

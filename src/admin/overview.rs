@@ -19,10 +19,14 @@ impl Admin {
     pub async fn overview(&self) -> AdminResult<Overview> {
         let now = self.now();
         Ok(Overview {
-            users: self.store.count_users().await?,
-            active_sessions: self.store.count_active_sso_sessions(now, self.config.session.idle_timeout_secs).await?,
-            clients: self.store.list_clients().await?.len(),
-            sign_ins: self.store.count_sign_ins(now - 24 * 3600).await?,
+            users: self.provider.store.count_users().await?,
+            active_sessions: self
+                .provider
+                .store
+                .count_active_sso_sessions(now, self.provider.config.session.idle_timeout_secs)
+                .await?,
+            clients: self.provider.store.list_clients().await?.len(),
+            sign_ins: self.provider.store.count_sign_ins(now - 24 * 3600).await?,
             version: env!("CARGO_PKG_VERSION"),
         })
     }

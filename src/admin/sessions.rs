@@ -53,18 +53,19 @@ impl Admin {
         let limit = page_size(limit);
         let query =
             SessionQuery { user_id: filter.user_id, connector_id: filter.connector_id, before: decode_cursor(cursor)?, limit };
-        let rows = self.store.search_sso_sessions(&query, self.now(), self.config.session.idle_timeout_secs).await?;
+        let rows =
+            self.provider.store.search_sso_sessions(&query, self.now(), self.provider.config.session.idle_timeout_secs).await?;
         let next = next_cursor(&rows, limit, |r| (r.session.auth_time, r.session.id.clone()));
         Ok(Page { items: rows.into_iter().map(SessionView::from).collect(), next })
     }
 
     /// One active session, with its user's name.
     pub async fn session(&self, id: &str) -> AdminResult<SessionView> {
-        let session = self.store.get_sso_session(id).await?;
+        let session = self.provider.store.get_sso_session(id).await?;
         if session.revoked_at.is_some() || session.expires_at <= self.now() {
             return Err(AdminError::NotFound);
         }
-        let username = self.store.get_user(&session.user_id).await?.username;
+        let username = self.provider.store.get_user(&session.user_id).await?.username;
         Ok(SessionView::from(SessionListing { session, username }))
     }
 
@@ -72,7 +73,7 @@ impl Admin {
     /// logout. Ending a session that already ended is `NotFound`.
     pub async fn end_session(&self, actor: &Actor, id: &str) -> AdminResult<u64> {
         actor.may_write()?;
-        let session = self.store.get_sso_session(id).await?;
+        let session = self.provider.store.get_sso_session(id).await?;
         if session.revoked_at.is_some() {
             return Err(AdminError::NotFound);
         }
@@ -80,7 +81,7 @@ impl Admin {
         let touched = Touched {
             user_id: Some(&session.user_id),
             connector_id: Some(&session.connector_id),
-            detail: Some(format!("{queued} back-channel logouts queued")),
+            detail: Some(format!("back-channel logouts queued: {queued}")),
             ..Touched::default()
         };
         self.audit(actor, events::SESSION_ENDED, touched).await?;

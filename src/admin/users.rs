@@ -41,64 +41,65 @@ impl Admin {
         let limit = page_size(limit);
         let after: Option<(String, String)> = decode_cursor(cursor)?;
         let text = text.map(str::trim).filter(|t| !t.is_empty()).map(|t| t.chars().take(200).collect());
-        let users = self.store.search_users(&UserQuery { text, after, limit }).await?;
+        let users = self.provider.store.search_users(&UserQuery { text, after, limit }).await?;
         let next = next_cursor(&users, limit, |u| (u.username.clone(), u.id.clone()));
         Ok(Page { items: users, next })
     }
 
     pub async fn user(&self, id: &str) -> AdminResult<UserDetail> {
-        let user = self.store.get_user(id).await?;
+        let user = self.provider.store.get_user(id).await?;
         let now = self.now();
-        let identities = self.store.list_user_links(id).await?.into_iter().map(LinkView::from).collect();
+        let identities = self.provider.store.list_user_links(id).await?.into_iter().map(LinkView::from).collect();
         let sessions = SessionQuery { user_id: Some(id.to_owned()), limit: DETAIL_ROWS, ..SessionQuery::default() };
         let sessions = self
+            .provider
             .store
-            .search_sso_sessions(&sessions, now, self.config.session.idle_timeout_secs)
+            .search_sso_sessions(&sessions, now, self.provider.config.session.idle_timeout_secs)
             .await?
             .into_iter()
             .map(SessionView::from)
             .collect();
         let grants = GrantQuery { user_id: Some(id.to_owned()), limit: DETAIL_ROWS, ..GrantQuery::default() };
-        let grants = self.store.search_grants(&grants, now).await?.into_iter().map(GrantView::from).collect();
+        let grants = self.provider.store.search_grants(&grants, now).await?.into_iter().map(GrantView::from).collect();
         let events = AuditQuery { user_id: Some(id.to_owned()), limit: 20, ..AuditQuery::default() };
-        let recent_events = self.store.search_audit(&events).await?.into_iter().map(AuditEntry::from).collect();
+        let recent_events = self.provider.store.search_audit(&events).await?.into_iter().map(AuditEntry::from).collect();
         Ok(UserDetail { user, identities, sessions, grants, recent_events })
     }
 
     /// Every session of the user that has not ended, idle or not.
     async fn open_session_ids(&self, user_id: &str) -> AdminResult<Vec<String>> {
-        Ok(self.store.list_unrevoked_sso_sessions(None, Some(user_id)).await?)
+        Ok(self.provider.store.list_unrevoked_sso_sessions(None, Some(user_id)).await?)
     }
 
     /// Disables the user: their sessions end and every token issued to them stops working now;
     /// they cannot sign in again until enabled.
     pub async fn disable_user(&self, actor: &Actor, id: &str) -> AdminResult<usize> {
         actor.may_write()?;
-        self.store.get_user(id).await?;
-        self.store.set_user_disabled(id, true, self.now()).await?;
+        self.provider.store.get_user(id).await?;
+        self.provider.store.set_user_disabled(id, true, self.now()).await?;
         let sessions = self.open_session_ids(id).await?;
         self.end_sessions(&sessions).await?;
         let touched =
-            Touched { user_id: Some(id), detail: Some(format!("{} sessions ended", sessions.len())), ..Touched::default() };
+            Touched { user_id: Some(id), detail: Some(format!("sessions ended: {}", sessions.len())), ..Touched::default() };
         self.audit(actor, events::USER_DISABLED, touched).await?;
         Ok(sessions.len())
     }
 
     pub async fn enable_user(&self, actor: &Actor, id: &str) -> AdminResult<()> {
         actor.may_write()?;
-        self.store.get_user(id).await?;
-        self.store.set_user_disabled(id, false, self.now()).await?;
+        self.provider.store.get_user(id).await?;
+        self.provider.store.set_user_disabled(id, false, self.now()).await?;
         self.audit(actor, events::USER_ENABLED, Touched { user_id: Some(id), ..Touched::default() }).await
     }
 
     /// Ends every session of the user (with their grants); returns how many.
     pub async fn sign_out_user(&self, actor: &Actor, id: &str) -> AdminResult<usize> {
         actor.may_write()?;
-        self.store.get_user(id).await?;
+        self.provider.store.get_user(id).await?;
         let sessions = self.open_session_ids(id).await?;
         self.end_sessions(&sessions).await?;
         let touched =
-            Touched { user_id: Some(id), detail: Some(format!("{} sessions ended", sessions.len())), ..Touched::default() };
+            Touched { user_id: Some(id), detail: Some(format!("sessions ended: {}", sessions.len())), ..Touched::default() };
         self.audit(actor, events::USER_SIGNED_OUT, touched).await?;
         Ok(sessions.len())
     }

@@ -1,12 +1,15 @@
 //! Reading tokens back: introspection (RFC 7662), revocation (RFC 7009) and UserInfo.
 
 use jsonwebtoken::{Algorithm, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::provider::params::Params;
-use crate::provider::{ErrorCode, Provider, ProviderResult, SCOPE_OPENID, has_scope, oauth, split_scope, user_claims};
-use crate::store::{ClientRecord, StoreError};
+use crate::provider::{
+    AUDIT_ACCESS_TOKEN_REVOKED, AUDIT_GRANT_REVOKED, ErrorCode, Provider, ProviderResult, SCOPE_OPENID, grant_event, has_scope,
+    oauth, split_scope, user_claims,
+};
+use crate::store::{AuditOutcome, ClientRecord, StoreError};
 use crate::tokens::{TokenError, digest};
 
 /// The claims Gatehouse puts in its access tokens, as read back.
@@ -61,11 +64,13 @@ impl Provider {
             return Ok(None);
         }
         let token_digest = digest(token);
-        if let Some(claims) = self.verified.get(&token_digest) {
+        if let Some((kid, claims)) = self.verified.get(&token_digest) {
             let expired = check_exp && claims.exp <= self.clock.now();
-            return Ok((!expired).then_some(claims));
+            let withdrawn = !self.keys.verifies_with(&kid).await?;
+            return Ok((!expired && !withdrawn).then_some(claims));
         }
         let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
+        let Some(kid) = header.kid.clone() else { return Ok(None) };
         if !header
             .typ
             .as_deref()
@@ -82,7 +87,7 @@ impl Provider {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         match self.keys.verify::<AccessClaims>(token, &validation).await {
             Ok(claims) => {
-                self.verified.remember(token_digest, &claims);
+                self.verified.remember(token_digest, kid, &claims);
                 Ok(Some(claims))
             }
             Err(TokenError::Store(err)) => Err(err.into()),
@@ -173,6 +178,13 @@ impl Provider {
                 return Err(oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client").into());
             }
             self.store.revoke_access_token(&claims.jti, claims.exp).await?;
+            if let Some(grant_id) = claims.gid.as_deref()
+                && let Some(state) = self.store.grant_state(grant_id).await?
+            {
+                let event =
+                    grant_event(AUDIT_ACCESS_TOKEN_REVOKED, AuditOutcome::Success, &state.grant, "revoked_by_client", now);
+                self.store.record_audit(&event).await?;
+            }
             return Ok(());
         }
         let Some(record) = self.store.find_refresh_token(&digest(token)).await? else { return Ok(()) };
@@ -180,7 +192,10 @@ impl Provider {
         if state.grant.client_id != client.client_id {
             return Err(oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client").into());
         }
-        self.store.revoke_grant(&state.grant.id, now).await?;
+        if self.store.revoke_grant(&state.grant.id, now).await? && state.grant.revoked_at.is_none() {
+            let event = grant_event(AUDIT_GRANT_REVOKED, AuditOutcome::Success, &state.grant, "revoked_by_client", now);
+            self.store.record_audit(&event).await?;
+        }
         Ok(())
     }
 
@@ -202,5 +217,57 @@ impl Provider {
         let mut response = user_claims(&user, &scopes);
         response.insert("sub".into(), Value::from(user.id));
         Ok(Ok(Value::Object(response)))
+    }
+}
+
+/// What a pasted token turned out to be, for an administrator revoking it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IdentifiedToken {
+    /// `access_token` or `refresh_token`.
+    pub kind: &'static str,
+    pub client_id: String,
+    /// The user it was issued for; `None` for a client-credentials token.
+    pub user_id: Option<String>,
+    pub grant_id: Option<String>,
+    pub scope: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+impl Provider {
+    /// Revokes a token this server issued, whatever it is and whoever holds it: an access token
+    /// is put on the revocation list, and the grant behind it (or behind a refresh token) is
+    /// revoked with everything issued from it. `None` for a token this server does not know.
+    pub async fn revoke_any(&self, token: &str) -> ProviderResult<Option<IdentifiedToken>> {
+        let now = self.clock.now();
+        if looks_like_jwt(token) {
+            // Signature and issuer checked; an expired token can still be revoked.
+            let Some(claims) = self.verified_access_token(token, false).await? else { return Ok(None) };
+            self.store.revoke_access_token(&claims.jti, claims.exp).await?;
+            if let Some(grant_id) = &claims.gid {
+                self.store.revoke_grant(grant_id, now).await?;
+            }
+            return Ok(Some(IdentifiedToken {
+                kind: "access_token",
+                user_id: claims.gid.is_some().then(|| claims.sub.clone()),
+                client_id: claims.client_id,
+                grant_id: claims.gid,
+                scope: claims.scope,
+                issued_at: claims.iat,
+                expires_at: claims.exp,
+            }));
+        }
+        let Some(record) = self.store.find_refresh_token(&digest(token)).await? else { return Ok(None) };
+        let Some(state) = self.store.grant_state(&record.grant_id).await? else { return Ok(None) };
+        self.store.revoke_grant(&state.grant.id, now).await?;
+        Ok(Some(IdentifiedToken {
+            kind: "refresh_token",
+            client_id: state.grant.client_id,
+            user_id: Some(state.grant.user_id),
+            grant_id: Some(state.grant.id),
+            scope: state.grant.scope,
+            issued_at: record.issued_at,
+            expires_at: record.expires_at,
+        }))
     }
 }

@@ -26,6 +26,12 @@ pub const REQUEST_LIFETIME_SECS: i64 = 15 * 60;
 /// Any single parameter longer than this is refused.
 pub const MAX_PARAM_BYTES: usize = 8 * 1024;
 
+/// Audit event kinds: an application got a user's grant (code redeemed), a grant was revoked
+/// (by its client, or because its code or refresh token was replayed), an access token revoked.
+pub const AUDIT_TOKEN_GRANTED: &str = "token_granted";
+pub const AUDIT_GRANT_REVOKED: &str = "grant_revoked";
+pub const AUDIT_ACCESS_TOKEN_REVOKED: &str = "access_token_revoked";
+
 pub const SCOPE_OPENID: &str = "openid";
 pub const SCOPE_OFFLINE_ACCESS: &str = "offline_access";
 /// Scopes about the signed-in user; meaningless in a client-credentials token.
@@ -129,7 +135,7 @@ pub struct Provider {
     pub clock: SharedClock,
     /// Woken when back-channel logout notifications are queued.
     pub backchannel: Arc<tokio::sync::Notify>,
-    pub clients: Arc<ClientCache>,
+    pub clients: ClientCache,
     pub verified: VerifiedTokens,
     /// Where argon2 checks of client secrets run, a bounded number at once.
     pub hashing: crate::work::BlockingPool,
@@ -139,12 +145,13 @@ pub struct Provider {
 /// At most this many verified access tokens are remembered; past it the memory starts over.
 const VERIFIED_TOKENS_MAX: usize = 10_000;
 
-/// Access tokens whose signature and claims were already checked, by digest. Resource servers
-/// introspect the same token again and again, and the ES256 verification is most of the work;
-/// what can change (revocation, the grant, the user) is still read from the database each time.
+/// Access tokens whose signature and claims were already checked, by digest, with the key that
+/// signed them. Resource servers introspect the same token again and again, and the ES256
+/// verification is most of the work; what can change (revocation, the grant, the user, the key
+/// being withdrawn) is still checked each time.
 #[derive(Default)]
 pub struct VerifiedTokens {
-    entries: std::sync::Mutex<std::collections::HashMap<String, introspect::AccessClaims>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, (String, introspect::AccessClaims)>>,
 }
 
 impl std::fmt::Debug for VerifiedTokens {
@@ -154,16 +161,17 @@ impl std::fmt::Debug for VerifiedTokens {
 }
 
 impl VerifiedTokens {
-    fn get(&self, digest: &str) -> Option<introspect::AccessClaims> {
+    /// The signing key's id and the claims.
+    fn get(&self, digest: &str) -> Option<(String, introspect::AccessClaims)> {
         self.entries.lock().ok()?.get(digest).cloned()
     }
 
-    fn remember(&self, digest: String, claims: &introspect::AccessClaims) {
+    fn remember(&self, digest: String, kid: String, claims: &introspect::AccessClaims) {
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= VERIFIED_TOKENS_MAX {
                 entries.clear();
             }
-            entries.insert(digest, claims.clone());
+            entries.insert(digest, (kid, claims.clone()));
         }
     }
 }
@@ -255,6 +263,27 @@ impl Provider {
         };
         let token = self.keys.sign(&claims, client_alg(client), "at+jwt").await?;
         Ok(MintedAccessToken { token, expires_in: expires_at - now })
+    }
+}
+
+/// The audit event of something that happened to a grant; `detail` is a fixed reason.
+pub fn grant_event(
+    kind: &str,
+    outcome: crate::store::AuditOutcome,
+    grant: &crate::store::GrantRecord,
+    detail: &str,
+    now: UnixTime,
+) -> crate::store::AuditEvent {
+    crate::store::AuditEvent {
+        time: now,
+        kind: kind.to_owned(),
+        outcome,
+        actor: Some(format!("client:{}", grant.client_id)),
+        user_id: Some(grant.user_id.clone()),
+        client_id: Some(grant.client_id.clone()),
+        connector_id: Some(grant.idp.clone()),
+        ip: None,
+        detail: Some(detail.to_owned()),
     }
 }
 

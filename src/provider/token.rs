@@ -11,11 +11,13 @@ use crate::clock::UnixTime;
 use crate::provider::authorize::CodeGrant;
 use crate::provider::params::Params;
 use crate::provider::{
-    AccessGrant, ErrorCode, Provider, ProviderResult, SCOPE_OFFLINE_ACCESS, SCOPE_OPENID, USER_SCOPES, client_alg, has_scope,
-    is_scope_token, oauth, split_scope, user_claims,
+    AUDIT_GRANT_REVOKED, AUDIT_TOKEN_GRANTED, AccessGrant, ErrorCode, Provider, ProviderResult, SCOPE_OFFLINE_ACCESS,
+    SCOPE_OPENID, USER_SCOPES, client_alg, grant_event, has_scope, is_scope_token, oauth, split_scope, user_claims,
 };
 use crate::session::public_sid;
-use crate::store::{ClientRecord, GrantRecord, GrantState, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User};
+use crate::store::{
+    AuditOutcome, ClientRecord, GrantRecord, GrantState, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User,
+};
 use crate::tokens::{digest, random_token};
 
 #[derive(Serialize)]
@@ -179,7 +181,8 @@ impl Provider {
         };
         let refresh_hash = refresh_token.as_deref().map(digest);
         let first_refresh = refresh_hash.as_deref().map(|hash| (hash, &refresh_record));
-        if !self.store.redeem_code(&code_hash, &grant, first_refresh, now).await? {
+        let granted = grant_event(AUDIT_TOKEN_GRANTED, AuditOutcome::Success, &grant, &grant.scope, now);
+        if !self.store.redeem_code(&code_hash, &grant, first_refresh, &granted, now).await? {
             return Err(self.code_replayed(&code_hash, Some(&bound.grant_id)).await);
         }
         Ok(response)
@@ -207,8 +210,20 @@ impl Provider {
         };
         if let Some(grant_id) = revoked {
             tracing::warn!(grant_id = %grant_id, "authorization code replayed: its grant is revoked");
+            if let Err(err) = self.audit_revoked(&grant_id, "code_replayed", now).await {
+                return err;
+            }
         }
         invalid_grant("the code is invalid, expired or already used")
+    }
+
+    /// Audits the revocation of a replayed code's grant.
+    async fn audit_revoked(&self, grant_id: &str, reason: &str, now: UnixTime) -> Result<(), crate::provider::ProviderError> {
+        if let Some(state) = self.store.grant_state(grant_id).await? {
+            let event = grant_event(AUDIT_GRANT_REVOKED, AuditOutcome::Failure, &state.grant, reason, now);
+            self.store.record_audit(&event).await?;
+        }
+        Ok(())
     }
 
     async fn tokens_for_grant(
@@ -370,6 +385,10 @@ impl Provider {
         let now = self.clock.now();
         tracing::warn!(grant_id = %grant.id, client_id = %grant.client_id, "refresh token reused: revoking its family");
         if let Err(err) = self.store.revoke_grant(&grant.id, now).await {
+            return err.into();
+        }
+        let event = grant_event(AUDIT_GRANT_REVOKED, AuditOutcome::Failure, grant, "refresh_token_reused", now);
+        if let Err(err) = self.store.record_audit(&event).await {
             return err.into();
         }
         if let Some(session_id) = &grant.session_id {

@@ -426,6 +426,14 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// An audit event with its id and the current name of the user it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditListing {
+    pub id: i64,
+    pub event: AuditEvent,
+    pub username: Option<String>,
+}
+
 /// Sign-ins through one connector since a time, by outcome.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SignInCount {
@@ -513,6 +521,9 @@ pub trait KeyStore: Send + Sync {
     /// Stores `key` as the active key of its algorithm and retires the previous one, atomically.
     async fn activate_signing_key(&self, key: &SigningKeyRecord) -> StoreResult<()>;
     async fn list_signing_keys(&self) -> StoreResult<Vec<SigningKeyRecord>>;
+    /// Deletes a retired key before its time, so nothing it signed verifies any more; false
+    /// when `kid` names no retired key (an active key is never deleted).
+    async fn delete_retired_signing_key(&self, kid: &str) -> StoreResult<bool>;
     /// Every SAML SP key, newest first.
     async fn list_saml_sp_keys(&self) -> StoreResult<Vec<SamlSpKeyRecord>>;
     /// Fails with `AlreadyExists` when the key is stored active and its purpose has an active key.
@@ -564,7 +575,7 @@ pub trait AuditStore: Send + Sync {
     async fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     async fn list_audit(&self, limit: u32) -> StoreResult<Vec<AuditEvent>>;
     /// Events with their ids, newest first.
-    async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<(i64, AuditEvent)>>;
+    async fn search_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditListing>>;
     /// Sign-ins (`login` events) since `since`, per connector.
     async fn count_sign_ins(&self, since: UnixTime) -> StoreResult<Vec<SignInCount>>;
 }
@@ -594,7 +605,7 @@ pub trait SingleUseStore: Send + Sync {
 pub trait GrantStore: Send + Sync {
     async fn create_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
     /// Spends the authorization code `code_hash` and creates the grant it was redeemed for (with
-    /// its first refresh token), in one transaction: `false`, and nothing written, when the code
+    /// its first refresh token and the `granted` audit event), in one transaction: `false`, and nothing written, when the code
     /// was already spent or has expired. A concurrent replay of the code waits for this to
     /// commit, so it finds the grant and revokes it.
     async fn redeem_code(
@@ -602,6 +613,7 @@ pub trait GrantStore: Send + Sync {
         code_hash: &str,
         grant: &GrantRecord,
         refresh_token: Option<(&str, &RefreshTokenRecord)>,
+        granted: &AuditEvent,
         now: UnixTime,
     ) -> StoreResult<bool>;
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;

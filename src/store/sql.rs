@@ -3,8 +3,8 @@
 //! two implementations are one body instantiated per pool type.
 
 use crate::store::{
-    AuditEvent, AuditOutcome, BackchannelLogout, ClientRecord, ConnectorRecord, GrantListing, GrantRecord, GrantState,
-    IdentityLink, RefreshTokenRecord, SessionListing, SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
+    AuditEvent, AuditListing, AuditOutcome, BackchannelLogout, ClientRecord, ConnectorRecord, GrantListing, GrantRecord,
+    GrantState, IdentityLink, RefreshTokenRecord, SessionListing, SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
 };
 
 pub(super) fn to_json(list: &[String]) -> String {
@@ -258,16 +258,17 @@ impl From<SessionListingRow> for SessionListing {
 }
 
 #[derive(sqlx::FromRow)]
-pub(super) struct AuditIdRow {
+pub(super) struct AuditListingRow {
     id: i64,
     #[sqlx(flatten)]
     event: AuditRow,
+    username: Option<String>,
 }
 
-impl TryFrom<AuditIdRow> for (i64, AuditEvent) {
+impl TryFrom<AuditListingRow> for AuditListing {
     type Error = StoreError;
-    fn try_from(row: AuditIdRow) -> StoreResult<Self> {
-        Ok((row.id, row.event.try_into()?))
+    fn try_from(row: AuditListingRow) -> StoreResult<Self> {
+        Ok(AuditListing { id: row.id, event: row.event.try_into()?, username: row.username })
     }
 }
 
@@ -440,6 +441,28 @@ macro_rules! impl_sql_store {
                 .bind(record.issued_at)
                 .bind(record.expires_at)
                 .bind(record.rotated_at)
+                .execute(executor)
+                .await?;
+                Ok(())
+            }
+
+            async fn insert_audit<'c, E: sqlx::Executor<'c, Database = $db>>(
+                executor: E,
+                event: &$crate::store::AuditEvent,
+            ) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(event.time)
+                .bind(&event.kind)
+                .bind(event.outcome.as_str())
+                .bind(&event.actor)
+                .bind(&event.user_id)
+                .bind(&event.client_id)
+                .bind(&event.connector_id)
+                .bind(&event.ip)
+                .bind(&event.detail)
                 .execute(executor)
                 .await?;
                 Ok(())
@@ -859,6 +882,14 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn delete_retired_signing_key(&self, kid: &str) -> $crate::store::StoreResult<bool> {
+                let deleted = sqlx::query("DELETE FROM signing_keys WHERE kid = $1 AND retired_at IS NOT NULL")
+                    .bind(kid)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(deleted.rows_affected() > 0)
+            }
+
             async fn list_saml_sp_keys(&self) -> $crate::store::StoreResult<Vec<$crate::store::SamlSpKeyRecord>> {
                 type Row = (String, String, Vec<u8>, Vec<u8>, i64, Option<i64>, Option<i64>);
                 let rows: Vec<Row> = sqlx::query_as(
@@ -1115,22 +1146,7 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::AuditStore for $store {
             async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(event.time)
-                .bind(&event.kind)
-                .bind(event.outcome.as_str())
-                .bind(&event.actor)
-                .bind(&event.user_id)
-                .bind(&event.client_id)
-                .bind(&event.connector_id)
-                .bind(&event.ip)
-                .bind(&event.detail)
-                .execute(&self.pool)
-                .await?;
-                Ok(())
+                Self::insert_audit(&self.pool, event).await
             }
 
             async fn list_audit(&self, limit: u32) -> $crate::store::StoreResult<Vec<$crate::store::AuditEvent>> {
@@ -1147,12 +1163,13 @@ macro_rules! impl_sql_store {
             async fn search_audit(
                 &self,
                 query: &$crate::store::AuditQuery,
-            ) -> $crate::store::StoreResult<Vec<(i64, $crate::store::AuditEvent)>> {
-                let rows: Vec<$crate::store::sql::AuditIdRow> = sqlx::query_as(
-                    "SELECT id, time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail FROM audit_log \
-                     WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR client_id = $2) AND ($3 IS NULL OR connector_id = $3) \
-                     AND ($4 IS NULL OR kind = $4) AND ($5 IS NULL OR time >= $5) AND ($6 IS NULL OR time < $6) \
-                     AND ($7 IS NULL OR id < $7) ORDER BY id DESC LIMIT $8",
+            ) -> $crate::store::StoreResult<Vec<$crate::store::AuditListing>> {
+                let rows: Vec<$crate::store::sql::AuditListingRow> = sqlx::query_as(
+                    "SELECT a.id, a.time, a.kind, a.outcome, a.actor, a.user_id, a.client_id, a.connector_id, a.ip, a.detail, \
+                     u.username FROM audit_log a LEFT JOIN users u ON u.id = a.user_id \
+                     WHERE ($1 IS NULL OR a.user_id = $1) AND ($2 IS NULL OR a.client_id = $2) \
+                     AND ($3 IS NULL OR a.connector_id = $3) AND ($4 IS NULL OR a.kind = $4) AND ($5 IS NULL OR a.time >= $5) \
+                     AND ($6 IS NULL OR a.time < $6) AND ($7 IS NULL OR a.id < $7) ORDER BY a.id DESC LIMIT $8",
                 )
                 .bind(&query.user_id)
                 .bind(&query.client_id)
@@ -1286,6 +1303,7 @@ macro_rules! impl_sql_store {
                 code_hash: &str,
                 grant: &$crate::store::GrantRecord,
                 refresh_token: Option<(&str, &$crate::store::RefreshTokenRecord)>,
+                granted: &$crate::store::AuditEvent,
                 now: i64,
             ) -> $crate::store::StoreResult<bool> {
                 // The delete comes first: it takes the write lock (SQLite) and the code's row lock
@@ -1308,6 +1326,7 @@ macro_rules! impl_sql_store {
                 if let Some((token_hash, record)) = refresh_token {
                     Self::insert_refresh(&mut *tx, token_hash, record).await?;
                 }
+                Self::insert_audit(&mut *tx, granted).await?;
                 tx.commit().await?;
                 Ok(true)
             }

@@ -186,6 +186,20 @@ impl KeyManager {
         }
     }
 
+    /// Withdraws a retired key before its publication ends: tokens it signed stop verifying,
+    /// here at once and on other nodes when they next read the keys (`key_cache_secs`). False
+    /// when `kid` names no retired key.
+    pub async fn withdraw(&self, kid: &str) -> Result<bool, TokenError> {
+        let withdrawn = self.store.delete_retired_signing_key(kid).await?;
+        self.refresh().await?;
+        Ok(withdrawn)
+    }
+
+    /// Whether this node still verifies tokens signed by `kid`.
+    pub async fn verifies_with(&self, kid: &str) -> Result<bool, TokenError> {
+        Ok(self.cached_keys(false).await?.iter().any(|k| k.kid == kid))
+    }
+
     pub async fn list(&self) -> Result<Vec<KeySummary>, TokenError> {
         Ok(self.store.list_signing_keys().await?.iter().map(|k| self.summary(k)).collect())
     }

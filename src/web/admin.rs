@@ -24,6 +24,7 @@ use crate::admin::overview::Overview;
 use crate::admin::sessions::{SessionFilter, SessionView};
 use crate::admin::users::UserDetail;
 use crate::admin::{Actor, AdminError, Role, role_of};
+use crate::provider::introspect::IdentifiedToken;
 use crate::secret::Secret;
 use crate::session::pending::{self, PendingLogin};
 use crate::web::AppState;
@@ -41,7 +42,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/clients/{id}", get(client).post(update_client))
         .route("/admin/clients/{id}/edit", get(edit_client))
         .route("/admin/clients/{id}/delete", get(confirm_delete_client).post(delete_client))
-        .route("/admin/clients/{id}/secret", post(rotate_secret))
+        .route("/admin/clients/{id}/secret", get(confirm_rotate_secret).post(rotate_secret))
+        .route("/admin/grants", get(grants))
+        .route("/admin/tokens/revoke", post(revoke_token))
+        .route("/admin/keys/{kid}/retire", get(confirm_retire_key).post(retire_key))
         .route("/admin/users", get(users))
         .route("/admin/users/{id}", get(user))
         .route("/admin/users/{id}/{action}", get(confirm_user_action).post(user_action))
@@ -470,6 +474,48 @@ pub struct RotateForm {
     overlap_hours: String,
 }
 
+fn overlap_hours(text: &str) -> Result<i64, WebError> {
+    let hours = text.trim();
+    let hours = if hours.is_empty() { Ok(0) } else { hours.parse::<i64>() };
+    match hours {
+        Ok(hours) if (0..=crate::admin::clients::MAX_SECRET_OVERLAP_SECS / 3600).contains(&hours) => Ok(hours),
+        _ => Err(WebError::BadRequest("The overlap must be a whole number of hours between 0 and 168 (seven days).")),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct OverlapQuery {
+    #[serde(default)]
+    overlap_hours: String,
+}
+
+async fn confirm_rotate_secret(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    query: Result<Query<OverlapQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let Query(query) = query.map_err(|_| WebError::BadRequest("The address has a malformed query."))?;
+    let hours = overlap_hours(&query.overlap_hours)?;
+    let client = state.admin.client(&id).await.map_err(admin_error)?;
+    let old_secret = if hours == 0 {
+        String::from("The current secret stops working at once: the application fails to get tokens until it has the new one.")
+    } else {
+        format!("The current secret keeps working for {hours} hours, then stops.")
+    };
+    let page = ConfirmPage {
+        nav: console.nav("clients"),
+        title: format!("Give {} a new secret?", client.name),
+        consequences: vec![String::from("A new secret is generated and shown once, on the next page."), old_secret],
+        action: format!("/admin/clients/{}/secret", enc(&id)),
+        button: "Rotate secret",
+        back: format!("/admin/clients/{}", enc(&id)),
+        hidden: vec![("overlap_hours", hours.to_string())],
+    };
+    Ok(render_page(&page).into_response())
+}
+
 async fn rotate_secret(
     State(state): State<AppState>,
     console: Console,
@@ -477,17 +523,8 @@ async fn rotate_secret(
     form: Result<Form<RotateForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let form = checked_form(&console, form, |f| &f.csrf).await?;
-    let hours = form.overlap_hours.trim();
-    let overlap = if hours.is_empty() {
-        0
-    } else {
-        hours.parse::<i64>().map_err(|_| WebError::BadRequest("The overlap must be a whole number of hours."))?
-    };
-    let secret =
-        state.admin.rotate_client_secret(&console.actor, &id, overlap.saturating_mul(3600)).await.map_err(|err| match err {
-            AdminError::Invalid { .. } => WebError::BadRequest("The overlap must be between 0 and 168 hours (seven days)."),
-            other => admin_error(other),
-        })?;
+    let overlap = overlap_hours(&form.overlap_hours)?;
+    let secret = state.admin.rotate_client_secret(&console.actor, &id, overlap * 3600).await.map_err(admin_error)?;
     client_page(&state, &console, &id, Some(&secret)).await
 }
 
@@ -501,6 +538,8 @@ struct ConfirmPage<'a> {
     action: String,
     button: &'static str,
     back: String,
+    /// Values the action needs, carried through the confirmation.
+    hidden: Vec<(&'static str, String)>,
 }
 
 async fn confirm_delete_client(
@@ -525,6 +564,7 @@ async fn confirm_delete_client(
         action: format!("/admin/clients/{}/delete", enc(&id)),
         button: "Delete application",
         back: format!("/admin/clients/{}", enc(&id)),
+        hidden: Vec::new(),
     };
     Ok(render_page(&page).into_response())
 }
@@ -608,6 +648,7 @@ async fn confirm_user_action(
         action: format!("/admin/users/{}/{action}", enc(&id)),
         button,
         back: format!("/admin/users/{}", enc(&id)),
+        hidden: Vec::new(),
     };
     Ok(render_page(&page).into_response())
 }
@@ -672,6 +713,7 @@ async fn confirm_end_session(
         action: format!("/admin/sessions/{}/end", enc(&id)),
         button: "End session",
         back: String::from("/admin/sessions"),
+        hidden: Vec::new(),
     };
     Ok(render_page(&page).into_response())
 }
@@ -728,10 +770,121 @@ async fn rotate_keys(
     Ok(Redirect::to("/admin/keys").into_response())
 }
 
+async fn confirm_retire_key(
+    State(state): State<AppState>,
+    console: Console,
+    Path(kid): Path<String>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let key = state.admin.key(&kid).await.map_err(admin_error)?;
+    if key.state == "active" {
+        return Err(WebError::BadRequest("This key signs new tokens. Rotate the keys first, then retire it."));
+    }
+    let signed_from = when(&key.created_at);
+    let signed_until = when_opt(&key.retired_at);
+    let page = ConfirmPage {
+        nav: console.nav("keys"),
+        title: format!("Retire key {kid} now?"),
+        consequences: vec![
+            format!(
+                "Every ID token and access token it signed ({signed_from} to {signed_until}) stops verifying: at once on this server, and on the others within {} seconds.",
+                state.config.tokens.key_cache_secs
+            ),
+            String::from(
+                "Apps holding such tokens must get new ones; their refresh tokens keep working, and people stay signed in.",
+            ),
+            String::from("Do this when the key may be compromised. Otherwise let it expire on its own."),
+        ],
+        action: format!("/admin/keys/{}/retire", enc(&kid)),
+        button: "Retire key now",
+        back: String::from("/admin/keys"),
+        hidden: Vec::new(),
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn retire_key(
+    State(state): State<AppState>,
+    console: Console,
+    Path(kid): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.retire_key(&console.actor, &kid).await.map_err(admin_error)?;
+    Ok(Redirect::to("/admin/keys").into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/grants.html")]
+struct GrantsPage<'a> {
+    nav: Nav<'a>,
+    user: &'a str,
+    client_id: &'a str,
+    grants: Vec<GrantView>,
+    next: Option<String>,
+    /// What a pasted token turned out to be, after revoking it.
+    revoked: Option<IdentifiedToken>,
+    token_error: Option<String>,
+}
+
+async fn grants(
+    State(state): State<AppState>,
+    console: Console,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let params = list_params(query)?;
+    grants_page(&state, &console, params, None, None).await
+}
+
+async fn grants_page(
+    state: &AppState,
+    console: &Console,
+    params: ListParams,
+    revoked: Option<IdentifiedToken>,
+    token_error: Option<String>,
+) -> Result<Response, WebError> {
+    let user = params.user.clone().unwrap_or_default();
+    let client_id = params.client_id.clone().unwrap_or_default();
+    let filter = GrantFilter { user_id: nonempty(params.user), client_id: nonempty(params.client_id) };
+    let page = state.admin.list_grants(filter, params.next.as_deref(), None).await.map_err(admin_error)?;
+    let next = page.next.map(|cursor| format!("/admin/grants?user={}&client_id={}&next={cursor}", enc(&user), enc(&client_id)));
+    let status = if token_error.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let page = GrantsPage {
+        nav: console.nav("grants"),
+        user: &user,
+        client_id: &client_id,
+        grants: page.items,
+        next,
+        revoked,
+        token_error,
+    };
+    Ok((status, render_page(&page)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RevokeTokenForm {
+    csrf: Secret<String>,
+    token: Secret<String>,
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    console: Console,
+    form: Result<Form<RevokeTokenForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    match state.admin.revoke_token(&console.actor, form.token.expose()).await {
+        Ok(revoked) => grants_page(&state, &console, ListParams::default(), Some(revoked), None).await,
+        Err(AdminError::Invalid { reason, .. }) => grants_page(&state, &console, ListParams::default(), None, Some(reason)).await,
+        Err(err) => Err(admin_error(err)),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin/audit.html")]
 struct AuditPage<'a> {
     nav: Nav<'a>,
+    kinds: &'static [&'static str],
     params: &'a ListParams,
     entries: Vec<AuditEntry>,
     next: Option<String>,
@@ -787,7 +940,14 @@ async fn audit(
     let query = audit_query_string(&params);
     let next = page.next.map(|cursor| format!("/admin/audit?{query}&next={cursor}"));
     let download = format!("/admin/audit.jsonl?{query}");
-    let page = AuditPage { nav: console.nav("audit"), params: &params, entries: page.items, next, download };
+    let page = AuditPage {
+        nav: console.nav("audit"),
+        kinds: &crate::admin::audit::EVENT_KINDS,
+        params: &params,
+        entries: page.items,
+        next,
+        download,
+    };
     Ok(render_page(&page).into_response())
 }
 

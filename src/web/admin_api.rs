@@ -211,6 +211,8 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{API_PREFIX}/grants/{{id}}"), axum::routing::delete(revoke_grant))
         .route(&format!("{API_PREFIX}/keys"), get(list_keys))
         .route(&format!("{API_PREFIX}/keys/rotate"), post(rotate_keys))
+        .route(&format!("{API_PREFIX}/keys/{{kid}}/retire"), post(retire_key))
+        .route(&format!("{API_PREFIX}/tokens/revoke"), post(revoke_token))
         .route(&format!("{API_PREFIX}/audit"), get(audit))
         .route("/admin/api/{*rest}", axum::routing::any(not_found))
 }
@@ -366,6 +368,24 @@ async fn list_keys(State(state): State<AppState>, ApiActor(_): ApiActor) -> ApiR
 
 async fn rotate_keys(State(state): State<AppState>, ApiActor(actor): ApiActor) -> ApiResult {
     ok(json!({ "items": state.admin.rotate_keys(&actor).await?, "next": null }))
+}
+
+async fn retire_key(State(state): State<AppState>, ApiActor(actor): ApiActor, Path(kid): Path<String>) -> ApiResult {
+    state.admin.retire_key(&actor, &kid).await?;
+    no_content()
+}
+
+async fn revoke_token(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(bad_body)?;
+    let token = body.get("token").and_then(Value::as_str).ok_or(AdminError::Invalid {
+        field: String::from("token"),
+        reason: String::from("is required: the access or refresh token to revoke"),
+    })?;
+    ok(state.admin.revoke_token(&actor, token).await?)
 }
 
 async fn audit(

@@ -237,6 +237,28 @@ async fn api_suite(db: &TestDb) {
     let (_, after) = admin.get("/keys").await;
     assert_eq!(after["items"].as_array().unwrap().len(), before["items"].as_array().unwrap().len() + 1);
     assert!(after["items"].as_array().unwrap().iter().any(|k| k["kid"] == new_kid.as_str() && k["state"] == "active"));
+    // Retiring a key early: never the active one; the tokens a retired one signed stop at once.
+    let old_kid = before["items"][0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(admin.post(&format!("/keys/{new_kid}/retire"), json!({})).await.0, StatusCode::CONFLICT);
+    assert_eq!(admin.post("/keys/no-such-key/retire", json!({})).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(reader.post(&format!("/keys/{old_kid}/retire"), json!({})).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(admin.get("/clients").await.0, StatusCode::OK, "a token of the retired key still verifies");
+    assert_eq!(admin.post(&format!("/keys/{old_kid}/retire"), json!({})).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(admin.get("/clients").await.0, StatusCode::UNAUTHORIZED, "its tokens stop verifying");
+    admin.token = token(&app, "automation", AUTOMATION_SECRET).await;
+    reader.token = token(&app, "auditor", AUDITOR_SECRET).await;
+    let (_, keys) = admin.get("/keys").await;
+    assert!(keys["items"].as_array().unwrap().iter().all(|k| k["kid"] != old_kid.as_str()));
+
+    // A pasted token: what it was, and it is revoked.
+    let (status, revoked) = admin.post("/tokens/revoke", json!({"token": reader.token})).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!((revoked["kind"].as_str(), revoked["client_id"].as_str()), (Some("access_token"), Some("auditor")));
+    assert_eq!(reader.get("/clients").await.0, StatusCode::UNAUTHORIZED, "the pasted token is revoked");
+    let (status, problem) = admin.post("/tokens/revoke", json!({"token": "not-a-token-we-issued"})).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("token")));
+    assert_eq!(admin.post("/tokens/revoke", json!({})).await.0, StatusCode::UNPROCESSABLE_ENTITY);
+
     let (_, audit) = admin.get("/audit?kind=admin.client_created").await;
     assert_eq!(audit["items"][0]["client_id"], "payroll");
     assert_eq!(audit["items"][0]["actor"], "client:automation");
@@ -302,9 +324,9 @@ async fn the_openapi_document_matches_the_routes() {
     let doc: Value = app.get("/admin/api/openapi.json").await.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 15);
+    assert_eq!(paths.len(), 17);
     for (path, item) in paths {
-        let concrete = path.replace("{client_id}", "some-client").replace("{id}", "some-id");
+        let concrete = path.replace("{client_id}", "some-client").replace("{id}", "some-id").replace("{kid}", "some-kid");
         for method in ["get", "post", "patch", "delete", "put"] {
             let response = app
                 .http

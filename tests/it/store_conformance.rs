@@ -622,8 +622,9 @@ async fn admin_listings(store: &Arc<dyn Store>) {
     let logins = AuditQuery { kind: Some("login".into()), limit: 10, ..AuditQuery::default() };
     let found = store.search_audit(&logins).await.unwrap();
     assert_eq!(found.len(), 3);
-    assert!(found.windows(2).all(|w| w[0].0 > w[1].0), "newest first");
-    let page = AuditQuery { before_id: Some(found[0].0), limit: 10, ..logins.clone() };
+    assert!(found.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert_eq!(found[0].username.as_deref(), Some("dave"), "with the name of the user concerned");
+    let page = AuditQuery { before_id: Some(found[0].id), limit: 10, ..logins.clone() };
     assert_eq!(store.search_audit(&page).await.unwrap().len(), 2);
     let window = AuditQuery { since: Some(NOW + 1), until: Some(NOW + 3), limit: 10, ..AuditQuery::default() };
     assert_eq!(store.search_audit(&window).await.unwrap().len(), 2);
