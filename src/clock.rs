@@ -46,6 +46,14 @@ impl Clock for ManualClock {
     }
 }
 
+/// A time as people read it: `2026-12-04 23:53:04 UTC`.
+pub fn utc(time: UnixTime) -> String {
+    time::OffsetDateTime::from_unix_timestamp(time)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .map_or_else(|| time.to_string(), |t| t.replace('T', " ").replace('Z', " UTC"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,6 @@ pub mod secret;
 pub mod session;
 pub mod startup;
 pub mod store;
-pub mod sync;
 pub mod throttle;
 pub mod tokens;
 pub mod upstream;

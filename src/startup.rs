@@ -11,13 +11,13 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tower_sessions_sqlx_store::{PostgresStore as PgSessions, SqliteStore as SqliteSessions};
 
+use crate::admin::sync::{self, SyncError};
 use crate::clock::SharedClock;
 use crate::config::{Config, KeyEncryptionKeySource, SigningAlg, decode_key_encryption_key};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::provider::client_auth::ClientAuthGuard;
 use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
-use crate::sync::{self, SyncError};
 use crate::throttle::WindowCounter;
 use crate::tokens::{KeyEncryptionKey, KeyManager, SecretHasher, TokenError};
 use crate::upstream::SamlShared;
@@ -175,7 +175,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         None => None,
     };
     let starts = Arc::new(WindowCounter::new(60, MAX_TRACKED_NETWORKS));
-    let admin = Arc::new(crate::admin::Admin::new(provider.clone()));
+    let admin = Arc::new(crate::admin::Admin::new(provider.clone(), upstreams.clone()));
     let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts, admin };
     let router = web::router(state.clone(), sessions.clone());
     Ok(App { state, sessions, router, http, metrics_listener })

@@ -50,7 +50,7 @@ pub const EVENT_KINDS: [&str; 21] = [
     crate::provider::AUDIT_GRANT_REVOKED,
     crate::provider::AUDIT_ACCESS_TOKEN_REVOKED,
     "backchannel_logout",
-    crate::sync::AUDIT_CONFIG_CHANGE,
+    super::sync::AUDIT_CONFIG_CHANGE,
     super::events::CLIENT_CREATED,
     super::events::CLIENT_UPDATED,
     super::events::CLIENT_DELETED,

@@ -9,6 +9,7 @@ pub mod grants;
 pub mod keys;
 pub mod overview;
 pub mod sessions;
+pub mod sync;
 pub mod users;
 
 use std::net::IpAddr;
@@ -23,6 +24,7 @@ use crate::clock::UnixTime;
 use crate::config::AdminSettings;
 use crate::provider::Provider;
 use crate::store::{AuditEvent, AuditOutcome, StoreError};
+use crate::upstream::Upstreams;
 
 /// What an admin may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -167,6 +169,8 @@ pub mod events {
 pub struct Admin {
     /// The store, the clock, the settings and the caches the provider serves applications from.
     provider: Arc<Provider>,
+    /// The upstream connectors, for the overview's warnings.
+    upstreams: Arc<Upstreams>,
 }
 
 impl std::fmt::Debug for Admin {
@@ -185,8 +189,8 @@ struct Touched<'a> {
 }
 
 impl Admin {
-    pub fn new(provider: Arc<Provider>) -> Self {
-        Self { provider }
+    pub fn new(provider: Arc<Provider>, upstreams: Arc<Upstreams>) -> Self {
+        Self { provider, upstreams }
     }
 
     pub fn now(&self) -> UnixTime {

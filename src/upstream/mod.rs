@@ -89,4 +89,36 @@ impl Upstreams {
     pub fn saml(&self, id: &str) -> Option<&Arc<saml::SamlConnector>> {
         self.saml.get(id)
     }
+
+    /// How each redirect-style connector is doing, from what it already knows (no fetch).
+    pub async fn health(&self) -> Vec<ConnectorHealth> {
+        let mut health = Vec::with_capacity(self.oidc.len() + self.saml.len());
+        for connector in self.oidc.values() {
+            health.push(ConnectorHealth {
+                connector_id: connector.id().to_owned(),
+                last_failure_at: connector.last_failure_at(),
+                certificates_expire_at: None,
+            });
+        }
+        for connector in self.saml.values() {
+            health.push(ConnectorHealth {
+                connector_id: connector.id().to_owned(),
+                last_failure_at: connector.last_failure_at(),
+                certificates_expire_at: connector.certificates_expire_at().await,
+            });
+        }
+        health.sort_by(|a, b| a.connector_id.cmp(&b.connector_id));
+        health
+    }
+}
+
+/// What the admin overview warns about for a connector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorHealth {
+    pub connector_id: String,
+    /// When fetching the provider's discovery document or the IdP's metadata last failed, if
+    /// it has failed since it last succeeded.
+    pub last_failure_at: Option<crate::clock::UnixTime>,
+    /// A SAML IdP's earliest signing certificate expiry, from the metadata last fetched.
+    pub certificates_expire_at: Option<crate::clock::UnixTime>,
 }

@@ -216,6 +216,11 @@ impl OidcConnector {
         &self.settings
     }
 
+    /// When fetching the provider's discovery document last failed, unless it succeeded since.
+    pub fn last_failure_at(&self) -> Option<UnixTime> {
+        self.failed_at.lock().ok().and_then(|failed| *failed)
+    }
+
     pub fn redirect_uri(&self) -> &str {
         self.redirect_uri.as_str()
     }

@@ -153,10 +153,7 @@ fn enc(value: &str) -> String {
 
 /// Unix seconds as UTC, for tables.
 pub fn when(time: &i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(*time)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .map_or_else(|| time.to_string(), |t| t.replace('T', " ").replace('Z', " UTC"))
+    crate::clock::utc(*time)
 }
 
 fn when_opt(time: &Option<i64>) -> String {

@@ -109,6 +109,13 @@ impl std::fmt::Debug for IdpKey {
     }
 }
 
+/// A DER certificate's `notAfter`, in Unix seconds.
+pub fn certificate_not_after(der: &[u8]) -> Option<crate::clock::UnixTime> {
+    use x509_cert::der::Decode as _;
+    let certificate = x509_cert::Certificate::from_der(der).ok()?;
+    i64::try_from(certificate.tbs_certificate.validity.not_after.to_unix_duration().as_secs()).ok()
+}
+
 impl IdpKey {
     /// The subject public key of a DER certificate. Validity dates are not checked: the
     /// metadata pins the key, as SAML deployments expect (IdPs sign with long-expired certs).

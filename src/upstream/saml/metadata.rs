@@ -5,7 +5,7 @@
 use roxmltree::Node;
 
 use super::SamlError;
-use super::dsig::{IdpKey, decode_base64};
+use super::dsig::{IdpKey, certificate_not_after, decode_base64};
 use super::xml::{METADATA_LIMITS, NS_DSIG, NS_METADATA, NS_PROTOCOL, children, element_children, is, parse, text_content};
 use crate::clock::UnixTime;
 
@@ -23,6 +23,9 @@ pub struct IdpMetadata {
     pub valid_until: Option<UnixTime>,
     /// The shortest `cacheDuration`, in seconds, if any.
     pub cache_duration_secs: Option<i64>,
+    /// When the first signing certificate expires. Verification does not check it (the
+    /// metadata pins the key), but an IdP about to roll its certificate is worth a warning.
+    pub certificates_expire_at: Option<UnixTime>,
 }
 
 pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, SamlError> {
@@ -81,12 +84,18 @@ pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, Saml
     }
 
     let mut signing_keys = Vec::new();
+    let mut certificates_expire_at = None;
     for key_descriptor in children(descriptor, NS_METADATA, "KeyDescriptor") {
         if !matches!(key_descriptor.attribute("use"), None | Some("signing")) {
             continue;
         }
         for certificate in certificates(key_descriptor) {
-            signing_keys.push(IdpKey::from_certificate_der(&decode_base64(&certificate)?)?);
+            let der = decode_base64(&certificate)?;
+            if let Some(not_after) = certificate_not_after(&der) {
+                certificates_expire_at =
+                    Some(certificates_expire_at.map_or(not_after, |earliest: UnixTime| earliest.min(not_after)));
+            }
+            signing_keys.push(IdpKey::from_certificate_der(&der)?);
         }
     }
     if signing_keys.is_empty() {
@@ -100,6 +109,7 @@ pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, Saml
             || descriptor.attribute("WantAuthnRequestsSigned") == Some("1"),
         signing_keys,
         valid_until,
+        certificates_expire_at,
         cache_duration_secs,
     })
 }
@@ -242,6 +252,15 @@ mod tests {
         assert!(err.to_string().contains("expired"), "{err}");
         let doctype = format!("<!DOCTYPE x [<!ENTITY e \"x\">]>{}", document("", ""));
         assert!(parse_idp_metadata(&doctype, 0).unwrap_err().to_string().contains("not acceptable XML"));
+    }
+
+    #[test]
+    fn the_earliest_signing_certificate_expiry_is_kept() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/saml/keys/idp-metadata.xml")).unwrap();
+        let metadata = parse_idp_metadata(&text, 0).unwrap();
+        // The fixture IdP's certificate is valid until 2125-01-01T00:00:00Z.
+        assert_eq!(metadata.certificates_expire_at, Some(4_891_363_200));
     }
 
     #[test]

@@ -256,6 +256,16 @@ impl SamlConnector {
         )
     }
 
+    /// When fetching the IdP's metadata last failed, unless it succeeded since.
+    pub fn last_failure_at(&self) -> Option<UnixTime> {
+        self.failed_at.lock().ok().and_then(|failed| *failed)
+    }
+
+    /// When the IdP's first signing certificate expires, from the metadata last fetched.
+    pub async fn certificates_expire_at(&self) -> Option<UnixTime> {
+        self.cached.read().await.as_ref().and_then(|cached| cached.metadata.certificates_expire_at)
+    }
+
     /// The IdP's metadata, fetched again when due. A failed fetch keeps the last good copy
     /// (until its `validUntil`), is logged and counted, and is retried after a pause.
     pub async fn idp_metadata(&self, now: UnixTime) -> Result<Arc<IdpMetadata>, SamlError> {

@@ -1,4 +1,6 @@
-//! Brings the clients and connectors declared in the configuration into the database. Entries
+//! Brings the clients and connectors declared in the configuration into the database: the
+//! admin writer that runs at start-up, before the provider exists, so it works on the store
+//! directly and builds client records with the console's own `clients::record`. Entries
 //! the file manages are created, updated, or removed when the file drops them; entries created
 //! at run time are left alone.
 
@@ -121,7 +123,7 @@ fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets
     ClientRecord {
         created_at: previous.map_or(now, |p| p.created_at),
         version: previous.map_or(1, |p| p.version),
-        ..crate::admin::clients::record(client, true, secrets, now)
+        ..super::clients::record(client, true, secrets, now)
     }
 }
 
