@@ -546,13 +546,7 @@ pub trait SsoSessionStore: Send + Sync {
     /// Records a fresh sign-in of the session's own user (`prompt=login`, `max_age`).
     async fn reauthenticate_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     /// Sessions that are not revoked, not past their absolute end, and seen within the last
-    /// `idle_timeout_secs`.
-    async fn list_active_sso_sessions(
-        &self,
-        user_id: Option<&str>,
-        now: UnixTime,
-        idle_timeout_secs: i64,
-    ) -> StoreResult<Vec<SsoSession>>;
+    /// `idle_timeout_secs`, newest sign-in first, a page at a time.
     async fn search_sso_sessions(
         &self,
         query: &SessionQuery,

@@ -1034,22 +1034,6 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn list_active_sso_sessions(
-                &self,
-                user_id: Option<&str>,
-                now: i64,
-                idle_timeout_secs: i64,
-            ) -> $crate::store::StoreResult<Vec<$crate::store::SsoSession>> {
-                let sql = format!(
-                    "SELECT {} FROM sso_sessions WHERE revoked_at IS NULL AND expires_at > $1 AND last_seen_at > $3 \
-                     AND ($2 IS NULL OR user_id = $2) ORDER BY auth_time DESC, id",
-                    $crate::store::sql::SESSION_COLUMNS
-                );
-                let rows: Vec<$crate::store::sql::SsoSessionRow> =
-                    sqlx::query_as(&sql).bind(now).bind(user_id).bind(now - idle_timeout_secs).fetch_all(&self.pool).await?;
-                Ok(rows.into_iter().map(Into::into).collect())
-            }
-
             async fn search_sso_sessions(
                 &self,
                 query: &$crate::store::SessionQuery,

@@ -285,3 +285,11 @@ pub fn set_cookie(response: &reqwest::Response, name: &str) -> Option<String> {
         .find(|v| v.starts_with(&format!("{name}=")))
         .map(str::to_owned)
 }
+
+/// The user's active SSO sessions (not revoked, not expired, seen within `idle_timeout_secs`).
+pub async fn active_sessions(app: &TestApp, user_id: &str, idle_timeout_secs: i64) -> Vec<gatehouse::store::SsoSession> {
+    let query = gatehouse::store::SessionQuery { user_id: Some(user_id.to_owned()), limit: 200, ..Default::default() };
+    let now = gatehouse::clock::Clock::now(app.clock.as_ref());
+    let found = app.state.store.search_sso_sessions(&query, now, idle_timeout_secs).await.unwrap();
+    found.into_iter().map(|listing| listing.session).collect()
+}

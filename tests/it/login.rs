@@ -5,7 +5,9 @@ use gatehouse::session::pending::{self, PendingLogin};
 use gatehouse::store::{AuditOutcome, SingleUseKind};
 use reqwest::StatusCode;
 
-use crate::helpers::{ALICE_PASSWORD, BOB_PASSWORD, CAROL_PASSWORD, TestApp, TestDb, browser, field_value, location, set_cookie};
+use crate::helpers::{
+    ALICE_PASSWORD, BOB_PASSWORD, CAROL_PASSWORD, TestApp, TestDb, active_sessions, browser, field_value, location, set_cookie,
+};
 
 /// Who the portal greets, or `None` when it sends the browser to sign in. Anything else (an
 /// error page, say) fails the test rather than passing for "signed out".
@@ -47,7 +49,7 @@ async fn a_demo_user_signs_in_and_the_portal_greets_them() {
     assert_eq!(alice.groups, vec!["engineering".to_owned()]);
     assert_eq!(alice.last_login_at, Some(app.clock.now()));
     assert_eq!(app.state.store.find_linked_user_id("local", "alice").await.unwrap(), Some(alice.id.clone()));
-    let sessions = app.state.store.list_active_sso_sessions(Some(&alice.id), app.clock.now(), 1800).await.unwrap();
+    let sessions = active_sessions(&app, &alice.id, 1800).await;
     assert_eq!(sessions.len(), 1);
     assert_eq!(sessions[0].connector_id, "local");
     assert_eq!(sessions[0].ip.as_deref(), Some("127.0.0.1"));
@@ -316,7 +318,7 @@ async fn signing_in_again_ends_the_previous_session() {
         .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(signed_in_name(&app).await.as_deref(), Some("Bob Example"));
-    let left = app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now(), 1800).await.unwrap();
+    let left = active_sessions(&app, &alice, 1800).await;
     assert!(left.is_empty(), "alice's session must not outlive the cookie that pointed at it");
     app.stop().await;
 }
@@ -468,7 +470,7 @@ async fn sessions_end_after_the_idle_and_absolute_timeouts() {
     let bob = app.state.store.find_linked_user_id("local", "bob").await.unwrap().unwrap();
     app.clock.advance(601);
     assert_eq!(signed_in_name(&idle).await, None);
-    let active = app.state.store.list_active_sso_sessions(Some(&bob), app.clock.now(), 600).await.unwrap();
+    let active = active_sessions(&app, &bob, 600).await;
     assert!(active.is_empty(), "an idle session is no longer listed as active on the server");
     app.stop().await;
 }
@@ -503,7 +505,7 @@ async fn sign_out_ends_the_session_on_the_server() {
     assert!(response.text().await.unwrap().contains("You are signed out"));
     assert_eq!(signed_in_name(&app).await, None);
     let alice = app.state.store.find_linked_user_id("local", "alice").await.unwrap().unwrap();
-    assert!(app.state.store.list_active_sso_sessions(Some(&alice), app.clock.now(), 1800).await.unwrap().is_empty());
+    assert!(active_sessions(&app, &alice, 1800).await.is_empty());
     assert!(
         app.state
             .store

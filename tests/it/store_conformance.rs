@@ -178,16 +178,18 @@ async fn sessions(store: &Arc<dyn Store>) {
     assert_eq!(store.get_sso_session("s1").await.unwrap().last_seen_at, NOW + 5, "last seen never moves back");
     assert!(matches!(store.touch_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
 
+    let of_user = SessionQuery { user_id: Some(user.id.clone()), limit: 50, ..SessionQuery::default() };
+    let all = SessionQuery { limit: 50, ..SessionQuery::default() };
     let active: Vec<String> =
-        store.list_active_sso_sessions(Some(&user.id), NOW + 20, 1000).await.unwrap().into_iter().map(|s| s.id).collect();
+        store.search_sso_sessions(&of_user, NOW + 20, 1000).await.unwrap().into_iter().map(|s| s.session.id).collect();
     assert_eq!(active, vec!["s1".to_owned()], "expired s2 and other user's s3 are not listed");
-    assert_eq!(store.list_active_sso_sessions(None, NOW + 20, 1000).await.unwrap().len(), 2);
-    assert_eq!(store.list_active_sso_sessions(None, NOW + 20, 16).await.unwrap().len(), 1, "s3 was last seen 20 s ago: idle");
+    assert_eq!(store.search_sso_sessions(&all, NOW + 20, 1000).await.unwrap().len(), 2);
+    assert_eq!(store.search_sso_sessions(&all, NOW + 20, 16).await.unwrap().len(), 1, "s3 was last seen 20 s ago: idle");
 
     store.revoke_sso_session("s1", NOW + 30).await.unwrap();
     store.revoke_sso_session("s1", NOW + 40).await.unwrap();
     assert_eq!(store.get_sso_session("s1").await.unwrap().revoked_at, Some(NOW + 30), "the first revocation time is kept");
-    assert!(store.list_active_sso_sessions(Some(&user.id), NOW + 20, 1000).await.unwrap().is_empty());
+    assert!(store.search_sso_sessions(&of_user, NOW + 20, 1000).await.unwrap().is_empty());
     assert!(matches!(store.revoke_sso_session("nope", NOW).await, Err(StoreError::NotFound)));
 
     // Listing by connector finds only that connector's unrevoked sessions.

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use gatehouse::clock::ManualClock;
+use gatehouse::store::SessionQuery;
 
 use crate::helpers::{DEMO_CLIENT_SECRET, START, TestApp, TestDb, client_record, config_toml, load_config};
 
@@ -72,8 +73,9 @@ async fn users_the_file_disables_or_drops_lose_their_sessions_at_the_next_start(
     let clock = Arc::new(ManualClock::new(START + 10));
     let app = TestApp::start_config(load_config(db.dir.path(), &text), clock).await;
     let now = app.clock.now();
-    assert!(app.state.store.list_active_sso_sessions(Some(&alice), now, 1800).await.unwrap().is_empty(), "alice's session ended");
-    assert!(app.state.store.list_active_sso_sessions(Some(&bob), now, 1800).await.unwrap().is_empty(), "bob's session ended");
+    let of = |user_id: &str| SessionQuery { user_id: Some(user_id.to_owned()), limit: 10, ..SessionQuery::default() };
+    assert!(app.state.store.search_sso_sessions(&of(&alice), now, 1800).await.unwrap().is_empty(), "alice's session ended");
+    assert!(app.state.store.search_sso_sessions(&of(&bob), now, 1800).await.unwrap().is_empty(), "bob's session ended");
     app.stop().await;
 }
 
