@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{Actor, Admin, AdminError, AdminResult, Touched, events, invalid};
+use super::{Actor, Admin, AdminError, AdminResult, Page, Touched, decode_cursor, events, invalid, next_cursor, page_size};
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, ClientFields, ClientSecret, ConfigError, validate_client_fields};
 use crate::secret::Secret;
@@ -193,20 +193,33 @@ impl Admin {
     }
 
     /// Every client, in id order; `query` matches the id or the name.
-    pub async fn list_clients(&self, query: Option<&str>) -> AdminResult<Vec<ClientView>> {
+    /// Clients in id order, a page at a time; `query` matches the id or the name. Clients are
+    /// few (they are registered by hand), so they are filtered here rather than in SQL.
+    pub async fn list_clients(
+        &self,
+        query: Option<&str>,
+        cursor: Option<&str>,
+        limit: Option<u32>,
+    ) -> AdminResult<Page<ClientView>> {
         let now = self.now();
+        let limit = page_size(limit);
+        let after: Option<String> = decode_cursor(cursor)?;
         let needle = query.map(str::to_lowercase).filter(|q| !q.is_empty());
-        Ok(self
+        let clients: Vec<ClientView> = self
             .provider
             .store
             .list_clients()
             .await?
             .iter()
+            .filter(|c| after.as_deref().is_none_or(|after| c.client_id.as_str() > after))
             .filter(|c| {
                 needle.as_deref().is_none_or(|q| c.client_id.to_lowercase().contains(q) || c.name.to_lowercase().contains(q))
             })
+            .take(limit as usize)
             .map(|c| ClientView::new(c, now))
-            .collect())
+            .collect();
+        let next = next_cursor(&clients, limit, |c| c.client_id.clone());
+        Ok(Page { items: clients, next })
     }
 
     pub async fn client(&self, client_id: &str) -> AdminResult<ClientView> {

@@ -60,6 +60,16 @@ impl Admin {
         Ok(Page { items: rows.into_iter().map(GrantView::from).collect(), next })
     }
 
+    /// Whose a live grant is and for which application, for its revocation's confirmation.
+    pub async fn grant_owner(&self, id: &str) -> AdminResult<(String, String)> {
+        let state = self.provider.store.grant_state(id).await?.ok_or(AdminError::NotFound)?;
+        if !state.is_live(self.now()) {
+            return Err(AdminError::NotFound);
+        }
+        let username = self.provider.store.get_user(&state.grant.user_id).await?.username;
+        Ok((username, state.grant.client_id))
+    }
+
     /// Revokes one grant: its refresh and access tokens stop working at once.
     pub async fn revoke_grant(&self, actor: &Actor, id: &str) -> AdminResult<()> {
         actor.may_write()?;

@@ -473,6 +473,8 @@ pub trait UserStore: Send + Sync {
     async fn get_user(&self, id: &str) -> StoreResult<User>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
     async fn update_user_profile(&self, id: &str, profile: &UserProfile, now: UnixTime) -> StoreResult<User>;
+    /// Disabling also revokes every grant the user gave, in the same transaction, so enabling
+    /// the user again revives no token.
     async fn set_user_disabled(&self, id: &str, disabled: bool, now: UnixTime) -> StoreResult<()>;
     async fn record_user_login(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;

@@ -593,15 +593,25 @@ macro_rules! impl_sql_store {
             }
 
             async fn set_user_disabled(&self, id: &str, disabled: bool, now: i64) -> $crate::store::StoreResult<()> {
+                let _writer = self.one_writer().await;
+                let mut tx = self.pool.begin().await?;
                 let result = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
                     .bind(id)
                     .bind(disabled)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
+                if disabled {
+                    sqlx::query("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
                 Ok(())
             }
 

@@ -51,7 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{id}/{action}", get(confirm_user_action).post(user_action))
         .route("/admin/sessions", get(sessions_page))
         .route("/admin/sessions/{id}/end", get(confirm_end_session).post(end_session))
-        .route("/admin/grants/{id}/revoke", post(revoke_grant))
+        .route("/admin/grants/{id}/revoke", get(confirm_revoke_grant).post(revoke_grant))
         .route("/admin/keys", get(keys).post(rotate_keys))
         .route("/admin/audit", get(audit))
         .route("/admin/audit.jsonl", get(audit_download))
@@ -198,6 +198,7 @@ struct ClientsPage<'a> {
     nav: Nav<'a>,
     q: &'a str,
     clients: Vec<ClientView>,
+    next: Option<String>,
 }
 
 async fn clients(
@@ -207,8 +208,9 @@ async fn clients(
 ) -> Result<Response, WebError> {
     let params = list_params(query)?;
     let q = params.q.unwrap_or_default();
-    let clients = state.admin.list_clients(Some(&q)).await.map_err(admin_error)?;
-    Ok(render_page(&ClientsPage { nav: console.nav("clients"), q: &q, clients }).into_response())
+    let page = state.admin.list_clients(Some(&q), params.next.as_deref(), None).await.map_err(admin_error)?;
+    let next = page.next.map(|cursor| format!("/admin/clients?q={}&next={cursor}", enc(&q)));
+    Ok(render_page(&ClientsPage { nav: console.nav("clients"), q: &q, clients: page.items, next }).into_response())
 }
 
 /// The application form's values as typed, so a refused form comes back filled in.
@@ -732,6 +734,42 @@ pub struct RevokeGrantForm {
     back: String,
 }
 
+#[derive(Deserialize)]
+pub struct BackQuery {
+    #[serde(default)]
+    back: String,
+}
+
+/// Where to go after acting on a grant: a console page, else the overview.
+fn console_path(back: String) -> String {
+    if back.starts_with("/admin/") && pending::is_local_path(&back) { back } else { String::from("/admin") }
+}
+
+async fn confirm_revoke_grant(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    query: Result<Query<BackQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let Query(query) = query.map_err(|_| WebError::BadRequest("The address has a malformed query."))?;
+    let (username, client_id) = state.admin.grant_owner(&id).await.map_err(admin_error)?;
+    let back = console_path(query.back);
+    let page = ConfirmPage {
+        nav: console.nav("grants"),
+        title: format!("Revoke {client_id}'s access for {username}?"),
+        consequences: vec![
+            format!("{client_id} can no longer use the access and refresh tokens it holds for {username}."),
+            format!("{username} stays signed in to Gatehouse; the application asks them to sign in again."),
+        ],
+        action: format!("/admin/grants/{}/revoke", enc(&id)),
+        button: "Revoke access",
+        back: back.clone(),
+        hidden: vec![("back", back)],
+    };
+    Ok(render_page(&page).into_response())
+}
+
 async fn revoke_grant(
     State(state): State<AppState>,
     console: Console,
@@ -740,9 +778,7 @@ async fn revoke_grant(
 ) -> Result<Response, WebError> {
     let form = checked_form(&console, form, |f| &f.csrf).await?;
     state.admin.revoke_grant(&console.actor, &id).await.map_err(admin_error)?;
-    let back =
-        if form.back.starts_with("/admin/") && pending::is_local_path(&form.back) { form.back } else { String::from("/admin") };
-    Ok(Redirect::to(&back).into_response())
+    Ok(Redirect::to(&console_path(form.back)).into_response())
 }
 
 #[derive(Template)]

@@ -231,8 +231,7 @@ async fn list_clients(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let query = list_query(query)?;
-    let clients = state.admin.list_clients(query.q.as_deref()).await?;
-    ok(json!({ "items": clients, "next": null }))
+    ok(state.admin.list_clients(query.q.as_deref(), query.next.as_deref(), query.limit).await?)
 }
 
 async fn create_client(

@@ -145,6 +145,12 @@ async fn api_suite(db: &TestDb) {
     assert_eq!(admin.post("/clients", huge).await.0, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(admin.get("/clients/nobody").await.0, StatusCode::NOT_FOUND);
     assert!(admin.get("/clients").await.1["items"].as_array().unwrap().iter().any(|c| c["client_id"] == "payroll"));
+    let (_, first) = admin.get("/clients?limit=2").await;
+    let next = first["next"].as_str().expect("a second page of clients").to_owned();
+    let (_, rest) = admin.get(&format!("/clients?limit=200&next={next}")).await;
+    let total = admin.get("/clients?limit=200").await.1["items"].as_array().unwrap().len();
+    assert_eq!(2 + rest["items"].as_array().unwrap().len(), total, "the pages together list every client once");
+    assert!(rest["next"].is_null());
     assert!(!admin.get("/clients").await.1.to_string().contains("secret_hash"));
 
     // Edits: a stale version is refused, a current one applies; the file's clients are read-only.
@@ -441,6 +447,7 @@ async fn the_console_creates_an_application_and_shows_its_secret_once() {
     let secret = html[start..].split('"').next().unwrap().to_owned();
     assert!(html.contains("/.well-known/openid-configuration") && html.contains("https://wiki.example/callback"));
     token(&app, "wiki", &secret).await;
+    assert_eq!(alice.get("/admin/grants/no-such-grant/revoke").await.status(), StatusCode::NOT_FOUND);
     let again = alice.get("/admin/clients/wiki").await.text().await.unwrap();
     assert!(!again.contains(&secret), "the secret is shown once");
     assert!(evil_absent(&app).await);

@@ -594,6 +594,13 @@ async fn admin_listings(store: &Arc<dyn Store>) {
     assert_eq!(store.count_client_grants("other", NOW + 10).await.unwrap(), 0, "revoked grants do not count");
     let of_user = GrantQuery { user_id: Some(ids[0].clone()), limit: 10, ..GrantQuery::default() };
     assert_eq!(store.search_grants(&of_user, NOW + 10).await.unwrap().len(), 1);
+    // Disabling a user revokes their grants for good: enabling them again revives none.
+    store.create_grant(&GrantRecord { created_at: NOW + 3, ..grant("gd", &ids[2], "as-2", "g-app") }).await.unwrap();
+    store.set_user_disabled(&ids[2], true, NOW + 4).await.unwrap();
+    store.set_user_disabled(&ids[2], false, NOW + 5).await.unwrap();
+    let revived = store.grant_state("gd").await.unwrap().unwrap();
+    assert_eq!(revived.grant.revoked_at, Some(NOW + 4));
+    assert!(!revived.is_live(NOW + 10));
     let before = Some((all[0].grant.created_at, all[0].grant.id.clone()));
     let paged = store.search_grants(&GrantQuery { before, limit: 10, ..GrantQuery::default() }, NOW + 10).await.unwrap();
     assert_eq!(paged.iter().map(|g| g.grant.id.as_str()).collect::<Vec<_>>(), ["ga"]);
