@@ -14,11 +14,17 @@ pub struct LinkView {
     pub connector_id: String,
     pub subject: String,
     pub linked_at: UnixTime,
+    pub last_sign_in_at: Option<UnixTime>,
 }
 
 impl From<IdentityLink> for LinkView {
     fn from(link: IdentityLink) -> Self {
-        Self { connector_id: link.connector_id, subject: link.subject, linked_at: link.created_at }
+        Self {
+            connector_id: link.connector_id,
+            subject: link.subject,
+            linked_at: link.created_at,
+            last_sign_in_at: link.last_login_at,
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub async fn map_identity(store: &dyn Store, identity: &UpstreamIdentity, now: U
     if !created && UserProfile::from(&user) != profile {
         user = store.update_user_profile(&user.id, &profile, now).await?;
     }
-    store.record_user_login(&user.id, now).await?;
+    store.record_user_login(&user.id, &identity.connector_id, &identity.subject, now).await?;
     user.last_login_at = Some(now);
     Ok(user)
 }

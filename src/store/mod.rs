@@ -372,6 +372,8 @@ pub struct IdentityLink {
     pub connector_id: String,
     pub subject: String,
     pub created_at: UnixTime,
+    /// The last sign-in through this identity.
+    pub last_login_at: Option<UnixTime>,
 }
 
 /// One page of active SSO sessions, newest sign-in first.
@@ -476,7 +478,8 @@ pub trait UserStore: Send + Sync {
     /// Disabling also revokes every grant the user gave, in the same transaction, so enabling
     /// the user again revives no token.
     async fn set_user_disabled(&self, id: &str, disabled: bool, now: UnixTime) -> StoreResult<()>;
-    async fn record_user_login(&self, id: &str, now: UnixTime) -> StoreResult<()>;
+    /// Records a sign-in of the user through the identity `(connector_id, subject)`.
+    async fn record_user_login(&self, id: &str, connector_id: &str, subject: &str, now: UnixTime) -> StoreResult<()>;
     async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;
     async fn search_users(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
     async fn count_users(&self) -> StoreResult<u64>;

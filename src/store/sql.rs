@@ -277,11 +277,17 @@ pub(super) struct IdentityLinkRow {
     connector_id: String,
     subject: String,
     created_at: i64,
+    last_login_at: Option<i64>,
 }
 
 impl From<IdentityLinkRow> for IdentityLink {
     fn from(row: IdentityLinkRow) -> Self {
-        IdentityLink { connector_id: row.connector_id, subject: row.subject, created_at: row.created_at }
+        IdentityLink {
+            connector_id: row.connector_id,
+            subject: row.subject,
+            created_at: row.created_at,
+            last_login_at: row.last_login_at,
+        }
     }
 }
 
@@ -615,15 +621,31 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn record_user_login(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
+            async fn record_user_login(
+                &self,
+                id: &str,
+                connector_id: &str,
+                subject: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<()> {
+                let _writer = self.one_writer().await;
+                let mut tx = self.pool.begin().await?;
                 let result = sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
                     .bind(id)
                     .bind(now)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
+                sqlx::query("UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $1 AND subject = $2 AND user_id = $3")
+                    .bind(connector_id)
+                    .bind(subject)
+                    .bind(id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
                 Ok(())
             }
 
@@ -664,7 +686,8 @@ macro_rules! impl_sql_store {
 
             async fn list_user_links(&self, user_id: &str) -> $crate::store::StoreResult<Vec<$crate::store::IdentityLink>> {
                 let rows: Vec<$crate::store::sql::IdentityLinkRow> = sqlx::query_as(
-                    "SELECT connector_id, subject, created_at FROM identity_links WHERE user_id = $1 ORDER BY connector_id, subject",
+                    "SELECT connector_id, subject, created_at, last_login_at FROM identity_links WHERE user_id = $1 \
+                     ORDER BY connector_id, subject",
                 )
                 .bind(user_id)
                 .fetch_all(&self.pool)

@@ -206,6 +206,8 @@ async fn api_suite(db: &TestDb) {
     let (_, detail) = admin.get(&format!("/users/{bob_id}")).await;
     assert_eq!(detail["user"]["username"], "bob");
     assert_eq!(detail["identities"][0]["connector_id"], "local");
+    assert_eq!(detail["identities"][0]["last_sign_in_at"], detail["user"]["last_login_at"], "the identity's last sign-in");
+    assert!(detail["identities"][0]["last_sign_in_at"].is_i64());
     assert_eq!(detail["sessions"].as_array().unwrap().len(), 1);
     let (_, sessions) = admin.get(&format!("/sessions?user={bob_id}")).await;
     let session_id = sessions["items"][0]["id"].as_str().unwrap().to_owned();

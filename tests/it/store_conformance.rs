@@ -55,8 +55,9 @@ async fn users_and_links(store: &Arc<dyn Store>) {
 
     store.set_user_disabled(&alice.id, true, NOW + 6).await.unwrap();
     assert!(store.get_user(&alice.id).await.unwrap().disabled);
-    store.record_user_login(&alice.id, NOW + 7).await.unwrap();
+    store.record_user_login(&alice.id, "corp", "sub-1", NOW + 7).await.unwrap();
     assert_eq!(store.get_user(&alice.id).await.unwrap().last_login_at, Some(NOW + 7));
+    assert_eq!(store.list_user_links(&alice.id).await.unwrap()[0].last_login_at, Some(NOW + 7), "and the identity used");
 
     assert!(matches!(store.get_user("missing").await, Err(StoreError::NotFound)));
     assert!(matches!(store.set_user_disabled("missing", true, NOW).await, Err(StoreError::NotFound)));
