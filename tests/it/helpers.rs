@@ -293,3 +293,39 @@ pub async fn active_sessions(app: &TestApp, user_id: &str, idle_timeout_secs: i6
     let found = app.state.store.search_sso_sessions(&query, now, idle_timeout_secs).await.unwrap();
     found.into_iter().map(|listing| listing.session).collect()
 }
+
+/// Starts a third-party harness process that prints one JSON line on stdout when ready, and
+/// returns it with that line. A start that prints nothing within 30 s (a stuck runtime on a
+/// loaded machine was seen once) is killed and tried again, so a test fails in bounded time
+/// instead of hanging the run.
+pub fn spawn_ready(what: &str, command: impl Fn() -> std::process::Command) -> (std::process::Child, serde_json::Value) {
+    use std::io::{BufRead, BufReader};
+    const ATTEMPTS: usize = 3;
+    const READY_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut last = String::from("nothing");
+    for _ in 0..ATTEMPTS {
+        let mut child = command()
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        match rx.recv_timeout(READY_WITHIN) {
+            Ok(line) => match serde_json::from_str(&line) {
+                Ok(ready) => return (child, ready),
+                Err(_) => last = format!("{line:?}"),
+            },
+            Err(_) => last = String::from("nothing within 30 s"),
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("{what} did not start in {ATTEMPTS} attempts; it printed {last}");
+}

@@ -7,9 +7,8 @@
 //! scripted one (`Rogue`, below) that serves discovery, keys and tokens exactly as told.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,7 @@ use rsa::pkcs1::EncodeRsaPrivateKey;
 use rsa::traits::PublicKeyParts;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_KEK, TestApp, TestDb, field_value, load_config, location};
+use crate::helpers::{TEST_KEK, TestApp, TestDb, field_value, load_config, location, spawn_ready};
 use crate::provider::{CHALLENGE, DEMO_REDIRECT, VERIFIER, params_of};
 
 const APP_SECRET: &str = "demo-app-secret-change-me";
@@ -55,17 +54,11 @@ impl UpstreamOp {
     fn start(config: &Value) -> Self {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), config.to_string()).unwrap();
-        let mut child = Command::new("node")
-            .arg("tests/upstream/oidc-op.mjs")
-            .arg(file.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("oidc-provider did not start: {line:?}"));
+        let (child, ready) = spawn_ready("oidc-provider", || {
+            let mut command = Command::new("node");
+            command.arg("tests/upstream/oidc-op.mjs").arg(file.path());
+            command
+        });
         Self { issuer: ready["issuer"].as_str().unwrap().to_owned(), child, _config: file }
     }
 }

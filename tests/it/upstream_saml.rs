@@ -7,9 +7,8 @@
 //! hostile-input cases need no IdP: they post to the ACS of a connector configured from the
 //! fixture metadata.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -18,7 +17,7 @@ use gatehouse::store::SingleUseKind;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, TestDb, field_value, load_config, location};
+use crate::helpers::{TestApp, TestDb, field_value, load_config, location, spawn_ready};
 use crate::provider::{DEMO_REDIRECT, params_of};
 use crate::upstream_oidc::{authorize_path, follow_until, gatehouse_toml, last_failure, real_now, redeem, verified_id_token};
 
@@ -46,17 +45,11 @@ impl SamlIdp {
 
     /// Any IdP harness that takes a JSON configuration and prints its metadata URL when ready.
     pub(crate) fn launch(interpreter: &std::ffi::OsStr, script: &str, config: &Value) -> Self {
-        let mut child = Command::new(interpreter)
-            .arg(script)
-            .arg(config.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let ready: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("the SAML IdP did not start: {line:?}"));
+        let (child, ready) = spawn_ready("the SAML IdP", || {
+            let mut command = Command::new(interpreter);
+            command.arg(script).arg(config.to_string());
+            command
+        });
         let metadata_url = ready["metadata_url"].as_str().unwrap().to_owned();
         let base = metadata_url.trim_end_matches("/metadata").to_owned();
         Self { base, metadata_url, child }
