@@ -13,6 +13,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::access::{AccessPolicy, GroupsFilter, PortalEntry};
 use crate::secret::Secret;
 
 pub const ENV_PREFIX: &str = "GATEHOUSE_";
@@ -339,6 +340,8 @@ pub struct ClientConfig {
     pub backchannel_logout_uri: Option<String>,
     /// May introspect tokens issued for any audience (a resource-server gateway).
     pub introspect_any: bool,
+    pub access: AccessPolicy,
+    pub portal: PortalEntry,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -811,6 +814,11 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
         connectors.push(connector);
     }
+    for (index, client) in clients.iter().enumerate() {
+        if let Some(unknown) = client.access.allowed_connectors.iter().find(|id| !connector_ids.contains(*id)) {
+            return Err(invalid(format!("clients[{index}].allowed_connectors"), format!("`{unknown}` names no connector")));
+        }
+    }
 
     Ok(Config {
         issuer,
@@ -864,6 +872,9 @@ pub fn decode_key_encryption_key(key: &str, encoded: &str) -> Result<[u8; KEY_EN
 /// A grace period is for clients racing themselves (two tabs, a retry), which takes seconds.
 const MAX_REUSE_GRACE_SECS: i64 = 300;
 
+/// Enough for any real policy; a longer list is a mistake or an attack on the matching.
+const MAX_POLICY_NAMES: usize = 100;
+
 const GRANT_TYPES: [&str; 3] = ["authorization_code", "refresh_token", "client_credentials"];
 
 fn validate_client(index: usize, raw: ClientFields, issuer_is_https: bool) -> Result<ClientConfig, ConfigError> {
@@ -898,12 +909,22 @@ pub struct ClientFields {
     pub backchannel_logout_uri: Option<String>,
     #[serde(default)]
     pub introspect_any: bool,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    #[serde(default)]
+    pub allowed_connectors: Vec<String>,
+    pub groups_claim_filter: Option<GroupsFilter>,
+    pub description: Option<String>,
+    pub logo_uri: Option<String>,
+    pub initiate_login_uri: Option<String>,
+    pub launch_url: Option<String>,
+    pub show_in_portal: Option<bool>,
 }
 
 /// Validates a client; errors name the field as `key` spells it.
 pub fn validate_client_fields(
     key: &dyn Fn(&str) -> String,
-    raw: ClientFields,
+    mut raw: ClientFields,
     issuer_is_https: bool,
 ) -> Result<ClientConfig, ConfigError> {
     if raw.client_id.is_empty()
@@ -912,6 +933,8 @@ pub fn validate_client_fields(
     {
         return Err(invalid(key("client_id"), "must be 1 to 128 characters of letters, digits, `-`, `.`, `_` or `~`"));
     }
+    let access = validate_access(key, &mut raw)?;
+    let portal = validate_portal(key, &mut raw, issuer_is_https)?;
     let plain = secret_value(&key("client_secret"), raw.client_secret, raw.client_secret_file)?;
     let secret = match (plain, raw.client_secret_hash) {
         (Some(_), Some(_)) => {
@@ -1001,6 +1024,71 @@ pub fn validate_client_fields(
         resources: raw.resources,
         backchannel_logout_uri: raw.backchannel_logout_uri,
         introspect_any: raw.introspect_any,
+        access,
+        portal,
+    })
+}
+
+/// Group and connector names are matched exactly, so they are kept printable and bounded.
+fn validate_names(key: &str, names: &[String], what: &str) -> Result<(), ConfigError> {
+    if names.len() > MAX_POLICY_NAMES {
+        return Err(invalid(key, format!("at most {MAX_POLICY_NAMES} {what}")));
+    }
+    for name in names {
+        if name.trim().is_empty() || name.chars().count() > 256 || name.chars().any(char::is_control) {
+            return Err(invalid(key, format!("`{name}` is not a valid {what} name: 1 to 256 printable characters")));
+        }
+    }
+    Ok(())
+}
+
+fn validate_access(key: &dyn Fn(&str) -> String, raw: &mut ClientFields) -> Result<AccessPolicy, ConfigError> {
+    validate_names(&key("allowed_groups"), &raw.allowed_groups, "group")?;
+    validate_names(&key("allowed_connectors"), &raw.allowed_connectors, "connector")?;
+    match &raw.groups_claim_filter {
+        Some(GroupsFilter::Prefix(prefix)) if prefix.is_empty() || prefix.chars().any(char::is_control) => {
+            return Err(invalid(key("groups_claim_filter"), "a prefix must be a non-empty string"));
+        }
+        Some(GroupsFilter::Prefix(_)) | None => {}
+        Some(GroupsFilter::List(names)) => validate_names(&key("groups_claim_filter"), names, "group")?,
+    }
+    Ok(AccessPolicy {
+        allowed_groups: std::mem::take(&mut raw.allowed_groups),
+        allowed_connectors: std::mem::take(&mut raw.allowed_connectors),
+        groups_claim_filter: raw.groups_claim_filter.take(),
+    })
+}
+
+/// A URL a person's browser opens from the portal: absolute http(s), and https to anything
+/// but a loopback host when the issuer is https.
+fn validate_portal_url(key: &str, text: &str, issuer_is_https: bool) -> Result<(), ConfigError> {
+    validate_redirect_uri(key, text, issuer_is_https)?;
+    if !text.starts_with("https://") && !text.starts_with("http://") {
+        return Err(invalid(key, "must be an http or https URL"));
+    }
+    Ok(())
+}
+
+fn validate_portal(key: &dyn Fn(&str) -> String, raw: &mut ClientFields, issuer_is_https: bool) -> Result<PortalEntry, ConfigError> {
+    if raw.description.as_deref().is_some_and(|d| d.trim().is_empty() || d.chars().count() > 500 || d.chars().any(char::is_control)) {
+        return Err(invalid(key("description"), "must be 1 to 500 characters on one line"));
+    }
+    for (field, value) in [("logo_uri", &raw.logo_uri), ("initiate_login_uri", &raw.initiate_login_uri), ("launch_url", &raw.launch_url)] {
+        if let Some(url) = value {
+            validate_portal_url(&key(field), url, issuer_is_https)?;
+        }
+    }
+    let launchable = raw.initiate_login_uri.is_some() || raw.launch_url.is_some();
+    let show_in_portal = raw.show_in_portal.unwrap_or(launchable);
+    if show_in_portal && !launchable {
+        return Err(invalid(key("show_in_portal"), "a portal tile needs initiate_login_uri or launch_url to open the application"));
+    }
+    Ok(PortalEntry {
+        description: raw.description.take(),
+        logo_uri: raw.logo_uri.take(),
+        initiate_login_uri: raw.initiate_login_uri.take(),
+        launch_url: raw.launch_url.take(),
+        show_in_portal,
     })
 }
 

@@ -41,7 +41,7 @@ impl From<AuditListing> for AuditEntry {
 }
 
 /// Every kind of event Gatehouse records, for the console's filter.
-pub const EVENT_KINDS: [&str; 21] = [
+pub const EVENT_KINDS: [&str; 24] = [
     crate::login::AUDIT_LOGIN,
     crate::login::AUDIT_LOGIN_THROTTLED,
     crate::session::AUDIT_LOGOUT,
@@ -49,6 +49,9 @@ pub const EVENT_KINDS: [&str; 21] = [
     crate::provider::AUDIT_TOKEN_GRANTED,
     crate::provider::AUDIT_GRANT_REVOKED,
     crate::provider::AUDIT_ACCESS_TOKEN_REVOKED,
+    crate::provider::AUDIT_ACCESS_DENIED,
+    crate::portal::AUDIT_SESSION_SIGNED_OUT,
+    crate::portal::AUDIT_SIGNED_OUT_EVERYWHERE,
     "backchannel_logout",
     super::sync::AUDIT_CONFIG_CHANGE,
     super::events::CLIENT_CREATED,

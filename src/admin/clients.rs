@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{Actor, Admin, AdminError, AdminResult, Page, Touched, decode_cursor, events, invalid, next_cursor, page_size};
+use crate::access::GroupsFilter;
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, ClientFields, ClientSecret, ConfigError, validate_client_fields};
 use crate::secret::Secret;
@@ -17,7 +18,7 @@ pub const MAX_SECRET_OVERLAP_SECS: i64 = 7 * 24 * 3600;
 const SECRET_FIELDS: [&str; 3] = ["client_secret", "client_secret_file", "client_secret_hash"];
 
 /// The view's fields a caller may set, named as in the configuration file.
-const EDITABLE_FIELDS: [&str; 14] = [
+const EDITABLE_FIELDS: [&str; 22] = [
     "client_id",
     "name",
     "redirect_uris",
@@ -32,6 +33,14 @@ const EDITABLE_FIELDS: [&str; 14] = [
     "resources",
     "backchannel_logout_uri",
     "introspect_any",
+    "allowed_groups",
+    "allowed_connectors",
+    "groups_claim_filter",
+    "description",
+    "logo_uri",
+    "initiate_login_uri",
+    "launch_url",
+    "show_in_portal",
 ];
 
 /// A client as the console and the API show it: never its secret.
@@ -53,6 +62,15 @@ pub struct ClientView {
     pub resources: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
     pub introspect_any: bool,
+    /// Empty: everyone may use the application.
+    pub allowed_groups: Vec<String>,
+    pub allowed_connectors: Vec<String>,
+    pub groups_claim_filter: Option<GroupsFilter>,
+    pub description: Option<String>,
+    pub logo_uri: Option<String>,
+    pub initiate_login_uri: Option<String>,
+    pub launch_url: Option<String>,
+    pub show_in_portal: bool,
     pub managed_by_config: bool,
     pub version: i64,
     pub created_at: UnixTime,
@@ -79,6 +97,14 @@ impl ClientView {
             resources: record.resources.clone(),
             backchannel_logout_uri: record.backchannel_logout_uri.clone(),
             introspect_any: record.introspect_any,
+            allowed_groups: record.access.allowed_groups.clone(),
+            allowed_connectors: record.access.allowed_connectors.clone(),
+            groups_claim_filter: record.access.groups_claim_filter.clone(),
+            description: record.portal.description.clone(),
+            logo_uri: record.portal.logo_uri.clone(),
+            initiate_login_uri: record.portal.initiate_login_uri.clone(),
+            launch_url: record.portal.launch_url.clone(),
+            show_in_portal: record.portal.show_in_portal,
             managed_by_config: record.managed_by_config,
             version: record.version,
             created_at: record.created_at,
@@ -141,6 +167,8 @@ pub fn record(client: &ClientConfig, managed_by_config: bool, secrets: &SecretHa
         version: 1,
         previous_secret_hash: None,
         previous_secret_expires_at: None,
+        access: client.access.clone(),
+        portal: client.portal.clone(),
     }
 }
 
@@ -192,7 +220,14 @@ impl Admin {
         self.provider.config.issuer_is_https()
     }
 
-    /// Every client, in id order; `query` matches the id or the name.
+    async fn check_allowed_connectors(&self, client: &ClientConfig) -> AdminResult<()> {
+        let connectors = self.provider.store.list_connectors().await?;
+        match client.access.allowed_connectors.iter().find(|id| !connectors.iter().any(|c| &c.id == *id)) {
+            Some(unknown) => Err(invalid("allowed_connectors", format!("`{unknown}` names no connector"))),
+            None => Ok(()),
+        }
+    }
+
     /// Clients in id order, a page at a time; `query` matches the id or the name. Clients are
     /// few (they are registered by hand), so they are filtered here rather than in SQL.
     pub async fn list_clients(
@@ -236,6 +271,7 @@ impl Admin {
         let secret = (!public).then(random_token);
         fields.client_secret.clone_from(&secret);
         let validated = validate_client_fields(&|f: &str| f.to_owned(), fields, self.issuer_is_https()).map_err(config_error)?;
+        self.check_allowed_connectors(&validated).await?;
         if self.provider.config.clients.iter().any(|c| c.client_id == validated.client_id) {
             return Err(managed_by_file(&validated.client_id));
         }
@@ -280,6 +316,7 @@ impl Admin {
             fields.client_secret = Some(random_token());
         }
         let validated = validate_client_fields(&|f: &str| f.to_owned(), fields, self.issuer_is_https()).map_err(config_error)?;
+        self.check_allowed_connectors(&validated).await?;
         let now = self.now();
         let read_version = expected_version.unwrap_or(current.version);
         let secrets = self.provider.secrets.clone();

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, Config, ConnectorConfig, ConnectorKind};
-use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError};
+use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError, UserProfile};
 use crate::tokens::SecretHasher;
 
 pub const AUDIT_CONFIG_CHANGE: &str = "config_change";
@@ -93,13 +93,27 @@ async fn end_sessions_of_withdrawn_users(
     // Other connectors' users are managed upstream; only the file's own list is authoritative.
     let ConnectorKind::Local { users } = &connector.kind else { return Ok(()) };
     let enabled: HashSet<&str> = users.iter().filter(|u| !u.disabled).map(|u| u.username.as_str()).collect();
-    let disabled_now: HashSet<String> = store.list_users().await?.into_iter().filter(|u| u.disabled).map(|u| u.id).collect();
+    let known = store.list_users().await?;
+    let disabled_now: HashSet<&str> = known.iter().filter(|u| u.disabled).map(|u| u.id.as_str()).collect();
     for (subject, user_id) in store.list_identity_links(&connector.id).await? {
         let entry = format!("connector:{}", connector.id);
+        // The file's groups and profile apply now, not at the next sign-in: an access policy
+        // checked at the next refresh sees who is still in which group.
+        let declared = users.iter().find(|u| u.username == subject);
+        let stored = known.iter().find(|u| u.id == user_id);
+        if let (Some(declared), Some(stored)) = (declared, stored) {
+            let profile = crate::mapping::profile_of(&crate::upstream::local::identity_of(&connector.id, declared));
+            if UserProfile::from(stored) != profile {
+                store.update_user_profile(&user_id, &profile, now).await?;
+                if !report.changed.contains(&entry) {
+                    report.changed.push(entry.clone());
+                }
+            }
+        }
         // For local users the file is the source of truth: a withdrawn user is disabled, so
         // tokens already issued to apps stop working too, and enabled again if the file says so.
         let withdrawn = !enabled.contains(subject.as_str());
-        if disabled_now.contains(&user_id) != withdrawn {
+        if disabled_now.contains(user_id.as_str()) != withdrawn {
             store.set_user_disabled(&user_id, withdrawn, now).await?;
         }
         if withdrawn && end_sessions(store, &connector.id, Some(&user_id), now).await? > 0 && !report.changed.contains(&entry) {

@@ -11,7 +11,7 @@ use crate::config::{ConnectorKind, LoginSettings, SessionSettings};
 use crate::mapping::{self, MappingError};
 use crate::secret::Secret;
 use crate::session::{self, NewSession};
-use crate::store::{AuditEvent, AuditOutcome, SsoSession, Store, StoreError, User};
+use crate::store::{AuditEvent, AuditOutcome, ConnectorRecord, SsoSession, Store, StoreError, User};
 use crate::upstream::UpstreamIdentity;
 use crate::upstream::local::{self, LocalLoginError};
 use crate::work::{BlockingPool, PoolError};
@@ -150,6 +150,39 @@ pub async fn sign_in_options(store: &dyn Store, only: Option<&str>) -> Result<Ve
         .collect())
 }
 
+/// Where an identifier typed on the login page leads (home-realm discovery).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discovery {
+    /// Exactly one connector is for this identifier.
+    Connector(String),
+    /// Let the person choose among these.
+    Choose(Vec<String>),
+}
+
+/// Routes by the identifier's email domain alone, never by whether an account exists, so the
+/// answer reveals nothing about accounts. A domain listed by exactly one connector goes there;
+/// a plain username belongs to the local connector; anything else is offered every connector
+/// that does not restrict itself to other domains.
+pub fn discover(connectors: &[ConnectorRecord], identifier: &str) -> Discovery {
+    let open = |c: &&ConnectorRecord| c.email_domains.is_empty();
+    let ids = |list: Vec<&ConnectorRecord>| list.into_iter().map(|c| c.id.clone()).collect::<Vec<_>>();
+    let Some((_, domain)) = identifier.rsplit_once('@') else {
+        let local: Vec<&ConnectorRecord> = connectors.iter().filter(|c| c.kind == "local").collect();
+        return match local.as_slice() {
+            [only] => Discovery::Connector(only.id.clone()),
+            [] => Discovery::Choose(ids(connectors.iter().collect())),
+            _ => Discovery::Choose(ids(local)),
+        };
+    };
+    let matching: Vec<&ConnectorRecord> =
+        connectors.iter().filter(|c| c.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))).collect();
+    match matching.as_slice() {
+        [only] => Discovery::Connector(only.id.clone()),
+        [] => Discovery::Choose(ids(connectors.iter().filter(open).collect())),
+        _ => Discovery::Choose(ids(matching)),
+    }
+}
+
 /// Where a sign-in came from, for the session and the audit.
 #[derive(Debug, Clone)]
 pub struct Origin {
@@ -269,7 +302,43 @@ pub fn client_network(ip: IpAddr) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::client_network;
+    use super::{Discovery, client_network, discover};
+    use crate::store::ConnectorRecord;
+
+    fn connector(id: &str, kind: &str, domains: &[&str]) -> ConnectorRecord {
+        ConnectorRecord {
+            id: id.into(),
+            kind: kind.into(),
+            name: id.into(),
+            email_domains: domains.iter().map(|d| (*d).to_owned()).collect(),
+            settings: String::new(),
+            managed_by_config: true,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn identifiers_are_routed_by_domain_alone() {
+        let connectors = [
+            connector("local", "local", &[]),
+            connector("corp", "oidc", &["corp.example", "corp-eu.example"]),
+            connector("acme-a", "saml", &["acme.example"]),
+            connector("acme-b", "oidc", &["acme.example"]),
+            connector("partners", "saml", &["partner.example"]),
+        ];
+        let to = |id: &str| Discovery::Connector(id.to_owned());
+        let choose = |ids: &[&str]| Discovery::Choose(ids.iter().map(|i| (*i).to_owned()).collect());
+        assert_eq!(discover(&connectors, "someone@corp.example"), to("corp"));
+        assert_eq!(discover(&connectors, "Someone@CORP-EU.example"), to("corp"));
+        assert_eq!(discover(&connectors, "alice"), to("local"));
+        assert_eq!(discover(&connectors, "x@acme.example"), choose(&["acme-a", "acme-b"]));
+        // Unknown domains are offered the connectors open to everyone, never a domain's own IdP.
+        assert_eq!(discover(&connectors, "x@unknown.example"), choose(&["local"]));
+        let no_local = [connector("corp", "oidc", &["corp.example"]), connector("google", "oidc", &[])];
+        assert_eq!(discover(&no_local, "bob"), choose(&["corp", "google"]));
+        assert_eq!(discover(&no_local, "bob@gmail.com"), choose(&["google"]));
+    }
 
     #[test]
     fn ipv6_clients_are_counted_per_64_network() {

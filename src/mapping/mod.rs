@@ -13,7 +13,8 @@ pub enum MappingError {
     Store(#[from] StoreError),
 }
 
-fn profile_of(identity: &UpstreamIdentity) -> UserProfile {
+/// The user fields an identity asserts.
+pub fn profile_of(identity: &UpstreamIdentity) -> UserProfile {
     UserProfile {
         username: identity.username.clone(),
         email: identity.email.clone(),

@@ -7,10 +7,11 @@ use url::Url;
 use crate::clock::UnixTime;
 use crate::provider::params::Params;
 use crate::provider::{
-    CODE_LIFETIME_SECS, ErrorCode, OAuthError, Provider, ProviderResult, REQUEST_LIFETIME_SECS, has_scope, is_scope_token, oauth,
+    AUDIT_ACCESS_DENIED, CODE_LIFETIME_SECS, ErrorCode, OAuthError, Provider, ProviderResult, REQUEST_LIFETIME_SECS, has_scope, is_scope_token, oauth,
     split_scope,
 };
-use crate::store::{ClientRecord, SingleUseKind, SsoSession, StoreError, User};
+use crate::access::Refusal;
+use crate::store::{AuditEvent, AuditOutcome, ClientRecord, SingleUseKind, SsoSession, StoreError, User};
 use crate::tokens::{digest, random_token};
 
 const MAX_LOGIN_HINT_CHARS: usize = 256;
@@ -78,6 +79,8 @@ pub enum Next {
     },
     Consent,
     Issue,
+    /// The access policy refuses this user: the browser sees why, the app gets `access_denied`.
+    Refused(Refusal),
 }
 
 /// What an authorization code stands for; stored under the code's digest for 60 seconds.
@@ -330,18 +333,60 @@ impl Provider {
         Ok(())
     }
 
-    /// Decides the next step for a request given the browser's session.
+    /// Decides the next step for a request given the browser's session and its user. The
+    /// access policy is checked once the user is known, before consent is asked for.
     pub async fn next_step(
         &self,
         request: &AuthorizationRequest,
         client: &ClientRecord,
-        session: Option<&SsoSession>,
+        signed_in: Option<(&SsoSession, &User)>,
     ) -> ProviderResult<Result<Next, OAuthError>> {
+        let session = signed_in.map(|(session, _)| session);
         let consent = match session {
             Some(session) if !client.first_party => self.store.get_consent(&session.user_id, &client.client_id).await?,
             _ => None,
         };
-        Ok(decide(request, client.first_party, session, consent.as_deref(), self.clock.now()))
+        let decision = decide(request, client.first_party, session, consent.as_deref(), self.clock.now());
+        let needs_sign_in = match &decision {
+            Ok(Next::SignIn { .. }) => true,
+            Err(error) => error.code == ErrorCode::LoginRequired,
+            Ok(_) => false,
+        };
+        if let (Some((session, user)), false) = (signed_in, needs_sign_in)
+            && let Err(refusal) = self.check_access(client, user, &session.connector_id, "authorize").await?
+        {
+            if request.prompt_none {
+                return Ok(Err(oauth(ErrorCode::AccessDenied, "the user may not use this application")));
+            }
+            return Ok(Ok(Next::Refused(refusal)));
+        }
+        Ok(decision)
+    }
+
+    /// Checks the client's access policy for a user signed in through `connector_id`; a
+    /// refusal is audited with its reason and where it happened (`authorize`, `refresh`).
+    pub async fn check_access(
+        &self,
+        client: &ClientRecord,
+        user: &User,
+        connector_id: &str,
+        stage: &str,
+    ) -> ProviderResult<Result<(), Refusal>> {
+        let Err(refusal) = client.access.check(&user.groups, connector_id) else { return Ok(Ok(())) };
+        self.store
+            .record_audit(&AuditEvent {
+                time: self.clock.now(),
+                kind: AUDIT_ACCESS_DENIED.to_owned(),
+                outcome: AuditOutcome::Failure,
+                actor: Some(user.username.clone()),
+                user_id: Some(user.id.clone()),
+                client_id: Some(client.client_id.clone()),
+                connector_id: Some(connector_id.to_owned()),
+                ip: None,
+                detail: Some(format!("{} at {stage}", refusal.reason())),
+            })
+            .await?;
+        Ok(Err(refusal))
     }
 
     /// Issues a code for the signed-in user and returns the redirect that carries it.

@@ -214,7 +214,9 @@ impl Provider {
             Err(StoreError::NotFound) => return Ok(Err(BearerError::InvalidToken)),
             Err(err) => return Err(err.into()),
         };
-        let mut response = user_claims(&user, &scopes);
+        // The filter of the application the token was issued to, as in its ID token.
+        let Some(client) = self.client(&claims.client_id).await? else { return Ok(Err(BearerError::InvalidToken)) };
+        let mut response = user_claims(&user, &scopes, &client.access);
         response.insert("sub".into(), Value::from(user.id));
         Ok(Ok(Value::Object(response)))
     }

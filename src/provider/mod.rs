@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::access::AccessPolicy;
 use crate::clock::{SharedClock, UnixTime};
 use crate::config::{Config, SigningAlg};
 use crate::store::{ClientRecord, Store, StoreError, User};
@@ -31,6 +32,8 @@ pub const MAX_PARAM_BYTES: usize = 8 * 1024;
 pub const AUDIT_TOKEN_GRANTED: &str = "token_granted";
 pub const AUDIT_GRANT_REVOKED: &str = "grant_revoked";
 pub const AUDIT_ACCESS_TOKEN_REVOKED: &str = "access_token_revoked";
+/// An application's access policy refused a user.
+pub const AUDIT_ACCESS_DENIED: &str = "access_denied";
 
 pub const SCOPE_OPENID: &str = "openid";
 pub const SCOPE_OFFLINE_ACCESS: &str = "offline_access";
@@ -345,8 +348,9 @@ pub fn has_scope(scopes: &[String], wanted: &str) -> bool {
     scopes.iter().any(|s| s == wanted)
 }
 
-/// The user claims a set of scopes releases, for ID tokens and UserInfo alike.
-pub fn user_claims(user: &User, scopes: &[String]) -> serde_json::Map<String, serde_json::Value> {
+/// The user claims a set of scopes releases to an application, for ID tokens and UserInfo alike;
+/// `access` says which of the user's groups that application is told about.
+pub fn user_claims(user: &User, scopes: &[String], access: &AccessPolicy) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::Value;
     let mut claims = serde_json::Map::new();
     if has_scope(scopes, "profile") {
@@ -363,7 +367,7 @@ pub fn user_claims(user: &User, scopes: &[String]) -> serde_json::Map<String, se
         claims.insert("email_verified".into(), Value::from(user.email_verified));
     }
     if has_scope(scopes, "groups") {
-        claims.insert("groups".into(), Value::from(user.groups.clone()));
+        claims.insert("groups".into(), Value::from(access.visible_groups(&user.groups)));
     }
     claims
 }

@@ -269,7 +269,7 @@ impl Provider {
     async fn mint_id_token(&self, input: IdTokenInput<'_>) -> ProviderResult<String> {
         use serde_json::Value;
         let now = self.clock.now();
-        let mut claims = user_claims(input.user, input.scopes);
+        let mut claims = user_claims(input.user, input.scopes, &input.client.access);
         claims.insert("iss".into(), Value::from(self.issuer()));
         claims.insert("sub".into(), Value::from(input.user.id.clone()));
         claims.insert("aud".into(), Value::from(input.client.client_id.clone()));
@@ -353,6 +353,16 @@ impl Provider {
             Ok(_) | Err(StoreError::NotFound) => return Err(invalid_grant("the refresh token has expired or was revoked")),
             Err(err) => return Err(err.into()),
         };
+        // Group membership is read afresh: someone removed from the allowed groups loses the
+        // application now, and the grant with it, rather than when the refresh token expires.
+        if self.check_access(client, &user, &state.grant.idp, "refresh").await?.is_err() {
+            let now = self.clock.now();
+            if self.store.revoke_grant(&state.grant.id, now).await? {
+                let event = grant_event(AUDIT_GRANT_REVOKED, AuditOutcome::Success, &state.grant, "access_policy", now);
+                self.store.record_audit(&event).await?;
+            }
+            return Err(invalid_grant("the user may no longer use this application"));
+        }
         Ok((user, scopes, grant))
     }
 

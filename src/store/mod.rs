@@ -113,6 +113,8 @@ pub struct ClientRecord {
     /// The secret replaced by a rotation, still accepted until `previous_secret_expires_at`.
     pub previous_secret_hash: Option<String>,
     pub previous_secret_expires_at: Option<UnixTime>,
+    pub access: crate::access::AccessPolicy,
+    pub portal: crate::access::PortalEntry,
 }
 
 impl ClientRecord {
@@ -622,6 +624,8 @@ pub trait GrantStore: Send + Sync {
     async fn count_client_grants(&self, client_id: &str, now: UnixTime) -> StoreResult<u64>;
     /// Revokes a grant, keeping the first revocation time; false when there is no such grant.
     async fn revoke_grant(&self, id: &str, now: UnixTime) -> StoreResult<bool>;
+    /// Revokes every live grant of a user (signing out everywhere); returns how many.
+    async fn revoke_user_grants(&self, user_id: &str, now: UnixTime) -> StoreResult<u64>;
     /// Revokes the grant created by the code with this digest; returns its id.
     async fn revoke_grant_by_code(&self, code_hash: &str, now: UnixTime) -> StoreResult<Option<String>>;
     async fn insert_refresh_token(&self, token_hash: &str, record: &RefreshTokenRecord) -> StoreResult<()>;

@@ -11,7 +11,13 @@ pub(super) fn to_json(list: &[String]) -> String {
     serde_json::to_string(list).unwrap_or_else(|_| String::from("[]"))
 }
 
-fn from_json(text: &str) -> StoreResult<Vec<String>> {
+/// A record stored as one JSON document. Serialising plain strings and lists cannot fail; if it
+/// did, `null` would make the row unreadable (an error) rather than silently permissive.
+pub(super) fn to_json_document<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| String::from("null"))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> StoreResult<T> {
     serde_json::from_str(text).map_err(StoreError::from)
 }
 
@@ -70,6 +76,8 @@ pub(super) struct ClientRow {
     version: i64,
     previous_secret_hash: Option<String>,
     previous_secret_expires_at: Option<i64>,
+    access_policy_json: String,
+    portal_json: String,
 }
 
 impl TryFrom<ClientRow> for ClientRecord {
@@ -97,6 +105,8 @@ impl TryFrom<ClientRow> for ClientRecord {
             version: row.version,
             previous_secret_hash: row.previous_secret_hash,
             previous_secret_expires_at: row.previous_secret_expires_at,
+            access: from_json(&row.access_policy_json)?,
+            portal: from_json(&row.portal_json)?,
         })
     }
 }
@@ -392,10 +402,10 @@ pub(super) const USER_COLUMNS: &str =
 pub(super) const CLIENT_COLUMNS: &str = "client_id, secret_hash, redirect_uris_json, post_logout_redirect_uris_json, scopes_json, \
      grant_types_json, name, first_party, signing_alg, access_token_lifetime_secs, issue_refresh_token, default_audience, \
      resources_json, backchannel_logout_uri, introspect_any, managed_by_config, created_at, updated_at, version, \
-     previous_secret_hash, previous_secret_expires_at";
+     previous_secret_hash, previous_secret_expires_at, access_policy_json, portal_json";
 /// One parameter per `CLIENT_COLUMNS` entry.
 pub(super) const CLIENT_PARAMS: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21";
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23";
 pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
      g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
 pub(super) const CONNECTOR_COLUMNS: &str =
@@ -474,12 +484,12 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            /// `sql` with a client's columns bound as `$1`…`$21`, in `CLIENT_COLUMNS` order.
+            /// `sql` with a client's columns bound as `$1`…`$23`, in `CLIENT_COLUMNS` order.
             fn bind_client<'q>(
                 sql: &'q str,
                 client: &'q $crate::store::ClientRecord,
             ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
-                use $crate::store::sql::to_json;
+                use $crate::store::sql::{to_json, to_json_document};
                 sqlx::query(sql)
                     .bind(&client.client_id)
                     .bind(&client.secret_hash)
@@ -502,6 +512,8 @@ macro_rules! impl_sql_store {
                     .bind(client.version)
                     .bind(&client.previous_secret_hash)
                     .bind(client.previous_secret_expires_at)
+                    .bind(to_json_document(&client.access))
+                    .bind(to_json_document(&client.portal))
             }
         }
 
@@ -762,7 +774,7 @@ macro_rules! impl_sql_store {
                 // The version condition makes the write a compare-and-swap on PostgreSQL too,
                 // where another transaction may have changed the row since it was read.
                 let sql = format!(
-                    "UPDATE clients SET ({}) = ({}) WHERE client_id = $1 AND version = $22",
+                    "UPDATE clients SET ({}) = ({}) WHERE client_id = $1 AND version = $24",
                     $crate::store::sql::CLIENT_COLUMNS,
                     $crate::store::sql::CLIENT_PARAMS
                 );
@@ -1408,6 +1420,15 @@ macro_rules! impl_sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(result.rows_affected() > 0)
+            }
+
+            async fn revoke_user_grants(&self, user_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
+                let result = sqlx::query("UPDATE grants SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL")
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected())
             }
 
             async fn revoke_grant_by_code(&self, code_hash: &str, now: i64) -> $crate::store::StoreResult<Option<String>> {

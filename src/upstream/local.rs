@@ -21,7 +21,15 @@ pub fn authenticate(
     username: &str,
     password_attempt: &str,
 ) -> Result<UpstreamIdentity, LocalLoginError> {
-    let Some(user) = users.iter().find(|u| u.username == username) else {
+    // An email address identifies a user too (email-first sign-in), when it is theirs alone.
+    let by_email = || {
+        let mut owners = users.iter().filter(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(username)));
+        match (owners.next(), owners.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    };
+    let Some(user) = users.iter().find(|u| u.username == username).or_else(by_email) else {
         password::verify_dummy(password_attempt);
         return Err(LocalLoginError::InvalidCredentials);
     };
@@ -32,7 +40,12 @@ pub fn authenticate(
     if user.disabled {
         return Err(LocalLoginError::Disabled);
     }
-    Ok(UpstreamIdentity {
+    Ok(identity_of(connector_id, user))
+}
+
+/// What the file says about a local user, in the shape every connector returns.
+pub fn identity_of(connector_id: &str, user: &LocalUser) -> UpstreamIdentity {
+    UpstreamIdentity {
         connector_id: connector_id.to_owned(),
         subject: user.username.clone(),
         username: user.username.clone(),
@@ -40,7 +53,7 @@ pub fn authenticate(
         email_verified: user.email.is_some() && user.email_verified,
         name: user.name.clone(),
         groups: user.groups.clone(),
-    })
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +86,15 @@ mod tests {
         let users = vec![user("alice", "pw-alice", false)];
         assert_eq!(authenticate("local", &users, "alice", "nope"), Err(LocalLoginError::InvalidCredentials));
         assert_eq!(authenticate("local", &users, "mallory", "pw-alice"), Err(LocalLoginError::InvalidCredentials));
+    }
+
+    #[test]
+    fn an_email_address_signs_in_its_only_owner() {
+        let users = vec![user("alice", "pw-alice", false), user("bob", "pw-bob", false)];
+        let identity = authenticate("local", &users, "Alice@Example.com", "pw-alice").unwrap();
+        assert_eq!(identity.subject, "alice", "the subject stays the username");
+        let shared = vec![user("alice", "pw-alice", false), LocalUser { username: "alice2".into(), ..user("alice", "pw-alice", false) }];
+        assert_eq!(authenticate("local", &shared, "alice@example.com", "pw-alice"), Err(LocalLoginError::InvalidCredentials));
     }
 
     #[test]

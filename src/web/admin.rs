@@ -16,6 +16,7 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::access::GroupsFilter;
 use crate::admin::audit::{AuditEntry, AuditFilter};
 use crate::admin::clients::{ClientView, RemovalImpact};
 use crate::admin::grants::{GrantFilter, GrantView};
@@ -248,6 +249,26 @@ pub struct ClientForm {
     #[serde(default)]
     default_audience: String,
     #[serde(default)]
+    allowed_groups: String,
+    #[serde(default)]
+    allowed_connectors: String,
+    /// `all`, `prefix` or `list`: how `groups_filter` is read.
+    #[serde(default)]
+    groups_filter_kind: String,
+    #[serde(default)]
+    groups_filter: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    logo_uri: String,
+    #[serde(default)]
+    initiate_login_uri: String,
+    #[serde(default)]
+    launch_url: String,
+    /// `auto` (shown when it can be launched), `show` or `hide`.
+    #[serde(default)]
+    show_in_portal: String,
+    #[serde(default)]
     version: Option<i64>,
 }
 
@@ -297,6 +318,24 @@ impl ClientForm {
         map.insert("backchannel_logout_uri".into(), optional(&self.backchannel_logout_uri));
         map.insert("resources".into(), lines(&self.resources));
         map.insert("default_audience".into(), optional(&self.default_audience));
+        map.insert("allowed_groups".into(), lines(&self.allowed_groups));
+        map.insert("allowed_connectors".into(), lines(&self.allowed_connectors));
+        let filter = match self.groups_filter_kind.as_str() {
+            "prefix" => Value::from(self.groups_filter.trim().to_owned()),
+            "list" => lines(&self.groups_filter),
+            _ => Value::Null,
+        };
+        map.insert("groups_claim_filter".into(), filter);
+        map.insert("description".into(), optional(&self.description));
+        map.insert("logo_uri".into(), optional(&self.logo_uri));
+        map.insert("initiate_login_uri".into(), optional(&self.initiate_login_uri));
+        map.insert("launch_url".into(), optional(&self.launch_url));
+        let show = match self.show_in_portal.as_str() {
+            "show" => Value::from(true),
+            "hide" => Value::from(false),
+            _ => Value::Null,
+        };
+        map.insert("show_in_portal".into(), show);
         if let Some(version) = self.version {
             map.insert("version".into(), Value::from(version));
         }
@@ -321,6 +360,23 @@ impl ClientForm {
             backchannel_logout_uri: client.backchannel_logout_uri.clone().unwrap_or_default(),
             resources: client.resources.join("\n"),
             default_audience: client.default_audience.clone().unwrap_or_default(),
+            allowed_groups: client.allowed_groups.join("\n"),
+            allowed_connectors: client.allowed_connectors.join("\n"),
+            groups_filter_kind: String::from(match &client.groups_claim_filter {
+                None => "all",
+                Some(GroupsFilter::Prefix(_)) => "prefix",
+                Some(GroupsFilter::List(_)) => "list",
+            }),
+            groups_filter: match &client.groups_claim_filter {
+                None => String::new(),
+                Some(GroupsFilter::Prefix(prefix)) => prefix.clone(),
+                Some(GroupsFilter::List(names)) => names.join("\n"),
+            },
+            description: client.description.clone().unwrap_or_default(),
+            logo_uri: client.logo_uri.clone().unwrap_or_default(),
+            initiate_login_uri: client.initiate_login_uri.clone().unwrap_or_default(),
+            launch_url: client.launch_url.clone().unwrap_or_default(),
+            show_in_portal: String::from(if client.show_in_portal { "show" } else { "hide" }),
             version: Some(client.version),
             ..Self::default()
         }
@@ -332,6 +388,8 @@ impl ClientForm {
             grant_authorization_code: Some(String::new()),
             kind: String::from("confidential"),
             signing_alg: String::from("ES256"),
+            groups_filter_kind: String::from("all"),
+            show_in_portal: String::from("auto"),
             ..Self::default()
         }
     }

@@ -76,7 +76,7 @@ impl WebError {
 impl IntoResponse for WebError {
     fn into_response(self) -> Response {
         let (status, title, message) = self.status_and_message();
-        let page = MessagePage { title, message, logout_csrf: None };
+        let page = MessagePage { title, message, logout_csrf: None, signed_out: false };
         let mut response = (status, render_page(&page)).into_response();
         let retry_after = match &self {
             Self::TooManyRequests(_) => Some("60"),

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Form, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use tower_sessions::Session;
@@ -17,7 +17,7 @@ use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
 use crate::web::error::WebError;
-use crate::web::pages::{ConnectorView, LoginPage, MessagePage, render_page};
+use crate::web::pages::{ConnectorView, ContinueUpstreamPage, LoginPage, MessagePage, render_page};
 use crate::web::sessions;
 
 const MAX_USERNAME_CHARS: usize = 256;
@@ -30,7 +30,20 @@ pub(crate) const EXPIRED_REQUEST: &str =
 #[derive(Debug, Deserialize)]
 pub struct LoginQuery {
     req: Option<String>,
+    /// `1`: list every way to sign in instead of asking for an email address first.
+    choose: Option<String>,
 }
+
+#[derive(Debug, Deserialize)]
+pub struct IdentifyForm {
+    csrf: Secret<String>,
+    identifier: String,
+    req: Option<String>,
+}
+
+/// The browser's last connector: an id, nothing about the person, sent only to `/login`.
+const LAST_CONNECTOR_COOKIE: &str = "gatehouse_last_connector";
+const LAST_CONNECTOR_MAX_AGE_SECS: i64 = 365 * 86400;
 
 #[derive(Debug, Deserialize)]
 pub struct LoginForm {
@@ -91,27 +104,53 @@ pub(crate) async fn continue_to(state: &AppState, id: Option<&str>) -> Result<Re
     }
 }
 
+/// What the login page asks for.
+enum Mode {
+    /// Email (or username) first; a remembered connector is offered before it.
+    Identify { remembered: Option<ConnectorView> },
+    /// These ways to sign in; `None` for all. `identified` when they follow a typed identifier.
+    Choose { only: Option<Vec<String>>, identified: bool },
+}
+
 struct PageInput<'a> {
     error: Option<&'a str>,
     username: &'a str,
     request: Option<&'a str>,
     pending: Option<&'a PendingLogin>,
+    mode: Mode,
+}
+
+impl<'a> PageInput<'a> {
+    /// The page as it was before email-first: every connector, or the one the app asked for.
+    fn choose_all(error: Option<&'a str>, username: &'a str, request: Option<&'a str>, pending: Option<&'a PendingLogin>) -> Self {
+        Self { error, username, request, pending, mode: Mode::Choose { only: None, identified: false } }
+    }
+}
+
+fn connector_view(state: &AppState, option: login::SignInOption, request: Option<&str>) -> Option<ConnectorView> {
+    let start = match option.password_form {
+        true => None,
+        false => Some(upstream_start(state, &option.connector_id, request)?),
+    };
+    Some(ConnectorView { id: option.connector_id, name: option.name, start })
 }
 
 async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
     let csrf = forms.token().await?;
-    let only = input.pending.and_then(|p| p.connector_id.as_deref());
-    let connectors = login::sign_in_options(state.store.as_ref(), only)
-        .await?
-        .into_iter()
-        .filter_map(|option| {
-            let start = match option.password_form {
-                true => None,
-                false => Some(upstream_start(state, &option.connector_id, input.request)?),
-            };
-            Some(ConnectorView { id: option.connector_id, name: option.name, start })
-        })
-        .collect();
+    let asked_for = input.pending.and_then(|p| p.connector_id.as_deref());
+    let options = login::sign_in_options(state.store.as_ref(), asked_for).await?;
+    let (identify, remembered, identified) = match &input.mode {
+        Mode::Identify { remembered } => (true, remembered.as_ref(), false),
+        Mode::Choose { identified, .. } => (false, None, *identified),
+    };
+    let connectors = match &input.mode {
+        Mode::Identify { .. } => Vec::new(),
+        Mode::Choose { only, .. } => options
+            .into_iter()
+            .filter(|o| only.as_ref().is_none_or(|only| only.contains(&o.connector_id)))
+            .filter_map(|o| connector_view(state, o, input.request))
+            .collect(),
+    };
     let page = LoginPage {
         csrf: &csrf,
         connectors,
@@ -119,6 +158,9 @@ async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: 
         username: input.username,
         request: input.request,
         client_name: input.pending.and_then(|p| p.client_name.as_deref()),
+        identify,
+        remembered,
+        identified,
     };
     let mut response = (status, render_page(&page)).into_response();
     // Signing in for an app ends in a redirect to the app, which `form-action` must allow.
@@ -129,10 +171,42 @@ async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: 
     Ok(response)
 }
 
+/// The connector this browser last signed in with, if it still exists.
+fn remembered_connector(headers: &HeaderMap, options: &[login::SignInOption]) -> Option<login::SignInOption> {
+    let value = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| pair.trim().strip_prefix(LAST_CONNECTOR_COOKIE)?.strip_prefix('='))?;
+    options.iter().find(|o| o.connector_id == value).cloned()
+}
+
+/// `Set-Cookie` remembering (or, with `None`, forgetting) the connector this browser used.
+pub(crate) fn last_connector_cookie(state: &AppState, connector_id: Option<&str>) -> Option<HeaderValue> {
+    let secure = if state.config.issuer_is_https() { "; Secure" } else { "" };
+    let cookie = match connector_id {
+        Some(id) if id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') => format!(
+            "{LAST_CONNECTOR_COOKIE}={id}; Path=/login; Max-Age={LAST_CONNECTOR_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{secure}"
+        ),
+        Some(_) => return None,
+        None => format!("{LAST_CONNECTOR_COOKIE}=; Path=/login; Max-Age=0; HttpOnly; SameSite=Lax{secure}"),
+    };
+    HeaderValue::from_str(&cookie).ok()
+}
+
+pub(crate) fn with_cookie(mut response: Response, cookie: Option<HeaderValue>) -> Response {
+    if let Some(cookie) = cookie {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
 pub async fn page(
     State(state): State<AppState>,
     session: Session,
     forms: Forms,
+    headers: HeaderMap,
     query: Result<Query<LoginQuery>, QueryRejection>,
 ) -> Result<Response, WebError> {
     let Query(query) = query.map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?;
@@ -150,13 +224,104 @@ pub async fn page(
     {
         return Ok(Redirect::to(&start).into_response());
     }
+    let hint = pending.as_ref().and_then(|p| p.login_hint.as_deref());
+    let asked_for = pending.as_ref().and_then(|p| p.connector_id.as_deref());
+    let options = login::sign_in_options(state.store.as_ref(), asked_for).await?;
+    let email_first = asked_for.is_none() && options.iter().any(|o| !o.password_form);
+    let mut input = PageInput::choose_all(None, hint.unwrap_or_default(), request.as_deref(), pending.as_ref());
+    if email_first && query.choose.as_deref() != Some("1") {
+        input.mode = match hint {
+            // The app named the person but not their provider: route the hint as if typed.
+            Some(hint) => discovered_mode(&login::discover(&state.store.list_connectors().await?, hint)),
+            None => Mode::Identify {
+                remembered: remembered_connector(&headers, &options)
+                    .and_then(|option| connector_view(&state, option, request.as_deref())),
+            },
+        };
+    }
+    login_page(&state, &forms, StatusCode::OK, input).await
+}
+
+fn discovered_mode(discovery: &login::Discovery) -> Mode {
+    match discovery {
+        login::Discovery::Connector(id) => Mode::Choose { only: Some(vec![id.clone()]), identified: true },
+        login::Discovery::Choose(ids) => Mode::Choose { only: Some(ids.clone()), identified: true },
+    }
+}
+
+const MAX_IDENTIFIER_CHARS: usize = 256;
+
+/// The email-first step: routes what the person typed to their connector.
+pub async fn identify(
+    State(state): State<AppState>,
+    session: Session,
+    forms: Forms,
+    form: Result<Form<IdentifyForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let Form(form) = form.map_err(|rejection| {
+        WebError::from_rejection(rejection.status(), "The sign-in form was incomplete. Reload the page and try again.")
+    })?;
+    forms.verify(form.csrf.expose()).await?;
+    let request = request_id(form.req)?;
+    let pending = pending_for(&state, request.as_deref()).await?;
+    if sessions::current(&state, &session).await?.is_some() && !pending.as_ref().is_some_and(|p| p.force_login) {
+        return continue_to(&state, request.as_deref()).await;
+    }
+    let identifier = form.identifier.trim();
+    let problem = if identifier.is_empty() {
+        Some("Enter your email address or username.")
+    } else if identifier.chars().count() > MAX_IDENTIFIER_CHARS
+        || identifier.chars().any(|c| c.is_control() || c.is_whitespace())
+        || identifier.ends_with('@')
+        || identifier.starts_with('@')
+    {
+        Some("That is not an email address or username. Check it and try again.")
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        let shown: String = identifier.chars().filter(|c| !c.is_control()).take(MAX_IDENTIFIER_CHARS).collect();
+        let input = PageInput {
+            mode: Mode::Identify { remembered: None },
+            ..PageInput::choose_all(Some(problem), &shown, request.as_deref(), pending.as_ref())
+        };
+        return login_page(&state, &forms, StatusCode::BAD_REQUEST, input).await;
+    }
+    let discovery = login::discover(&state.store.list_connectors().await?, identifier);
+    if let login::Discovery::Connector(id) = &discovery
+        && (state.upstreams.oidc(id).is_some() || state.upstreams.saml(id).is_some())
+    {
+        // The upstream sign-in reads the hint from a pending request: this one, with the hint.
+        let routed = PendingLogin {
+            login_hint: Some(identifier.to_owned()),
+            connector_id: Some(id.clone()),
+            ..pending.clone().unwrap_or_else(|| PendingLogin { resume_path: String::from("/"), ..PendingLogin::default() })
+        };
+        let routed_id = pending::create(state.store.as_ref(), &routed, crate::provider::REQUEST_LIFETIME_SECS, state.clock.now())
+            .await
+            .map_err(WebError::internal)?;
+        if let Some(start) = upstream_start(&state, id, Some(&routed_id)) {
+            let connectors = state.store.list_connectors().await?;
+            let name = connectors.iter().find(|c| &c.id == id).map_or(id.as_str(), |c| c.name.as_str());
+            return Ok(render_page(&ContinueUpstreamPage { name, target: &start }).into_response());
+        }
+    }
     let input = PageInput {
-        error: None,
-        username: pending.as_ref().and_then(|p| p.login_hint.as_deref()).unwrap_or_default(),
-        request: request.as_deref(),
-        pending: pending.as_ref(),
+        mode: discovered_mode(&discovery),
+        ..PageInput::choose_all(None, identifier, request.as_deref(), pending.as_ref())
     };
     login_page(&state, &forms, StatusCode::OK, input).await
+}
+
+/// "Use another account": forgets the remembered connector and asks for an email again.
+pub async fn forget(State(state): State<AppState>, query: Result<Query<LoginQuery>, QueryRejection>) -> Result<Response, WebError> {
+    let Query(query) = query.map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?;
+    let request = request_id(query.req)?;
+    let location = match &request {
+        Some(req) => format!("/login?req={req}"),
+        None => String::from("/login"),
+    };
+    Ok(with_cookie(Redirect::to(&location).into_response(), last_connector_cookie(&state, None)))
 }
 
 pub(crate) fn user_agent(headers: &HeaderMap) -> Option<String> {
@@ -189,13 +354,17 @@ pub async fn submit(
         None
     };
     let retry = |error: &'static str, status: StatusCode, username: String| {
+        let connector_id = form.connector.clone();
         let state = state.clone();
         let forms = &forms;
         let request = request.clone();
         let pending = pending.clone();
         async move {
-            let input =
-                PageInput { error: Some(error), username: &username, request: request.as_deref(), pending: pending.as_ref() };
+            // The password form of the connector that was used, as discovery would show it.
+            let input = PageInput {
+                mode: Mode::Choose { only: Some(vec![connector_id]), identified: true },
+                ..PageInput::choose_all(Some(error), &username, request.as_deref(), pending.as_ref())
+            };
             login_page(&state, forms, status, input).await
         }
     };
@@ -218,7 +387,8 @@ pub async fn submit(
             state.metrics.record_login(&form.connector, "success");
             sessions::attach(&state, &session, &sso).await?;
             forms.renew();
-            continue_to(&state, request.as_deref()).await
+            let cookie = last_connector_cookie(&state, Some(&form.connector));
+            Ok(with_cookie(continue_to(&state, request.as_deref()).await?, cookie))
         }
         Err(err) => {
             // A connector id that does not exist is input, not a label: it would grow the series.
@@ -263,7 +433,7 @@ pub async fn logout_page(
     let signed_in = sessions::current(&state, &session).await?;
     if signed_in.is_some() && is_cross_site(&headers) {
         let csrf = forms.token().await?;
-        let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf) };
+        let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf), signed_out: false };
         return Ok(render_page(&page).into_response());
     }
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
@@ -294,6 +464,6 @@ async fn end_session(
     ip: IpAddr,
 ) -> Result<Response, WebError> {
     sessions::sign_out(state, session, signed_in, sessions::SignOut { ip, client_id: None, detail: None }).await?;
-    let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None };
+    let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None, signed_out: true };
     Ok(render_page(&page).into_response())
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tower_sessions::Session;
 
+use crate::access::Refusal;
 use crate::provider::authorize::{AuthorizationRequest, Next, UntrustedRequest, csp_source, error_location};
 use crate::provider::client_auth::{AuthMethod, parse_basic};
 use crate::provider::introspect::BearerError;
@@ -23,7 +24,7 @@ use crate::store::ClientRecord;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
 use crate::web::error::{InternalErrorCause, WebError};
-use crate::web::pages::{ConsentPage, LogoutConfirmPage, MessagePage, render_page};
+use crate::web::pages::{AccessDeniedPage, ConsentPage, LogoutConfirmPage, MessagePage, render_page};
 use crate::web::upstream::count_sign_in_start;
 use crate::web::{AppState, form_action_csp, sessions};
 
@@ -263,7 +264,8 @@ async fn proceed(
     if let (Some(ip), None) = (fresh_from, &current) {
         count_sign_in_start(state, ip)?;
     }
-    let next = provider.next_step(&request, client, current.as_ref().map(|(sso, _)| sso)).await.map_err(WebError::from)?;
+    let signed_in = current.as_ref().map(|(sso, user)| (sso, user));
+    let next = provider.next_step(&request, client, signed_in).await.map_err(WebError::from)?;
     match (next, current) {
         (Ok(Next::Issue), Some((sso, user))) => {
             if let Some(id) = &stored_id {
@@ -276,6 +278,13 @@ async fn proceed(
         (Ok(Next::SignIn { force }), _) => send_to_sign_in(state, client, &request, stored_id, force).await,
         // `decide` never asks a browser without a session for anything but sign-in.
         (Ok(Next::Issue | Next::Consent), None) => send_to_sign_in(state, client, &request, stored_id, false).await,
+        (Ok(Next::Refused(refusal)), Some((_, user))) => {
+            if let Some(id) = &stored_id {
+                provider.discard_request(id).await.map_err(WebError::from)?;
+            }
+            access_denied_page(state, client, &request, &user, refusal).await
+        }
+        (Ok(Next::Refused(_)), None) => send_to_sign_in(state, client, &request, stored_id, false).await,
         (Ok(Next::Consent), Some(_)) => {
             let id = match stored_id {
                 Some(id) => id,
@@ -290,6 +299,42 @@ async fn proceed(
             Ok(redirect(StatusCode::FOUND, &error_location(provider.issuer(), &request.error_redirect(error))))
         }
     }
+}
+
+/// Tells a signed-in person they may not use the application and why, with a link that
+/// carries `access_denied` back to it (a registered redirect URI) and one to the portal.
+async fn access_denied_page(
+    state: &AppState,
+    client: &ClientRecord,
+    request: &AuthorizationRequest,
+    user: &crate::store::User,
+    refusal: Refusal,
+) -> Result<Response, WebError> {
+    let app = client.name.as_str();
+    let advice = match refusal {
+        Refusal::NotInAllowedGroup => match client.access.allowed_groups.as_slice() {
+            [group] => format!("Ask your administrator for the {group} group."),
+            groups => format!("Ask your administrator to add you to one of these groups: {}.", groups.join(", ")),
+        },
+        Refusal::ConnectorNotAllowed => {
+            let connectors = state.store.list_connectors().await?;
+            let names: Vec<&str> = client
+                .access
+                .allowed_connectors
+                .iter()
+                .map(|id| connectors.iter().find(|c| &c.id == id).map_or(id.as_str(), |c| c.name.as_str()))
+                .collect();
+            format!("{app} accepts accounts from {} only. Sign out, then sign in with one of those.", names.join(", "))
+        }
+    };
+    let denied = request.error_redirect(oauth(ErrorCode::AccessDenied, "the user may not use this application"));
+    let page = AccessDeniedPage {
+        app,
+        advice: &advice,
+        username: &user.username,
+        return_to: error_location(state.provider.issuer(), &denied),
+    };
+    Ok((StatusCode::FORBIDDEN, render_page(&page)).into_response())
 }
 
 async fn send_to_sign_in(
@@ -358,7 +403,7 @@ pub async fn authorize_resume(
 // ---------------------------------------------------------------------------------------------
 // Consent.
 
-fn describe_scope(scope: &str) -> &'static str {
+pub fn describe_scope(scope: &str) -> &'static str {
     match scope {
         "openid" => "Know who you are",
         "profile" => "See your name and username",
@@ -415,6 +460,10 @@ pub async fn consent_submit(
     provider.discard_request(&id).await.map_err(WebError::from)?;
     let location = match form.decision.as_str() {
         "allow" => {
+            // The consent page may have been open while the user lost the application.
+            if let Err(refusal) = provider.check_access(&client, &user, &sso.connector_id, "consent").await.map_err(WebError::from)? {
+                return access_denied_page(&state, &client, &request, &user, refusal).await;
+            }
             provider.record_consent(&user.id, &request).await.map_err(WebError::from)?;
             state.metrics.record_authorization(&client.client_id);
             provider.issue_code(&request, &sso, &user).await.map_err(WebError::from)?
@@ -619,7 +668,7 @@ fn signed_out(request: &LogoutRequest) -> Response {
     match request.redirect() {
         Some(location) => redirect(StatusCode::SEE_OTHER, &location),
         None => {
-            let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None };
+            let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None, signed_out: true };
             render_page(&page).into_response()
         }
     }

@@ -2,7 +2,7 @@
 
 use askama::Template;
 
-pub use crate::portal::ApprovedApp;
+pub use crate::portal::{AppTile, ConnectedApp, LinkedAccount, SessionEntry};
 use axum::response::Html;
 
 pub struct ConnectorView {
@@ -21,6 +21,12 @@ pub struct LoginPage<'a> {
     pub username: &'a str,
     pub request: Option<&'a str>,
     pub client_name: Option<&'a str>,
+    /// Ask for an email address (or username) first.
+    pub identify: bool,
+    /// The connector this browser used last, offered before the email field.
+    pub remembered: Option<&'a ConnectorView>,
+    /// The choices follow an identifier the person typed (or the app named).
+    pub identified: bool,
 }
 
 #[derive(Template)]
@@ -32,7 +38,15 @@ pub struct PortalPage<'a> {
     pub groups: &'a [String],
     pub connector: &'a str,
     pub csrf: &'a str,
-    pub approved: Vec<ApprovedApp>,
+    pub apps: Vec<AppTile>,
+    /// Before the search narrowed them.
+    pub total_apps: usize,
+    pub offer_search: bool,
+    pub search: &'a str,
+    pub sessions: Vec<SessionEntry>,
+    pub connected: Vec<ConnectedApp>,
+    pub linked: Vec<LinkedAccount>,
+    pub now: i64,
 }
 
 #[derive(Template)]
@@ -42,6 +56,8 @@ pub struct MessagePage<'a> {
     pub message: &'a str,
     /// When set, the page offers a sign-out button (the logout confirmation).
     pub logout_csrf: Option<&'a str>,
+    /// The page follows a sign-out: its link offers to sign in again rather than the portal.
+    pub signed_out: bool,
 }
 
 #[derive(Template)]
@@ -102,6 +118,29 @@ pub struct UpstreamErrorPage<'a> {
     pub title: &'a str,
     pub message: &'a str,
     pub return_to: Option<ReturnLink>,
+}
+
+/// An application's access policy refused the signed-in person.
+#[derive(Template)]
+#[template(path = "access_denied.html")]
+pub struct AccessDeniedPage<'a> {
+    pub app: &'a str,
+    /// What to ask for, in words.
+    pub advice: &'a str,
+    pub username: &'a str,
+    /// The app's registered redirect URI with `error=access_denied` and its `state`.
+    pub return_to: String,
+}
+
+/// Email-first sign-in found the person's provider. A form's `form-action` would also govern
+/// the redirects after it, out to a provider whose address is not known in advance, so the
+/// browser continues by this page's refresh (and its link) instead.
+#[derive(Template)]
+#[template(path = "continue_upstream.html")]
+pub struct ContinueUpstreamPage<'a> {
+    pub name: &'a str,
+    /// Always a path on this server: the connector's sign-in start.
+    pub target: &'a str,
 }
 
 /// Renders a page; a template failure becomes a plain message rather than a panic.

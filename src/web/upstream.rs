@@ -184,7 +184,8 @@ pub(crate) async fn start_session(
             state.metrics.record_login(connector_id, "success");
             sessions::attach(state, forms.session(), &sso).await?;
             forms.renew();
-            continue_to(state, pending_login).await
+            let cookie = crate::web::login::last_connector_cookie(state, Some(connector_id));
+            Ok(crate::web::login::with_cookie(continue_to(state, pending_login).await?, cookie))
         }
         Err(LoginError::Disabled) => {
             state.metrics.record_login(connector_id, "disabled");

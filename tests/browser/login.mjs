@@ -54,7 +54,7 @@ try {
   check(second.url() === `${base}/`, 'a signed-in browser skips the login page');
   await second.close();
 
-  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('button', { name: 'Sign out', exact: true }).click();
   await page.waitForLoadState();
   check((await page.locator('main').innerText()).includes('You are signed out'), 'sign-out confirms');
   await page.goto(`${base}/`);

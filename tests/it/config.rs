@@ -33,6 +33,10 @@ fn the_demo_configuration_is_valid() {
     assert_eq!(config.clients[0].client_id, "demo-app");
     assert!(config.clients[0].first_party);
     assert_eq!(config.connectors[0].id, "local");
+    let payroll = config.clients.iter().find(|c| c.client_id == "demo-payroll").unwrap();
+    assert_eq!(payroll.access.allowed_groups, ["managers"]);
+    assert!(payroll.portal.show_in_portal, "a launch URL puts the app in the portal");
+    assert!(config.clients[0].portal.show_in_portal);
 }
 
 #[test]

@@ -315,6 +315,8 @@ async fn a_public_client_gets_no_client_credentials_token_even_if_recorded_so() 
         version: 1,
         previous_secret_hash: None,
         previous_secret_expires_at: None,
+        access: Default::default(),
+        portal: Default::default(),
     };
     app.state.store.upsert_client(&public_machine).await.unwrap();
     let response = token_request(

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use gatehouse::access::{AccessPolicy, GroupsFilter, PortalEntry};
 use gatehouse::clock::ManualClock;
 use gatehouse::config::{self, Config};
 use gatehouse::startup;
@@ -15,8 +16,8 @@ pub const ALICE_PASSWORD: &str = "alice-password";
 pub const BOB_PASSWORD: &str = "bob-password";
 pub const CAROL_PASSWORD: &str = "carol-password";
 pub const ALICE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$uVHQekRhPbu6UhtrGd89bg$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A";
-const BOB_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c02eN0x2JPJ5qlgzxEJMQg$Hq8VjETeUpyCiLEl0keIVzLfcXXWJBKK7XHX6avxEyY";
-const CAROL_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$97CVVflArc4Ne78cyfohSQ$B2rWPPeL01j/HhZkqF+RWLc8XQASrrP5dLcYFAT6HFQ";
+pub const BOB_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c02eN0x2JPJ5qlgzxEJMQg$Hq8VjETeUpyCiLEl0keIVzLfcXXWJBKK7XHX6avxEyY";
+pub const CAROL_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$97CVVflArc4Ne78cyfohSQ$B2rWPPeL01j/HhZkqF+RWLc8XQASrrP5dLcYFAT6HFQ";
 pub const TEST_KEK: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 pub const DEMO_CLIENT_SECRET: &str = "demo-app-secret-change-me";
 /// 2026-11-22T00:00:00Z
@@ -103,6 +104,18 @@ pub fn client_record(id: &str, managed: bool) -> ClientRecord {
         version: 1,
         previous_secret_hash: None,
         previous_secret_expires_at: None,
+        access: AccessPolicy {
+            allowed_groups: vec!["staff".into()],
+            allowed_connectors: vec!["local".into()],
+            groups_claim_filter: Some(GroupsFilter::List(vec!["staff".into()])),
+        },
+        portal: PortalEntry {
+            description: Some("Where the team writes things down".into()),
+            logo_uri: Some("https://app.example/logo.png".into()),
+            initiate_login_uri: Some("https://app.example/login".into()),
+            launch_url: None,
+            show_in_portal: true,
+        },
     }
 }
 

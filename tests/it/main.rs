@@ -13,6 +13,7 @@ mod interop;
 mod keys;
 mod login;
 mod ops;
+mod portal;
 mod postgres;
 mod provider;
 mod saml_hardening;

@@ -29,9 +29,9 @@ use crate::helpers::{TEST_KEK, TestApp, TestDb, field_value, load_config, locati
 use crate::provider::{CHALLENGE, DEMO_REDIRECT, VERIFIER, params_of};
 
 const APP_SECRET: &str = "demo-app-secret-change-me";
-const UPSTREAM_SECRET: &str = "gatehouse-upstream-secret";
+pub(crate) const UPSTREAM_SECRET: &str = "gatehouse-upstream-secret";
 
-fn node_modules_available() -> bool {
+pub(crate) fn node_modules_available() -> bool {
     let ready = Path::new("tests/browser/node_modules/oidc-provider").exists();
     if !ready {
         assert!(
@@ -44,14 +44,14 @@ fn node_modules_available() -> bool {
 }
 
 /// The real upstream provider, killed when dropped.
-struct UpstreamOp {
-    issuer: String,
+pub(crate) struct UpstreamOp {
+    pub(crate) issuer: String,
     child: Child,
     _config: tempfile::NamedTempFile,
 }
 
 impl UpstreamOp {
-    fn start(config: &Value) -> Self {
+    pub(crate) fn start(config: &Value) -> Self {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), config.to_string()).unwrap();
         let (child, ready) = spawn_ready("oidc-provider", || {
@@ -205,7 +205,7 @@ groups = "groups"
     )
 }
 
-fn op_config(callback: &str, alg: &str, secret: Option<&str>) -> Value {
+pub(crate) fn op_config(callback: &str, alg: &str, secret: Option<&str>) -> Value {
     let mut client = json!({"client_id": "gatehouse", "redirect_uris": [callback]});
     if let Some(secret) = secret {
         client["client_secret"] = json!(secret);
@@ -738,7 +738,8 @@ async fn a_downstream_request_with_an_upstream_failure_gets_the_oauth_error() {
     let (_db, app, rogue) = rogue_setup("").await;
     rogue.set(|b| b.claims = json!({"aud": "some-other-client"}));
     let login = app.get(&authorize_path(None)).await;
-    let login_page = app.get(&location(&login)).await.text().await.unwrap();
+    // Email first; the provider is under "Other ways to sign in".
+    let login_page = app.get(&format!("{}&choose=1", location(&login))).await.text().await.unwrap();
     let start = field_between(&login_page, "href=\"/oidc/rogue/login?req=", "\"");
     let started = app.get(&format!("/oidc/rogue/login?req={start}")).await;
     let callback = location(&app.http.get(location(&started)).send().await.unwrap());
@@ -785,7 +786,7 @@ async fn an_app_asking_for_a_fresh_sign_in_gets_one_from_the_provider() {
         let app = TestApp::handle(app);
         async move {
             let login = app.get(&authorize_path(None).replace("state=app-state", "state=app-state&prompt=login")).await;
-            let page = app.get(&location(&login)).await.text().await.unwrap();
+            let page = app.get(&format!("{}&choose=1", location(&login))).await.text().await.unwrap();
             let req = field_between(&page, "href=\"/oidc/rogue/login?req=", "\"");
             let started = app.get(&format!("/oidc/rogue/login?req={req}")).await;
             let callback = location(&app.http.get(location(&started)).send().await.unwrap());

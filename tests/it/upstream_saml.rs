@@ -518,7 +518,10 @@ async fn the_login_page_offers_the_connector() {
     let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
     let (_db, app) = fixture_app(&metadata, "").await;
     let login = app.get(&authorize_path(None)).await;
-    let page = app.get(&location(&login)).await.text().await.unwrap();
+    // The page asks for an email address first, and offers every connector one link away.
+    let first = app.get(&location(&login)).await.text().await.unwrap();
+    assert!(first.contains("action=\"/login/identify\"") && !first.contains("/saml/corp-saml/login"), "{first}");
+    let page = app.get(&format!("{}&choose=1", location(&login))).await.text().await.unwrap();
     assert!(page.contains("Corp SSO"), "{page}");
     let start = page.split("href=\"/saml/corp-saml/login?req=").nth(1).unwrap_or_else(|| panic!("no SAML button: {page}"));
     let req = &start[..start.find('"').unwrap()];
