@@ -119,7 +119,8 @@ mod tests {
     fn the_groups_filter_keeps_a_prefix_or_a_list() {
         let all = groups(&["payroll-admin", "staff", "payroll-read"]);
         assert_eq!(AccessPolicy::default().visible_groups(&all), all);
-        let prefix = AccessPolicy { groups_claim_filter: Some(GroupsFilter::Prefix("payroll-".into())), ..AccessPolicy::default() };
+        let prefix =
+            AccessPolicy { groups_claim_filter: Some(GroupsFilter::Prefix("payroll-".into())), ..AccessPolicy::default() };
         assert_eq!(prefix.visible_groups(&all), groups(&["payroll-admin", "payroll-read"]));
         let list = AccessPolicy { groups_claim_filter: Some(GroupsFilter::List(groups(&["staff"]))), ..AccessPolicy::default() };
         assert_eq!(list.visible_groups(&all), groups(&["staff"]));

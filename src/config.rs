@@ -1069,11 +1069,21 @@ fn validate_portal_url(key: &str, text: &str, issuer_is_https: bool) -> Result<(
     Ok(())
 }
 
-fn validate_portal(key: &dyn Fn(&str) -> String, raw: &mut ClientFields, issuer_is_https: bool) -> Result<PortalEntry, ConfigError> {
-    if raw.description.as_deref().is_some_and(|d| d.trim().is_empty() || d.chars().count() > 500 || d.chars().any(char::is_control)) {
+fn validate_portal(
+    key: &dyn Fn(&str) -> String,
+    raw: &mut ClientFields,
+    issuer_is_https: bool,
+) -> Result<PortalEntry, ConfigError> {
+    if raw
+        .description
+        .as_deref()
+        .is_some_and(|d| d.trim().is_empty() || d.chars().count() > 500 || d.chars().any(char::is_control))
+    {
         return Err(invalid(key("description"), "must be 1 to 500 characters on one line"));
     }
-    for (field, value) in [("logo_uri", &raw.logo_uri), ("initiate_login_uri", &raw.initiate_login_uri), ("launch_url", &raw.launch_url)] {
+    for (field, value) in
+        [("logo_uri", &raw.logo_uri), ("initiate_login_uri", &raw.initiate_login_uri), ("launch_url", &raw.launch_url)]
+    {
         if let Some(url) = value {
             validate_portal_url(&key(field), url, issuer_is_https)?;
         }
@@ -1081,7 +1091,10 @@ fn validate_portal(key: &dyn Fn(&str) -> String, raw: &mut ClientFields, issuer_
     let launchable = raw.initiate_login_uri.is_some() || raw.launch_url.is_some();
     let show_in_portal = raw.show_in_portal.unwrap_or(launchable);
     if show_in_portal && !launchable {
-        return Err(invalid(key("show_in_portal"), "a portal tile needs initiate_login_uri or launch_url to open the application"));
+        return Err(invalid(
+            key("show_in_portal"),
+            "a portal tile needs initiate_login_uri or launch_url to open the application",
+        ));
     }
     Ok(PortalEntry {
         description: raw.description.take(),

@@ -84,8 +84,7 @@ pub enum PortalError {
 
 pub async fn home(store: &dyn Store, context: &PortalContext<'_>, current: &SsoSession, user: &User) -> StoreResult<Home> {
     let connectors = store.list_connectors().await?;
-    let connector_name =
-        |id: &str| connectors.iter().find(|c| c.id == id).map_or_else(|| id.to_owned(), |c| c.name.clone());
+    let connector_name = |id: &str| connectors.iter().find(|c| c.id == id).map_or_else(|| id.to_owned(), |c| c.name.clone());
     let clients = store.list_clients().await?;
     // The hint identifies the person to the app's sign-in; their email where known.
     let hint = user.email.as_deref().unwrap_or(&user.username);
@@ -134,7 +133,12 @@ pub async fn home(store: &dyn Store, context: &PortalContext<'_>, current: &SsoS
         let entry = match connected.iter_mut().find(|a| a.client_id == listing.grant.client_id) {
             Some(entry) => entry,
             None => {
-                connected.push(ConnectedApp { client_id: listing.grant.client_id.clone(), name, scopes: Vec::new(), last_used_at: None });
+                connected.push(ConnectedApp {
+                    client_id: listing.grant.client_id.clone(),
+                    name,
+                    scopes: Vec::new(),
+                    last_used_at: None,
+                });
                 let Some(entry) = connected.last_mut() else { continue };
                 entry
             }
@@ -292,7 +296,9 @@ pub fn describe_device(user_agent: Option<&str>) -> String {
         (Some(browser), None) => browser.to_owned(),
         (None, Some(system)) => format!("Browser on {system}"),
         // A program rather than a browser: its own name (`curl/8.5.0` → `curl`).
-        (None, None) => ua.split(['/', ' ']).next().filter(|name| !name.is_empty()).unwrap_or("Unknown device").chars().take(40).collect(),
+        (None, None) => {
+            ua.split(['/', ' ']).next().filter(|name| !name.is_empty()).unwrap_or("Unknown device").chars().take(40).collect()
+        }
     }
 }
 
@@ -302,7 +308,8 @@ mod tests {
 
     #[test]
     fn user_agents_become_short_device_names() {
-        let chrome_linux = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
+        let chrome_linux =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36";
         assert_eq!(describe_device(Some(chrome_linux)), "Chrome on Linux");
         let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 Edg/120.0";
         assert_eq!(describe_device(Some(edge)), "Edge on Windows");

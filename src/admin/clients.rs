@@ -113,6 +113,12 @@ impl ClientView {
         }
     }
 
+    /// Whether the tile is shown exactly when the default would show it (when the application
+    /// can be opened), so it reads as following the default.
+    pub fn show_in_portal_by_default(&self) -> bool {
+        self.show_in_portal == (self.initiate_login_uri.is_some() || self.launch_url.is_some())
+    }
+
     /// The editable fields, spelled as in the configuration file.
     fn fields(&self) -> AdminResult<Map<String, Value>> {
         let Ok(Value::Object(mut map)) = serde_json::to_value(self) else {
@@ -309,6 +315,11 @@ impl Admin {
         }
         let mut merged = current.fields()?;
         let changed: Vec<String> = patch.keys().filter(|k| merged.get(*k) != patch.get(*k)).cloned().collect();
+        // A tile that followed the default (shown when it can be opened) keeps following it
+        // when a patch adds or removes the URLs, unless the patch says otherwise.
+        if current.show_in_portal_by_default() && !patch.contains_key("show_in_portal") {
+            merged.remove("show_in_portal");
+        }
         merged.extend(patch);
         let mut fields = parse_fields(merged)?;
         // Validation checks what a confidential client may do; its stored secret is kept.

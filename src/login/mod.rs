@@ -183,6 +183,18 @@ pub fn discover(connectors: &[ConnectorRecord], identifier: &str) -> Discovery {
     }
 }
 
+/// Routes an identifier among the connectors on record (see `discover`).
+pub async fn discover_in(store: &dyn Store, identifier: &str) -> Result<Discovery, StoreError> {
+    Ok(discover(&store.list_connectors().await?, identifier))
+}
+
+/// The names people know connectors by, in the order of `ids`; an id with no record stands
+/// for itself.
+pub async fn connector_names(store: &dyn Store, ids: &[String]) -> Result<Vec<String>, StoreError> {
+    let connectors = store.list_connectors().await?;
+    Ok(ids.iter().map(|id| connectors.iter().find(|c| &c.id == id).map_or_else(|| id.clone(), |c| c.name.clone())).collect())
+}
+
 /// Where a sign-in came from, for the session and the audit.
 #[derive(Debug, Clone)]
 pub struct Origin {

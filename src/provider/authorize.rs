@@ -4,13 +4,13 @@
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::access::Refusal;
 use crate::clock::UnixTime;
 use crate::provider::params::Params;
 use crate::provider::{
-    AUDIT_ACCESS_DENIED, CODE_LIFETIME_SECS, ErrorCode, OAuthError, Provider, ProviderResult, REQUEST_LIFETIME_SECS, has_scope, is_scope_token, oauth,
-    split_scope,
+    AUDIT_ACCESS_DENIED, CODE_LIFETIME_SECS, ErrorCode, OAuthError, Provider, ProviderResult, REQUEST_LIFETIME_SECS, has_scope,
+    is_scope_token, oauth, split_scope,
 };
-use crate::access::Refusal;
 use crate::store::{AuditEvent, AuditOutcome, ClientRecord, SingleUseKind, SsoSession, StoreError, User};
 use crate::tokens::{digest, random_token};
 

@@ -93,7 +93,8 @@ mod tests {
         let users = vec![user("alice", "pw-alice", false), user("bob", "pw-bob", false)];
         let identity = authenticate("local", &users, "Alice@Example.com", "pw-alice").unwrap();
         assert_eq!(identity.subject, "alice", "the subject stays the username");
-        let shared = vec![user("alice", "pw-alice", false), LocalUser { username: "alice2".into(), ..user("alice", "pw-alice", false) }];
+        let shared =
+            vec![user("alice", "pw-alice", false), LocalUser { username: "alice2".into(), ..user("alice", "pw-alice", false) }];
         assert_eq!(authenticate("local", &shared, "alice@example.com", "pw-alice"), Err(LocalLoginError::InvalidCredentials));
     }
 

@@ -376,7 +376,11 @@ impl ClientForm {
             logo_uri: client.logo_uri.clone().unwrap_or_default(),
             initiate_login_uri: client.initiate_login_uri.clone().unwrap_or_default(),
             launch_url: client.launch_url.clone().unwrap_or_default(),
-            show_in_portal: String::from(if client.show_in_portal { "show" } else { "hide" }),
+            show_in_portal: String::from(match (client.show_in_portal_by_default(), client.show_in_portal) {
+                (true, _) => "auto",
+                (false, true) => "show",
+                (false, false) => "hide",
+            }),
             version: Some(client.version),
             ..Self::default()
         }

@@ -15,6 +15,7 @@ use crate::session::pending::{self, PendingLogin};
 use crate::store::{SsoSession, User};
 use crate::web::AppState;
 use crate::web::client::client_ip;
+use crate::web::upstream::count_sign_in_start;
 use crate::web::csrf::Forms;
 use crate::web::error::WebError;
 use crate::web::pages::{ConnectorView, ContinueUpstreamPage, LoginPage, MessagePage, render_page};
@@ -122,7 +123,12 @@ struct PageInput<'a> {
 
 impl<'a> PageInput<'a> {
     /// The page as it was before email-first: every connector, or the one the app asked for.
-    fn choose_all(error: Option<&'a str>, username: &'a str, request: Option<&'a str>, pending: Option<&'a PendingLogin>) -> Self {
+    fn choose_all(
+        error: Option<&'a str>,
+        username: &'a str,
+        request: Option<&'a str>,
+        pending: Option<&'a PendingLogin>,
+    ) -> Self {
         Self { error, username, request, pending, mode: Mode::Choose { only: None, identified: false } }
     }
 }
@@ -139,9 +145,11 @@ async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: 
     let csrf = forms.token().await?;
     let asked_for = input.pending.and_then(|p| p.connector_id.as_deref());
     let options = login::sign_in_options(state.store.as_ref(), asked_for).await?;
+    let email_first = options.iter().any(|o| !o.password_form);
     let (identify, remembered, identified) = match &input.mode {
         Mode::Identify { remembered } => (true, remembered.as_ref(), false),
-        Mode::Choose { identified, .. } => (false, None, *identified),
+        // "Signing in as … · Use another account" belongs to email-first pages only.
+        Mode::Choose { identified, .. } => (false, None, *identified && email_first),
     };
     let connectors = match &input.mode {
         Mode::Identify { .. } => Vec::new(),
@@ -232,7 +240,7 @@ pub async fn page(
     if email_first && query.choose.as_deref() != Some("1") {
         input.mode = match hint {
             // The app named the person but not their provider: route the hint as if typed.
-            Some(hint) => discovered_mode(&login::discover(&state.store.list_connectors().await?, hint)),
+            Some(hint) => discovered_mode(&login::discover_in(state.store.as_ref(), hint).await?),
             None => Mode::Identify {
                 remembered: remembered_connector(&headers, &options)
                     .and_then(|option| connector_view(&state, option, request.as_deref())),
@@ -254,8 +262,10 @@ const MAX_IDENTIFIER_CHARS: usize = 256;
 /// The email-first step: routes what the person typed to their connector.
 pub async fn identify(
     State(state): State<AppState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
     session: Session,
     forms: Forms,
+    headers: HeaderMap,
     form: Result<Form<IdentifyForm>, FormRejection>,
 ) -> Result<Response, WebError> {
     let Form(form) = form.map_err(|rejection| {
@@ -287,10 +297,12 @@ pub async fn identify(
         };
         return login_page(&state, &forms, StatusCode::BAD_REQUEST, input).await;
     }
-    let discovery = login::discover(&state.store.list_connectors().await?, identifier);
+    let discovery = login::discover_in(state.store.as_ref(), identifier).await?;
     if let login::Discovery::Connector(id) = &discovery
         && (state.upstreams.oidc(id).is_some() || state.upstreams.saml(id).is_some())
     {
+        // What an anonymous visitor makes the server store is counted per address.
+        count_sign_in_start(&state, client_ip(addr, &headers, &state.config.trusted_proxies))?;
         // The upstream sign-in reads the hint from a pending request: this one, with the hint.
         let routed = PendingLogin {
             login_hint: Some(identifier.to_owned()),
@@ -301,8 +313,8 @@ pub async fn identify(
             .await
             .map_err(WebError::internal)?;
         if let Some(start) = upstream_start(&state, id, Some(&routed_id)) {
-            let connectors = state.store.list_connectors().await?;
-            let name = connectors.iter().find(|c| &c.id == id).map_or(id.as_str(), |c| c.name.as_str());
+            let names = login::connector_names(state.store.as_ref(), std::slice::from_ref(id)).await?;
+            let name = names.first().map_or(id.as_str(), String::as_str);
             return Ok(render_page(&ContinueUpstreamPage { name, target: &start }).into_response());
         }
     }
@@ -314,7 +326,10 @@ pub async fn identify(
 }
 
 /// "Use another account": forgets the remembered connector and asks for an email again.
-pub async fn forget(State(state): State<AppState>, query: Result<Query<LoginQuery>, QueryRejection>) -> Result<Response, WebError> {
+pub async fn forget(
+    State(state): State<AppState>,
+    query: Result<Query<LoginQuery>, QueryRejection>,
+) -> Result<Response, WebError> {
     let Query(query) = query.map_err(|_| WebError::BadRequest(EXPIRED_REQUEST))?;
     let request = request_id(query.req)?;
     let location = match &request {
@@ -433,7 +448,12 @@ pub async fn logout_page(
     let signed_in = sessions::current(&state, &session).await?;
     if signed_in.is_some() && is_cross_site(&headers) {
         let csrf = forms.token().await?;
-        let page = MessagePage { title: "Sign out", message: "Do you want to sign out of Gatehouse?", logout_csrf: Some(&csrf), signed_out: false };
+        let page = MessagePage {
+            title: "Sign out",
+            message: "Do you want to sign out of Gatehouse?",
+            logout_csrf: Some(&csrf),
+            signed_out: false,
+        };
         return Ok(render_page(&page).into_response());
     }
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
@@ -464,6 +484,7 @@ async fn end_session(
     ip: IpAddr,
 ) -> Result<Response, WebError> {
     sessions::sign_out(state, session, signed_in, sessions::SignOut { ip, client_id: None, detail: None }).await?;
-    let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None, signed_out: true };
+    let page =
+        MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None, signed_out: true };
     Ok(render_page(&page).into_response())
 }

@@ -317,13 +317,7 @@ async fn access_denied_page(
             groups => format!("Ask your administrator to add you to one of these groups: {}.", groups.join(", ")),
         },
         Refusal::ConnectorNotAllowed => {
-            let connectors = state.store.list_connectors().await?;
-            let names: Vec<&str> = client
-                .access
-                .allowed_connectors
-                .iter()
-                .map(|id| connectors.iter().find(|c| &c.id == id).map_or(id.as_str(), |c| c.name.as_str()))
-                .collect();
+            let names = crate::login::connector_names(state.store.as_ref(), &client.access.allowed_connectors).await?;
             format!("{app} accepts accounts from {} only. Sign out, then sign in with one of those.", names.join(", "))
         }
     };
@@ -461,7 +455,9 @@ pub async fn consent_submit(
     let location = match form.decision.as_str() {
         "allow" => {
             // The consent page may have been open while the user lost the application.
-            if let Err(refusal) = provider.check_access(&client, &user, &sso.connector_id, "consent").await.map_err(WebError::from)? {
+            if let Err(refusal) =
+                provider.check_access(&client, &user, &sso.connector_id, "consent").await.map_err(WebError::from)?
+            {
                 return access_denied_page(&state, &client, &request, &user, refusal).await;
             }
             provider.record_consent(&user.id, &request).await.map_err(WebError::from)?;
@@ -668,7 +664,12 @@ fn signed_out(request: &LogoutRequest) -> Response {
     match request.redirect() {
         Some(location) => redirect(StatusCode::SEE_OTHER, &location),
         None => {
-            let page = MessagePage { title: "Signed out", message: "You are signed out of Gatehouse.", logout_csrf: None, signed_out: true };
+            let page = MessagePage {
+                title: "Signed out",
+                message: "You are signed out of Gatehouse.",
+                logout_csrf: None,
+                signed_out: true,
+            };
             render_page(&page).into_response()
         }
     }

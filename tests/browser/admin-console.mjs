@@ -83,6 +83,7 @@ try {
   await section(alice, 'Applications');
   await shoot(alice, 'admin-applications');
   await alice.getByRole('link', { name: 'New application' }).click();
+  await shoot(alice, 'admin-application-form');
   await alice.getByLabel('Name', { exact: true }).fill('Team Wiki');
   await alice.getByLabel('Client ID', { exact: true }).fill('wiki');
   await alice.getByLabel('Redirect URIs', { exact: true }).fill(`${appOrigin}/callback`);

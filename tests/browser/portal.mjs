@@ -145,6 +145,23 @@ try {
   await alice.getByRole('button', { name: 'Sign in' }).click();
   await alice.waitForURL(`${base}/`);
   await shoot(alice, 'portal');
+  // Keyboard: Tab reaches the first tile (after the header's button and the section links).
+  let focused = '';
+  for (let i = 0; i < 10 && !focused.startsWith('Payroll'); i += 1) {
+    await alice.keyboard.press('Tab');
+    focused = await alice.evaluate(() => document.activeElement?.innerText ?? '');
+  }
+  check(focused.startsWith('Payroll'), `Tab reaches the Payroll tile (focused: ${focused})`);
+  const outline = await alice.evaluate(() => getComputedStyle(document.activeElement).boxShadow);
+  check(outline !== 'none', 'the focused tile is visibly marked');
+  // Without the stylesheet the page still reads in order.
+  const unstyled = await alice.context().newPage();
+  await unstyled.route('**/gatehouse.css', (route) => route.abort());
+  await unstyled.goto(`${base}/`);
+  const plain = await unstyled.locator('#apps').innerText();
+  check(/Payroll\s*–\s*Payslips and expenses/.test(plain), `tiles read as "name – description" without the stylesheet (${plain})`);
+  await shoot(unstyled, 'portal-unstyled');
+  await unstyled.close();
   const tiles = await alice.locator('#app-tiles').innerText();
   check(tiles.includes('Team Wiki') && tiles.includes('Payroll'), `alice's launcher shows both apps (${tiles})`);
   const loginVisits = [];
@@ -210,9 +227,30 @@ try {
   try { await client.refreshTokenGrant(await rp('payroll'), alicePayrollRefresh); } catch (error) { refreshError = error.error ?? String(error); }
   check(refreshError === 'invalid_grant', `alice's payroll refresh token is revoked (${refreshError})`);
 
-  // Email-first: a corporate address goes to the corporate provider, with the address as hint.
+  // Bad input on the email step: the form again, with a message.
   const someone = await open(DESKTOP);
   await someone.goto(`${base}/login`);
+  await someone.getByLabel('Email address').fill('two words@corp.example');
+  await someone.getByRole('button', { name: 'Continue' }).click();
+  check((await someone.getByRole('alert').innerText()).includes('not an email address or username'), 'a malformed address gets a clear message');
+  await shoot(someone, 'login-email-error');
+  await someone.getByRole('link', { name: 'Other ways to sign in' }).click();
+  check(await someone.getByRole('link', { name: 'Sign in with Corp Login' }).isVisible(), '"Other ways to sign in" lists the providers');
+  check(await someone.getByLabel('Password').isVisible(), '…and the local password form');
+  await shoot(someone, 'login-choices');
+  await someone.goto(`${base}/login`);
+
+  // Email-first: a corporate address goes to the corporate provider, with the address as hint.
+  // The page in between moves on at once; its HTML, fetched alone, is rendered to be looked at.
+  const csrf = await someone.locator('input[name=csrf]').first().inputValue();
+  const between = await (await someone.context().request.post(`${base}/login/identify`,
+    { form: { csrf, identifier: 'alice@corp.example' }, maxRedirects: 0 })).text();
+  check(/<meta http-equiv="refresh" content="0;url=\/oidc\/corp\/login\?req=[\w-]+">/.test(between), 'the page in between moves on by itself');
+  check(between.includes('Continuing to Corp Login') && between.includes('id="continue"'), 'and names the provider, with a link');
+  const still = await someone.context().newPage();
+  await still.setContent(between.replace(/<meta http-equiv="refresh"[^>]*>/, '').replace('<head>', `<head><base href="${base}/">`));
+  await shoot(still, 'login-continuing');
+  await still.close();
   await someone.getByLabel('Email address').fill('alice@corp.example');
   await someone.getByRole('button', { name: 'Continue' }).click();
   await someone.waitForURL((url) => url.href.startsWith(`${upstreamIssuer}/interaction/`), { timeout: 10_000 })

@@ -109,6 +109,12 @@ async fn api_suite(db: &TestDb) {
     let (status, fetched) = admin.get("/clients/payroll").await;
     assert_eq!(status, StatusCode::OK);
     assert!(fetched.get("client_secret").is_none() && !fetched.to_string().contains(&secret), "a GET never returns the secret");
+    // The OpenAPI document describes every field the API returns for a client.
+    let doc: Value = app.get("/admin/api/openapi.json").await.json().await.unwrap();
+    let described = doc["components"]["schemas"]["Client"]["properties"].as_object().unwrap();
+    for field in fetched.as_object().unwrap().keys() {
+        assert!(described.contains_key(field), "the OpenAPI Client schema lacks `{field}`");
+    }
     // The new client works at once, without a restart.
     token(&app, "payroll", &secret).await;
 
@@ -163,6 +169,48 @@ async fn api_suite(db: &TestDb) {
     assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("redirect_uris[0]")));
     assert_eq!(admin.patch("/clients/demo-app", json!({"name": "Mine"})).await.0, StatusCode::CONFLICT);
     assert_eq!(admin.delete("/clients/demo-app").await.0, StatusCode::CONFLICT);
+
+    // The access policy and the portal tile, by the configuration's names, in effect at once.
+    let policy = json!({
+        "allowed_groups": ["engineering"], "groups_claim_filter": "eng", "description": "Payslips",
+        "initiate_login_uri": "https://payroll.example/start", "logo_uri": "https://cdn.example/payroll.png"
+    });
+    let (status, edited) = admin.patch("/clients/payroll", policy).await;
+    assert_eq!(status, StatusCode::OK, "{edited}");
+    assert_eq!((edited["allowed_groups"].clone(), edited["groups_claim_filter"].clone()), (json!(["engineering"]), json!("eng")));
+    assert_eq!(edited["show_in_portal"], true, "a sign-in start URL puts the app in the portal");
+    assert_eq!(edited["allowed_connectors"], json!([]));
+    for (body, field) in [
+        (json!({"allowed_connectors": ["nowhere"]}), "allowed_connectors"),
+        (json!({"allowed_groups": "engineering"}), "allowed_groups"),
+        (json!({"allowed_groups": vec!["g"; 101]}), "allowed_groups"),
+        (json!({"allowed_groups": ["a\nb"]}), "allowed_groups"),
+        (json!({"groups_claim_filter": 5}), "groups_claim_filter"),
+        (json!({"groups_claim_filter": [""]}), "groups_claim_filter"),
+        (json!({"launch_url": "javascript:alert(1)"}), "launch_url"),
+        (json!({"logo_uri": "data:image/png;base64,AAAA"}), "logo_uri"),
+        (json!({"initiate_login_uri": null, "show_in_portal": true}), "show_in_portal"),
+        (json!({"description": "x".repeat(501)}), "description"),
+        (json!({"show_in_portal": "yes"}), "show_in_portal"),
+    ] {
+        let (status, problem) = admin.patch("/clients/payroll", body.clone()).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(field)), "{body}: {problem}");
+    }
+    let policy_bob = TestApp::handle(&app);
+    assert_eq!(policy_bob.login("bob", crate::helpers::BOB_PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    let pairs = crate::provider::demo_authorize(&[
+        ("client_id", "payroll"),
+        ("redirect_uri", "https://payroll.example/cb"),
+        ("scope", "openid"),
+    ]);
+    let refused = crate::provider::authorize(&policy_bob, &pairs).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN, "bob (sales) may no longer use Payroll");
+    let (status, edited) = admin.patch("/clients/payroll", json!({"allowed_groups": [], "show_in_portal": false})).await;
+    assert_eq!((status, edited["show_in_portal"].as_bool()), (StatusCode::OK, Some(false)));
+    let allowed = crate::provider::authorize(&policy_bob, &pairs).await;
+    assert!(location(&allowed).starts_with("/oauth2/consent"), "open to everyone again: {}", location(&allowed));
+    let csrf = policy_bob.csrf("/").await;
+    assert_eq!(policy_bob.post_form("/logout", &[("csrf", &csrf)]).await.status(), StatusCode::OK);
 
     // Secret rotation with an overlap: both work during it, only the new one after.
     let (status, rotated) = admin.post("/clients/payroll/secret", json!({"overlap_secs": 3600})).await;
@@ -453,6 +501,46 @@ async fn the_console_creates_an_application_and_shows_its_secret_once() {
     let again = alice.get("/admin/clients/wiki").await.text().await.unwrap();
     assert!(!again.contains(&secret), "the secret is shown once");
     assert!(evil_absent(&app).await);
+
+    // Who may use it and its tile, set in the form and shown back as set.
+    let edit_page = alice.get("/admin/clients/wiki/edit").await.text().await.unwrap();
+    let version = field_value(&edit_page, "version").unwrap();
+    let policy = [
+        ("csrf", csrf.as_str()),
+        ("version", version.as_str()),
+        ("name", "Wiki"),
+        ("redirect_uris", "https://wiki.example/callback"),
+        ("grant_authorization_code", "on"),
+        ("scopes", "openid profile groups"),
+        ("allowed_groups", "engineering\nwriters"),
+        ("allowed_connectors", "local"),
+        ("groups_filter_kind", "list"),
+        ("groups_filter", "writers\nengineering"),
+        ("description", "Team pages"),
+        ("launch_url", "https://wiki.example/"),
+        ("show_in_portal", "auto"),
+    ];
+    let saved = alice.post_form("/admin/clients/wiki", &policy).await;
+    assert_eq!(saved.status(), StatusCode::SEE_OTHER, "{}", saved.text().await.unwrap());
+    let shown = alice.get("/admin/clients/wiki").await.text().await.unwrap();
+    assert!(shown.contains("Members of engineering, writers, signed in through local"), "{shown}");
+    assert!(
+        shown.contains("Only writers, engineering") && shown.contains("Shown, opens <code>https://wiki.example/</code>"),
+        "{shown}"
+    );
+    let wiki = app.state.store.get_client("wiki").await.unwrap();
+    assert_eq!(wiki.access.allowed_groups, ["engineering", "writers"]);
+    assert!(wiki.portal.show_in_portal && wiki.portal.description.as_deref() == Some("Team pages"));
+    let round_trip = alice.get("/admin/clients/wiki/edit").await.text().await.unwrap();
+    assert!(round_trip.contains("<option value=\"list\" selected>") && round_trip.contains("writers\nengineering</textarea>"));
+    // A tile that cannot open anything is refused next to its field.
+    let version = field_value(&round_trip, "version").unwrap();
+    let mut no_url = policy.to_vec();
+    no_url.retain(|(k, _)| !matches!(*k, "launch_url" | "show_in_portal" | "version"));
+    no_url.extend([("show_in_portal", "show"), ("version", version.as_str())]);
+    let refused = alice.post_form("/admin/clients/wiki", &no_url).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("a portal tile needs initiate_login_uri or launch_url"));
     app.stop().await;
 }
 

@@ -202,7 +202,8 @@ async fn employees_use_the_portal_and_the_access_policy_in_chromium() {
     // Its signature is checked in `backchannel`; here only which session it names matters.
     let payload = logout.split('.').nth(1).unwrap();
     let claims: serde_json::Value =
-        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap()).unwrap();
+        serde_json::from_slice(&base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload).unwrap())
+            .unwrap();
     assert_eq!(claims["sid"], result["aliceWikiSid"], "the logout names alice's session");
 
     // dave's refresh works while the file has him in the group, and not once it does not.

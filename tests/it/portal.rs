@@ -137,7 +137,8 @@ fn authorize_path(client_id: &str, redirect_uri: &str, scope: &str, extra: &[(&s
 }
 
 async fn redeem(app: &TestApp, client: (&str, &str), redirect_uri: &str, code: &str) -> Value {
-    let form = [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri), ("code_verifier", VERIFIER)];
+    let form =
+        [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri), ("code_verifier", VERIFIER)];
     let response = app.http.post(app.url("/oauth2/token")).basic_auth(client.0, Some(client.1)).form(&form).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     response.json().await.unwrap()
@@ -247,9 +248,8 @@ async fn policy_suite(db: &TestDb) {
     let home = home.text().await.unwrap();
     let tiles = &home[home.find("id=\"app-tiles\"").expect("alice has tiles")..home.find("id=\"sessions\"").unwrap()];
     assert!(
-        unescape(tiles).contains(
-            "href=\"https://payroll.example/start?iss=http%3A%2F%2F127.0.0.1%3A8080&login_hint=alice%40example.com\""
-        ),
+        unescape(tiles)
+            .contains("href=\"https://payroll.example/start?iss=http%3A%2F%2F127.0.0.1%3A8080&login_hint=alice%40example.com\""),
         "third-party-initiated login with iss and login_hint: {tiles}"
     );
     assert!(tiles.contains("Payslips and expenses") && tiles.contains("https://wiki.example/"), "{tiles}");
@@ -296,7 +296,9 @@ async fn sessions_suite(db: &TestDb) {
     let laptop = browser_as(&app, FIREFOX_LINUX);
     let desktop = browser_as(&app, CHROME_WINDOWS);
     let bob = TestApp::handle(&app);
-    for (browser, user, password) in [(&laptop, "alice", ALICE_PASSWORD), (&desktop, "alice", ALICE_PASSWORD), (&bob, "bob", BOB_PASSWORD)] {
+    for (browser, user, password) in
+        [(&laptop, "alice", ALICE_PASSWORD), (&desktop, "alice", ALICE_PASSWORD), (&bob, "bob", BOB_PASSWORD)]
+    {
         assert_eq!(browser.login(user, password).await.status(), StatusCode::SEE_OTHER);
     }
 
@@ -349,7 +351,8 @@ async fn sessions_suite(db: &TestDb) {
     assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     wait_for(&receiver, 1).await;
     let id_token = verify_jwt(&app, tokens["id_token"].as_str().unwrap(), "payroll").await;
-    let logout = verify_jwt(&app, &receiver.lock().unwrap().tokens[0], "payroll").await;
+    let delivered = receiver.lock().unwrap().tokens[0].clone();
+    let logout = verify_jwt(&app, &delivered, "payroll").await;
     assert_eq!(logout["sid"], id_token["sid"], "the logout token names the laptop's session");
     let report = audit_details(&app, "signed_out_everywhere").await;
     assert_eq!(report.len(), 1);
@@ -404,7 +407,8 @@ async fn connected_apps_show_their_access_and_lose_it_on_request() {
     assert_eq!(location(&removed), "/#connected");
     let home = app.get("/").await.text().await.unwrap();
     assert!(!home.contains("data-client=\"wiki\"><div>") && home.contains("No app holds access to your account."), "{home}");
-    let access = app.http.get(app.url("/oauth2/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap()).send().await.unwrap();
+    let access =
+        app.http.get(app.url("/oauth2/userinfo")).bearer_auth(tokens["access_token"].as_str().unwrap()).send().await.unwrap();
     assert_eq!(access.status(), StatusCode::UNAUTHORIZED, "the wiki's token stopped working");
     let again = app.get(&authorize_path(WIKI.0, WIKI_REDIRECT, "openid profile groups", &[])).await;
     assert!(location(&again).starts_with("/oauth2/consent"), "the wiki asks again");
@@ -420,7 +424,11 @@ async fn the_launcher_searches_when_there_are_many_apps_and_keeps_bad_searches_h
             "\n[[clients]]\nclient_id = \"tool-{i}\"\nclient_secret = \"tool-secret-0123456789\"\nredirect_uris = [\"https://tool{i}.example/cb\"]\nname = \"Tool {i:02}\"\nlaunch_url = \"https://tool{i}.example/\"\n"
         ));
     }
-    let toml = portal_toml(&db.url, ALICE_IN_PAYROLL, "https://payroll.example/bcl").replacen("[[connectors]]", &format!("{extra}\n[[connectors]]"), 1);
+    let toml = portal_toml(&db.url, ALICE_IN_PAYROLL, "https://payroll.example/bcl").replacen(
+        "[[connectors]]",
+        &format!("{extra}\n[[connectors]]"),
+        1,
+    );
     let app = TestApp::start_config(load_config(db.dir.path(), &toml), Arc::new(ManualClock::new(START))).await;
     assert_eq!(app.login("alice", ALICE_PASSWORD).await.status(), StatusCode::SEE_OTHER);
     let all = app.get("/").await.text().await.unwrap();
@@ -484,7 +492,8 @@ email_domains = ["partner.example"]
 }
 
 async fn email_first_suite(db: &TestDb) {
-    let app = TestApp::start_config(load_config(db.dir.path(), &email_first_toml(&db.url)), Arc::new(ManualClock::new(START))).await;
+    let app =
+        TestApp::start_config(load_config(db.dir.path(), &email_first_toml(&db.url)), Arc::new(ManualClock::new(START))).await;
     let page = app.get("/login").await.text().await.unwrap();
     assert!(page.contains("action=\"/login/identify\"") && !page.contains("type=\"password\""), "email first: {page}");
     let csrf = field_value(&page, "csrf").unwrap();
@@ -502,7 +511,10 @@ async fn email_first_suite(db: &TestDb) {
         let page = routed.text().await.unwrap();
         let target = href_of(&page, "continue");
         assert!(target.starts_with("/oidc/corp/login?req="), "{who}: {page}");
-        assert!(page.contains(&format!("<meta http-equiv=\"refresh\" content=\"0;url={}", target.replace('&', "&#38;"))), "{page}");
+        assert!(
+            page.contains(&format!("<meta http-equiv=\"refresh\" content=\"0;url={}", target.replace('&', "&#38;"))),
+            "{page}"
+        );
         assert!(page.contains("Continuing to Corp Login"), "{page}");
     }
     // The local connector's form appears only for its own users' domain, or a plain username.
@@ -511,14 +523,20 @@ async fn email_first_suite(db: &TestDb) {
         assert_eq!(form.status(), StatusCode::OK);
         let form = form.text().await.unwrap();
         assert!(form.contains("type=\"password\"") && !form.contains("/oidc/"), "{who}: {form}");
-        assert!(form.contains(&format!("name=\"username\" autocomplete=\"username\" required maxlength=\"256\" value=\"{who}\"")));
+        assert!(
+            form.contains(&format!("name=\"username\" autocomplete=\"username\" required maxlength=\"256\" value=\"{who}\""))
+        );
     }
     // An unknown domain gets the choices open to it: here none, said plainly.
     let nowhere = identify("x@elsewhere.example".to_owned()).await.text().await.unwrap();
     assert!(nowhere.contains("There is no way to sign in with that address here") && !nowhere.contains("type=\"password\""));
     // "Other ways to sign in" lists everything.
     let choices = app.get("/login?choose=1").await.text().await.unwrap();
-    assert!(choices.contains("Sign in with Corp Login") && choices.contains("Sign in with Partner Login") && choices.contains("type=\"password\""));
+    assert!(
+        choices.contains("Sign in with Corp Login")
+            && choices.contains("Sign in with Partner Login")
+            && choices.contains("type=\"password\"")
+    );
 
     // Bad input: a clear message, the form again, never a server error.
     for (bad, message) in [
@@ -542,18 +560,30 @@ async fn email_first_suite(db: &TestDb) {
     );
     let huge = app.post_form("/login/identify", &[("csrf", &csrf), ("identifier", &"a".repeat(100_000))]).await;
     assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let stale = app.post_form("/login/identify", &[("csrf", &csrf), ("identifier", "a@corp.example"), ("req", "no-such-request")]).await;
+    let stale =
+        app.post_form("/login/identify", &[("csrf", &csrf), ("identifier", "a@corp.example"), ("req", "no-such-request")]).await;
     assert_eq!(stale.status(), StatusCode::BAD_REQUEST);
 
     // Signing in remembers the connector (an id, nothing personal) and offers it first.
-    let signed_in = app.post_form("/login", &[("csrf", &csrf), ("connector", "local"), ("username", "alice@example.com"), ("password", ALICE_PASSWORD)]).await;
+    let signed_in = app
+        .post_form(
+            "/login",
+            &[("csrf", &csrf), ("connector", "local"), ("username", "alice@example.com"), ("password", ALICE_PASSWORD)],
+        )
+        .await;
     assert_eq!(signed_in.status(), StatusCode::SEE_OTHER, "a local user signs in with their email address");
     let cookie = crate::helpers::set_cookie(&signed_in, "gatehouse_last_connector").expect("remembered");
-    assert!(cookie.starts_with("gatehouse_last_connector=local;") && cookie.contains("Path=/login") && cookie.contains("HttpOnly"), "{cookie}");
+    assert!(
+        cookie.starts_with("gatehouse_last_connector=local;") && cookie.contains("Path=/login") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
     let csrf = app.csrf("/").await;
     app.post_form("/logout", &[("csrf", &csrf)]).await;
     let again = app.get("/login").await.text().await.unwrap();
-    assert!(again.contains("You signed in with <strong>Local accounts</strong> last time.") && again.contains("type=\"password\""), "{again}");
+    assert!(
+        again.contains("You signed in with <strong>Local accounts</strong> last time.") && again.contains("type=\"password\""),
+        "{again}"
+    );
     let forget = app.get("/login/forget").await;
     assert_eq!(location(&forget), "/login");
     assert!(crate::helpers::set_cookie(&forget, "gatehouse_last_connector").unwrap().contains("Max-Age=0"));
@@ -586,7 +616,11 @@ async fn policy_keys_are_validated_in_the_file() {
         ("allowed_groups = [\"payroll\"]", "allowed_groups = [\"\"]", "clients[0].allowed_groups"),
         ("groups_claim_filter = \"payroll\"", "groups_claim_filter = \"\"", "clients[0].groups_claim_filter"),
         ("groups_claim_filter = \"payroll\"", "groups_claim_filter = 7", "groups_claim_filter"),
-        ("initiate_login_uri = \"https://payroll.example/start\"", "initiate_login_uri = \"javascript:alert(1)\"", "clients[0].initiate_login_uri"),
+        (
+            "initiate_login_uri = \"https://payroll.example/start\"",
+            "initiate_login_uri = \"javascript:alert(1)\"",
+            "clients[0].initiate_login_uri",
+        ),
         ("launch_url = \"https://wiki.example/\"", "launch_url = \"ftp://wiki.example/\"", "clients[1].launch_url"),
         ("logo_uri = \"https://cdn.example/payroll.png\"", "logo_uri = \"not a url\"", "clients[0].logo_uri"),
         ("description = \"Payslips and expenses\"", "description = \"\"", "clients[0].description"),
