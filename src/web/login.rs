@@ -15,11 +15,11 @@ use crate::session::pending::{self, PendingLogin};
 use crate::store::{SsoSession, User};
 use crate::web::AppState;
 use crate::web::client::client_ip;
-use crate::web::upstream::count_sign_in_start;
 use crate::web::csrf::Forms;
 use crate::web::error::WebError;
 use crate::web::pages::{ConnectorView, ContinueUpstreamPage, LoginPage, MessagePage, render_page};
 use crate::web::sessions;
+use crate::web::upstream::count_sign_in_start;
 
 const MAX_USERNAME_CHARS: usize = 256;
 const MAX_PASSWORD_BYTES: usize = 1024;

@@ -339,8 +339,20 @@ async fn sessions_suite(db: &TestDb) {
     let signed_out = audit_details(&app, "session_signed_out").await;
     assert_eq!(signed_out.len(), 1, "{signed_out:?}");
 
-    // Everywhere: both of alice's sessions end, every grant is revoked, the app is told.
+    // Everywhere: both of alice's sessions end, every grant is revoked, the app is told. A
+    // forged or missing token ends nothing.
     assert_eq!(desktop.login("alice", ALICE_PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(desktop.post_form("/sessions/sign-out-everywhere", &[("csrf", "forged")]).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(desktop.post_form("/sessions/sign-out-everywhere", &[]).await.status(), StatusCode::BAD_REQUEST);
+    let as_json = desktop
+        .http
+        .post(desktop.url("/sessions/sign-out-everywhere"))
+        .json(&serde_json::json!({"csrf": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(as_json.status().is_client_error(), "{}", as_json.status());
+    assert_eq!(field_values(&laptop.get("/").await.text().await.unwrap(), "session").len(), 2, "nothing ended yet");
     let tokens = payroll_tokens(&laptop).await;
     let everywhere = desktop.post_form("/sessions/sign-out-everywhere", &[("csrf", &desktop.csrf("/").await)]).await;
     assert_eq!(everywhere.status(), StatusCode::OK);
@@ -589,6 +601,12 @@ async fn email_first_suite(db: &TestDb) {
     assert!(crate::helpers::set_cookie(&forget, "gatehouse_last_connector").unwrap().contains("Max-Age=0"));
     let fresh = app.get("/login").await.text().await.unwrap();
     assert!(fresh.contains("action=\"/login/identify\"") && !fresh.contains("last time"));
+    // Malformed parameters of the login pages: a clear refusal or no effect, never a 500.
+    assert_eq!(app.get("/login/forget?req=%3Cscript%3E").await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(app.get("/login?req=a&req=b").await.status(), StatusCode::BAD_REQUEST);
+    let odd = app.get("/login?choose=%00%FF").await;
+    assert_eq!(odd.status(), StatusCode::OK);
+    assert!(odd.text().await.unwrap().contains("action=\"/login/identify\""), "an unknown choose value is ignored");
     // A forged cookie naming no connector is ignored.
     let forged = app.http.get(app.url("/login")).header("cookie", "gatehouse_last_connector=../../etc").send().await.unwrap();
     assert!(forged.text().await.unwrap().contains("action=\"/login/identify\""));
