@@ -1,10 +1,11 @@
 -- wrk script of the Gatehouse load benchmark; bench/run.sh sets the environment it reads.
 --
---   BENCH_SCENARIO   client_credentials | introspect | authorize | code | refresh
+--   BENCH_SCENARIO   client_credentials | introspect | authorize | code | refresh | portal
 --   BENCH_THREADS    the -t given to wrk (input files are split between threads by line)
 --   BENCH_SERVICE_BASIC, BENCH_APP_BASIC   base64(client_id:secret) of bench-service / bench-app
 --   BENCH_TOKEN_FILE     introspect: the access token to introspect in every request
 --   BENCH_AUTHORIZE_PATH, BENCH_COOKIE, BENCH_CODES_OUT   authorize: mint codes into files
+--   BENCH_COOKIE         portal: the signed-in browser whose portal page is fetched
 --   BENCH_CODES_FILE, BENCH_VERIFIER   code: codes to redeem, each exactly once
 --   BENCH_SEEDS_FILE     refresh: starting refresh tokens; every response's new refresh token
 --                        is queued and presented once in a later request (never twice)
@@ -154,6 +155,15 @@ elseif scenario == "refresh" then
     queue[tail] = token
     tail = tail + 1
     return true
+  end
+
+elseif scenario == "portal" then
+  -- The portal page of a signed-in person, as a browser fetches it.
+  expect_body = 'id="greeting"'
+  function init(args)
+    wrk.method = "GET"
+    wrk.path = "/"
+    wrk.headers["Cookie"] = env("BENCH_COOKIE")
   end
 
 else

@@ -22,13 +22,17 @@
 #   code                POST /oauth2/token grant_type=authorization_code, each code once (PKCE)
 #   refresh             POST /oauth2/token grant_type=refresh_token; every token presented once,
 #                       the rotated one it returns goes back in the queue for a later request
+#   portal              GET / with alice's session: right after she signs in (one session, no
+#                       grants), and again after the runs above (thousands of live grants)
 # then read the server's peak RSS (VmHWM) and stop it with SIGTERM.
 #
 # Knobs (environment): BENCH_DURATION=10 (s, measured run), BENCH_WARMUP=3 (s),
 #   BENCH_THREADS=1 and BENCH_CONNECTIONS=16 (wrk -t/-c; one wrk thread = at most one core),
 #   BENCH_PORT=18080, BENCH_PG_ADMIN_URL=postgresql://postgres@127.0.0.1:5432/test,
 #   BENCH_BIN=target/release/gatehouse, BENCH_KEEP=1 keeps the work dir (configs, server logs,
-#   raw wrk output) and prints its path.
+#   raw wrk output) and prints its path. BENCH_POLICY=1 gives bench-app an access policy
+#   (allowed_groups, groups_claim_filter) and a portal tile, and alice the allowed group, so the
+#   authorize, refresh and portal scenarios check a policy (binaries from issue 13 on).
 #
 # A row's "errors" counts every non-expected status (non-2xx; non-302 for authorize), every
 # response without the expected body (`access_token`, `"active":true`, a new refresh_token),
@@ -129,6 +133,7 @@ redirect_uris = ["http://127.0.0.1:9/cb"]
 scopes = ["openid", "profile", "email", "offline_access"]
 grant_types = ["authorization_code", "refresh_token"]
 first_party = true
+$(policy_keys)
 
 [[connectors]]
 id = "local"
@@ -140,7 +145,18 @@ username = "alice"
 password_hash = "\$argon2id\$v=19\$m=19456,t=2,p=1\$uVHQekRhPbu6UhtrGd89bg\$wFZw5yhno320bIS1oN5yLa67qUxkZyABA70reR9tS8A"
 email = "alice@example.com"
 name = "Alice Example"
+$([[ "${BENCH_POLICY:-0}" == 1 ]] && echo 'groups = ["staff", "bench-users"]')
 EOF
+}
+
+policy_keys() {
+  [[ "${BENCH_POLICY:-0}" == 1 ]] || return 0
+  cat <<'KEYS'
+allowed_groups = ["bench-users"]
+groups_claim_filter = "bench-"
+description = "The benchmark's application"
+launch_url = "https://bench.example/"
+KEYS
 }
 
 proc_status() { # field (kB) of the server's /proc status
@@ -341,13 +357,16 @@ run_backend() {
   warmup "$backend" introspect BENCH_TOKEN_FILE="$dir/access_token"
   measure "$backend" introspect "introspection" BENCH_TOKEN_FILE="$dir/access_token"
 
-  # 3. authorization codes: sign alice in, mint codes with wrk, redeem each exactly once.
+  # 3. the portal page, right after alice signs in; then authorization codes: mint codes
+  #    with wrk, redeem each exactly once.
   #    Codes live 60 s: they are minted right before the run that redeems them, for 1.5 times
   #    its duration (minting is faster than redeeming); if they still run out, mint for 3 times
   #    its duration and run again (the oldest code is then 40 s old at the end).
   local cookie
   cookie="$(python3 "$BENCH/prepare.py" login "$BASE")"
   AUTHORIZE_PATH="$(python3 "$BENCH/prepare.py" authorize-path "$VERIFIER")"
+  warmup "$backend" portal BENCH_COOKIE="$cookie"
+  measure "$backend" portal "portal page (1 session, no grants)" BENCH_COOKIE="$cookie"
   mint_codes "$backend" warm "$WARMUP" "$cookie"
   warmup "$backend" code BENCH_CODES_FILE="$dir/warm.codes"
   local mint_secs=$(((DURATION * 3 + 1) / 2)) attempt
@@ -371,6 +390,7 @@ run_backend() {
   python3 "$BENCH/prepare.py" refresh-seeds "$BASE" "$cookie" "$APP_BASIC" "$VERIFIER" "$seeds" "$dir/measured.seeds"
   warmup "$backend" refresh BENCH_SEEDS_FILE="$dir/warm.seeds"
   measure "$backend" refresh "refresh rotation" BENCH_SEEDS_FILE="$dir/measured.seeds"
+  measure "$backend" portal "portal page (after the runs: thousands of live grants)" BENCH_COOKIE="$cookie"
 
   cat "$dir/authorize-row.md" >>"$WORK/rows.md"
 
