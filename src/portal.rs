@@ -4,9 +4,7 @@
 use crate::clock::UnixTime;
 use crate::provider::split_scope;
 use crate::session::public_sid;
-use crate::store::{
-    AuditEvent, AuditOutcome, ConsentWithdrawal, GrantQuery, SessionQuery, SsoSession, Store, StoreError, StoreResult, User,
-};
+use crate::store::{AuditEvent, AuditOutcome, ConsentWithdrawal, SessionQuery, SsoSession, Store, StoreError, StoreResult, User};
 
 pub const AUDIT_CONSENT_WITHDRAWN: &str = "consent_withdrawn";
 pub const AUDIT_SESSION_SIGNED_OUT: &str = "session_signed_out";
@@ -14,7 +12,6 @@ pub const AUDIT_SIGNED_OUT_EVERYWHERE: &str = "signed_out_everywhere";
 
 /// More sessions than this for one person is an attack or a bug; the portal shows the newest.
 const MAX_LISTED_SESSIONS: u32 = 100;
-const MAX_LISTED_GRANTS: u32 = 500;
 
 /// A tile in the launcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,15 +123,13 @@ pub async fn home(store: &dyn Store, context: &PortalContext<'_>, current: &SsoS
 
     let mut connected: Vec<ConnectedApp> = Vec::new();
     let client_name = |id: &str| clients.iter().find(|c| c.client_id == id).map(|c| c.name.clone());
-    let grants = GrantQuery { user_id: Some(user.id.clone()), limit: MAX_LISTED_GRANTS, ..GrantQuery::default() };
-    for listing in store.search_grants(&grants, context.now).await? {
-        let Some(name) = client_name(&listing.grant.client_id) else { continue };
-        let used = listing.last_refreshed_at.unwrap_or(listing.grant.created_at).max(listing.grant.created_at);
-        let entry = match connected.iter_mut().find(|a| a.client_id == listing.grant.client_id) {
+    for summary in store.summarize_user_grants(&user.id, context.now).await? {
+        let Some(name) = client_name(&summary.client_id) else { continue };
+        let entry = match connected.iter_mut().find(|a| a.client_id == summary.client_id) {
             Some(entry) => entry,
             None => {
                 connected.push(ConnectedApp {
-                    client_id: listing.grant.client_id.clone(),
+                    client_id: summary.client_id.clone(),
                     name,
                     scopes: Vec::new(),
                     last_used_at: None,
@@ -143,8 +138,8 @@ pub async fn home(store: &dyn Store, context: &PortalContext<'_>, current: &SsoS
                 entry
             }
         };
-        entry.last_used_at = entry.last_used_at.max(Some(used));
-        merge_scopes(&mut entry.scopes, split_scope(&listing.grant.scope));
+        entry.last_used_at = entry.last_used_at.max(Some(summary.last_used_at));
+        merge_scopes(&mut entry.scopes, split_scope(&summary.scope));
     }
     for (client_id, scopes) in store.list_consents(&user.id).await? {
         // An approval of a client since removed: nothing to show or withdraw.

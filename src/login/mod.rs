@@ -93,7 +93,9 @@ pub async fn password_login(
         detail: detail.map(str::to_owned),
     };
 
-    let counters = AttemptCounters::new(policy.login, &attempt, now);
+    // One account, one counter: signing in by email address counts where the username does.
+    let account = local::find_user(&users, &attempt.username).map_or(attempt.username.as_str(), |u| u.username.as_str());
+    let counters = AttemptCounters::new(policy.login, &attempt, account, now);
     if counters.hit(store.as_ref()).await? {
         store.record_audit(&audit(AuditOutcome::Failure, AUDIT_LOGIN_THROTTLED, None, Some("throttled"))).await?;
         return Err(LoginError::Throttled);
@@ -274,9 +276,9 @@ struct AttemptCounters {
 }
 
 impl AttemptCounters {
-    fn new(settings: &LoginSettings, attempt: &PasswordLogin, now: UnixTime) -> Self {
+    fn new(settings: &LoginSettings, attempt: &PasswordLogin, account: &str, now: UnixTime) -> Self {
         let window_start = now - now.rem_euclid(settings.failure_window_secs);
-        let mut keys = vec![(format!("user:{}:{}", attempt.connector_id, attempt.username), settings.max_failures_per_username)];
+        let mut keys = vec![(format!("user:{}:{account}", attempt.connector_id), settings.max_failures_per_username)];
         if let Some(ip) = attempt.ip {
             keys.push((format!("net:{}", client_network(ip)), settings.max_failures_per_ip));
         }

@@ -405,6 +405,17 @@ pub struct GrantQuery {
     pub limit: u32,
 }
 
+/// What a user's live grants give one application with one scope string: for the portal's
+/// "connected apps", whatever the number of grants behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantSummary {
+    pub client_id: String,
+    /// Space-separated, as granted.
+    pub scope: String,
+    /// The newest grant's creation or refresh-token issue.
+    pub last_used_at: UnixTime,
+}
+
 /// A live grant with when its refresh-token family last moved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantListing {
@@ -620,6 +631,8 @@ pub trait GrantStore: Send + Sync {
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
     /// Grants that are neither revoked nor expired.
     async fn search_grants(&self, query: &GrantQuery, now: UnixTime) -> StoreResult<Vec<GrantListing>>;
+    /// A user's live grants, one entry per application and scope string.
+    async fn summarize_user_grants(&self, user_id: &str, now: UnixTime) -> StoreResult<Vec<GrantSummary>>;
     /// How many of one client's grants are neither revoked nor expired.
     async fn count_client_grants(&self, client_id: &str, now: UnixTime) -> StoreResult<u64>;
     /// Revokes a grant, keeping the first revocation time; false when there is no such grant.

@@ -1402,6 +1402,33 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn summarize_user_grants(
+                &self,
+                user_id: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<Vec<$crate::store::GrantSummary>> {
+                // A plain `user_id = $1` (no optional filter) lets both databases use the
+                // grants_user index, and the aggregate answers in one row per app and scope.
+                let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT g.client_id, g.scope, MAX(g.created_at), MAX(r.issued_at) \
+                     FROM grants g LEFT JOIN refresh_tokens r ON r.grant_id = g.id \
+                     WHERE g.user_id = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 \
+                     GROUP BY g.client_id, g.scope ORDER BY g.client_id, g.scope",
+                )
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(client_id, scope, granted, refreshed)| $crate::store::GrantSummary {
+                        client_id,
+                        scope,
+                        last_used_at: refreshed.map_or(granted, |refreshed| refreshed.max(granted)),
+                    })
+                    .collect())
+            }
+
             async fn count_client_grants(&self, client_id: &str, now: i64) -> $crate::store::StoreResult<u64> {
                 let count: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM grants WHERE client_id = $1 AND revoked_at IS NULL AND expires_at > $2",

@@ -21,15 +21,7 @@ pub fn authenticate(
     username: &str,
     password_attempt: &str,
 ) -> Result<UpstreamIdentity, LocalLoginError> {
-    // An email address identifies a user too (email-first sign-in), when it is theirs alone.
-    let by_email = || {
-        let mut owners = users.iter().filter(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(username)));
-        match (owners.next(), owners.next()) {
-            (Some(only), None) => Some(only),
-            _ => None,
-        }
-    };
-    let Some(user) = users.iter().find(|u| u.username == username).or_else(by_email) else {
+    let Some(user) = find_user(users, username) else {
         password::verify_dummy(password_attempt);
         return Err(LocalLoginError::InvalidCredentials);
     };
@@ -41,6 +33,19 @@ pub fn authenticate(
         return Err(LocalLoginError::Disabled);
     }
     Ok(identity_of(connector_id, user))
+}
+
+/// The user an identifier names: by username, or by an email address that is theirs alone
+/// (email-first sign-in).
+pub fn find_user<'a>(users: &'a [LocalUser], identifier: &str) -> Option<&'a LocalUser> {
+    let by_email = || {
+        let mut owners = users.iter().filter(|u| u.email.as_deref().is_some_and(|e| e.eq_ignore_ascii_case(identifier)));
+        match (owners.next(), owners.next()) {
+            (Some(only), None) => Some(only),
+            _ => None,
+        }
+    };
+    users.iter().find(|u| u.username == identifier).or_else(by_email)
 }
 
 /// What the file says about a local user, in the shape every connector returns.

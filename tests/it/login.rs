@@ -168,6 +168,8 @@ async fn repeated_failures_are_throttled_per_username_until_the_window_passes() 
     let throttled = app.login("alice", ALICE_PASSWORD).await;
     assert_eq!(throttled.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
     assert!(throttled.text().await.unwrap().contains("Too many failed sign-in attempts"));
+    // Her email address names the same account, so it shares the same counter.
+    assert_eq!(app.login("alice@example.com", ALICE_PASSWORD).await.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(signed_in_name(&app).await, None);
     // Another user from the same address is not affected by alice's lockout.
     assert_eq!(app.login("bob", BOB_PASSWORD).await.status(), StatusCode::SEE_OTHER);

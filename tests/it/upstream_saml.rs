@@ -273,6 +273,8 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     let confirmed = app.post_form("/saml/corp-saml/finish", &[("t", &t), ("csrf", &field_value(&page, "csrf").unwrap())]).await;
     assert_eq!(confirmed.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&confirmed), "/", "the IdP's RelayState is not a place to go");
+    let remembered = crate::helpers::set_cookie(&confirmed, "gatehouse_last_connector").expect("the connector is remembered");
+    assert!(remembered.starts_with("gatehouse_last_connector=corp-saml;"), "{remembered}");
     let portal = app.get("/").await.text().await.unwrap();
     assert!(portal.contains("Alice Corp"), "{portal}");
     assert_eq!(app.get(&handoff).await.status(), StatusCode::BAD_REQUEST, "the hand-off is spent");
