@@ -405,14 +405,13 @@ pub struct GrantQuery {
     pub limit: u32,
 }
 
-/// What a user's live grants give one application with one scope string: for the portal's
-/// "connected apps", whatever the number of grants behind it.
+/// A user's newest live grant to one application, for the portal's "connected apps".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantSummary {
     pub client_id: String,
     /// Space-separated, as granted.
     pub scope: String,
-    /// The newest grant's creation or refresh-token issue.
+    /// The grant's creation or its newest refresh token's issue, whichever is later.
     pub last_used_at: UnixTime,
 }
 
@@ -631,8 +630,9 @@ pub trait GrantStore: Send + Sync {
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
     /// Grants that are neither revoked nor expired.
     async fn search_grants(&self, query: &GrantQuery, now: UnixTime) -> StoreResult<Vec<GrantListing>>;
-    /// A user's live grants, one entry per application and scope string.
-    async fn summarize_user_grants(&self, user_id: &str, now: UnixTime) -> StoreResult<Vec<GrantSummary>>;
+    /// A user's newest live grant per application, in client id order. Its cost follows the
+    /// number of applications, not of the user's grants (index `grants_user_client_live`).
+    async fn latest_user_grants(&self, user_id: &str, now: UnixTime) -> StoreResult<Vec<GrantSummary>>;
     /// How many of one client's grants are neither revoked nor expired.
     async fn count_client_grants(&self, client_id: &str, now: UnixTime) -> StoreResult<u64>;
     /// Revokes a grant, keeping the first revocation time; false when there is no such grant.

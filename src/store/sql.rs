@@ -1402,18 +1402,22 @@ macro_rules! impl_sql_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
-            async fn summarize_user_grants(
+            async fn latest_user_grants(
                 &self,
                 user_id: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::GrantSummary>> {
-                // A plain `user_id = $1` (no optional filter) lets both databases use the
-                // grants_user index, and the aggregate answers in one row per app and scope.
+                // Per application, the newest unrevoked grant from the partial index, walked
+                // from its newest end: a person with thousands of grants costs what one with a
+                // few does.
                 let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT g.client_id, g.scope, MAX(g.created_at), MAX(r.issued_at) \
-                     FROM grants g LEFT JOIN refresh_tokens r ON r.grant_id = g.id \
-                     WHERE g.user_id = $1 AND g.revoked_at IS NULL AND g.expires_at > $2 \
-                     GROUP BY g.client_id, g.scope ORDER BY g.client_id, g.scope",
+                    "SELECT g.client_id, g.scope, g.created_at, \
+                     (SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.id) \
+                     FROM clients c JOIN grants g ON g.id = ( \
+                       SELECT l.id FROM grants l \
+                       WHERE l.user_id = $1 AND l.client_id = c.client_id AND l.revoked_at IS NULL AND l.expires_at > $2 \
+                       ORDER BY l.created_at DESC, l.id DESC LIMIT 1) \
+                     ORDER BY c.client_id",
                 )
                 .bind(user_id)
                 .bind(now)

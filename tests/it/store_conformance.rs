@@ -593,14 +593,24 @@ async fn admin_listings(store: &Arc<dyn Store>) {
     assert_eq!(all[1].last_refreshed_at, None);
     assert_eq!(store.count_client_grants("g-app", NOW + 10).await.unwrap(), 2);
     assert_eq!(store.count_client_grants("other", NOW + 10).await.unwrap(), 0, "revoked grants do not count");
-    // The portal's summary: one row per app and scope, the newest use of its grants.
-    store.create_grant(&GrantRecord { created_at: NOW + 5, ..grant("ge", &ids[1], "as-1", "g-app") }).await.unwrap();
-    let summary = store.summarize_user_grants(&ids[1], NOW + 10).await.unwrap();
-    assert_eq!(summary.len(), 1, "two live grants of one app and scope, and a revoked one: {summary:?}");
-    assert_eq!((summary[0].client_id.as_str(), summary[0].last_used_at), ("g-app", NOW + 7), "the refresh is the newest use");
-    assert_eq!(summary[0].scope, "openid offline_access");
-    assert!(store.summarize_user_grants(&ids[1], NOW + 5000).await.unwrap().is_empty(), "expired grants are not listed");
+    // The portal's summary: each app's newest live grant, with its newest refresh.
+    let latest = store.latest_user_grants(&ids[1], NOW + 10).await.unwrap();
+    assert_eq!(latest.len(), 1, "one live grant of g-app; the other app's grant is revoked: {latest:?}");
+    assert_eq!((latest[0].client_id.as_str(), latest[0].last_used_at), ("g-app", NOW + 7), "its refresh is its last use");
+    assert_eq!(latest[0].scope, "openid offline_access");
+    store
+        .create_grant(&GrantRecord { created_at: NOW + 5, scope: "openid".into(), ..grant("ge", &ids[1], "as-1", "g-app") })
+        .await
+        .unwrap();
+    let latest = store.latest_user_grants(&ids[1], NOW + 10).await.unwrap();
+    assert_eq!((latest.len(), latest[0].scope.as_str(), latest[0].last_used_at), (1, "openid", NOW + 5), "the newest grant");
+    assert!(store.latest_user_grants(&ids[1], NOW + 5000).await.unwrap().is_empty(), "expired grants are not listed");
     store.revoke_grant("ge", NOW + 6).await.unwrap();
+    assert_eq!(
+        store.latest_user_grants(&ids[1], NOW + 10).await.unwrap()[0].scope,
+        "openid offline_access",
+        "revoked: the one before"
+    );
     let of_user = GrantQuery { user_id: Some(ids[0].clone()), limit: 10, ..GrantQuery::default() };
     assert_eq!(store.search_grants(&of_user, NOW + 10).await.unwrap().len(), 1);
     // Disabling a user revokes their grants for good: enabling them again revives none.
