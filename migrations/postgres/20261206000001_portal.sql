@@ -3,4 +3,4 @@
 ALTER TABLE clients ADD COLUMN access_policy_json TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE clients ADD COLUMN portal_json TEXT NOT NULL DEFAULT '{}';
 -- The portal's connected apps: each application's newest unrevoked grant of a person.
-CREATE INDEX grants_user_client_live ON grants (user_id, client_id, created_at) WHERE revoked_at IS NULL;
+CREATE INDEX grants_user_client_live ON grants (user_id, client_id, created_at, id) WHERE revoked_at IS NULL;
