@@ -141,15 +141,18 @@ pub struct SignInOption {
     pub password_form: bool,
 }
 
+/// The connectors on record, read once per page and handed to the functions below.
+pub async fn connectors(store: &dyn Store) -> Result<Vec<ConnectorRecord>, StoreError> {
+    store.list_connectors().await
+}
+
 /// The connectors a login page offers: all, or only the one a request asked for.
-pub async fn sign_in_options(store: &dyn Store, only: Option<&str>) -> Result<Vec<SignInOption>, StoreError> {
-    Ok(store
-        .list_connectors()
-        .await?
-        .into_iter()
+pub fn sign_in_options(connectors: &[ConnectorRecord], only: Option<&str>) -> Vec<SignInOption> {
+    connectors
+        .iter()
         .filter(|c| only.is_none_or(|only| only == c.id))
-        .map(|c| SignInOption { password_form: c.kind == "local", connector_id: c.id, name: c.name })
-        .collect())
+        .map(|c| SignInOption { password_form: c.kind == "local", connector_id: c.id.clone(), name: c.name.clone() })
+        .collect()
 }
 
 /// Where an identifier typed on the login page leads (home-realm discovery).
@@ -161,14 +164,20 @@ pub enum Discovery {
     Choose(Vec<String>),
 }
 
+/// The connectors that list an address's domain in `email_domains`: the one rule of
+/// home-realm discovery, for the login page and for an application's `login_hint` alike.
+pub fn connectors_for_address<'a>(connectors: &'a [ConnectorRecord], address: &str) -> Option<Vec<&'a ConnectorRecord>> {
+    let (_, domain) = address.rsplit_once('@')?;
+    Some(connectors.iter().filter(|c| c.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))).collect())
+}
+
 /// Routes by the identifier's email domain alone, never by whether an account exists, so the
 /// answer reveals nothing about accounts. A domain listed by exactly one connector goes there;
 /// a plain username belongs to the local connector; anything else is offered every connector
 /// that does not restrict itself to other domains.
 pub fn discover(connectors: &[ConnectorRecord], identifier: &str) -> Discovery {
-    let open = |c: &&ConnectorRecord| c.email_domains.is_empty();
     let ids = |list: Vec<&ConnectorRecord>| list.into_iter().map(|c| c.id.clone()).collect::<Vec<_>>();
-    let Some((_, domain)) = identifier.rsplit_once('@') else {
+    let Some(matching) = connectors_for_address(connectors, identifier) else {
         let local: Vec<&ConnectorRecord> = connectors.iter().filter(|c| c.kind == "local").collect();
         return match local.as_slice() {
             [only] => Discovery::Connector(only.id.clone()),
@@ -176,25 +185,16 @@ pub fn discover(connectors: &[ConnectorRecord], identifier: &str) -> Discovery {
             _ => Discovery::Choose(ids(local)),
         };
     };
-    let matching: Vec<&ConnectorRecord> =
-        connectors.iter().filter(|c| c.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain))).collect();
     match matching.as_slice() {
         [only] => Discovery::Connector(only.id.clone()),
-        [] => Discovery::Choose(ids(connectors.iter().filter(open).collect())),
+        [] => Discovery::Choose(ids(connectors.iter().filter(|c| c.email_domains.is_empty()).collect())),
         _ => Discovery::Choose(ids(matching)),
     }
 }
 
-/// Routes an identifier among the connectors on record (see `discover`).
-pub async fn discover_in(store: &dyn Store, identifier: &str) -> Result<Discovery, StoreError> {
-    Ok(discover(&store.list_connectors().await?, identifier))
-}
-
-/// The names people know connectors by, in the order of `ids`; an id with no record stands
-/// for itself.
-pub async fn connector_names(store: &dyn Store, ids: &[String]) -> Result<Vec<String>, StoreError> {
-    let connectors = store.list_connectors().await?;
-    Ok(ids.iter().map(|id| connectors.iter().find(|c| &c.id == id).map_or_else(|| id.clone(), |c| c.name.clone())).collect())
+/// The name people know a connector by; an id with no record stands for itself.
+pub fn connector_name(connectors: &[ConnectorRecord], id: &str) -> String {
+    connectors.iter().find(|c| c.id == id).map_or_else(|| id.to_owned(), |c| c.name.clone())
 }
 
 /// Where a sign-in came from, for the session and the audit.

@@ -282,13 +282,12 @@ impl Provider {
         let connector_id = match check!(params.get("connector_id")) {
             Some(id) if connectors.iter().any(|c| c.id == id) => Some(id.to_owned()),
             Some(_) => refuse!(ErrorCode::InvalidRequest, "connector_id names no connector"),
-            None => login_hint.as_deref().and_then(|hint| hint.rsplit_once('@')).and_then(|(_, domain)| {
-                let mut matching = connectors.iter().filter(|c| c.email_domains.iter().any(|d| d.eq_ignore_ascii_case(domain)));
-                match (matching.next(), matching.next()) {
-                    (Some(only), None) => Some(only.id.clone()),
+            None => login_hint.as_deref().and_then(|hint| crate::login::connectors_for_address(&connectors, hint)).and_then(
+                |matching| match matching.as_slice() {
+                    [only] => Some(only.id.clone()),
                     _ => None,
-                }
-            }),
+                },
+            ),
         };
 
         let audience = match check!(params.get("resource")) {
@@ -389,8 +388,19 @@ impl Provider {
         Ok(Err(refusal))
     }
 
-    /// Issues a code for the signed-in user and returns the redirect that carries it.
-    pub async fn issue_code(&self, request: &AuthorizationRequest, session: &SsoSession, user: &User) -> ProviderResult<String> {
+    /// Issues a code for the signed-in user and returns the redirect that carries it; never to a
+    /// user the client's access policy refuses, whichever path (a prompt-free authorization, a
+    /// consent that was open while the user lost access) led here.
+    pub async fn issue_code(
+        &self,
+        request: &AuthorizationRequest,
+        client: &ClientRecord,
+        session: &SsoSession,
+        user: &User,
+    ) -> ProviderResult<Result<String, Refusal>> {
+        if let Err(refusal) = self.check_access(client, user, &session.connector_id, "issue").await? {
+            return Ok(Err(refusal));
+        }
         let amr = match self.store.get_connector(&session.connector_id).await {
             Ok(connector) if connector.kind == "local" => vec![String::from("pwd")],
             Ok(_) | Err(StoreError::NotFound) => Vec::new(),
@@ -419,7 +429,7 @@ impl Provider {
             params.push(("state", state));
         }
         params.push(("iss", self.issuer()));
-        Ok(redirect_with(&request.redirect_uri, &params))
+        Ok(Ok(redirect_with(&request.redirect_uri, &params)))
     }
 
     /// Remembers that the user approved these scopes for the client.

@@ -12,7 +12,7 @@ use tower_sessions::Session;
 use crate::login::{self, LoginError, LoginPolicy, PasswordLogin};
 use crate::secret::Secret;
 use crate::session::pending::{self, PendingLogin};
-use crate::store::{SsoSession, User};
+use crate::store::{ConnectorRecord, SsoSession, User};
 use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
@@ -141,10 +141,17 @@ fn connector_view(state: &AppState, option: login::SignInOption, request: Option
     Some(ConnectorView { id: option.connector_id, name: option.name, start })
 }
 
-async fn login_page(state: &AppState, forms: &Forms, status: StatusCode, input: PageInput<'_>) -> Result<Response, WebError> {
+/// Renders the login page from the connectors the handler read.
+async fn login_page(
+    state: &AppState,
+    forms: &Forms,
+    status: StatusCode,
+    connectors: &[ConnectorRecord],
+    input: PageInput<'_>,
+) -> Result<Response, WebError> {
     let csrf = forms.token().await?;
     let asked_for = input.pending.and_then(|p| p.connector_id.as_deref());
-    let options = login::sign_in_options(state.store.as_ref(), asked_for).await?;
+    let options = login::sign_in_options(connectors, asked_for);
     let email_first = options.iter().any(|o| !o.password_form);
     let (identify, remembered, identified) = match &input.mode {
         Mode::Identify { remembered } => (true, remembered.as_ref(), false),
@@ -234,20 +241,21 @@ pub async fn page(
     }
     let hint = pending.as_ref().and_then(|p| p.login_hint.as_deref());
     let asked_for = pending.as_ref().and_then(|p| p.connector_id.as_deref());
-    let options = login::sign_in_options(state.store.as_ref(), asked_for).await?;
+    let connectors = login::connectors(state.store.as_ref()).await?;
+    let options = login::sign_in_options(&connectors, asked_for);
     let email_first = asked_for.is_none() && options.iter().any(|o| !o.password_form);
     let mut input = PageInput::choose_all(None, hint.unwrap_or_default(), request.as_deref(), pending.as_ref());
     if email_first && query.choose.as_deref() != Some("1") {
         input.mode = match hint {
             // The app named the person but not their provider: route the hint as if typed.
-            Some(hint) => discovered_mode(&login::discover_in(state.store.as_ref(), hint).await?),
+            Some(hint) => discovered_mode(&login::discover(&connectors, hint)),
             None => Mode::Identify {
                 remembered: remembered_connector(&headers, &options)
                     .and_then(|option| connector_view(&state, option, request.as_deref())),
             },
         };
     }
-    login_page(&state, &forms, StatusCode::OK, input).await
+    login_page(&state, &forms, StatusCode::OK, &connectors, input).await
 }
 
 fn discovered_mode(discovery: &login::Discovery) -> Mode {
@@ -289,17 +297,19 @@ pub async fn identify(
     } else {
         None
     };
+    let connectors = login::connectors(state.store.as_ref()).await?;
     if let Some(problem) = problem {
         let shown: String = identifier.chars().filter(|c| !c.is_control()).take(MAX_IDENTIFIER_CHARS).collect();
         let input = PageInput {
             mode: Mode::Identify { remembered: None },
             ..PageInput::choose_all(Some(problem), &shown, request.as_deref(), pending.as_ref())
         };
-        return login_page(&state, &forms, StatusCode::BAD_REQUEST, input).await;
+        return login_page(&state, &forms, StatusCode::BAD_REQUEST, &connectors, input).await;
     }
-    let discovery = login::discover_in(state.store.as_ref(), identifier).await?;
+    let discovery = login::discover(&connectors, identifier);
+    // A provider that is signed into by a redirect (not a password form here).
     if let login::Discovery::Connector(id) = &discovery
-        && (state.upstreams.oidc(id).is_some() || state.upstreams.saml(id).is_some())
+        && upstream_start(&state, id, None).is_some()
     {
         // What an anonymous visitor makes the server store is counted per address.
         count_sign_in_start(&state, client_ip(addr, &headers, &state.config.trusted_proxies))?;
@@ -313,16 +323,15 @@ pub async fn identify(
             .await
             .map_err(WebError::internal)?;
         if let Some(start) = upstream_start(&state, id, Some(&routed_id)) {
-            let names = login::connector_names(state.store.as_ref(), std::slice::from_ref(id)).await?;
-            let name = names.first().map_or(id.as_str(), String::as_str);
-            return Ok(render_page(&ContinueUpstreamPage { name, target: &start }).into_response());
+            let name = login::connector_name(&connectors, id);
+            return Ok(render_page(&ContinueUpstreamPage { name: &name, target: &start }).into_response());
         }
     }
     let input = PageInput {
         mode: discovered_mode(&discovery),
         ..PageInput::choose_all(None, identifier, request.as_deref(), pending.as_ref())
     };
-    login_page(&state, &forms, StatusCode::OK, input).await
+    login_page(&state, &forms, StatusCode::OK, &connectors, input).await
 }
 
 /// "Use another account": forgets the remembered connector and asks for an email again.
@@ -380,7 +389,8 @@ pub async fn submit(
                 mode: Mode::Choose { only: Some(vec![connector_id]), identified: true },
                 ..PageInput::choose_all(Some(error), &username, request.as_deref(), pending.as_ref())
             };
-            login_page(&state, forms, status, input).await
+            let connectors = login::connectors(state.store.as_ref()).await?;
+            login_page(&state, forms, status, &connectors, input).await
         }
     };
     if let Some(problem) = problem {

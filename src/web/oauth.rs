@@ -271,7 +271,10 @@ async fn proceed(
             if let Some(id) = &stored_id {
                 provider.discard_request(id).await.map_err(WebError::from)?;
             }
-            let location = provider.issue_code(&request, &sso, &user).await.map_err(WebError::from)?;
+            let location = match provider.issue_code(&request, client, &sso, &user).await.map_err(WebError::from)? {
+                Ok(location) => location,
+                Err(refusal) => return access_denied_page(state, client, &request, &user, refusal).await,
+            };
             state.metrics.record_authorization(&client.client_id);
             Ok(redirect(StatusCode::FOUND, &location))
         }
@@ -317,7 +320,9 @@ async fn access_denied_page(
             groups => format!("Ask your administrator to add you to one of these groups: {}.", groups.join(", ")),
         },
         Refusal::ConnectorNotAllowed => {
-            let names = crate::login::connector_names(state.store.as_ref(), &client.access.allowed_connectors).await?;
+            let connectors = crate::login::connectors(state.store.as_ref()).await?;
+            let names: Vec<String> =
+                client.access.allowed_connectors.iter().map(|id| crate::login::connector_name(&connectors, id)).collect();
             format!("{app} accepts accounts from {} only. Sign out, then sign in with one of those.", names.join(", "))
         }
     };
@@ -454,15 +459,13 @@ pub async fn consent_submit(
     provider.discard_request(&id).await.map_err(WebError::from)?;
     let location = match form.decision.as_str() {
         "allow" => {
-            // The consent page may have been open while the user lost the application.
-            if let Err(refusal) =
-                provider.check_access(&client, &user, &sso.connector_id, "consent").await.map_err(WebError::from)?
-            {
-                return access_denied_page(&state, &client, &request, &user, refusal).await;
-            }
+            let location = match provider.issue_code(&request, &client, &sso, &user).await.map_err(WebError::from)? {
+                Ok(location) => location,
+                Err(refusal) => return access_denied_page(&state, &client, &request, &user, refusal).await,
+            };
             provider.record_consent(&user.id, &request).await.map_err(WebError::from)?;
             state.metrics.record_authorization(&client.client_id);
-            provider.issue_code(&request, &sso, &user).await.map_err(WebError::from)?
+            location
         }
         _ => {
             let denied = request.error_redirect(oauth(ErrorCode::AccessDenied, "the user did not allow access"));

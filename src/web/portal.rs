@@ -34,10 +34,7 @@ pub struct HomeQuery {
 /// The page's CSP, allowing the logos' origins as image sources and nothing else new.
 fn csp_with_images(origins: &[String]) -> Option<HeaderValue> {
     let mut sources = String::new();
-    for origin in origins {
-        if origin.bytes().any(|b| b == b';' || b == b',' || b == b'\'' || !b.is_ascii_graphic()) {
-            continue;
-        }
+    for origin in origins.iter().filter(|o| crate::web::is_csp_source(o)) {
         if !sources.split(' ').any(|s| s == origin) {
             sources.push(' ');
             sources.push_str(origin);

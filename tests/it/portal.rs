@@ -424,7 +424,39 @@ async fn connected_apps_show_their_access_and_lose_it_on_request() {
     assert_eq!(access.status(), StatusCode::UNAUTHORIZED, "the wiki's token stopped working");
     let again = app.get(&authorize_path(WIKI.0, WIKI_REDIRECT, "openid profile groups", &[])).await;
     assert!(location(&again).starts_with("/oauth2/consent"), "the wiki asks again");
+
+    // The consent page stays open while alice loses the wiki: approving it issues nothing.
+    let consent_page = app.get(&location(&again)).await.text().await.unwrap();
+    let wiki = app.state.store.get_client("wiki").await.unwrap();
+    let restricted = gatehouse::access::AccessPolicy { allowed_groups: vec!["writers".into()], ..wiki.access.clone() };
+    app.state
+        .store
+        .update_client("wiki", &move |old| Ok(gatehouse::store::ClientRecord { access: restricted.clone(), ..old }))
+        .await
+        .unwrap();
+    app.state.provider.clients.forget("wiki");
+    let form = [
+        ("csrf", field_value(&consent_page, "csrf").unwrap()),
+        ("request", field_value(&consent_page, "request").unwrap()),
+        ("decision", String::from("allow")),
+    ];
+    let approved = app.http.post(app.url("/oauth2/consent")).form(&form).send().await.unwrap();
+    assert_eq!(approved.status(), StatusCode::FORBIDDEN);
+    assert!(unescape(&approved.text().await.unwrap()).contains("You don't have access to Team Wiki"));
+    assert!(app.state.store.list_consents(&wiki_user(&app).await).await.unwrap().is_empty(), "no consent recorded");
+    assert!(
+        audit_details(&app, "access_denied")
+            .await
+            .iter()
+            .any(|(client, detail)| client.as_deref() == Some("wiki")
+                && detail.as_deref() == Some("not_in_allowed_groups at issue"))
+    );
     app.stop().await;
+}
+
+async fn wiki_user(app: &TestApp) -> String {
+    let query = gatehouse::store::UserQuery { text: Some("alice".into()), limit: 1, ..Default::default() };
+    app.state.store.search_users(&query).await.unwrap().remove(0).id
 }
 
 #[tokio::test]
