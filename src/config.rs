@@ -66,7 +66,7 @@ struct RawConfig {
     #[serde(default)]
     clients: Vec<ClientFields>,
     #[serde(default)]
-    connectors: Vec<RawConnector>,
+    connectors: Vec<ConnectorSpec>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -113,62 +113,111 @@ struct RawTokens {
     refresh_token_reuse_grace_secs: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A connector as written in the configuration file and sent to the admin API: the same
+/// field names in both, checked by one validator (`validate_connector_spec`). The database
+/// stores it too, without its secret, which is sealed apart.
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawConnector {
-    id: String,
+pub struct ConnectorSpec {
+    pub id: String,
     #[serde(rename = "type")]
-    kind: String,
-    name: Option<String>,
-    #[serde(default)]
-    email_domains: Vec<String>,
-    #[serde(default)]
-    users: Vec<RawLocalUser>,
-    issuer: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_secret_file: Option<PathBuf>,
-    scopes: Option<Vec<String>>,
-    #[serde(default)]
-    claims: RawClaimMapping,
-    #[serde(default)]
-    userinfo: bool,
-    #[serde(default)]
-    trust_email: bool,
-    timeout_secs: Option<u64>,
-    clock_skew_secs: Option<i64>,
-    idp_metadata_url: Option<String>,
-    idp_metadata_file: Option<PathBuf>,
-    #[serde(default)]
-    allow_idp_initiated: bool,
-    #[serde(default)]
-    allow_sha1: bool,
-    sign_requests: Option<bool>,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub email_domains: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<LocalUserSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<Secret<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "ClaimNames::is_empty")]
+    pub claims: ClaimNames,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub userinfo: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub trust_email: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_file: Option<PathBuf>,
+    /// The IdP's metadata document itself, for an IdP that publishes none at a URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idp_metadata_xml: Option<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_idp_initiated: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_sha1: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sign_requests: Option<bool>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawClaimMapping {
-    subject: Option<String>,
-    username: Option<String>,
-    email: Option<String>,
-    name: Option<String>,
-    groups: Option<String>,
+impl std::fmt::Debug for ConnectorSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectorSpec").field("id", &self.id).field("type", &self.kind).finish_non_exhaustive()
+    }
 }
 
-#[derive(Debug, Deserialize)]
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// Where a connector specification comes from: the file may point at files on this machine;
+/// the API may not (a path would have the server read any file it can).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecOrigin {
+    File,
+    Api,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLocalUser {
-    username: String,
-    password_hash: String,
-    email: Option<String>,
+pub struct ClaimNames {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<String>,
+}
+
+impl ClaimNames {
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalUserSpec {
+    pub username: String,
+    pub password_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
     #[serde(default = "default_true")]
-    email_verified: bool,
-    name: Option<String>,
-    #[serde(default)]
-    groups: Vec<String>,
-    #[serde(default)]
-    disabled: bool,
+    pub email_verified: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub disabled: bool,
 }
 
 fn default_true() -> bool {
@@ -359,6 +408,9 @@ pub struct ConnectorConfig {
     pub name: String,
     pub email_domains: Vec<String>,
     pub kind: ConnectorKind,
+    /// What was written, as the database stores it and the admin API shows it.
+    #[serde(skip)]
+    pub spec: ConnectorSpec,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -421,6 +473,8 @@ pub struct SamlConnectorSettings {
 pub enum MetadataSource {
     Url(String),
     File(PathBuf),
+    /// Uploaded in the console or the API.
+    Xml(String),
 }
 
 /// SAML attribute names (or `NameID`) for each user field.
@@ -455,6 +509,20 @@ pub struct LocalUser {
     pub name: Option<String>,
     pub groups: Vec<String>,
     pub disabled: bool,
+}
+
+impl From<LocalUserSpec> for LocalUser {
+    fn from(user: LocalUserSpec) -> Self {
+        Self {
+            username: user.username,
+            password_hash: user.password_hash,
+            email: user.email,
+            email_verified: user.email_verified,
+            name: user.name,
+            groups: user.groups,
+            disabled: user.disabled,
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalUser {
@@ -1132,22 +1200,56 @@ fn check_argon2_phc(key: &str, hash: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig, ConfigError> {
-    let key = |field: &str| format!("connectors[{index}].{field}");
+fn validate_connector(index: usize, spec: ConnectorSpec) -> Result<ConnectorConfig, ConfigError> {
+    validate_connector_spec(&|field: &str| format!("connectors[{index}].{field}"), spec, SpecOrigin::File)
+}
+
+/// The largest IdP metadata document accepted inline.
+pub const MAX_METADATA_XML_BYTES: usize = 1024 * 1024;
+
+/// Checks a connector specification from the file or the API; errors name the field as `key`
+/// spells it.
+pub fn validate_connector_spec(
+    key: &dyn Fn(&str) -> String,
+    spec: ConnectorSpec,
+    origin: SpecOrigin,
+) -> Result<ConnectorConfig, ConfigError> {
+    let raw = spec;
     if raw.id.is_empty()
         || raw.id.len() > 64
         || !raw.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
         return Err(invalid(key("id"), format!("`{}` must be 1 to 64 characters of a-z, 0-9 and `-`", raw.id)));
     }
+    if raw.name.as_ref().is_some_and(|n| n.trim().is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control)) {
+        return Err(invalid(key("name"), "must be 1 to 100 printable characters"));
+    }
+    if raw.email_domains.len() > 100 {
+        return Err(invalid(key("email_domains"), "at most 100 domains"));
+    }
     for domain in &raw.email_domains {
-        if domain.is_empty() || domain.contains('@') || domain.contains(char::is_whitespace) {
+        if domain.is_empty()
+            || domain.len() > 253
+            || domain.contains('@')
+            || domain.contains(char::is_whitespace)
+            || domain.chars().any(char::is_control)
+        {
             return Err(invalid(key("email_domains"), format!("`{domain}` is not a domain name")));
+        }
+    }
+    if origin == SpecOrigin::Api {
+        let files =
+            [("client_secret_file", raw.client_secret_file.is_some()), ("idp_metadata_file", raw.idp_metadata_file.is_some())];
+        if let Some((field, _)) = files.iter().find(|(_, set)| *set) {
+            return Err(invalid(key(field), "names a file on the server, which only the configuration file may do"));
+        }
+        if raw.kind == "local" {
+            return Err(invalid(key("type"), "local connectors are declared in the configuration file"));
         }
     }
     let kind = match raw.kind.as_str() {
         "local" => {
-            refuse_saml_keys(&key, &raw)?;
+            refuse_saml_keys(key, &raw)?;
             let oidc_only =
                 [("issuer", raw.issuer.is_some()), ("client_id", raw.client_id.is_some()), ("scopes", raw.scopes.is_some())];
             if let Some((field, _)) = oidc_only.iter().find(|(_, set)| *set) {
@@ -1155,7 +1257,7 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
             }
             let mut usernames = HashSet::new();
             let mut users = Vec::with_capacity(raw.users.len());
-            for (i, user) in raw.users.into_iter().enumerate() {
+            for (i, user) in raw.users.iter().enumerate() {
                 let user_key = |field: &str| key(&format!("users[{i}].{field}"));
                 if user.username.is_empty() || user.username.len() > 128 || user.username.chars().any(char::is_control) {
                     return Err(invalid(user_key("username"), "must be 1 to 128 printable characters"));
@@ -1164,15 +1266,7 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
                     return Err(invalid(user_key("username"), format!("duplicate username `{}`", user.username)));
                 }
                 check_argon2_phc(&user_key("password_hash"), &user.password_hash)?;
-                users.push(LocalUser {
-                    username: user.username,
-                    password_hash: user.password_hash,
-                    email: user.email,
-                    email_verified: user.email_verified,
-                    name: user.name,
-                    groups: user.groups,
-                    disabled: user.disabled,
-                });
+                users.push(LocalUser::from(user.clone()));
             }
             ConnectorKind::Local { users }
         }
@@ -1180,24 +1274,33 @@ fn validate_connector(index: usize, raw: RawConnector) -> Result<ConnectorConfig
             if !raw.users.is_empty() {
                 return Err(invalid(key("users"), "only local connectors have users"));
             }
-            refuse_saml_keys(&key, &raw)?;
-            ConnectorKind::Oidc(validate_oidc_connector(&key, &raw)?)
+            refuse_saml_keys(key, &raw)?;
+            ConnectorKind::Oidc(validate_oidc_connector(key, &raw)?)
         }
         "saml" => {
             if !raw.users.is_empty() {
                 return Err(invalid(key("users"), "only local connectors have users"));
             }
-            ConnectorKind::Saml(validate_saml_connector(&key, &raw)?)
+            ConnectorKind::Saml(validate_saml_connector(key, &raw)?)
         }
         other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc, saml)"))),
     };
-    Ok(ConnectorConfig { name: raw.name.unwrap_or_else(|| raw.id.clone()), id: raw.id, email_domains: raw.email_domains, kind })
+    Ok(ConnectorConfig {
+        name: raw.name.clone().map(|n| n.trim().to_owned()).unwrap_or_else(|| raw.id.clone()),
+        id: raw.id.clone(),
+        email_domains: raw.email_domains.clone(),
+        kind,
+        spec: raw,
+    })
 }
 
 const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
-fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<OidcConnectorSettings, ConfigError> {
+fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<OidcConnectorSettings, ConfigError> {
     let issuer = raw.issuer.clone().ok_or_else(|| invalid(key("issuer"), "is required for an oidc connector"))?;
+    if issuer.len() > 2048 {
+        return Err(invalid(key("issuer"), "must be at most 2048 characters"));
+    }
     let url = Url::parse(&issuer).map_err(|err| invalid(key("issuer"), format!("`{issuer}` is not a URL: {err}")))?;
     if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback_host(&url)) {
         return Err(invalid(key("issuer"), "must be an https URL (plain http only for loopback hosts)"));
@@ -1206,14 +1309,21 @@ fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
         return Err(invalid(key("issuer"), "must not have a query, fragment or credentials"));
     }
     let client_id = raw.client_id.clone().ok_or_else(|| invalid(key("client_id"), "is required for an oidc connector"))?;
-    if client_id.is_empty() || client_id.chars().any(char::is_control) {
-        return Err(invalid(key("client_id"), "must be a non-empty string"));
+    if client_id.is_empty() || client_id.len() > 255 || client_id.chars().any(char::is_control) {
+        return Err(invalid(key("client_id"), "must be 1 to 255 printable characters"));
     }
-    let client_secret = secret_value(&key("client_secret"), raw.client_secret.clone(), raw.client_secret_file.clone())?;
+    let client_secret = secret_value(
+        &key("client_secret"),
+        raw.client_secret.as_ref().map(|s| s.expose().clone()),
+        raw.client_secret_file.clone(),
+    )?;
     if client_secret.as_deref().is_some_and(str::is_empty) {
         return Err(invalid(key("client_secret"), "must not be empty (omit it for a public client)"));
     }
     let scopes = raw.scopes.clone().unwrap_or_else(|| DEFAULT_UPSTREAM_SCOPES.map(String::from).to_vec());
+    if scopes.len() > 50 || scopes.iter().any(|s| s.len() > 128) {
+        return Err(invalid(key("scopes"), "at most 50 scopes of at most 128 characters"));
+    }
     if !scopes.iter().any(|s| s == "openid") {
         return Err(invalid(key("scopes"), "must include `openid`"));
     }
@@ -1224,8 +1334,8 @@ fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
     }
     let claim = |value: &Option<String>, default: &str, field: &str| -> Result<String, ConfigError> {
         let name = value.clone().unwrap_or_else(|| default.to_owned());
-        if name.is_empty() || name.chars().any(char::is_control) {
-            return Err(invalid(key(&format!("claims.{field}")), "must be a claim name"));
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            return Err(invalid(key(&format!("claims.{field}")), "must be a claim name of at most 128 characters"));
         }
         Ok(name)
     };
@@ -1250,7 +1360,7 @@ fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
 }
 
 /// The request timeout and clock skew every upstream connector has.
-fn upstream_limits(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<(u64, i64), ConfigError> {
+fn upstream_limits(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<(u64, i64), ConfigError> {
     let timeout_secs = raw.timeout_secs.unwrap_or(10);
     if !(1..=120).contains(&timeout_secs) {
         return Err(invalid(key("timeout_secs"), "must be between 1 and 120"));
@@ -1262,10 +1372,11 @@ fn upstream_limits(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<(
     Ok((timeout_secs, clock_skew_secs))
 }
 
-fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<(), ConfigError> {
+fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<(), ConfigError> {
     let saml_only = [
         ("idp_metadata_url", raw.idp_metadata_url.is_some()),
         ("idp_metadata_file", raw.idp_metadata_file.is_some()),
+        ("idp_metadata_xml", raw.idp_metadata_xml.is_some()),
         ("allow_idp_initiated", raw.allow_idp_initiated),
         ("allow_sha1", raw.allow_sha1),
         ("sign_requests", raw.sign_requests.is_some()),
@@ -1277,7 +1388,7 @@ fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<
     }
 }
 
-fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> Result<SamlConnectorSettings, ConfigError> {
+fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<SamlConnectorSettings, ConfigError> {
     let oidc_only = [
         ("issuer", raw.issuer.is_some()),
         ("client_id", raw.client_id.is_some()),
@@ -1288,35 +1399,49 @@ fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &RawConnector) -> 
     if let Some((field, _)) = oidc_only.iter().find(|(_, set)| *set) {
         return Err(invalid(key(field), "only oidc connectors have this setting"));
     }
-    let metadata = match (&raw.idp_metadata_url, &raw.idp_metadata_file) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(key("idp_metadata_url"), "set idp_metadata_url or idp_metadata_file, not both"));
+    let sources = [raw.idp_metadata_url.is_some(), raw.idp_metadata_file.is_some(), raw.idp_metadata_xml.is_some()];
+    let metadata = match sources.iter().filter(|set| **set).count() {
+        0 => {
+            return Err(invalid(
+                key("idp_metadata_url"),
+                "a saml connector needs its IdP's metadata: idp_metadata_url, idp_metadata_xml or idp_metadata_file",
+            ));
         }
-        (None, None) => {
-            return Err(invalid(key("idp_metadata_url"), "a saml connector needs idp_metadata_url or idp_metadata_file"));
+        1 => {
+            if let Some(url) = &raw.idp_metadata_url {
+                let parsed =
+                    Url::parse(url).map_err(|err| invalid(key("idp_metadata_url"), format!("`{url}` is not a URL: {err}")))?;
+                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback_host(&parsed)) {
+                    return Err(invalid(key("idp_metadata_url"), "must be an https URL (plain http only for loopback hosts)"));
+                }
+                if parsed.fragment().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
+                    return Err(invalid(key("idp_metadata_url"), "must not have a fragment or credentials"));
+                }
+                MetadataSource::Url(url.clone())
+            } else if let Some(path) = &raw.idp_metadata_file {
+                if !path.is_file() {
+                    return Err(invalid(key("idp_metadata_file"), format!("{} is not a readable file", path.display())));
+                }
+                MetadataSource::File(path.clone())
+            } else {
+                let xml = raw.idp_metadata_xml.clone().unwrap_or_default();
+                if xml.trim().is_empty() || xml.len() > MAX_METADATA_XML_BYTES {
+                    return Err(invalid(key("idp_metadata_xml"), "must be the IdP's metadata document, at most 1 MiB"));
+                }
+                MetadataSource::Xml(xml)
+            }
         }
-        (Some(url), None) => {
-            let parsed =
-                Url::parse(url).map_err(|err| invalid(key("idp_metadata_url"), format!("`{url}` is not a URL: {err}")))?;
-            if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback_host(&parsed)) {
-                return Err(invalid(key("idp_metadata_url"), "must be an https URL (plain http only for loopback hosts)"));
-            }
-            if parsed.fragment().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
-                return Err(invalid(key("idp_metadata_url"), "must not have a fragment or credentials"));
-            }
-            MetadataSource::Url(url.clone())
-        }
-        (None, Some(path)) => {
-            if !path.is_file() {
-                return Err(invalid(key("idp_metadata_file"), format!("{} is not a readable file", path.display())));
-            }
-            MetadataSource::File(path.clone())
+        _ => {
+            return Err(invalid(
+                key("idp_metadata_url"),
+                "set one of idp_metadata_url, idp_metadata_xml and idp_metadata_file, not several",
+            ));
         }
     };
     let name = |value: &Option<String>, default: &str, field: &str| -> Result<String, ConfigError> {
         let name = value.clone().unwrap_or_else(|| default.to_owned());
-        if name.is_empty() || name.chars().any(char::is_control) {
-            return Err(invalid(key(&format!("claims.{field}")), "must be an attribute name or NameID"));
+        if name.is_empty() || name.len() > 256 || name.chars().any(char::is_control) {
+            return Err(invalid(key(&format!("claims.{field}")), "must be an attribute name or NameID (at most 256 characters)"));
         }
         Ok(name)
     };

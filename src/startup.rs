@@ -127,21 +127,13 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     let secrets = SecretHasher::new(&kek);
     let forms = Arc::new(web::csrf::FormTokens::new(&kek, &config));
     let (store, sessions) = open_database(config.database_url.expose()).await?;
-    let report = sync::sync(store.as_ref(), &config, &secrets, clock.now()).await?;
+    let report = sync::sync(store.as_ref(), &config, &secrets, &kek, clock.now()).await?;
     for entry in report.changed.iter().chain(&report.removed) {
         tracing::info!(entry = %entry, "configuration synced");
     }
-    let saml = if config.connectors.iter().any(|c| matches!(c.kind, crate::config::ConnectorKind::Saml(_))) {
-        let sp_keys = SpKeys::new(store.clone(), kek.clone(), clock.clone(), config.tokens.key_cache_secs);
-        for key in sp_keys.ensure_active().await? {
-            tracing::info!(kid = %key.kid, purpose = key.purpose, "generated SAML SP key");
-        }
-        let verifier = BlockingPool::per_core(crate::upstream::saml::VERIFY_QUEUE_WAIT);
-        Some(SamlShared { sp_keys: Arc::new(sp_keys), verifier })
-    } else {
-        None
-    };
-    let keys = Arc::new(KeyManager::new(store.clone(), kek, clock.clone(), config.tokens.clone()));
+    let sp_keys = Arc::new(SpKeys::new(store.clone(), kek.clone(), clock.clone(), config.tokens.key_cache_secs));
+    let saml = SamlShared { sp_keys, verifier: BlockingPool::per_core(crate::upstream::saml::VERIFY_QUEUE_WAIT) };
+    let keys = Arc::new(KeyManager::new(store.clone(), kek.clone(), clock.clone(), config.tokens.clone()));
     for kid in keys.ensure_active(&signing_algs(&config)).await? {
         tracing::info!(kid = %kid, "generated signing key");
     }
@@ -163,12 +155,17 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     });
     let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
     let metrics = Arc::new(Metrics::default());
-    let upstreams = Arc::new(crate::upstream::Upstreams::from_config(&config, saml, &metrics)?);
-    for connector in config.connectors.iter().filter_map(|c| upstreams.oidc(&c.id)) {
-        tracing::info!(connector = %connector.id(), redirect_uri = %connector.redirect_uri(), "OpenID Connect connector ready");
-    }
-    for connector in config.connectors.iter().filter_map(|c| upstreams.saml(&c.id)) {
-        tracing::info!(connector = %connector.id(), entity_id = %connector.entity_id(), acs = %connector.acs_url(), "SAML connector ready");
+    let upstreams = Arc::new(crate::upstream::Upstreams::new(
+        store.clone(),
+        kek,
+        &config.issuer,
+        saml,
+        metrics.saml_metadata_failures.clone(),
+    ));
+    // A connector the file declares must work from the start; one added in the console that
+    // cannot be built is reported and skipped, as it would be on any later refresh.
+    if let Some(failure) = upstreams.refresh().await?.into_iter().find(|f| f.managed_by_config) {
+        return Err(failure.error.into());
     }
     let metrics_listener = match config.metrics_listen {
         Some(address) => Some(TcpListener::bind(address).await.map_err(|err| StartupError::Listen(address, err))?),

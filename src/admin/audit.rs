@@ -41,7 +41,7 @@ impl From<AuditListing> for AuditEntry {
 }
 
 /// Every kind of event Gatehouse records, for the console's filter.
-pub const EVENT_KINDS: [&str; 24] = [
+pub const EVENT_KINDS: [&str; 29] = [
     crate::login::AUDIT_LOGIN,
     crate::login::AUDIT_LOGIN_THROTTLED,
     crate::session::AUDIT_LOGOUT,
@@ -66,6 +66,11 @@ pub const EVENT_KINDS: [&str; 24] = [
     super::events::TOKEN_REVOKED,
     super::events::KEYS_ROTATED,
     super::events::KEY_RETIRED,
+    super::events::CONNECTOR_CREATED,
+    super::events::CONNECTOR_UPDATED,
+    super::events::CONNECTOR_DISABLED,
+    super::events::CONNECTOR_ENABLED,
+    super::events::CONNECTOR_DELETED,
 ];
 
 #[derive(Debug, Clone, Default)]

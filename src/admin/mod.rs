@@ -5,6 +5,7 @@
 
 pub mod audit;
 pub mod clients;
+pub mod connectors;
 pub mod grants;
 pub mod keys;
 pub mod overview;
@@ -163,13 +164,18 @@ pub mod events {
     pub const TOKEN_REVOKED: &str = "admin.token_revoked";
     pub const KEYS_ROTATED: &str = "admin.keys_rotated";
     pub const KEY_RETIRED: &str = "admin.key_retired";
+    pub const CONNECTOR_CREATED: &str = "admin.connector_created";
+    pub const CONNECTOR_UPDATED: &str = "admin.connector_updated";
+    pub const CONNECTOR_DISABLED: &str = "admin.connector_disabled";
+    pub const CONNECTOR_ENABLED: &str = "admin.connector_enabled";
+    pub const CONNECTOR_DELETED: &str = "admin.connector_deleted";
 }
 
 /// The admin core: everything the console and the API do goes through here.
 pub struct Admin {
     /// The store, the clock, the settings and the caches the provider serves applications from.
     provider: Arc<Provider>,
-    /// The upstream connectors, for the overview's warnings.
+    /// The live connectors: the overview's warnings, checks before a save, rebuilds after.
     upstreams: Arc<Upstreams>,
 }
 

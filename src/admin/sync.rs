@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use crate::clock::UnixTime;
 use crate::config::{ClientConfig, Config, ConnectorConfig, ConnectorKind};
 use crate::store::{AuditEvent, AuditOutcome, ClientRecord, ConnectorRecord, Store, StoreError, UserProfile};
-use crate::tokens::SecretHasher;
+use crate::tokens::{KeyEncryptionKey, SecretHasher};
 
 pub const AUDIT_CONFIG_CHANGE: &str = "config_change";
 
@@ -17,8 +17,8 @@ pub const AUDIT_CONFIG_CHANGE: &str = "config_change";
 pub enum SyncError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("connector `{0}` cannot be serialized")]
-    Serialize(String),
+    #[error(transparent)]
+    Spec(#[from] crate::upstream::spec::SpecError),
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -27,7 +27,13 @@ pub struct SyncReport {
     pub removed: Vec<String>,
 }
 
-pub async fn sync(store: &dyn Store, config: &Config, secrets: &SecretHasher, now: UnixTime) -> Result<SyncReport, SyncError> {
+pub async fn sync(
+    store: &dyn Store,
+    config: &Config,
+    secrets: &SecretHasher,
+    kek: &KeyEncryptionKey,
+    now: UnixTime,
+) -> Result<SyncReport, SyncError> {
     let mut report = SyncReport::default();
     let existing_clients = store.list_clients().await?;
     for client in &config.clients {
@@ -48,8 +54,11 @@ pub async fn sync(store: &dyn Store, config: &Config, secrets: &SecretHasher, no
     let existing_connectors = store.list_connectors().await?;
     for connector in &config.connectors {
         let previous = existing_connectors.iter().find(|c| c.id == connector.id);
-        let record = connector_record(connector, previous, now)?;
-        if previous.is_none_or(|p| !same_connector(p, &record)) {
+        let record = ConnectorRecord {
+            created_at: previous.map_or(now, |p| p.created_at),
+            ..crate::upstream::spec::encode(connector, true, kek, now)?
+        };
+        if previous.is_none_or(|p| !crate::upstream::spec::same(p, &record, kek)) {
             store.upsert_connector(&record).await?;
             report.changed.push(format!("connector:{}", connector.id));
         }
@@ -143,25 +152,4 @@ fn client_record(client: &ClientConfig, previous: Option<&ClientRecord>, secrets
 
 fn same_client(a: &ClientRecord, b: &ClientRecord) -> bool {
     ClientRecord { updated_at: 0, ..a.clone() } == ClientRecord { updated_at: 0, ..b.clone() }
-}
-
-fn connector_record(
-    connector: &ConnectorConfig,
-    previous: Option<&ConnectorRecord>,
-    now: UnixTime,
-) -> Result<ConnectorRecord, SyncError> {
-    Ok(ConnectorRecord {
-        id: connector.id.clone(),
-        kind: connector.kind.type_name().to_owned(),
-        name: connector.name.clone(),
-        email_domains: connector.email_domains.clone(),
-        settings: serde_json::to_string(&connector.kind).map_err(|_| SyncError::Serialize(connector.id.clone()))?,
-        managed_by_config: true,
-        created_at: previous.map_or(now, |p| p.created_at),
-        updated_at: now,
-    })
-}
-
-fn same_connector(a: &ConnectorRecord, b: &ConnectorRecord) -> bool {
-    ConnectorRecord { updated_at: 0, ..a.clone() } == ConnectorRecord { updated_at: 0, ..b.clone() }
 }

@@ -7,13 +7,13 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::clock::UnixTime;
-use crate::config::{ConnectorKind, LoginSettings, SessionSettings};
+use crate::config::{LoginSettings, SessionSettings};
 use crate::mapping::{self, MappingError};
 use crate::secret::Secret;
 use crate::session::{self, NewSession};
 use crate::store::{AuditEvent, AuditOutcome, ConnectorRecord, SsoSession, Store, StoreError, User};
-use crate::upstream::UpstreamIdentity;
 use crate::upstream::local::{self, LocalLoginError};
+use crate::upstream::{ConnectorType, UpstreamIdentity};
 use crate::work::{BlockingPool, PoolError};
 
 pub const AUDIT_LOGIN: &str = "login";
@@ -74,10 +74,8 @@ pub async fn password_login(
     now: UnixTime,
 ) -> Result<(SsoSession, User), LoginError> {
     let users = match store.get_connector(&attempt.connector_id).await {
-        Ok(record) => match serde_json::from_str::<ConnectorKind>(&record.settings) {
-            Ok(ConnectorKind::Local { users }) => users,
-            Ok(ConnectorKind::Oidc(_) | ConnectorKind::Saml(_)) | Err(_) => return Err(LoginError::UnknownConnector),
-        },
+        Ok(record) if !record.disabled => crate::upstream::spec::local_users(&record).ok_or(LoginError::UnknownConnector)?,
+        Ok(_) => return Err(LoginError::UnknownConnector),
         Err(StoreError::NotFound) => return Err(LoginError::UnknownConnector),
         Err(err) => return Err(err.into()),
     };
@@ -143,7 +141,9 @@ pub struct SignInOption {
 
 /// The connectors on record, read once per page and handed to the functions below.
 pub async fn connectors(store: &dyn Store) -> Result<Vec<ConnectorRecord>, StoreError> {
-    store.list_connectors().await
+    let mut connectors = store.list_connectors().await?;
+    connectors.retain(|c| !c.disabled);
+    Ok(connectors)
 }
 
 /// The connectors a login page offers: all, or only the one a request asked for.
@@ -151,7 +151,7 @@ pub fn sign_in_options(connectors: &[ConnectorRecord], only: Option<&str>) -> Ve
     connectors
         .iter()
         .filter(|c| only.is_none_or(|only| only == c.id))
-        .map(|c| SignInOption { password_form: c.kind == "local", connector_id: c.id.clone(), name: c.name.clone() })
+        .map(|c| SignInOption { password_form: password_form(c), connector_id: c.id.clone(), name: c.name.clone() })
         .collect()
 }
 
@@ -162,6 +162,10 @@ pub enum Discovery {
     Connector(String),
     /// Let the person choose among these.
     Choose(Vec<String>),
+}
+
+fn password_form(connector: &ConnectorRecord) -> bool {
+    ConnectorType::of(&connector.kind).is_some_and(ConnectorType::password_form)
 }
 
 /// The connectors that list an address's domain in `email_domains`: the one rule of
@@ -178,7 +182,7 @@ pub fn connectors_for_address<'a>(connectors: &'a [ConnectorRecord], address: &s
 pub fn discover(connectors: &[ConnectorRecord], identifier: &str) -> Discovery {
     let ids = |list: Vec<&ConnectorRecord>| list.into_iter().map(|c| c.id.clone()).collect::<Vec<_>>();
     let Some(matching) = connectors_for_address(connectors, identifier) else {
-        let local: Vec<&ConnectorRecord> = connectors.iter().filter(|c| c.kind == "local").collect();
+        let local: Vec<&ConnectorRecord> = connectors.iter().filter(|c| password_form(c)).collect();
         return match local.as_slice() {
             [only] => Discovery::Connector(only.id.clone()),
             [] => Discovery::Choose(ids(connectors.iter().collect())),
@@ -327,6 +331,9 @@ mod tests {
             email_domains: domains.iter().map(|d| (*d).to_owned()).collect(),
             settings: String::new(),
             managed_by_config: true,
+            version: 1,
+            disabled: false,
+            sealed_secret: None,
             created_at: 0,
             updated_at: 0,
         }

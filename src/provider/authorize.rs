@@ -402,8 +402,8 @@ impl Provider {
             return Ok(Err(refusal));
         }
         let amr = match self.store.get_connector(&session.connector_id).await {
-            Ok(connector) if connector.kind == "local" => vec![String::from("pwd")],
-            Ok(_) | Err(StoreError::NotFound) => Vec::new(),
+            Ok(connector) => crate::upstream::ConnectorType::of(&connector.kind).map(|kind| kind.amr()).unwrap_or_default(),
+            Err(StoreError::NotFound) => Vec::new(),
             Err(err) => return Err(err.into()),
         };
         let grant = CodeGrant {

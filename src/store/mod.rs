@@ -144,11 +144,18 @@ pub struct ConnectorRecord {
     pub kind: String,
     pub name: String,
     pub email_domains: Vec<String>,
-    /// Type-specific settings as JSON; may hold password hashes, so `Debug` leaves it out.
+    /// The connector's specification (`config::ConnectorSpec`) as JSON, without its secret;
+    /// may hold password hashes, so `Debug` leaves it out.
     pub settings: String,
     pub managed_by_config: bool,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
+    /// Raised by every change; each node rebuilds a connector whose version it has not built.
+    pub version: i64,
+    /// Listed, but signs no one in.
+    pub disabled: bool,
+    /// The upstream client secret, sealed with the key-encryption key (context: the id).
+    pub sealed_secret: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for ConnectorRecord {
@@ -158,6 +165,8 @@ impl std::fmt::Debug for ConnectorRecord {
             .field("kind", &self.kind)
             .field("name", &self.name)
             .field("managed_by_config", &self.managed_by_config)
+            .field("version", &self.version)
+            .field("disabled", &self.disabled)
             .finish_non_exhaustive()
     }
 }
@@ -526,7 +535,13 @@ pub trait ClientStore: Send + Sync {
 /// Upstream connectors.
 #[async_trait]
 pub trait ConnectorStore: Send + Sync {
+    /// Creates or overwrites (raising the version): the configuration file's writer.
     async fn upsert_connector(&self, connector: &ConnectorRecord) -> StoreResult<()>;
+    /// Creates a connector; `AlreadyExists` if the id is taken.
+    async fn insert_connector(&self, connector: &ConnectorRecord) -> StoreResult<()>;
+    /// Overwrites a connector created at run time if it is still at `read_version`, raising
+    /// the version; `Conflict` if it changed meanwhile or the file manages it.
+    async fn replace_connector(&self, connector: &ConnectorRecord, read_version: i64) -> StoreResult<()>;
     async fn get_connector(&self, id: &str) -> StoreResult<ConnectorRecord>;
     async fn list_connectors(&self) -> StoreResult<Vec<ConnectorRecord>>;
     async fn delete_connector(&self, id: &str) -> StoreResult<()>;

@@ -121,6 +121,9 @@ pub(super) struct ConnectorRow {
     managed_by_config: bool,
     created_at: i64,
     updated_at: i64,
+    version: i64,
+    disabled: bool,
+    sealed_secret: Option<Vec<u8>>,
 }
 
 impl TryFrom<ConnectorRow> for ConnectorRecord {
@@ -135,6 +138,9 @@ impl TryFrom<ConnectorRow> for ConnectorRecord {
             managed_by_config: row.managed_by_config,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            version: row.version,
+            disabled: row.disabled,
+            sealed_secret: row.sealed_secret,
         })
     }
 }
@@ -409,7 +415,7 @@ pub(super) const CLIENT_PARAMS: &str =
 pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
      g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
 pub(super) const CONNECTOR_COLUMNS: &str =
-    "id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at";
+    "id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, version, disabled, sealed_secret";
 pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent";
 
@@ -852,11 +858,12 @@ macro_rules! impl_sql_store {
         impl $crate::store::ConnectorStore for $store {
             async fn upsert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                    "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, \
+                     version, disabled, sealed_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                      ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, \
                      email_domains_json = excluded.email_domains_json, settings = excluded.settings, \
-                     managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at",
+                     managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at, \
+                     version = connectors.version + 1, disabled = excluded.disabled, sealed_secret = excluded.sealed_secret",
                 )
                 .bind(&connector.id)
                 .bind(&connector.kind)
@@ -866,9 +873,66 @@ macro_rules! impl_sql_store {
                 .bind(connector.managed_by_config)
                 .bind(connector.created_at)
                 .bind(connector.updated_at)
+                .bind(connector.version)
+                .bind(connector.disabled)
+                .bind(&connector.sealed_secret)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn insert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, \
+                     version, disabled, sealed_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(&connector.id)
+                .bind(&connector.kind)
+                .bind(&connector.name)
+                .bind($crate::store::sql::to_json(&connector.email_domains))
+                .bind(&connector.settings)
+                .bind(connector.managed_by_config)
+                .bind(connector.created_at)
+                .bind(connector.updated_at)
+                .bind(connector.version)
+                .bind(connector.disabled)
+                .bind(&connector.sealed_secret)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn replace_connector(
+                &self,
+                connector: &$crate::store::ConnectorRecord,
+                read_version: i64,
+            ) -> $crate::store::StoreResult<()> {
+                // The version condition makes this a compare-and-swap: of two admins editing
+                // the version they read, the second gets a conflict, not a silent overwrite.
+                let result = sqlx::query(
+                    "UPDATE connectors SET kind = $2, name = $3, email_domains_json = $4, settings = $5, updated_at = $6, \
+                     version = version + 1, disabled = $7, sealed_secret = $8 \
+                     WHERE id = $1 AND version = $9 AND managed_by_config = FALSE",
+                )
+                .bind(&connector.id)
+                .bind(&connector.kind)
+                .bind(&connector.name)
+                .bind($crate::store::sql::to_json(&connector.email_domains))
+                .bind(&connector.settings)
+                .bind(connector.updated_at)
+                .bind(connector.disabled)
+                .bind(&connector.sealed_secret)
+                .bind(read_version)
+                .execute(&self.pool)
+                .await?;
+                if result.rows_affected() == 1 {
+                    return Ok(());
+                }
+                let exists: Option<String> = sqlx::query_scalar("SELECT id FROM connectors WHERE id = $1")
+                    .bind(&connector.id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Err(if exists.is_some() { $crate::store::StoreError::Conflict } else { $crate::store::StoreError::NotFound })
             }
 
             async fn get_connector(&self, id: &str) -> $crate::store::StoreResult<$crate::store::ConnectorRecord> {

@@ -4,11 +4,17 @@ pub mod http;
 pub mod local;
 pub mod oidc;
 pub mod saml;
+pub mod spec;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tokio::sync::RwLock;
+
 use crate::config::ConnectorKind;
+use crate::metrics::ConnectorLabels;
 
 /// What an upstream source asserts about the person who signed in.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -23,12 +29,51 @@ pub struct UpstreamIdentity {
     pub groups: Vec<String>,
 }
 
-/// The configured connectors that send the browser elsewhere, built once from the configuration
-/// (their caches live here, per node).
-#[derive(Debug, Default)]
-pub struct Upstreams {
-    oidc: HashMap<String, Arc<oidc::OidcConnector>>,
-    saml: HashMap<String, Arc<saml::SamlConnector>>,
+/// What a kind of connector does, so callers ask the kind rather than match its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectorType {
+    Local,
+    Oidc,
+    Saml,
+}
+
+impl ConnectorType {
+    pub fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "local" => Some(Self::Local),
+            "oidc" => Some(Self::Oidc),
+            "saml" => Some(Self::Saml),
+            _ => None,
+        }
+    }
+
+    /// The RFC 8176 `amr` values a sign-in through this kind proves to Gatehouse itself; an
+    /// upstream provider's own methods are its business.
+    pub fn amr(self) -> Vec<String> {
+        match self {
+            Self::Local => vec![String::from("pwd")],
+            Self::Oidc | Self::Saml => Vec::new(),
+        }
+    }
+
+    /// Signed into on the login page (a password form) rather than by a redirect; such a
+    /// connector also owns plain usernames, which have no email domain to route by.
+    pub fn password_form(self) -> bool {
+        self == Self::Local
+    }
+}
+
+/// A connector that sends the browser elsewhere, built from its stored record.
+#[derive(Debug, Clone)]
+enum Live {
+    Oidc(Arc<oidc::OidcConnector>),
+    Saml(Arc<saml::SamlConnector>),
+}
+
+#[derive(Debug)]
+struct Built {
+    version: i64,
+    live: Live,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +82,12 @@ pub enum UpstreamSetupError {
     Oidc(String, oidc::OidcError),
     #[error("connector {0}: {1}")]
     Saml(String, saml::SamlError),
-    #[error("connector {0}: SAML connectors need the SP keys")]
-    MissingSpKey(String),
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error("SAML SP keys: {0}")]
+    SpKeys(String),
+    #[error("connectors cannot be read: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// What SAML connectors share: the SP keys and the slots their verification runs in.
@@ -48,68 +97,252 @@ pub struct SamlShared {
     pub verifier: crate::work::BlockingPool,
 }
 
+/// How long a node trusts its registry before it compares versions with the database again:
+/// a change made on another node applies here within this bound.
+pub const REGISTRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The live connectors, rebuilt from the database when a record's version changes (Dex's
+/// connector registry is the model). Each node holds its own, with its caches; a change made
+/// on this node is applied at once (`refresh`), others' within `REGISTRY_RECHECK`.
+pub struct Upstreams {
+    store: Arc<dyn crate::store::Store>,
+    kek: crate::tokens::KeyEncryptionKey,
+    issuer: String,
+    saml: SamlShared,
+    metadata_failures: Family<ConnectorLabels, Counter>,
+    built: RwLock<HashMap<String, Built>>,
+    /// When versions were last compared. A monotonic instant, not protocol time: it only
+    /// paces database reads.
+    checked_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// One comparison at a time; others use what is built meanwhile.
+    refreshing: tokio::sync::Mutex<()>,
+    /// The SP keys exist once a SAML connector has been built.
+    sp_keys_ready: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").field("issuer", &self.issuer).finish_non_exhaustive()
+    }
+}
+
+/// A connector whose stored record could not be built; it signs no one in until fixed.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub connector_id: String,
+    pub managed_by_config: bool,
+    pub error: UpstreamSetupError,
+}
+
 impl Upstreams {
-    pub fn from_config(
-        config: &crate::config::Config,
-        saml: Option<SamlShared>,
-        metrics: &crate::metrics::Metrics,
-    ) -> Result<Self, UpstreamSetupError> {
-        let mut upstreams = Self::default();
-        for connector in &config.connectors {
-            match &connector.kind {
-                ConnectorKind::Oidc(settings) => {
-                    let built = oidc::OidcConnector::new(&connector.id, &connector.name, settings.clone(), &config.issuer)
-                        .map_err(|err| UpstreamSetupError::Oidc(connector.id.clone(), err))?;
-                    upstreams.oidc.insert(connector.id.clone(), Arc::new(built));
+    pub fn new(
+        store: Arc<dyn crate::store::Store>,
+        kek: crate::tokens::KeyEncryptionKey,
+        issuer: &str,
+        saml: SamlShared,
+        metadata_failures: Family<ConnectorLabels, Counter>,
+    ) -> Self {
+        Self {
+            store,
+            kek,
+            issuer: issuer.to_owned(),
+            saml,
+            metadata_failures,
+            built: RwLock::new(HashMap::new()),
+            checked_at: std::sync::Mutex::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            sp_keys_ready: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Compares every record's version with what is built, and builds what changed; removes
+    /// what was deleted or disabled. Returns the records that could not be built.
+    pub async fn refresh(&self) -> Result<Vec<BuildFailure>, UpstreamSetupError> {
+        let _one = self.refreshing.lock().await;
+        if let Ok(mut checked) = self.checked_at.lock() {
+            *checked = Some(std::time::Instant::now());
+        }
+        self.compare_versions().await
+    }
+
+    async fn compare_versions(&self) -> Result<Vec<BuildFailure>, UpstreamSetupError> {
+        let records = self.store.list_connectors().await?;
+        let mut failures = Vec::new();
+        let mut fresh: Vec<(String, Built)> = Vec::new();
+        {
+            let built = self.built.read().await;
+            for record in records.iter().filter(|r| !r.disabled) {
+                if built.get(&record.id).is_some_and(|b| b.version == record.version) {
+                    continue;
                 }
-                ConnectorKind::Saml(settings) => {
-                    let shared = saml.clone().ok_or_else(|| UpstreamSetupError::MissingSpKey(connector.id.clone()))?;
-                    let built = saml::SamlConnector::new(
-                        &connector.id,
-                        &connector.name,
-                        settings.clone(),
-                        &config.issuer,
-                        shared.sp_keys,
-                        shared.verifier,
-                        metrics.saml_metadata_failures.clone(),
-                    )
-                    .map_err(|err| UpstreamSetupError::Saml(connector.id.clone(), err))?;
-                    upstreams.saml.insert(connector.id.clone(), Arc::new(built));
+                match self.build(record).await {
+                    Ok(Some(live)) => fresh.push((record.id.clone(), Built { version: record.version, live })),
+                    Ok(None) => {}
+                    Err(error) => failures.push(BuildFailure {
+                        connector_id: record.id.clone(),
+                        managed_by_config: record.managed_by_config,
+                        error,
+                    }),
                 }
-                ConnectorKind::Local { .. } => {}
             }
         }
-        Ok(upstreams)
+        let mut built = self.built.write().await;
+        built.retain(|id, b| {
+            records.iter().any(|r| &r.id == id && !r.disabled && r.version == b.version)
+                && !failures.iter().any(|f| &f.connector_id == id)
+        });
+        for (id, entry) in fresh {
+            match &entry.live {
+                Live::Oidc(c) => {
+                    tracing::info!(connector = %id, version = entry.version, redirect_uri = %c.redirect_uri(), "OpenID Connect connector ready")
+                }
+                Live::Saml(c) => {
+                    tracing::info!(connector = %id, version = entry.version, entity_id = %c.entity_id(), acs = %c.acs_url(), "SAML connector ready")
+                }
+            }
+            built.insert(id, entry);
+        }
+        drop(built);
+        for failure in &failures {
+            tracing::warn!(connector = %failure.connector_id, error = %failure.error, "connector cannot be built; it signs no one in until fixed");
+        }
+        Ok(failures)
     }
 
-    pub fn oidc(&self, id: &str) -> Option<&Arc<oidc::OidcConnector>> {
-        self.oidc.get(id)
+    /// The live connector for a record, or `None` for a kind that needs none (local).
+    async fn build(&self, record: &crate::store::ConnectorRecord) -> Result<Option<Live>, UpstreamSetupError> {
+        let connector = spec::decode(record, &self.kek)?;
+        Ok(match connector.kind {
+            ConnectorKind::Oidc(settings) => Some(Live::Oidc(Arc::new(
+                oidc::OidcConnector::new(&connector.id, &connector.name, settings, &self.issuer)
+                    .map_err(|err| UpstreamSetupError::Oidc(connector.id.clone(), err))?,
+            ))),
+            ConnectorKind::Saml(settings) => {
+                self.ensure_sp_keys().await?;
+                Some(Live::Saml(Arc::new(
+                    saml::SamlConnector::new(
+                        &connector.id,
+                        &connector.name,
+                        settings,
+                        &self.issuer,
+                        self.saml.sp_keys.clone(),
+                        self.saml.verifier.clone(),
+                        self.metadata_failures.clone(),
+                    )
+                    .map_err(|err| UpstreamSetupError::Saml(connector.id.clone(), err))?,
+                )))
+            }
+            ConnectorKind::Local { .. } => None,
+        })
     }
 
-    pub fn saml(&self, id: &str) -> Option<&Arc<saml::SamlConnector>> {
-        self.saml.get(id)
+    /// SAML SP keys are made when the first SAML connector is, whether the file or the
+    /// console adds it.
+    async fn ensure_sp_keys(&self) -> Result<(), UpstreamSetupError> {
+        if self.sp_keys_ready.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        for key in self.saml.sp_keys.ensure_active().await.map_err(|err| UpstreamSetupError::SpKeys(err.to_string()))? {
+            tracing::info!(kid = %key.kid, purpose = key.purpose, "generated SAML SP key");
+        }
+        self.sp_keys_ready.store(true, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Refreshes when the last comparison is older than `REGISTRY_RECHECK`. A database
+    /// error keeps what is built: sign-ins go on with the last known connectors.
+    async fn recheck(&self) {
+        let due = self.checked_at.lock().ok().is_none_or(|checked| checked.is_none_or(|at| at.elapsed() >= REGISTRY_RECHECK));
+        if !due {
+            return;
+        }
+        let Ok(_one) = self.refreshing.try_lock() else { return };
+        if let Ok(mut checked) = self.checked_at.lock() {
+            *checked = Some(std::time::Instant::now());
+        }
+        if let Err(err) = self.compare_versions().await {
+            tracing::warn!(error = %err, "connectors could not be compared with the database; keeping those built");
+        }
+    }
+
+    async fn live(&self, id: &str) -> Option<Live> {
+        self.recheck().await;
+        self.built.read().await.get(id).map(|b| b.live.clone())
+    }
+
+    pub async fn oidc(&self, id: &str) -> Option<Arc<oidc::OidcConnector>> {
+        match self.live(id).await {
+            Some(Live::Oidc(connector)) => Some(connector),
+            _ => None,
+        }
+    }
+
+    pub async fn saml(&self, id: &str) -> Option<Arc<saml::SamlConnector>> {
+        match self.live(id).await {
+            Some(Live::Saml(connector)) => Some(connector),
+            _ => None,
+        }
+    }
+
+    /// The record that stores a connector created at run time, its secret sealed.
+    pub fn encode(
+        &self,
+        connector: &crate::config::ConnectorConfig,
+        now: crate::clock::UnixTime,
+    ) -> Result<crate::store::ConnectorRecord, spec::SpecError> {
+        spec::encode(connector, false, &self.kek, now)
+    }
+
+    /// A stored record's specification, its secret opened.
+    pub fn spec_of(&self, record: &crate::store::ConnectorRecord) -> Result<crate::config::ConnectorSpec, spec::SpecError> {
+        spec::spec_of(record, &self.kek)
+    }
+
+    pub fn kek(&self) -> &crate::tokens::KeyEncryptionKey {
+        &self.kek
+    }
+
+    /// A connector built from a specification without registering it: the admin core checks
+    /// a new or changed connector against its IdP with it before saving.
+    pub async fn probe(&self, connector: &crate::config::ConnectorConfig) -> Result<Probe, UpstreamSetupError> {
+        let record = spec::encode(connector, false, &self.kek, 0)?;
+        Ok(match self.build(&record).await? {
+            Some(Live::Oidc(c)) => Probe::Oidc(c),
+            Some(Live::Saml(c)) => Probe::Saml(c),
+            None => Probe::Local,
+        })
     }
 
     /// How each redirect-style connector is doing, from what it already knows (no fetch).
     pub async fn health(&self) -> Vec<ConnectorHealth> {
-        let mut health = Vec::with_capacity(self.oidc.len() + self.saml.len());
-        for connector in self.oidc.values() {
-            health.push(ConnectorHealth {
-                connector_id: connector.id().to_owned(),
-                last_failure_at: connector.last_failure_at(),
-                certificates_expire_at: None,
-            });
-        }
-        for connector in self.saml.values() {
-            health.push(ConnectorHealth {
-                connector_id: connector.id().to_owned(),
-                last_failure_at: connector.last_failure_at(),
-                certificates_expire_at: connector.certificates_expire_at().await,
+        self.recheck().await;
+        let live: Vec<Live> = self.built.read().await.values().map(|b| b.live.clone()).collect();
+        let mut health = Vec::with_capacity(live.len());
+        for connector in live {
+            health.push(match connector {
+                Live::Oidc(connector) => ConnectorHealth {
+                    connector_id: connector.id().to_owned(),
+                    last_failure_at: connector.last_failure_at(),
+                    certificates_expire_at: None,
+                },
+                Live::Saml(connector) => ConnectorHealth {
+                    connector_id: connector.id().to_owned(),
+                    last_failure_at: connector.last_failure_at(),
+                    certificates_expire_at: connector.certificates_expire_at().await,
+                },
             });
         }
         health.sort_by(|a, b| a.connector_id.cmp(&b.connector_id));
         health
     }
+}
+
+/// A connector built for a check, not registered.
+#[derive(Debug)]
+pub enum Probe {
+    Oidc(Arc<oidc::OidcConnector>),
+    Saml(Arc<saml::SamlConnector>),
+    Local,
 }
 
 /// What the admin overview warns about for a connector.

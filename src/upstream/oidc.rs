@@ -150,6 +150,19 @@ pub struct LoginStart {
     pub pending: PendingUpstreamLogin,
 }
 
+/// What discovery found, as the console shows it when a connector is saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscoverySummary {
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub userinfo_endpoint: Option<String>,
+    pub jwks_uri: String,
+    /// The provider's ID token algorithms that Gatehouse accepts.
+    pub signing_algs: Vec<String>,
+    /// How many keys its key set holds.
+    pub keys: usize,
+}
+
 pub fn callback_path(connector_id: &str) -> String {
     format!("/oidc/{connector_id}/callback")
 }
@@ -223,6 +236,28 @@ impl OidcConnector {
 
     pub fn redirect_uri(&self) -> &str {
         self.redirect_uri.as_str()
+    }
+
+    /// Fetches the discovery document and the key set now, for an admin checking the
+    /// connector before saving it.
+    pub async fn check(&self, now: UnixTime) -> Result<DiscoverySummary, OidcError> {
+        let metadata = self.metadata(now).await?.metadata;
+        let algs = allowed_algs(&metadata);
+        let keys = metadata.jwks().keys().len();
+        if keys == 0 {
+            return Err(OidcError::Discovery(String::from("the provider's key set (jwks_uri) is empty")));
+        }
+        let alg_name = |alg: &CoreJwsSigningAlgorithm| {
+            serde_json::to_value(alg).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+        };
+        Ok(DiscoverySummary {
+            authorization_endpoint: metadata.authorization_endpoint().to_string(),
+            token_endpoint: metadata.token_endpoint().map(ToString::to_string).unwrap_or_default(),
+            userinfo_endpoint: metadata.userinfo_endpoint().map(ToString::to_string),
+            jwks_uri: metadata.jwks_uri().to_string(),
+            signing_algs: algs.iter().map(alg_name).collect(),
+            keys,
+        })
     }
 
     /// Starts a login: the URL to send the browser to, and the state to keep.

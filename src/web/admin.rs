@@ -115,14 +115,23 @@ async fn step_up(state: &AppState, here: &str, force: bool, ip: std::net::IpAddr
 }
 
 impl Console {
-    fn may_write(&self) -> Result<(), WebError> {
+    pub(crate) fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// Checks a form's CSRF token, for actions a read-only admin may take too.
+    pub(crate) async fn verify(&self, csrf: &Secret<String>) -> Result<(), WebError> {
+        self.forms.verify(csrf.expose()).await
+    }
+
+    pub(crate) fn may_write(&self) -> Result<(), WebError> {
         match self.actor.role {
             Role::Admin => Ok(()),
             Role::ReadOnly => Err(WebError::Forbidden(READ_ONLY)),
         }
     }
 
-    fn nav(&self, section: &'static str) -> Nav<'_> {
+    pub(crate) fn nav(&self, section: &'static str) -> Nav<'_> {
         Nav { section, who: &self.actor.name, csrf: &self.csrf, read_only: self.actor.role == Role::ReadOnly }
     }
 }
@@ -135,7 +144,7 @@ pub struct Nav<'a> {
     pub read_only: bool,
 }
 
-fn admin_error(err: AdminError) -> WebError {
+pub(crate) fn admin_error(err: AdminError) -> WebError {
     match err {
         AdminError::ReadOnly => WebError::Forbidden(READ_ONLY),
         AdminError::NotFound => WebError::NotFound,
@@ -148,7 +157,7 @@ fn admin_error(err: AdminError) -> WebError {
 }
 
 /// A value as one URL path segment or query value.
-fn enc(value: &str) -> String {
+pub(crate) fn enc(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
 
@@ -157,7 +166,7 @@ pub fn when(time: &i64) -> String {
     crate::clock::utc(*time)
 }
 
-fn when_opt(time: &Option<i64>) -> String {
+pub fn when_opt(time: &Option<i64>) -> String {
     time.as_ref().map_or_else(|| String::from("—"), when)
 }
 
@@ -450,7 +459,7 @@ async fn edit_client(State(state): State<AppState>, console: Console, Path(id): 
     form_page(&console, false, &ClientForm::from_view(&client), None)
 }
 
-async fn checked_form<T: serde::de::DeserializeOwned>(
+pub(crate) async fn checked_form<T: serde::de::DeserializeOwned>(
     console: &Console,
     form: Result<Form<T>, FormRejection>,
     csrf: impl Fn(&T) -> &Secret<String>,
@@ -525,7 +534,7 @@ async fn client(State(state): State<AppState>, console: Console, Path(id): Path<
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
-    csrf: Secret<String>,
+    pub(crate) csrf: Secret<String>,
 }
 
 #[derive(Deserialize)]
@@ -592,15 +601,15 @@ async fn rotate_secret(
 /// A confirmation step: what will happen, and the button that does it.
 #[derive(Template)]
 #[template(path = "admin/confirm.html")]
-struct ConfirmPage<'a> {
-    nav: Nav<'a>,
-    title: String,
-    consequences: Vec<String>,
-    action: String,
-    button: &'static str,
-    back: String,
+pub(crate) struct ConfirmPage<'a> {
+    pub(crate) nav: Nav<'a>,
+    pub(crate) title: String,
+    pub(crate) consequences: Vec<String>,
+    pub(crate) action: String,
+    pub(crate) button: &'static str,
+    pub(crate) back: String,
     /// Values the action needs, carried through the confirmation.
-    hidden: Vec<(&'static str, String)>,
+    pub(crate) hidden: Vec<(&'static str, String)>,
 }
 
 async fn confirm_delete_client(

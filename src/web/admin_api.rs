@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,8 @@ use crate::web::AppState;
 use crate::web::client::client_ip;
 
 pub const API_PREFIX: &str = "/admin/api/v1";
+/// A connector may carry its IdP's metadata document (up to 1 MiB of XML, escaped in JSON).
+const MAX_CONNECTOR_BODY_BYTES: usize = 2 * 1024 * 1024 + 64 * 1024;
 pub const OPENAPI_PATH: &str = "/admin/api/openapi.json";
 
 /// The audience an admin API token must carry.
@@ -200,6 +202,20 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{API_PREFIX}/clients"), get(list_clients).post(create_client))
         .route(&format!("{API_PREFIX}/clients/{{client_id}}"), get(get_client).patch(update_client).delete(delete_client))
         .route(&format!("{API_PREFIX}/clients/{{client_id}}/secret"), post(rotate_secret))
+        .route(
+            &format!("{API_PREFIX}/connectors"),
+            get(list_connectors).post(create_connector).layer(DefaultBodyLimit::max(MAX_CONNECTOR_BODY_BYTES)),
+        )
+        .route(
+            &format!("{API_PREFIX}/connectors/{{id}}"),
+            get(get_connector)
+                .patch(update_connector)
+                .delete(delete_connector)
+                .layer(DefaultBodyLimit::max(MAX_CONNECTOR_BODY_BYTES)),
+        )
+        .route(&format!("{API_PREFIX}/connectors/{{id}}/disable"), post(disable_connector))
+        .route(&format!("{API_PREFIX}/connectors/{{id}}/enable"), post(enable_connector))
+        .route(&format!("{API_PREFIX}/connectors/{{id}}/check"), post(check_connector))
         .route(&format!("{API_PREFIX}/users"), get(list_users))
         .route(&format!("{API_PREFIX}/users/{{id}}"), get(get_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/disable"), post(disable_user))
@@ -265,14 +281,7 @@ async fn update_client(
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> ApiResult {
     let Json(mut body) = body.map_err(bad_body)?;
-    // `If-Match: "<version>"` names the version edited, as the `version` field does.
-    if let Some(tag) = headers.get(header::IF_MATCH) {
-        let version = tag.to_str().ok().map(|t| t.trim_matches('"')).and_then(|t| t.parse::<i64>().ok()).ok_or(Problem {
-            field: Some(String::from("If-Match")),
-            ..Problem::new(StatusCode::BAD_REQUEST, "Bad request", "If-Match must be the quoted version")
-        })?;
-        body.insert(String::from("version"), Value::from(version));
-    }
+    if_match(&headers, &mut body)?;
     ok(state.admin.update_client(&actor, &client_id, body).await?)
 }
 
@@ -301,6 +310,85 @@ async fn rotate_secret(
         object.insert(String::from("client_secret"), Value::from(secret.expose().clone()));
     }
     ok(record)
+}
+
+/// `If-Match: "<version>"` names the version edited, as the `version` field does.
+fn if_match(headers: &axum::http::HeaderMap, body: &mut Map<String, Value>) -> Result<(), Problem> {
+    if let Some(tag) = headers.get(header::IF_MATCH) {
+        let version = tag.to_str().ok().map(|t| t.trim_matches('"')).and_then(|t| t.parse::<i64>().ok()).ok_or(Problem {
+            field: Some(String::from("If-Match")),
+            ..Problem::new(StatusCode::BAD_REQUEST, "Bad request", "If-Match must be the quoted version")
+        })?;
+        body.insert(String::from("version"), Value::from(version));
+    }
+    Ok(())
+}
+
+fn saved_connector(
+    view: &crate::admin::connectors::ConnectorView,
+    check: &crate::admin::connectors::ConnectorCheck,
+) -> Result<Value, Problem> {
+    let mut record = serde_json::to_value(view).map_err(|err| internal(&err))?;
+    let check = serde_json::to_value(check).map_err(|err| internal(&err))?;
+    if let Some(object) = record.as_object_mut() {
+        object.insert(String::from("check"), check);
+    }
+    Ok(record)
+}
+
+async fn list_connectors(State(state): State<AppState>, ApiActor(_): ApiActor) -> ApiResult {
+    ok(json!({ "items": state.admin.list_connectors().await?, "next": null }))
+}
+
+async fn create_connector(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(bad_body)?;
+    let (view, check) = state.admin.create_connector(&actor, body).await?;
+    let location = format!("{API_PREFIX}/connectors/{}", view.spec.id);
+    let mut response = (StatusCode::CREATED, Json(saved_connector(&view, &check)?)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+async fn get_connector(State(state): State<AppState>, ApiActor(_): ApiActor, Path(id): Path<String>) -> ApiResult {
+    ok(state.admin.connector(&id).await?)
+}
+
+async fn update_connector(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult {
+    let Json(mut body) = body.map_err(bad_body)?;
+    if_match(&headers, &mut body)?;
+    let (view, check) = state.admin.update_connector(&actor, &id, body).await?;
+    ok(saved_connector(&view, &check)?)
+}
+
+async fn delete_connector(State(state): State<AppState>, ApiActor(actor): ApiActor, Path(id): Path<String>) -> ApiResult {
+    let ended = state.admin.delete_connector(&actor, &id).await?;
+    ok(json!({ "sessions_ended": ended }))
+}
+
+async fn disable_connector(State(state): State<AppState>, ApiActor(actor): ApiActor, Path(id): Path<String>) -> ApiResult {
+    let ended = state.admin.set_connector_disabled(&actor, &id, true).await?;
+    ok(json!({ "sessions_ended": ended }))
+}
+
+async fn enable_connector(State(state): State<AppState>, ApiActor(actor): ApiActor, Path(id): Path<String>) -> ApiResult {
+    state.admin.set_connector_disabled(&actor, &id, false).await?;
+    no_content()
+}
+
+async fn check_connector(State(state): State<AppState>, ApiActor(_): ApiActor, Path(id): Path<String>) -> ApiResult {
+    ok(state.admin.recheck_connector(&id).await?)
 }
 
 async fn list_users(

@@ -82,10 +82,10 @@ pub(crate) async fn pending_for(state: &AppState, id: Option<&str>) -> Result<Op
 
 /// Where a redirect-style connector's sign-in starts, carrying the pending request; `None` for
 /// connectors signed into on this page.
-fn upstream_start(state: &AppState, connector_id: &str, request: Option<&str>) -> Option<String> {
-    let protocol = if state.upstreams.oidc(connector_id).is_some() {
+async fn upstream_start(state: &AppState, connector_id: &str, request: Option<&str>) -> Option<String> {
+    let protocol = if state.upstreams.oidc(connector_id).await.is_some() {
         "oidc"
-    } else if state.upstreams.saml(connector_id).is_some() {
+    } else if state.upstreams.saml(connector_id).await.is_some() {
         "saml"
     } else {
         return None;
@@ -133,10 +133,10 @@ impl<'a> PageInput<'a> {
     }
 }
 
-fn connector_view(state: &AppState, option: login::SignInOption, request: Option<&str>) -> Option<ConnectorView> {
+async fn connector_view(state: &AppState, option: login::SignInOption, request: Option<&str>) -> Option<ConnectorView> {
     let start = match option.password_form {
         true => None,
-        false => Some(upstream_start(state, &option.connector_id, request)?),
+        false => Some(upstream_start(state, &option.connector_id, request).await?),
     };
     Some(ConnectorView { id: option.connector_id, name: option.name, start })
 }
@@ -158,14 +158,12 @@ async fn login_page(
         // "Signing in as … · Use another account" belongs to email-first pages only.
         Mode::Choose { identified, .. } => (false, None, *identified && email_first),
     };
-    let connectors = match &input.mode {
-        Mode::Identify { .. } => Vec::new(),
-        Mode::Choose { only, .. } => options
-            .into_iter()
-            .filter(|o| only.as_ref().is_none_or(|only| only.contains(&o.connector_id)))
-            .filter_map(|o| connector_view(state, o, input.request))
-            .collect(),
-    };
+    let mut connectors = Vec::new();
+    if let Mode::Choose { only, .. } = &input.mode {
+        for option in options.into_iter().filter(|o| only.as_ref().is_none_or(|only| only.contains(&o.connector_id))) {
+            connectors.extend(connector_view(state, option, input.request).await);
+        }
+    }
     let page = LoginPage {
         csrf: &csrf,
         connectors,
@@ -234,8 +232,8 @@ pub async fn page(
         return continue_to(&state, request.as_deref()).await;
     }
     // Home-realm discovery chose a provider elsewhere: go straight there.
-    if let Some(start) =
-        pending.as_ref().and_then(|p| p.connector_id.as_deref()).and_then(|id| upstream_start(&state, id, request.as_deref()))
+    if let Some(id) = pending.as_ref().and_then(|p| p.connector_id.as_deref())
+        && let Some(start) = upstream_start(&state, id, request.as_deref()).await
     {
         return Ok(Redirect::to(&start).into_response());
     }
@@ -249,10 +247,13 @@ pub async fn page(
         input.mode = match hint {
             // The app named the person but not their provider: route the hint as if typed.
             Some(hint) => discovered_mode(&login::discover(&connectors, hint)),
-            None => Mode::Identify {
-                remembered: remembered_connector(&headers, &options)
-                    .and_then(|option| connector_view(&state, option, request.as_deref())),
-            },
+            None => {
+                let remembered = match remembered_connector(&headers, &options) {
+                    Some(option) => connector_view(&state, option, request.as_deref()).await,
+                    None => None,
+                };
+                Mode::Identify { remembered }
+            }
         };
     }
     login_page(&state, &forms, StatusCode::OK, &connectors, input).await
@@ -309,7 +310,7 @@ pub async fn identify(
     let discovery = login::discover(&connectors, identifier);
     // A provider that is signed into by a redirect (not a password form here).
     if let login::Discovery::Connector(id) = &discovery
-        && upstream_start(&state, id, None).is_some()
+        && upstream_start(&state, id, None).await.is_some()
     {
         // What an anonymous visitor makes the server store is counted per address.
         count_sign_in_start(&state, client_ip(addr, &headers, &state.config.trusted_proxies))?;
@@ -322,7 +323,7 @@ pub async fn identify(
         let routed_id = pending::create(state.store.as_ref(), &routed, crate::provider::REQUEST_LIFETIME_SECS, state.clock.now())
             .await
             .map_err(WebError::internal)?;
-        if let Some(start) = upstream_start(&state, id, Some(&routed_id)) {
+        if let Some(start) = upstream_start(&state, id, Some(&routed_id)).await {
             let name = login::connector_name(&connectors, id);
             return Ok(render_page(&ContinueUpstreamPage { name: &name, target: &start }).into_response());
         }

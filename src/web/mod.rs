@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod admin_connectors;
 pub mod client;
 pub mod csrf;
 pub mod error;
@@ -128,6 +129,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/saml/{id}/finish", get(saml::finish).post(saml::finish_confirmed))
         .route("/saml/{id}/acs", post(saml::acs).layer(DefaultBodyLimit::max(crate::upstream::saml::MAX_POST_BYTES)))
         .merge(admin::router())
+        .merge(admin_connectors::router())
         .route("/static/gatehouse.css", get(ops::stylesheet))
         .route("/favicon.ico", get(ops::favicon));
     // With a listener of their own, metrics are not on the public one.

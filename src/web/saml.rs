@@ -45,12 +45,12 @@ const MAX_RELAY_STATE_BYTES: usize = 80;
 const EXPIRED: &str = "This sign-in has expired or was already completed. Go back to the application and start again.";
 const BUSY: &str = "Gatehouse is busy checking other sign-ins. Wait a moment, then reload this page to try again.";
 
-fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<SamlConnector>, WebError> {
-    state.upstreams.saml(id).ok_or(WebError::NotFound)
+async fn connector(state: &AppState, id: &str) -> Result<std::sync::Arc<SamlConnector>, WebError> {
+    state.upstreams.saml(id).await.ok_or(WebError::NotFound)
 }
 
 pub async fn metadata(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let xml = connector.sp_metadata(state.clock.now()).await.map_err(WebError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/samlmetadata+xml")], xml).into_response())
 }
@@ -64,14 +64,14 @@ pub async fn login(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query, ip).await?;
     let now = state.clock.now();
     let force = pending.as_ref().is_some_and(|p| p.force_login);
     let start = match connector.begin(request, force, binding_digest, now).await {
         Ok(start) => start,
-        Err(err) => return failure_page(&state, connector, &err, None, ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, None, ip).await,
     };
     flow::remember_saml_start(state.store.as_ref(), &start.relay_state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.redirect_url)]).into_response())
@@ -86,7 +86,7 @@ pub async fn acs(
     Path(id): Path<String>,
     form: Result<Form<AcsForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let now = state.clock.now();
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let at = Return { connector_id: &id, ip, now };
@@ -109,7 +109,7 @@ pub async fn acs(
     // any InResponseTo, and everything unless the connector allows IdP-initiated sign-in.
     let pending = match flow::saml_start(store, at, relay_state.as_deref()).await {
         Ok(pending) => pending,
-        Err(FlowError::Refused(failure)) => return refused_return(&state, connector, failure, None).await,
+        Err(FlowError::Refused(failure)) => return refused_return(&state, &connector, failure, None).await,
         Err(err) => return Err(err.into()),
     };
 
@@ -127,14 +127,14 @@ pub async fn acs(
     let pending_login = pending.as_ref().and_then(|p| p.pending_login.clone());
     let (identity, assertion) = match verified {
         Ok(done) => done,
-        Err(err) => return failure_page(&state, connector, &err, pending_login.as_deref(), ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, pending_login.as_deref(), ip).await,
     };
     if !spent {
-        return failure_page(&state, connector, &SamlError::Replay, None, ip).await;
+        return failure_page(&state, &connector, &SamlError::Replay, None, ip).await;
     }
     match flow::accept_assertion_once(store, at, &assertion.assertion_id, assertion.replay_until).await {
         Ok(()) => {}
-        Err(FlowError::Refused(failure)) => return refused_return(&state, connector, failure, pending_login.as_deref()).await,
+        Err(FlowError::Refused(failure)) => return refused_return(&state, &connector, failure, pending_login.as_deref()).await,
         Err(err) => return Err(err.into()),
     }
 
@@ -155,7 +155,7 @@ pub async fn finish(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let params = Params::parse(query.unwrap_or_default().as_bytes());
     let handoff = params.get("t").ok().flatten().ok_or(WebError::BadRequest(EXPIRED))?;
@@ -185,7 +185,7 @@ pub async fn finish_confirmed(
     Path(id): Path<String>,
     form: Result<Form<ConfirmForm>, FormRejection>,
 ) -> Result<Response, WebError> {
-    connector(&state, &id)?;
+    connector(&state, &id).await?;
     let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), EXPIRED))?;
     forms.verify(form.csrf.expose()).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);

@@ -54,12 +54,12 @@ impl From<flow::FlowError> for WebError {
     }
 }
 
-fn connector<'a>(state: &'a AppState, id: &str) -> Result<&'a std::sync::Arc<OidcConnector>, WebError> {
-    state.upstreams.oidc(id).ok_or(WebError::NotFound)
+async fn connector(state: &AppState, id: &str) -> Result<std::sync::Arc<OidcConnector>, WebError> {
+    state.upstreams.oidc(id).await.ok_or(WebError::NotFound)
 }
 
 pub async fn oidc_page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let page = OidcConnectorPage {
         id: connector.id(),
         name: connector.name(),
@@ -115,7 +115,7 @@ pub async fn oidc_login(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query, ip).await?;
     let now = state.clock.now();
@@ -123,7 +123,7 @@ pub async fn oidc_login(
     let force = pending.as_ref().is_some_and(|p| p.force_login);
     let start = match connector.begin(login_hint, force, request, binding_digest, now).await {
         Ok(start) => start,
-        Err(err) => return failure_page(&state, connector, &err, None, ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, None, ip).await,
     };
     flow::remember_oidc_start(state.store.as_ref(), &start.state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.authorization_url)]).into_response())
@@ -139,7 +139,7 @@ pub async fn oidc_callback(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, WebError> {
-    let connector = connector(&state, &id)?;
+    let connector = connector(&state, &id).await?;
     let now = state.clock.now();
     let ip = client_ip(addr, &headers, &state.config.trusted_proxies);
     let params = Params::parse(query.unwrap_or_default().as_bytes());
@@ -163,7 +163,7 @@ pub async fn oidc_callback(
     };
     let identity = match connector.finish(&code, &pending, now).await {
         Ok(identity) => identity,
-        Err(err) => return failure_page(&state, connector, &err, pending.pending_login.as_deref(), ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, pending.pending_login.as_deref(), ip).await,
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
     start_session(&state, &forms, &identity, origin, pending.pending_login.as_deref()).await

@@ -6,13 +6,13 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, TestDb, field_value, location};
 
-const API: &str = "/admin/api/v1";
-const AUTOMATION_SECRET: &str = "automation-secret-0123456789";
-const AUDITOR_SECRET: &str = "auditor-secret-0123456789ab";
+pub(crate) const API: &str = "/admin/api/v1";
+pub(crate) const AUTOMATION_SECRET: &str = "automation-secret-0123456789";
+pub(crate) const AUDITOR_SECRET: &str = "auditor-secret-0123456789ab";
 
 /// alice (engineering) administers; bob (sales) may only look; two automation clients, one of
 /// each kind, get admin API tokens; one more client gets tokens for another audience.
-fn admin_config() -> String {
+pub(crate) fn admin_config() -> String {
     r#"
 [admin]
 groups = ["engineering"]
@@ -41,7 +41,7 @@ scopes = ["gatehouse:admin"]
     .to_owned()
 }
 
-async fn token(app: &TestApp, client_id: &str, secret: &str) -> String {
+pub(crate) async fn token(app: &TestApp, client_id: &str, secret: &str) -> String {
     let response = app
         .http
         .post(app.url("/oauth2/token"))
@@ -56,13 +56,13 @@ async fn token(app: &TestApp, client_id: &str, secret: &str) -> String {
     body["access_token"].as_str().unwrap().to_owned()
 }
 
-struct Api<'a> {
-    app: &'a TestApp,
-    token: String,
+pub(crate) struct Api<'a> {
+    pub(crate) app: &'a TestApp,
+    pub(crate) token: String,
 }
 
 impl Api<'_> {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub(crate) async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
         let mut request = self.app.http.request(method, self.app.url(&format!("{API}{path}"))).bearer_auth(&self.token);
         if let Some(body) = body {
             request = request.json(&body);
@@ -73,19 +73,19 @@ impl Api<'_> {
         (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() })
     }
 
-    async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
-    async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(reqwest::Method::PATCH, path, Some(body)).await
     }
 
-    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (StatusCode, Value) {
         self.call(reqwest::Method::DELETE, path, None).await
     }
 }
@@ -380,7 +380,7 @@ async fn the_openapi_document_matches_the_routes() {
     let doc: Value = app.get("/admin/api/openapi.json").await.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 17);
+    assert_eq!(paths.len(), 22);
     for (path, item) in paths {
         let concrete = path.replace("{client_id}", "some-client").replace("{id}", "some-id").replace("{kid}", "some-kid");
         for method in ["get", "post", "patch", "delete", "put"] {

@@ -185,7 +185,7 @@ fn saml_sp_keys_are_published_rotated_and_removed() {
 
     let active = rotated.iter().find(|(_, _, state)| state == "active").unwrap().0.clone();
     let (code, _, stderr) = saml(&["remove-sp-key", &active]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("cannot be removed"), "{stderr}");
     let (code, stdout, _) = saml(&["remove-sp-key", &retired[0].0]);
     assert_eq!(code, 0, "{stdout}");

@@ -6,6 +6,7 @@ mod backchannel;
 mod browser;
 mod cli;
 mod config;
+mod connectors;
 mod hardening;
 mod helpers;
 mod hostile_saml;

@@ -114,12 +114,33 @@ async fn clients_and_connectors(store: &Arc<dyn Store>) {
         managed_by_config: true,
         created_at: NOW,
         updated_at: NOW,
+        version: 1,
+        disabled: false,
+        sealed_secret: Some(vec![0, 1, 2, 255]),
     };
     store.upsert_connector(&connector).await.unwrap();
     assert_eq!(store.get_connector("corp").await.unwrap(), connector);
-    let renamed = ConnectorRecord { name: "Corporate".into(), updated_at: NOW + 1, ..connector.clone() };
+    let renamed = ConnectorRecord { name: "Corporate".into(), updated_at: NOW + 1, sealed_secret: None, ..connector.clone() };
     store.upsert_connector(&renamed).await.unwrap();
-    assert_eq!(store.list_connectors().await.unwrap(), vec![renamed]);
+    assert_eq!(
+        store.list_connectors().await.unwrap(),
+        vec![ConnectorRecord { version: 2, ..renamed.clone() }],
+        "an upsert raises the version"
+    );
+    // Created at run time: inserted once, then replaced only at the version read.
+    let console = ConnectorRecord { id: "okta".into(), kind: "oidc".into(), managed_by_config: false, ..connector.clone() };
+    store.insert_connector(&console).await.unwrap();
+    assert!(matches!(store.insert_connector(&console).await, Err(StoreError::AlreadyExists)));
+    let disabled = ConnectorRecord { disabled: true, updated_at: NOW + 2, ..console.clone() };
+    store.replace_connector(&disabled, 1).await.unwrap();
+    assert_eq!(store.get_connector("okta").await.unwrap(), ConnectorRecord { version: 2, ..disabled.clone() });
+    assert!(matches!(store.replace_connector(&disabled, 1).await, Err(StoreError::Conflict)), "a stale version is refused");
+    let missing = ConnectorRecord { id: "nobody".into(), ..disabled.clone() };
+    assert!(matches!(store.replace_connector(&missing, 1).await, Err(StoreError::NotFound)));
+    // The file's connectors are never replaced by the console's writer.
+    let file_managed = ConnectorRecord { id: "corp".into(), managed_by_config: true, ..disabled.clone() };
+    assert!(matches!(store.replace_connector(&file_managed, 2).await, Err(StoreError::Conflict)));
+    store.delete_connector("okta").await.unwrap();
     store.delete_connector("corp").await.unwrap();
     assert!(matches!(store.get_connector("corp").await, Err(StoreError::NotFound)));
 }

@@ -26,6 +26,21 @@ pub struct IdpMetadata {
     /// When the first signing certificate expires. Verification does not check it (the
     /// metadata pins the key), but an IdP about to roll its certificate is worth a warning.
     pub certificates_expire_at: Option<UnixTime>,
+    /// Each signing certificate, as the console shows it.
+    pub certificates: Vec<CertificateSummary>,
+}
+
+/// A signing certificate from the IdP's metadata: how admins recognise it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertificateSummary {
+    /// SHA-256 of the DER certificate, as colon-separated hex (what IdP consoles show).
+    pub sha256_thumbprint: String,
+    pub not_after: Option<UnixTime>,
+}
+
+pub fn thumbprint(der: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(der).iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":")
 }
 
 pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, SamlError> {
@@ -85,6 +100,7 @@ pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, Saml
 
     let mut signing_keys = Vec::new();
     let mut certificates_expire_at = None;
+    let mut summaries = Vec::new();
     for key_descriptor in children(descriptor, NS_METADATA, "KeyDescriptor") {
         if !matches!(key_descriptor.attribute("use"), None | Some("signing")) {
             continue;
@@ -96,6 +112,7 @@ pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, Saml
                     Some(certificates_expire_at.map_or(not_after, |earliest: UnixTime| earliest.min(not_after)));
             }
             signing_keys.push(IdpKey::from_certificate_der(&der)?);
+            summaries.push(CertificateSummary { sha256_thumbprint: thumbprint(&der), not_after: certificate_not_after(&der) });
         }
     }
     if signing_keys.is_empty() {
@@ -110,6 +127,7 @@ pub fn parse_idp_metadata(text: &str, now: UnixTime) -> Result<IdpMetadata, Saml
         signing_keys,
         valid_until,
         certificates_expire_at,
+        certificates: summaries,
         cache_duration_secs,
     })
 }

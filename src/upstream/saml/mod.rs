@@ -327,6 +327,7 @@ impl SamlConnector {
                 .await
                 .map_err(|err| SamlError::MetadataUnavailable(format!("{}: {err}", path.display())))?,
             MetadataSource::Url(url) => self.fetch(url).await?,
+            MetadataSource::Xml(xml) => xml.clone(),
         };
         tokio::task::spawn_blocking(move || metadata::parse_idp_metadata(&text, now))
             .await

@@ -1,0 +1,456 @@
+//! Upstream connectors (SAML and OpenID Connect identity providers) created, edited, disabled
+//! and removed at run time. Each save is checked against the IdP first (discovery and keys, or
+//! the metadata), so a typo is refused at the field rather than found at the next sign-in.
+//! Connectors the configuration file declares are shown but never changed here.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{Actor, Admin, AdminError, AdminResult, Touched, events, invalid};
+use crate::clock::UnixTime;
+use crate::config::{ConfigError, ConnectorConfig, ConnectorKind, ConnectorSpec, SpecOrigin, validate_connector_spec};
+use crate::secret::constant_time_eq;
+use crate::store::{ConnectorRecord, StoreError};
+use crate::upstream::oidc::DiscoverySummary;
+use crate::upstream::saml::metadata::CertificateSummary;
+use crate::upstream::{Probe, UpstreamSetupError};
+
+/// Fields a caller never sets: they would make the server read its own files.
+const FILE_FIELDS: [&str; 2] = ["client_secret_file", "idp_metadata_file"];
+
+/// A connector as the console and the API show it: the configuration's fields, never the
+/// client secret (only whether there is one) nor local users' password hashes.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectorView {
+    #[serde(flatten)]
+    pub spec: ConnectorSpec,
+    pub has_client_secret: bool,
+    pub disabled: bool,
+    pub managed_by_config: bool,
+    pub version: i64,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+    /// What the IdP needs to know about Gatehouse for this connector.
+    pub gatehouse: ServiceProviderInfo,
+}
+
+/// What an administrator pastes into the IdP's console.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServiceProviderInfo {
+    /// OIDC: the redirect URI to register at the provider.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    /// SAML: this SP's entity id, assertion consumer service and metadata.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acs_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_url: Option<String>,
+}
+
+impl ConnectorView {
+    pub fn name(&self) -> &str {
+        self.spec.name.as_deref().unwrap_or(&self.spec.id)
+    }
+
+    pub fn kind(&self) -> &str {
+        &self.spec.kind
+    }
+}
+
+/// What checking a connector against its IdP found.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConnectorCheck {
+    Oidc(DiscoverySummary),
+    Saml(SamlSummary),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SamlSummary {
+    pub entity_id: String,
+    pub sso_url: String,
+    pub want_authn_requests_signed: bool,
+    pub certificates: Vec<CertificateSummary>,
+}
+
+fn config_error(err: ConfigError) -> AdminError {
+    match err {
+        ConfigError::Invalid { key, reason } => AdminError::Invalid { field: key, reason },
+        other => AdminError::Internal(other.to_string()),
+    }
+}
+
+fn managed_by_file(id: &str) -> AdminError {
+    AdminError::Conflict(format!("connector `{id}` is managed by the configuration file; change it there"))
+}
+
+/// Reads a specification from JSON, naming the field at fault.
+fn parse_spec(input: Map<String, Value>) -> AdminResult<ConnectorSpec> {
+    if let Some(field) = FILE_FIELDS.iter().find(|f| input.contains_key(**f)) {
+        return Err(invalid(*field, "names a file on the server, which only the configuration file may do"));
+    }
+    let value = Value::Object(input);
+    serde_path_to_error::deserialize::<_, ConnectorSpec>(&value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { String::from("body") } else { path };
+        let reason = err.into_inner().to_string();
+        invalid(field, reason.split(" at line ").next().unwrap_or_default())
+    })
+}
+
+fn take_version(input: &mut Map<String, Value>) -> AdminResult<Option<i64>> {
+    match input.remove("version") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => value.as_i64().map(Some).ok_or_else(|| invalid("version", "must be the integer version you read")),
+    }
+}
+
+/// Where a failed check is reported: the field that names the IdP.
+fn check_failed(connector: &ConnectorConfig, reason: String) -> AdminError {
+    let field = match &connector.kind {
+        ConnectorKind::Oidc(_) => "issuer",
+        ConnectorKind::Saml(_) if connector.spec.idp_metadata_xml.is_some() => "idp_metadata_xml",
+        _ => "idp_metadata_url",
+    };
+    invalid(field, reason)
+}
+
+impl Admin {
+    fn view(&self, record: &ConnectorRecord) -> AdminResult<ConnectorView> {
+        let mut spec = self.upstreams.spec_of(record).map_err(|err| AdminError::Internal(err.to_string()))?;
+        let has_client_secret = spec.client_secret.take().is_some();
+        spec.name = Some(record.name.clone());
+        // Password hashes stay in the file; the view says who the users are, not their hashes.
+        for user in &mut spec.users {
+            user.password_hash = String::from(crate::secret::MASK);
+        }
+        let issuer = self.provider.issuer();
+        let gatehouse = match record.kind.as_str() {
+            "oidc" => ServiceProviderInfo {
+                redirect_uri: Some(format!("{issuer}{}", crate::upstream::oidc::callback_path(&record.id))),
+                ..ServiceProviderInfo::default()
+            },
+            "saml" => {
+                let base = format!("{}/saml/{}", issuer.trim_end_matches('/'), record.id);
+                ServiceProviderInfo {
+                    acs_url: Some(format!("{base}/acs")),
+                    metadata_url: Some(format!("{base}/metadata")),
+                    entity_id: Some(base),
+                    ..ServiceProviderInfo::default()
+                }
+            }
+            _ => ServiceProviderInfo::default(),
+        };
+        Ok(ConnectorView {
+            spec,
+            has_client_secret,
+            disabled: record.disabled,
+            managed_by_config: record.managed_by_config,
+            version: record.version,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            gatehouse,
+        })
+    }
+
+    /// Every connector, in id order (connectors are few: one per identity provider).
+    pub async fn list_connectors(&self) -> AdminResult<Vec<ConnectorView>> {
+        self.provider.store.list_connectors().await?.iter().map(|r| self.view(r)).collect()
+    }
+
+    pub async fn connector(&self, id: &str) -> AdminResult<ConnectorView> {
+        self.view(&self.provider.store.get_connector(id).await?)
+    }
+
+    /// Checks a validated connector against its IdP, as a sign-in would reach it.
+    pub async fn check_connector(&self, connector: &ConnectorConfig) -> AdminResult<ConnectorCheck> {
+        let now = self.now();
+        let probe = self.upstreams.probe(connector).await.map_err(|err| match err {
+            UpstreamSetupError::Spec(err) => AdminError::Internal(err.to_string()),
+            other => check_failed(connector, other.to_string()),
+        })?;
+        match probe {
+            Probe::Oidc(oidc) => oidc
+                .check(now)
+                .await
+                .map(ConnectorCheck::Oidc)
+                .map_err(|err| check_failed(connector, format!("the provider could not be used: {err}"))),
+            Probe::Saml(saml) => {
+                let metadata = saml
+                    .idp_metadata(now)
+                    .await
+                    .map_err(|err| check_failed(connector, format!("the IdP's metadata could not be used: {err}")))?;
+                Ok(ConnectorCheck::Saml(SamlSummary {
+                    entity_id: metadata.entity_id.clone(),
+                    sso_url: metadata.sso_redirect_url.to_string(),
+                    want_authn_requests_signed: metadata.want_authn_requests_signed,
+                    certificates: metadata.certificates.clone(),
+                }))
+            }
+            Probe::Local => Err(invalid("type", "local connectors are declared in the configuration file")),
+        }
+    }
+
+    /// What the IdP says now about a saved connector (fetched, not cached).
+    pub async fn recheck_connector(&self, id: &str) -> AdminResult<ConnectorCheck> {
+        let record = self.provider.store.get_connector(id).await?;
+        let connector =
+            crate::upstream::spec::decode(&record, self.upstreams.kek()).map_err(|err| AdminError::Internal(err.to_string()))?;
+        self.check_connector(&connector).await
+    }
+
+    fn validate(&self, spec: ConnectorSpec) -> AdminResult<ConnectorConfig> {
+        let connector = validate_connector_spec(&|f: &str| f.to_owned(), spec, SpecOrigin::Api).map_err(config_error)?;
+        if self.provider.config.connectors.iter().any(|c| c.id == connector.id) {
+            return Err(managed_by_file(&connector.id));
+        }
+        Ok(connector)
+    }
+
+    /// Creates a connector from the configuration's fields, after checking it against its
+    /// IdP; it signs people in on every node within seconds.
+    pub async fn create_connector(
+        &self,
+        actor: &Actor,
+        mut input: Map<String, Value>,
+    ) -> AdminResult<(ConnectorView, ConnectorCheck)> {
+        actor.may_write()?;
+        input.remove("version");
+        let connector = self.validate(parse_spec(input)?)?;
+        let check = self.check_connector(&connector).await?;
+        let record = self.upstreams.encode(&connector, self.now()).map_err(|err| AdminError::Internal(err.to_string()))?;
+        match self.provider.store.insert_connector(&record).await {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists) => {
+                return Err(AdminError::Conflict(format!("a connector with id `{}` exists", record.id)));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        self.connectors_changed().await;
+        let touched = Touched { connector_id: Some(&record.id), detail: Some(record.kind.clone()), ..Touched::default() };
+        self.audit(actor, events::CONNECTOR_CREATED, touched).await?;
+        Ok((self.connector(&record.id).await?, check))
+    }
+
+    /// Changes the fields `patch` names; the rest stay. `client_secret` is write-only: absent,
+    /// the stored one is kept; `null` removes it (a public client). With `version`, the change
+    /// applies only to that version (else 409).
+    pub async fn update_connector(
+        &self,
+        actor: &Actor,
+        id: &str,
+        mut patch: Map<String, Value>,
+    ) -> AdminResult<(ConnectorView, ConnectorCheck)> {
+        actor.may_write()?;
+        let expected_version = take_version(&mut patch)?;
+        let current = self.provider.store.get_connector(id).await?;
+        if current.managed_by_config {
+            return Err(managed_by_file(id));
+        }
+        if expected_version.is_some_and(|v| v != current.version) {
+            return Err(AdminError::Conflict(String::from("changed by someone else meanwhile; reload and try again")));
+        }
+        if patch.get("id").is_some_and(|v| v.as_str() != Some(id)) {
+            return Err(invalid("id", "cannot change; create a new connector instead"));
+        }
+        if patch.get("type").is_some_and(|v| v.as_str() != Some(current.kind.as_str())) {
+            return Err(invalid("type", "cannot change; create a new connector instead"));
+        }
+        let stored = self.upstreams.spec_of(&current).map_err(|err| AdminError::Internal(err.to_string()))?;
+        let stored_secret = stored.client_secret.clone();
+        let Ok(Value::Object(mut merged)) = serde_json::to_value(ConnectorSpec { client_secret: None, ..stored }) else {
+            return Err(AdminError::Internal(String::from("a connector specification is not a JSON object")));
+        };
+        let mut changed: Vec<String> =
+            patch.keys().filter(|k| *k != "client_secret" && merged.get(*k) != patch.get(*k)).cloned().collect();
+        // One metadata source replaces another rather than adding a second.
+        if ["idp_metadata_url", "idp_metadata_xml"].iter().any(|k| patch.get(*k).is_some_and(|v| !v.is_null())) {
+            merged.remove("idp_metadata_url");
+            merged.remove("idp_metadata_xml");
+        }
+        let new_secret = match patch.remove("client_secret") {
+            None => stored_secret.clone().map(|s| Value::from(s.expose().clone())),
+            Some(Value::Null) => None,
+            Some(value) => Some(value),
+        };
+        let secret_changed = match (&stored_secret, &new_secret) {
+            (None, None) => false,
+            (Some(old), Some(Value::String(new))) => !constant_time_eq(old.expose().as_bytes(), new.as_bytes()),
+            _ => true,
+        };
+        if secret_changed {
+            changed.push(String::from("client_secret"));
+        }
+        // `null` clears an optional field.
+        for (field, value) in patch {
+            if value.is_null() {
+                merged.remove(&field);
+            } else {
+                merged.insert(field, value);
+            }
+        }
+        if let Some(secret) = new_secret {
+            merged.insert(String::from("client_secret"), secret);
+        }
+        let connector = self.validate(parse_spec(merged)?)?;
+        let check = self.check_connector(&connector).await?;
+        let now = self.now();
+        let record = ConnectorRecord {
+            created_at: current.created_at,
+            disabled: current.disabled,
+            ..self.upstreams.encode(&connector, now).map_err(|err| AdminError::Internal(err.to_string()))?
+        };
+        self.provider.store.replace_connector(&record, expected_version.unwrap_or(current.version)).await?;
+        self.connectors_changed().await;
+        let touched =
+            Touched { connector_id: Some(id), detail: Some(format!("changed: {}", changed.join(", "))), ..Touched::default() };
+        self.audit(actor, events::CONNECTOR_UPDATED, touched).await?;
+        Ok((self.connector(id).await?, check))
+    }
+
+    /// The sessions signed in through a connector, which disabling or removing it ends.
+    pub async fn connector_sessions(&self, id: &str) -> AdminResult<usize> {
+        self.provider.store.get_connector(id).await?;
+        Ok(self.provider.store.list_unrevoked_sso_sessions(Some(id), None).await?.len())
+    }
+
+    /// Stops (or resumes) sign-ins through a connector; disabling ends its users' sessions.
+    /// Returns how many sessions ended.
+    pub async fn set_connector_disabled(&self, actor: &Actor, id: &str, disabled: bool) -> AdminResult<usize> {
+        actor.may_write()?;
+        let current = self.provider.store.get_connector(id).await?;
+        if current.managed_by_config {
+            return Err(managed_by_file(id));
+        }
+        if current.disabled != disabled {
+            let record = ConnectorRecord { disabled, updated_at: self.now(), ..current.clone() };
+            self.provider.store.replace_connector(&record, current.version).await?;
+            self.connectors_changed().await;
+        }
+        let ended = if disabled { self.end_connector_sessions(id).await? } else { 0 };
+        let kind = if disabled { events::CONNECTOR_DISABLED } else { events::CONNECTOR_ENABLED };
+        let touched = Touched { connector_id: Some(id), detail: Some(format!("sessions ended: {ended}")), ..Touched::default() };
+        self.audit(actor, kind, touched).await?;
+        Ok(ended)
+    }
+
+    /// Removes a connector and ends its users' sessions; the users and their links stay, so
+    /// a connector added again under the same id finds them. Returns how many sessions ended.
+    pub async fn delete_connector(&self, actor: &Actor, id: &str) -> AdminResult<usize> {
+        actor.may_write()?;
+        let current = self.provider.store.get_connector(id).await?;
+        if current.managed_by_config {
+            return Err(managed_by_file(id));
+        }
+        self.provider.store.delete_connector(id).await?;
+        self.connectors_changed().await;
+        let ended = self.end_connector_sessions(id).await?;
+        let touched = Touched { connector_id: Some(id), detail: Some(format!("sessions ended: {ended}")), ..Touched::default() };
+        self.audit(actor, events::CONNECTOR_DELETED, touched).await?;
+        Ok(ended)
+    }
+
+    async fn end_connector_sessions(&self, id: &str) -> AdminResult<usize> {
+        let sessions = self.provider.store.list_unrevoked_sso_sessions(Some(id), None).await?;
+        self.end_sessions(&sessions).await?;
+        Ok(sessions.len())
+    }
+
+    /// Applies a change on this node at once; other nodes notice the new version themselves.
+    async fn connectors_changed(&self) {
+        if let Err(err) = self.upstreams.refresh().await {
+            tracing::warn!(error = %err, "connectors could not be rebuilt after a change; the next check retries");
+        }
+    }
+}
+
+/// A refused sign-in through a connector, as its page lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignInFailure {
+    pub time: UnixTime,
+    pub ip: Option<String>,
+    /// The recorded reason (a fixed label).
+    pub reason: String,
+    /// What to try, for the reasons Gatehouse knows.
+    pub fix: &'static str,
+}
+
+/// How many failures a connector's page lists, and how far back in the audit log it looks.
+const FAILURES_SHOWN: usize = 100;
+const FAILURE_SCAN_PAGES: usize = 10;
+
+/// What an administrator can try for a recorded failure reason.
+pub fn fix_for(reason: &str) -> &'static str {
+    match reason {
+        "saml_signature" => {
+            "The signature did not verify with the certificates in the IdP's metadata. If the IdP rolled its certificate, press \u{201c}Check now\u{201d} to fetch its metadata again, or upload the new metadata."
+        }
+        "saml_audience" => {
+            "The assertion is for another audience: in the IdP, set the SP entity ID (audience) to the entity ID shown above."
+        }
+        "saml_destination" | "saml_recipient" => {
+            "The IdP posted to another address: set the ACS (reply) URL in the IdP to the one shown above."
+        }
+        "saml_issuer" => "The response names another IdP than the metadata: upload or point at this IdP's own metadata.",
+        "saml_expired" | "saml_not_yet_valid" => {
+            "The assertion's validity window does not include Gatehouse's time: check both servers' clocks (NTP), or raise the allowed clock skew."
+        }
+        "saml_in_response_to" | "saml_unsolicited" => {
+            "The response answers no sign-in Gatehouse started (or one already finished). Start from the application, or allow IdP-initiated sign-in if the IdP's portal starts it."
+        }
+        "saml_replay" => "The same assertion was posted twice (a reload or a replay); nothing to fix unless it repeats.",
+        "saml_status" => "The IdP refused the sign-in itself: see its logs for the user.",
+        "saml_metadata" => "The IdP's metadata could not be fetched or read: check the URL, or upload the metadata.",
+        "saml_attributes" => {
+            "The assertion lacks an attribute the claim mapping needs (often the subject or email): check the attribute names the IdP sends."
+        }
+        "saml_decryption" => {
+            "The encrypted assertion could not be decrypted: give the IdP Gatehouse's current SP metadata (its encryption certificate)."
+        }
+        "saml_malformed" | "saml_too_costly" => "The IdP's answer could not be read as a SAML response.",
+        "upstream_unreachable" | "upstream_discovery" => {
+            "The provider could not be reached or its discovery document was refused: check the issuer URL and the network."
+        }
+        "upstream_token" => {
+            "The token request failed: check the client ID and secret, and the redirect URI registered at the provider."
+        }
+        "invalid_id_token" => {
+            "The ID token was refused (signature, audience, issuer, nonce or time): check the client ID and both servers' clocks."
+        }
+        "invalid_claims" | "invalid_userinfo" => {
+            "The provider's claims are not usable: check the claim names mapped to username, email and groups."
+        }
+        reason if reason.starts_with("upstream_error:") => {
+            "The provider answered with an error instead of signing the person in: see its logs, and the application registration there."
+        }
+        _ => "See the audit log and the server log around this time.",
+    }
+}
+
+impl Admin {
+    /// The latest refused sign-ins through a connector, newest first.
+    pub async fn connector_failures(&self, id: &str) -> AdminResult<Vec<SignInFailure>> {
+        let filter = super::audit::AuditFilter {
+            connector_id: Some(id.to_owned()),
+            kind: Some(crate::login::AUDIT_LOGIN.to_owned()),
+            ..super::audit::AuditFilter::default()
+        };
+        let mut failures = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..FAILURE_SCAN_PAGES {
+            let page = self.audit_log(filter.clone(), cursor.as_deref(), Some(super::MAX_PAGE)).await?;
+            failures.extend(page.items.into_iter().filter(|e| e.outcome == "failure").map(|e| {
+                let reason = e.detail.unwrap_or_default();
+                SignInFailure { time: e.time, ip: e.ip, fix: fix_for(&reason), reason }
+            }));
+            cursor = page.next;
+            if failures.len() >= FAILURES_SHOWN || cursor.is_none() {
+                break;
+            }
+        }
+        failures.truncate(FAILURES_SHOWN);
+        Ok(failures)
+    }
+}

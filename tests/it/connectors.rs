@@ -1,0 +1,439 @@
+//! Identity providers managed live: the admin API and console create, check, change, disable
+//! and remove SAML and OpenID Connect connectors; the change reaches sign-in on every node
+//! without a restart; upstream secrets are sealed and never shown.
+
+use std::sync::Arc;
+
+use gatehouse::clock::{Clock, ManualClock};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::admin::{API, AUDITOR_SECRET, AUTOMATION_SECRET, Api, admin_config, token};
+use crate::helpers::{TEST_KEK, TestApp, TestDb, field_value, load_config, location};
+use crate::provider::{DEMO_REDIRECT, params_of};
+use crate::upstream_oidc::{
+    UPSTREAM_SECRET, UpstreamOp, authorize_path, follow_until, node_modules_available, op_config, real_now,
+};
+use crate::upstream_saml::fixture;
+
+fn fixture_metadata() -> String {
+    std::fs::read_to_string(fixture("keys/idp-metadata.xml")).unwrap()
+}
+
+/// What the API's `check` reports for the fixture IdP.
+fn assert_fixture_check(check: &Value) {
+    assert_eq!(check["type"], "saml", "{check}");
+    assert_eq!(check["sso_url"], "https://idp.test/saml/sso");
+    let thumbprint = check["certificates"][0]["sha256_thumbprint"].as_str().unwrap();
+    assert_eq!(thumbprint.len(), 32 * 3 - 1, "{thumbprint}");
+    assert!(check["certificates"][0]["not_after"].as_i64().unwrap() > 0);
+}
+
+async fn api_suite(db: &TestDb) {
+    let app = TestApp::start_with(db, &admin_config()).await;
+    let admin = Api { app: &app, token: token(&app, "automation", AUTOMATION_SECRET).await };
+    let reader = Api { app: &app, token: token(&app, "auditor", AUDITOR_SECRET).await };
+    assert_eq!(app.get("/saml/partner/metadata").await.status(), StatusCode::NOT_FOUND);
+
+    // Created from uploaded metadata: 201, checked, and live on this node at once.
+    let partner = json!({
+        "id": "partner", "type": "saml", "name": "Partner SSO", "email_domains": ["partner.example"],
+        "idp_metadata_xml": fixture_metadata(), "claims": {"email": "mail"}
+    });
+    let (status, created) = admin.post("/connectors", partner.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_fixture_check(&created["check"]);
+    assert_eq!(created["version"], 1);
+    assert_eq!(created["managed_by_config"], false);
+    assert_eq!(created["gatehouse"]["acs_url"], "http://127.0.0.1:8080/saml/partner/acs");
+    assert_eq!(created["gatehouse"]["entity_id"], "http://127.0.0.1:8080/saml/partner");
+    let sp_metadata = app.get("/saml/partner/metadata").await;
+    assert_eq!(sp_metadata.status(), StatusCode::OK);
+    assert!(sp_metadata.text().await.unwrap().contains("http://127.0.0.1:8080/saml/partner/acs"));
+    let login = app.get("/login?choose=1").await.text().await.unwrap();
+    assert!(login.contains("Partner SSO"), "{login}");
+    let (status, again) = admin.post("/connectors", partner.clone()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{again}");
+
+    // The list has the file's connector (read-only) and this one; local users' hashes never.
+    let (status, list) = reader.get("/connectors").await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = list["items"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["local", "partner"]);
+    assert_eq!(list["items"][0]["managed_by_config"], true);
+    assert!(!list.to_string().contains("$argon2id"), "{list}");
+
+    // Changes: at the version read, or 409; the type and the id never.
+    let (status, body) = admin.patch("/connectors/partner", json!({"name": "Partner", "version": 7})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, changed) = admin.patch("/connectors/partner", json!({"name": "Partner", "version": 1})).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!((changed["name"].as_str(), changed["version"].as_i64()), (Some("Partner"), Some(2)));
+    assert_eq!(changed["email_domains"], json!(["partner.example"]), "fields not named stay");
+    for (patch, field) in [
+        (json!({"type": "oidc"}), "type"),
+        (json!({"id": "other"}), "id"),
+        (json!({"clock_skew_secs": 9000}), "clock_skew_secs"),
+        (json!({"idp_metadata_xml": "<nope/>"}), "idp_metadata_xml"),
+    ] {
+        let (status, problem) = admin.patch("/connectors/partner", patch.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{patch}: {problem}");
+        assert_eq!(problem["field"], field, "{patch}: {problem}");
+    }
+    let (status, _) = admin.patch("/connectors/local", json!({"name": "Mine"})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "the file's connectors are read-only");
+    let (status, _) = admin.delete("/connectors/local").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, _) =
+        reader.post("/connectors", json!({"id": "x", "type": "saml", "idp_metadata_xml": fixture_metadata()})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Disabling stops sign-in and its metadata on this node at once; enabling brings it back.
+    let (status, body) = admin.post("/connectors/partner/disable", json!({})).await;
+    assert_eq!((status, body["sessions_ended"].as_i64()), (StatusCode::OK, Some(0)), "{body}");
+    assert_eq!(app.get("/saml/partner/metadata").await.status(), StatusCode::NOT_FOUND);
+    assert!(!app.get("/login?choose=1").await.text().await.unwrap().contains("Partner"));
+    let (status, _) = admin.post("/connectors/partner/enable", json!({})).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get("/saml/partner/metadata").await.status(), StatusCode::OK);
+
+    // Removed: gone everywhere, and the audit log says who did what.
+    let (status, body) = admin.delete("/connectors/partner").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(app.get("/saml/partner/metadata").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(admin.get("/connectors/partner").await.0, StatusCode::NOT_FOUND);
+    let (_, audit) = reader.get("/audit?connector=partner").await;
+    let kinds: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    for kind in [
+        "admin.connector_created",
+        "admin.connector_updated",
+        "admin.connector_disabled",
+        "admin.connector_enabled",
+        "admin.connector_deleted",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    assert!(audit["items"].as_array().unwrap().iter().all(|e| e["actor"] == "client:automation"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connectors_api_on_sqlite() {
+    api_suite(&TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn connectors_api_on_postgres() {
+    if let Some(db) = TestDb::postgres().await {
+        api_suite(&db).await;
+    }
+}
+
+/// Malformed, hostile and oversized specifications are refused at the field, and nothing is
+/// stored.
+#[tokio::test]
+async fn bad_connector_specifications_are_refused_at_the_field() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &admin_config()).await;
+    let admin = Api { app: &app, token: token(&app, "automation", AUTOMATION_SECRET).await };
+    let saml = |extra: Value| {
+        let mut spec = json!({"id": "idp", "type": "saml", "idp_metadata_xml": fixture_metadata()});
+        for (key, value) in extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        spec
+    };
+    let huge_name = "x".repeat(101);
+    let cases = [
+        (json!({"id": "idp", "type": "saml", "idp_metadata_file": "/etc/passwd"}), "idp_metadata_file"),
+        (
+            json!({"id": "idp", "type": "oidc", "issuer": "https://x.example", "client_id": "c", "client_secret_file": "/etc/shadow"}),
+            "client_secret_file",
+        ),
+        (json!({"id": "idp", "type": "local"}), "type"),
+        (json!({"id": "idp", "type": "ldap"}), "type"),
+        (json!({"id": "Bad ID", "type": "saml", "idp_metadata_xml": fixture_metadata()}), "id"),
+        (json!({"id": "local", "type": "saml", "idp_metadata_xml": fixture_metadata()}), "body"),
+        (saml(json!({"name": huge_name})), "name"),
+        (saml(json!({"name": "Tab\tName"})), "name"),
+        (saml(json!({"surprise": true})), "surprise"),
+        (saml(json!({"email_domains": ["a@b"]})), "email_domains"),
+        (saml(json!({"idp_metadata_url": "https://idp.example/md"})), "idp_metadata_url"),
+        (saml(json!({"idp_metadata_xml": "<md:EntityDescriptor"})), "idp_metadata_xml"),
+        (
+            saml(json!({"idp_metadata_xml": "<!DOCTYPE x [<!ENTITY e SYSTEM \"file:///etc/passwd\">]><x>&e;</x>"})),
+            "idp_metadata_xml",
+        ),
+        (saml(json!({"idp_metadata_xml": "a".repeat(1024 * 1024 + 1)})), "idp_metadata_xml"),
+        (saml(json!({"claims": {"subject": ""}})), "claims.subject"),
+        (saml(json!({"issuer": "https://x.example"})), "issuer"),
+        (json!({"id": "idp", "type": "saml", "idp_metadata_url": "http://idp.example/md"}), "idp_metadata_url"),
+        (json!({"id": "idp", "type": "saml", "idp_metadata_url": "file:///etc/passwd"}), "idp_metadata_url"),
+        // Nothing listens there: the check on save refuses it, naming the field.
+        (json!({"id": "idp", "type": "saml", "idp_metadata_url": "http://127.0.0.1:9/metadata"}), "idp_metadata_url"),
+        (json!({"id": "idp", "type": "oidc", "issuer": "http://127.0.0.1:9", "client_id": "c"}), "issuer"),
+        (json!({"id": "idp", "type": "oidc", "issuer": "https://x.example", "client_id": "c", "scopes": ["email"]}), "scopes"),
+        (
+            json!({"id": "idp", "type": "oidc", "issuer": "https://x.example", "client_id": "c", "client_secret": ""}),
+            "client_secret",
+        ),
+        (json!({"id": "idp", "type": "oidc", "issuer": "https://x.example"}), "client_id"),
+        (json!({"id": "idp", "type": "oidc", "issuer": "https://x.example", "client_id": "c\u{0}"}), "client_id"),
+    ];
+    for (spec, field) in cases {
+        let (status, problem) = admin.post("/connectors", spec.clone()).await;
+        let shown: String = spec.to_string().chars().take(120).collect();
+        assert!(status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::CONFLICT, "{shown}: {status} {problem}");
+        if status == StatusCode::UNPROCESSABLE_ENTITY {
+            assert_eq!(problem["field"], field, "{shown}: {problem}");
+        }
+        assert!(!problem.to_string().contains("root:"), "no file content leaks: {problem}");
+    }
+    // Bodies that are not a JSON object, or too large to read.
+    let raw = |body: Vec<u8>, content_type: &'static str| {
+        app.http
+            .post(app.url(&format!("{API}/connectors")))
+            .bearer_auth(&admin.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_eq!(raw(b"[1,2]".to_vec(), "application/json").await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(raw(b"{\"id\":".to_vec(), "application/json").await.unwrap().status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        raw(b"id=x".to_vec(), "application/x-www-form-urlencoded").await.unwrap().status(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let oversized = format!("{{\"id\":\"idp\",\"type\":\"saml\",\"idp_metadata_xml\":\"{}\"}}", "a".repeat(3 * 1024 * 1024));
+    assert_eq!(raw(oversized.into_bytes(), "application/json").await.unwrap().status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let (_, list) = admin.get("/connectors").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "only the file's connector: {list}");
+    app.stop().await;
+}
+
+/// The gatehouse configuration with an automation client whose tokens are for this issuer.
+fn live_config(base: &str, db: &TestDb) -> String {
+    format!(
+        r#"
+issuer = "{base}"
+database_url = "{db}"
+key_encryption_key = "{TEST_KEK}"
+
+[admin]
+groups = ["engineering"]
+
+[[clients]]
+client_id = "demo-app"
+client_secret = "demo-app-secret-change-me"
+redirect_uris = ["{DEMO_REDIRECT}"]
+scopes = ["openid", "profile", "email", "groups"]
+name = "Demo App"
+first_party = true
+
+[[clients]]
+client_id = "automation"
+client_secret = "{AUTOMATION_SECRET}"
+grant_types = ["client_credentials"]
+scopes = ["gatehouse:admin"]
+default_audience = "{base}/admin/api"
+
+[[connectors]]
+id = "local"
+type = "local"
+"#,
+        db = db.url
+    )
+}
+
+/// A node on its own port; nodes behind one load balancer share the issuer (the first's).
+async fn node(db: &TestDb, issuer: Option<&str>) -> TestApp {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let own = format!("http://{}", listener.local_addr().unwrap());
+    let config = load_config(db.dir.path(), &live_config(issuer.unwrap_or(&own), db));
+    TestApp::start_on(listener, config, Arc::new(ManualClock::new(real_now()))).await
+}
+
+/// Signs in through the real provider from the app's authorization request; returns where the
+/// browser ended: the app's redirect URI with a code, or a Gatehouse page.
+async fn sign_in_through_provider(app: &TestApp, op: &UpstreamOp) -> (String, reqwest::Response) {
+    let (url, page) = follow_until(app, app.url(&authorize_path(Some("alice@corp.example"))), DEMO_REDIRECT).await;
+    assert!(url.starts_with(&format!("{}/interaction/", op.issuer)), "{url}");
+    let page = page.text().await.unwrap();
+    let action = |page: &str, suffix: &str| -> String {
+        let found = page
+            .split("action=\"")
+            .skip(1)
+            .map(|rest| &rest[..rest.find('"').unwrap()])
+            .find(|a| a.ends_with(suffix))
+            .unwrap_or_else(|| panic!("no {suffix} form: {page}"))
+            .to_owned();
+        reqwest::Url::parse(&url).unwrap().join(&found).unwrap().to_string()
+    };
+    let login = app.http.post(action(&page, "/login")).form(&[("login", "alice-7f3a")]).send().await.unwrap();
+    let next = reqwest::Url::parse(&url).unwrap().join(&location(&login)).unwrap().to_string();
+    let (url, consent) = follow_until(app, next, DEMO_REDIRECT).await;
+    let consent = consent.text().await.unwrap();
+    let confirm = app.http.post(action(&consent, "/confirm")).send().await.unwrap();
+    let next = reqwest::Url::parse(&url).unwrap().join(&location(&confirm)).unwrap().to_string();
+    follow_until(app, next, DEMO_REDIRECT).await
+}
+
+/// An OIDC connector added through one node's API starts sign-ins on another node within the
+/// registry's bound; its secret is sealed in the database and never returned; a wrong secret
+/// saved later makes sign-ins fail with the reason on the connector's page.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oidc_connector_added_on_one_node_signs_in_on_another() {
+    if !node_modules_available() {
+        return;
+    }
+    let db = match TestDb::postgres().await {
+        Some(db) => db,
+        None => TestDb::sqlite(),
+    };
+    let first = node(&db, None).await;
+    let second = node(&db, Some(&first.base)).await;
+    // The provider sends browsers back to the shared issuer (here the first node), which
+    // finishes what the second started: sign-in state is in the database, not on a node.
+    let op = UpstreamOp::start(&op_config(&format!("{}/oidc/corp/callback", first.base), "RS256", Some(UPSTREAM_SECRET)));
+    assert_eq!(second.get("/oidc/corp").await.status(), StatusCode::NOT_FOUND);
+
+    let admin = Api { app: &first, token: token(&first, "automation", AUTOMATION_SECRET).await };
+    let spec = json!({
+        "id": "corp", "type": "oidc", "name": "Corp Login", "issuer": op.issuer, "client_id": "gatehouse",
+        "client_secret": UPSTREAM_SECRET, "scopes": ["openid", "email", "profile", "groups"],
+        "email_domains": ["corp.example"]
+    });
+    let (status, created) = admin.post("/connectors", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["check"]["type"], "oidc");
+    assert!(created["check"]["signing_algs"].as_array().unwrap().contains(&json!("RS256")), "{created}");
+    assert!(created["check"]["keys"].as_u64().unwrap() >= 1);
+    assert_eq!(created["has_client_secret"], true);
+    assert!(!created.to_string().contains(UPSTREAM_SECRET), "the secret is write-only: {created}");
+
+    // Sealed at rest: neither the settings document nor the sealed bytes hold it in clear.
+    let record = first.state.store.get_connector("corp").await.unwrap();
+    assert!(!record.settings.contains(UPSTREAM_SECRET) && !record.settings.contains("********"), "{}", record.settings);
+    let sealed = record.sealed_secret.clone().unwrap();
+    assert!(!sealed.windows(UPSTREAM_SECRET.len()).any(|w| w == UPSTREAM_SECRET.as_bytes()));
+
+    // The other node builds it on its own within the bound.
+    let mut waited = 0;
+    while second.get("/oidc/corp").await.status() != StatusCode::OK {
+        assert!(waited < 30, "the second node did not pick up the connector within 3 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let (done, _) = sign_in_through_provider(&second, &op).await;
+    let params = params_of(&done);
+    assert_eq!(params["state"], "app-state", "{done}");
+    assert!(params.contains_key("code"));
+
+    // A wrong secret (changed alone) is a change: versioned, audited, rebuilt on both nodes.
+    let (status, changed) = admin.patch("/connectors/corp", json!({"client_secret": "not-the-secret"})).await;
+    assert_eq!(status, StatusCode::OK, "{changed}");
+    assert_eq!(changed["version"], 2);
+    let (_, audit) = admin.get("/audit?connector=corp&kind=admin.connector_updated").await;
+    assert_eq!(audit["items"][0]["detail"], "changed: client_secret", "{audit}");
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let another_browser = TestApp::handle(&second);
+    let (ended, page) = sign_in_through_provider(&another_browser, &op).await;
+    assert!(ended.starts_with(&first.base), "the sign-in stops at Gatehouse: {ended}");
+    assert_eq!(page.status(), StatusCode::BAD_GATEWAY);
+    let (_, failures) = admin.get("/audit?connector=corp&kind=login").await;
+    assert_eq!(failures["items"][0]["detail"], "upstream_token", "{failures}");
+
+    // Disabling it on the first node ends the session signed in through it.
+    let sessions = first.state.store.list_unrevoked_sso_sessions(Some("corp"), None).await.unwrap();
+    assert_eq!(sessions.len(), 1);
+    let (status, body) = admin.post("/connectors/corp/disable", json!({})).await;
+    assert_eq!((status, body["sessions_ended"].as_i64()), (StatusCode::OK, Some(1)), "{body}");
+    assert!(first.state.store.list_unrevoked_sso_sessions(Some("corp"), None).await.unwrap().is_empty());
+    first.stop().await;
+    second.stop().await;
+}
+
+/// The console: add a SAML provider from uploaded metadata, see what to register at the IdP,
+/// get errors at the field, and disable and delete it behind confirmations.
+#[tokio::test]
+async fn the_console_adds_checks_and_removes_a_saml_provider() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &admin_config()).await;
+    let alice = TestApp::handle(&app);
+    alice.login("alice", "alice-password").await;
+    let list = alice.get("/admin/connectors").await.text().await.unwrap();
+    assert!(list.contains("href=\"/admin/connectors/local\"") && list.contains("Configuration file"), "{list}");
+    let form = alice.get("/admin/connectors/new?type=saml").await.text().await.unwrap();
+    let csrf = field_value(&form, "csrf").unwrap();
+    let metadata = fixture_metadata();
+    let fields = |id: &'static str, source: &'static str, url: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("type", String::from("saml")),
+            ("id", id.to_owned()),
+            ("name", String::from("Partner SSO")),
+            ("metadata_source", source.to_owned()),
+            ("idp_metadata_url", url.to_owned()),
+            ("idp_metadata_xml", metadata.clone()),
+            ("claim_subject", String::from("NameID")),
+            ("claim_email", String::from("mail")),
+            ("sign_requests", String::from("on")),
+        ]
+    };
+    let post = |path: &'static str, form: Vec<(&'static str, String)>| {
+        let alice = &alice;
+        async move { alice.http.post(alice.url(path)).form(&form).send().await.unwrap() }
+    };
+
+    // A URL nothing answers at: refused at that field, with what was typed kept.
+    let refused = post("/admin/connectors", fields("partner", "url", "http://127.0.0.1:9/md")).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("class=\"field-error\"") && html.contains("metadata could not be used"), "{html}");
+    assert!(html.contains("value=\"http://127.0.0.1:9/md\""));
+    // Without the CSRF token nothing is created.
+    let mut forged = fields("partner", "xml", "");
+    forged[0].1 = String::from("forged");
+    assert_ne!(post("/admin/connectors", forged).await.status(), StatusCode::CREATED);
+
+    let created = post("/admin/connectors", fields("partner", "xml", "")).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let page = created.text().await.unwrap();
+    assert!(page.contains("https://idp.test/saml/sso") && page.contains("class=\"thumbprint\""), "{page}");
+    assert!(page.contains("http://127.0.0.1:8080/saml/partner/acs") && page.contains("Download Gatehouse"), "{page}");
+
+    // Edit keeps what the form does not change; a bad value comes back at its field.
+    let edit = alice.get("/admin/connectors/partner/edit").await.text().await.unwrap();
+    assert!(edit.contains("value=\"Partner SSO\""), "{edit}");
+    let mut bad = fields("partner", "xml", "");
+    bad.push(("clock_skew_secs", String::from("9999")));
+    bad.push(("version", String::from("1")));
+    let refused = post("/admin/connectors/partner", bad).await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("between 0 and 600"));
+
+    // A person signed in through it: disabling says so, then ends the session.
+    let someone = app.state.store.list_users().await.unwrap().into_iter().next().unwrap();
+    let session = gatehouse::session::NewSession { user_id: &someone.id, connector_id: "partner", ip: None, user_agent: None };
+    let settings = app.state.config.session.clone();
+    gatehouse::session::start(app.state.store.as_ref(), session, &settings, app.clock.now()).await.unwrap();
+    let confirm = alice.get("/admin/connectors/partner/disable").await.text().await.unwrap();
+    assert!(confirm.contains("1 active session signed in through Partner SSO ends at once"), "{confirm}");
+    let disabled = alice.post_form("/admin/connectors/partner/disable", &[("csrf", &csrf)]).await;
+    assert_eq!(disabled.status(), StatusCode::SEE_OTHER);
+    assert!(app.state.store.list_unrevoked_sso_sessions(Some("partner"), None).await.unwrap().is_empty());
+    assert!(alice.get("/admin/connectors").await.text().await.unwrap().contains("Disabled"));
+    let confirm = alice.get("/admin/connectors/partner/delete").await.text().await.unwrap();
+    assert!(confirm.contains("0 active sessions"), "{confirm}");
+    assert_eq!(alice.post_form("/admin/connectors/partner/delete", &[("csrf", &csrf)]).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(alice.get("/admin/connectors/partner").await.status(), StatusCode::NOT_FOUND);
+    // Unknown actions and the file's connector are not actionable.
+    assert_eq!(alice.get("/admin/connectors/local/explode").await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(alice.get("/admin/connectors/local/delete").await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(alice.get("/admin/connectors/local/edit").await.status(), StatusCode::FORBIDDEN);
+    // bob (sales) is no admin.
+    let bob = TestApp::handle(&app);
+    bob.login("bob", "bob-password").await;
+    assert_eq!(bob.get("/admin/connectors").await.status(), StatusCode::FORBIDDEN);
+    app.stop().await;
+}
