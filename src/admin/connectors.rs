@@ -371,8 +371,10 @@ impl Admin {
 pub struct SignInFailure {
     pub time: UnixTime,
     pub ip: Option<String>,
-    /// The recorded reason (a fixed label).
+    /// The machine-readable reason, e.g. `audience_mismatch`.
     pub reason: String,
+    /// The values involved, e.g. what was expected and what came.
+    pub values: Option<String>,
     /// What to try, for the reasons Gatehouse knows.
     pub fix: &'static str,
 }
@@ -384,47 +386,41 @@ const FAILURE_SCAN_PAGES: usize = 10;
 /// What an administrator can try for a recorded failure reason.
 pub fn fix_for(reason: &str) -> &'static str {
     match reason {
-        "saml_signature" => {
-            "The signature did not verify with the certificates in the IdP's metadata. If the IdP rolled its certificate, press \u{201c}Check now\u{201d} to fetch its metadata again, or upload the new metadata."
+        "signature_invalid" => {
+            "The signature did not verify with the IdP certificates Gatehouse has. If the IdP rolled its certificate, press \u{201c}Check now\u{201d} to read its metadata again, or upload its new metadata; otherwise the message was altered."
         }
-        "saml_audience" => {
-            "The assertion is for another audience: in the IdP, set the SP entity ID (audience) to the entity ID shown above."
+        "algorithm_refused" => {
+            "The IdP signs with an algorithm Gatehouse refuses (SHA-1). Switch the IdP to SHA-256; allow SHA-1 for this connector only if it cannot."
         }
-        "saml_destination" | "saml_recipient" => {
-            "The IdP posted to another address: set the ACS (reply) URL in the IdP to the one shown above."
+        "audience_mismatch" => {
+            "The assertion or token is for another audience: set the audience (SP entity ID, or client ID) at the IdP to the value expected."
         }
-        "saml_issuer" => "The response names another IdP than the metadata: upload or point at this IdP's own metadata.",
-        "saml_expired" | "saml_not_yet_valid" => {
-            "The assertion's validity window does not include Gatehouse's time: check both servers' clocks (NTP), or raise the allowed clock skew."
+        "destination_mismatch" | "recipient_mismatch" => {
+            "The IdP sent the answer to another address: set its reply (ACS) URL to the one in \u{201c}Register Gatehouse\u{201d} above."
         }
-        "saml_in_response_to" | "saml_unsolicited" => {
-            "The response answers no sign-in Gatehouse started (or one already finished). Start from the application, or allow IdP-initiated sign-in if the IdP's portal starts it."
+        "issuer_mismatch" => "The answer names another IdP than the metadata does: upload or point at this IdP's own metadata.",
+        "iss_mismatch" => "The provider's issuer differs from the one configured: copy the issuer exactly from its discovery document.",
+        "clock_skew" => {
+            "The message's validity window does not include Gatehouse's time: check both servers' clocks (NTP), or raise the allowed clock skew."
         }
-        "saml_replay" => "The same assertion was posted twice (a reload or a replay); nothing to fix unless it repeats.",
-        "saml_status" => "The IdP refused the sign-in itself: see its logs for the user.",
-        "saml_metadata" => "The IdP's metadata could not be fetched or read: check the URL, or upload the metadata.",
-        "saml_attributes" => {
-            "The assertion lacks an attribute the claim mapping needs (often the subject or email): check the attribute names the IdP sends."
+        "in_response_to_unknown" | "unsolicited" => {
+            "The answer is to no sign-in Gatehouse started (or to one already finished). Start from the application; allow IdP-initiated sign-in if people start at the IdP's portal."
         }
-        "saml_decryption" => {
+        "replay" => "The same answer was posted twice (a reload, or a replay); nothing to fix unless it repeats.",
+        "status" => "The IdP refused the sign-in itself (see the status code): look in its logs for this person.",
+        "upstream_error" => "The provider answered with an error instead of signing the person in: see its logs and the application registered there.",
+        "metadata_unavailable" => "The IdP's metadata could not be fetched or read: check the URL and the network, or upload the metadata.",
+        "attributes_unusable" | "claims_unusable" | "userinfo_invalid" => {
+            "The IdP's answer lacks a value the mapping needs (often the subject or the email): compare the attribute or claim names it sends with the connector's."
+        }
+        "decryption_failed" => {
             "The encrypted assertion could not be decrypted: give the IdP Gatehouse's current SP metadata (its encryption certificate)."
         }
-        "saml_malformed" | "saml_too_costly" => "The IdP's answer could not be read as a SAML response.",
-        "upstream_unreachable" | "upstream_discovery" => {
-            "The provider could not be reached or its discovery document was refused: check the issuer URL and the network."
-        }
-        "upstream_token" => {
-            "The token request failed: check the client ID and secret, and the redirect URI registered at the provider."
-        }
-        "invalid_id_token" => {
-            "The ID token was refused (signature, audience, issuer, nonce or time): check the client ID and both servers' clocks."
-        }
-        "invalid_claims" | "invalid_userinfo" => {
-            "The provider's claims are not usable: check the claim names mapped to username, email and groups."
-        }
-        reason if reason.starts_with("upstream_error:") => {
-            "The provider answered with an error instead of signing the person in: see its logs, and the application registration there."
-        }
+        "nonce_mismatch" => "The ID token answers another sign-in: the browser or a proxy mixed up two sign-ins; if it repeats, check caching in front of Gatehouse.",
+        "token_endpoint_error" => "The provider refused the code exchange (see its error): check the client ID and secret, and the redirect URI registered there.",
+        "unreachable" | "discovery_failed" => "The provider could not be reached or its discovery document was refused: check the issuer URL and the network.",
+        "not_fresh" => "The application asked for a fresh sign-in and the IdP answered with an older one: let the IdP honour ForceAuthn or prompt=login.",
+        "malformed_response" | "too_costly" => "The answer could not be read as a SAML response: check what the IdP posts.",
         _ => "See the audit log and the server log around this time.",
     }
 }
@@ -442,8 +438,12 @@ impl Admin {
         for _ in 0..FAILURE_SCAN_PAGES {
             let page = self.audit_log(filter.clone(), cursor.as_deref(), Some(super::MAX_PAGE)).await?;
             failures.extend(page.items.into_iter().filter(|e| e.outcome == "failure").map(|e| {
-                let reason = e.detail.unwrap_or_default();
-                SignInFailure { time: e.time, ip: e.ip, fix: fix_for(&reason), reason }
+                let detail = e.detail.unwrap_or_default();
+                let (reason, values) = match detail.split_once(": ") {
+                    Some((reason, values)) => (reason.to_owned(), Some(values.to_owned())),
+                    None => (detail, None),
+                };
+                SignInFailure { time: e.time, ip: e.ip, fix: fix_for(&reason), reason, values }
             }));
             cursor = page.next;
             if failures.len() >= FAILURES_SHOWN || cursor.is_none() {

@@ -46,11 +46,11 @@ impl FlowFailure {
             Self::UnknownState => "unknown_state",
             Self::StateForOtherConnector => "state_for_other_connector",
             Self::OtherBrowser => "other_browser",
-            Self::IssuerMismatch => "issuer_mismatch",
+            Self::IssuerMismatch => "iss_mismatch",
             Self::MissingCode => "missing_code",
-            Self::SamlMalformed => "saml_malformed",
+            Self::SamlMalformed => "malformed_response",
             Self::SamlUnknownHandoff => "saml_unknown_handoff",
-            Self::SamlReplay => "saml_replay",
+            Self::SamlReplay => "replay",
         }
     }
 }

@@ -98,8 +98,8 @@ pub enum OidcError {
     Discovery(String),
     #[error("the token request failed: {0}")]
     TokenExchange(String),
-    #[error("the ID token was refused: {0}")]
-    InvalidIdToken(String),
+    #[error("the ID token was refused: {detail}")]
+    InvalidIdToken { code: &'static str, detail: String },
     #[error("the UserInfo response was refused: {0}")]
     UserInfo(String),
     #[error("the verified claims are not usable: {0}")]
@@ -107,13 +107,37 @@ pub enum OidcError {
 }
 
 impl OidcError {
-    /// A fixed label for metrics and the audit trail.
+    /// The reason a refused sign-in is recorded under (the audit log and the connector's page).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Discovery(_) => "discovery_failed",
+            Self::TokenExchange(_) => "token_endpoint_error",
+            Self::InvalidIdToken { code, .. } => code,
+            Self::UserInfo(_) => "userinfo_invalid",
+            Self::Claims(_) => "claims_unusable",
+        }
+    }
+
+    /// The values involved, for the administrator: never a token or the client secret.
+    pub fn explain(&self) -> String {
+        let detail = match self {
+            Self::Unreachable(detail) | Self::Discovery(detail) | Self::TokenExchange(detail) | Self::UserInfo(detail) => {
+                detail.as_str()
+            }
+            Self::InvalidIdToken { detail, .. } => detail.as_str(),
+            Self::Claims(detail) => detail,
+        };
+        detail.chars().filter(|c| !c.is_control()).take(300).collect()
+    }
+
+    /// A fixed label for metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Unreachable(_) => "upstream_unreachable",
             Self::Discovery(_) => "upstream_discovery",
             Self::TokenExchange(_) => "upstream_token",
-            Self::InvalidIdToken(_) => "invalid_id_token",
+            Self::InvalidIdToken { .. } => "invalid_id_token",
             Self::UserInfo(_) => "invalid_userinfo",
             Self::Claims(_) => "invalid_claims",
         }
@@ -322,7 +346,7 @@ impl OidcConnector {
             }
             other => other,
         }
-        .map_err(|err| OidcError::InvalidIdToken(err.to_string()))?;
+        .map_err(id_token_refusal)?;
 
         if self.settings.userinfo {
             let subject = claims.get("sub").and_then(Value::as_str).map(|s| openidconnect::SubjectIdentifier::new(s.to_owned()));
@@ -499,9 +523,27 @@ fn discovery_error(err: openidconnect::DiscoveryError<HttpError>) -> OidcError {
     }
 }
 
+/// Names what about the ID token was refused, so the console can say what to fix.
+fn id_token_refusal(err: ClaimsVerificationError) -> OidcError {
+    let code = match &err {
+        ClaimsVerificationError::Expired(_) => "clock_skew",
+        ClaimsVerificationError::InvalidAudience(_) => "audience_mismatch",
+        ClaimsVerificationError::InvalidIssuer(_) => "iss_mismatch",
+        ClaimsVerificationError::InvalidNonce(_) => "nonce_mismatch",
+        ClaimsVerificationError::InvalidAuthTime(_) => "not_fresh",
+        ClaimsVerificationError::SignatureVerification(SignatureVerificationError::DisallowedAlg(_)) => "algorithm_refused",
+        ClaimsVerificationError::SignatureVerification(_) => "signature_invalid",
+        _ => "id_token_invalid",
+    };
+    OidcError::InvalidIdToken { code, detail: err.to_string() }
+}
+
 fn token_error(err: RequestTokenError<HttpError, StandardErrorResponse<CoreErrorResponseType>>) -> OidcError {
     match err {
-        RequestTokenError::ServerResponse(response) => OidcError::TokenExchange(response.error().as_ref().to_owned()),
+        RequestTokenError::ServerResponse(response) => {
+            let description = response.error_description().map(|d| format!(" ({d})")).unwrap_or_default();
+            OidcError::TokenExchange(format!("error={}{description}", response.error().as_ref()))
+        }
         RequestTokenError::Request(err) => OidcError::Unreachable(err.to_string()),
         RequestTokenError::Parse(err, _) => OidcError::TokenExchange(format!("unparseable token response at {}", err.path())),
         RequestTokenError::Other(reason) => OidcError::TokenExchange(reason),

@@ -235,6 +235,7 @@ async fn refused_return(
         connector_id: connector.id(),
         connector_name: connector.name(),
         reason: failure.reason(),
+        recorded: failure.reason().to_owned(),
         unreachable: false,
         status: StatusCode::FORBIDDEN,
     };
@@ -256,12 +257,9 @@ async fn failure_page(
             .into_iter()
             .flatten()
             .any(|c| matches!(c, "AuthnFailed" | "RequestDenied" | "NoPassive" | "NoAuthnContext"));
-        let (reason, code) = if denied {
-            ("upstream_error:access_denied", ErrorCode::AccessDenied)
-        } else {
-            ("upstream_error:server_error", ErrorCode::ServerError)
-        };
-        login::record_upstream_failure(state.store.as_ref(), connector.id(), reason, Some(ip), state.clock.now()).await?;
+        let code = if denied { ErrorCode::AccessDenied } else { ErrorCode::ServerError };
+        let recorded = format!("{}: {}", err.code(), err.explain());
+        login::record_upstream_failure(state.store.as_ref(), connector.id(), &recorded, Some(ip), state.clock.now()).await?;
         state.metrics.record_login(connector.id(), "upstream_error");
         return refused_page(state, connector.name(), code, pending_login).await;
     }
@@ -276,6 +274,7 @@ async fn failure_page(
         connector_id: connector.id(),
         connector_name: connector.name(),
         reason: err.reason(),
+        recorded: format!("{}: {}", err.code(), err.explain()),
         unreachable: matches!(err, SamlError::MetadataUnavailable(_)),
         status,
     };

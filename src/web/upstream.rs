@@ -153,7 +153,8 @@ pub async fn oidc_callback(
     }
     if let Some(error) = query_param(&params, "error")? {
         let code = upstream_error_code(&error);
-        let reason = format!("upstream_error:{}", code.as_str());
+        let shown: String = error.chars().filter(|c| c.is_ascii_graphic()).take(64).collect();
+        let reason = format!("upstream_error: the provider answered error={shown}");
         login::record_upstream_failure(state.store.as_ref(), &id, &reason, Some(ip), now).await?;
         state.metrics.record_login(&id, "upstream_error");
         return refused_page(&state, connector.name(), code, pending.pending_login.as_deref()).await;
@@ -276,6 +277,7 @@ async fn failure_page(
         connector_id: connector.id(),
         connector_name: connector.name(),
         reason: err.reason(),
+        recorded: format!("{}: {}", err.code(), err.explain()),
         unreachable: matches!(err, OidcError::Unreachable(_)),
         status: StatusCode::BAD_GATEWAY,
     };
@@ -287,7 +289,10 @@ async fn failure_page(
 pub(crate) struct UpstreamFailure<'a> {
     pub connector_id: &'a str,
     pub connector_name: &'a str,
+    /// The metrics label.
     pub reason: &'static str,
+    /// What the audit log records: the reason's code and the values involved.
+    pub recorded: String,
     /// The IdP could not be reached (worth retrying) rather than answered wrongly.
     pub unreachable: bool,
     pub status: StatusCode,
@@ -301,7 +306,7 @@ pub(crate) async fn upstream_failure_page(
     ip: std::net::IpAddr,
 ) -> Result<Response, WebError> {
     let now = state.clock.now();
-    login::record_upstream_failure(state.store.as_ref(), failure.connector_id, failure.reason, Some(ip), now).await?;
+    login::record_upstream_failure(state.store.as_ref(), failure.connector_id, &failure.recorded, Some(ip), now).await?;
     audited_failure_page(state, failure, pending_login).await
 }
 

@@ -41,10 +41,10 @@ async fn hostile_responses_are_refused_in_moments_while_health_checks_keep_answe
     // The costliest document the limits allow is refused at its digest, or at the deadline when
     // the machine is slow (unoptimised test builds, a busy CI host): a refusal either way.
     let kinds: [(&str, String, &[&str]); 4] = [
-        ("quadratic namespaces", quadratic_namespaces(), &["saml_malformed"]),
-        ("canonical-form amplification", canonical_amplification(), &["saml_too_costly"]),
-        ("huge PrefixList", huge_prefix_list(), &["saml_signature"]),
-        ("costliest within the limits", costliest_within_limits(), &["saml_signature", "saml_too_costly"]),
+        ("quadratic namespaces", quadratic_namespaces(), &["malformed_response"]),
+        ("canonical-form amplification", canonical_amplification(), &["too_costly"]),
+        ("huge PrefixList", huge_prefix_list(), &["signature_invalid"]),
+        ("costliest within the limits", costliest_within_limits(), &["signature_invalid", "too_costly"]),
     ];
     let probe = reqwest::Client::new();
     for (kind, xml, reasons) in kinds {
@@ -342,7 +342,7 @@ async fn the_sp_keys_rotate_without_a_restart_and_the_old_key_decrypts_until_rem
     let again = TestApp::handle(&app);
     let answer = crate::upstream_saml::through_the_idp(&again, &stale, "login").await;
     assert_eq!(post(&again, &answer).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_decryption");
+    assert_eq!(last_failure(&app).await, "decryption_failed");
     assert!(keys.remove(&keys.list().await.unwrap()[0].kid).await.is_err(), "an active key cannot be removed");
     app.stop().await;
 }

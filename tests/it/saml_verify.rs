@@ -537,3 +537,35 @@ fn an_assertion_encrypted_for_several_recipients_opens_with_the_key_meant_for_th
     let unrelated = DecryptionKey::from_pkcs1_der(&rsa.private_key_to_der().unwrap()).unwrap();
     assert_eq!(verify_encrypted(&fixture, &[unrelated]).unwrap_err().reason(), "saml_decryption");
 }
+
+/// Each refusal names its reason and the values involved, as the connector's page shows them.
+#[test]
+fn refusals_name_the_reason_and_the_values_involved() {
+    let explained = |name: &str| {
+        let err = run(&case(name)).unwrap_err();
+        (err.code(), err.explain())
+    };
+    let (code, values) = explained("wrong-audience");
+    assert_eq!(code, "audience_mismatch");
+    assert!(values.starts_with("expected `https://gatehouse.test/saml/corp-saml`, got `"), "{values}");
+    let (code, values) = explained("wrong-destination");
+    assert_eq!(code, "destination_mismatch");
+    assert!(values.starts_with("expected `https://gatehouse.test/saml/corp-saml/acs`, got `"), "{values}");
+    let (code, values) = explained("wrong-issuer");
+    assert_eq!(code, "issuer_mismatch");
+    assert!(values.starts_with("expected `https://idp.test/saml/metadata`, got `"), "{values}");
+    let (code, values) = explained("not-yet-valid");
+    assert_eq!(code, "clock_skew");
+    assert!(values.contains(" UTC, now ") && values.ends_with("allowed skew 60 s"), "{values}");
+    let (code, values) = explained("expired");
+    assert_eq!(code, "clock_skew");
+    assert!(values.contains("NotOnOrAfter"), "{values}");
+    let (code, values) = explained("wrong-in-response-to");
+    assert_eq!(code, "in_response_to_unknown");
+    assert!(values.starts_with("the response answers `"), "{values}");
+    let (code, values) = explained("status-failure");
+    assert_eq!(code, "status");
+    assert!(values.starts_with("the IdP answered "), "{values}");
+    assert_eq!(explained("sha1-refused").0, "algorithm_refused");
+    assert_eq!(explained("tampered").0, "signature_invalid");
+}

@@ -303,7 +303,7 @@ async fn an_upstream_refusal_reaches_the_user_and_the_app() {
 
     // The app's request is over: the same sign-in cannot be resumed.
     let audit = app.state.store.list_audit(50).await.unwrap();
-    assert!(audit.iter().any(|e| e.detail.as_deref() == Some("upstream_error:access_denied")), "{audit:?}");
+    assert!(audit.iter().any(|e| e.detail.as_deref() == Some("upstream_error: the provider answered error=access_denied")), "{audit:?}");
     app.stop().await;
 }
 
@@ -528,7 +528,14 @@ async fn rogue_login(app: &TestApp) -> (StatusCode, String) {
 
 const NOT_VERIFIED: &str = "could not verify the answer of the identity provider";
 
+/// The reason the last refused sign-in was recorded under (without the values involved).
 pub(crate) async fn last_failure(app: &TestApp) -> String {
+    let detail = last_failure_detail(app).await;
+    detail.split_once(": ").map_or(detail.clone(), |(reason, _)| reason.to_owned())
+}
+
+/// The last refused sign-in's reason and the values involved, as the audit log has them.
+pub(crate) async fn last_failure_detail(app: &TestApp) -> String {
     let audit = app.state.store.list_audit(1).await.unwrap();
     audit[0].detail.clone().unwrap_or_default()
 }
@@ -589,7 +596,7 @@ async fn state_must_be_known_unused_and_from_this_browser() {
     // A response naming another issuer (RFC 9207) is a mix-up.
     let callback = rogue_callback(&app).await.replace("iss=", "iss=https%3A%2F%2Fother.example&x=");
     assert_eq!(app.http.get(&callback).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
-    assert_eq!(last_failure(&app).await, "issuer_mismatch");
+    assert_eq!(last_failure(&app).await, "iss_mismatch");
     // A state issued for one connector cannot complete another's callback.
     let callback = rogue_callback(&app).await;
     let twin = callback.replace("/oidc/rogue/", "/oidc/rogue-twin/");
@@ -605,18 +612,27 @@ async fn state_must_be_known_unused_and_from_this_browser() {
 #[tokio::test(flavor = "multi_thread")]
 async fn id_tokens_that_fail_validation_are_refused() {
     let (_db, app, rogue) = rogue_setup("").await;
-    let cases: Vec<(&str, Change)> = vec![
-        ("nonce mismatch", Box::new(|b| b.claims = json!({"nonce": "not-the-one-sent"}))),
-        ("wrong audience", Box::new(|b| b.claims = json!({"aud": "some-other-client"}))),
-        ("extra untrusted audience", Box::new(|b| b.claims = json!({"aud": ["gatehouse", "other"], "azp": "gatehouse"}))),
-        ("azp names another client", Box::new(|b| b.claims = json!({"azp": "other"}))),
-        ("expired beyond the skew", Box::new(|b| b.claims = json!({"exp": b.clock.now() - 61}))),
-        ("issued in the future", Box::new(|b| b.claims = json!({"iat": b.clock.now() + 600, "exp": b.clock.now() + 900}))),
-        ("wrong issuer", Box::new(|b| b.claims = json!({"iss": "https://idp.example"}))),
-        ("alg none", Box::new(|b| b.unsigned = true)),
-        ("unknown key", Box::new(|b| b.signing = rsa_key("key-x"))),
+    // Each refusal is recorded under the reason an administrator can act on.
+    let cases: Vec<(&str, &str, Change)> = vec![
+        ("nonce mismatch", "nonce_mismatch", Box::new(|b| b.claims = json!({"nonce": "not-the-one-sent"}))),
+        ("wrong audience", "audience_mismatch", Box::new(|b| b.claims = json!({"aud": "some-other-client"}))),
+        (
+            "extra untrusted audience",
+            "audience_mismatch",
+            Box::new(|b| b.claims = json!({"aud": ["gatehouse", "other"], "azp": "gatehouse"})),
+        ),
+        ("azp names another client", "audience_mismatch", Box::new(|b| b.claims = json!({"azp": "other"}))),
+        ("expired beyond the skew", "clock_skew", Box::new(|b| b.claims = json!({"exp": b.clock.now() - 61}))),
+        (
+            "issued in the future",
+            "id_token_invalid",
+            Box::new(|b| b.claims = json!({"iat": b.clock.now() + 600, "exp": b.clock.now() + 900})),
+        ),
+        ("wrong issuer", "iss_mismatch", Box::new(|b| b.claims = json!({"iss": "https://idp.example"}))),
+        ("alg none", "signature_invalid", Box::new(|b| b.unsigned = true)),
+        ("unknown key", "signature_invalid", Box::new(|b| b.signing = rsa_key("key-x"))),
     ];
-    for (name, change) in cases {
+    for (name, reason, change) in cases {
         let original = rogue.get(|b| b.signing.clone());
         rogue.set(|b| {
             b.claims = json!({});
@@ -627,7 +643,7 @@ async fn id_tokens_that_fail_validation_are_refused() {
         let (status, page) = rogue_login(&app).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{name}");
         assert!(page.contains(NOT_VERIFIED), "{name}: {page}");
-        assert_eq!(last_failure(&app).await, "invalid_id_token", "{name}");
+        assert_eq!(last_failure(&app).await, reason, "{name}: {}", last_failure_detail(&app).await);
         assert!(app.get("/").await.status().is_redirection(), "{name}: not signed in");
     }
     // The skew allows a token that expired a few seconds ago.
@@ -676,7 +692,7 @@ async fn userinfo_must_describe_the_same_subject() {
     rogue.set(|b| b.userinfo_sub = Some(String::from("someone-else")));
     let (status, page) = rogue_login(&fresh).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{page}");
-    assert_eq!(last_failure(&app).await, "invalid_userinfo");
+    assert_eq!(last_failure(&app).await, "userinfo_invalid");
     app.stop().await;
 }
 
@@ -688,7 +704,7 @@ async fn a_discovery_document_for_another_issuer_is_refused() {
     assert_eq!(started.status(), StatusCode::BAD_GATEWAY);
     assert!(location(&started).is_empty(), "no redirect to a provider that is not the configured one");
     assert!(started.text().await.unwrap().contains(NOT_VERIFIED));
-    assert_eq!(last_failure(&app).await, "upstream_discovery");
+    assert_eq!(last_failure(&app).await, "discovery_failed");
     app.stop().await;
 }
 
@@ -714,7 +730,7 @@ async fn an_unreachable_or_slow_provider_fails_fast_and_clearly() {
     let response = app.get("/oidc/rogue/login").await;
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
     assert!(started.elapsed() < Duration::from_secs(4), "gave up after {:?}", started.elapsed());
-    assert_eq!(last_failure(&app).await, "upstream_unreachable");
+    assert_eq!(last_failure(&app).await, "unreachable");
 
     // Failing discovery is not retried for a minute: logins fail at once instead of queueing.
     rogue.set(|b| b.delay = Duration::ZERO);
@@ -800,7 +816,7 @@ async fn an_app_asking_for_a_fresh_sign_in_gets_one_from_the_provider() {
     // A provider that reuses an old sign-in (or omits auth_time) is refused.
     rogue.set(|b| b.claims = json!({"auth_time": b.clock.now() - 3600}));
     assert_eq!(fresh_login(&app).await, StatusCode::BAD_GATEWAY);
-    assert_eq!(last_failure(&app).await, "invalid_id_token");
+    assert_eq!(last_failure(&app).await, "not_fresh");
     rogue.set(|b| b.claims = json!({"auth_time": null}));
     assert_eq!(fresh_login(&app).await, StatusCode::BAD_GATEWAY);
     // Without prompt=login the same old auth_time is fine.

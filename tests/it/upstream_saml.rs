@@ -222,7 +222,7 @@ async fn a_cancelled_sign_in_at_the_idp_reaches_the_user_and_the_app() {
     let params = params_of(&link[..link.find('"').unwrap()].replace("&#38;", "&"));
     assert_eq!(params["error"], "access_denied");
     assert_eq!(params["state"], "app-state");
-    assert_eq!(last_failure(&app).await, "upstream_error:access_denied");
+    assert_eq!(last_failure(&app).await, "status");
     app.stop().await;
 }
 
@@ -235,7 +235,7 @@ async fn a_response_for_another_request_is_refused() {
     // The first request's response, posted with the second request's RelayState.
     let swapped = IdpPost { acs: first.acs.clone(), fields: vec![first.fields[0].clone(), second.fields[1].clone()] };
     assert_eq!(post(&app, &swapped).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_in_response_to");
+    assert_eq!(last_failure(&app).await, "in_response_to_unknown");
     // The second request was spent by the attempt; the first still completes.
     assert_eq!(post(&app, &second).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(post(&app, &first).await.status(), StatusCode::SEE_OTHER);
@@ -251,7 +251,7 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     let (_db, app, idp) = setup(&python, json!({}), "").await;
     let page = app.http.get(initiated(&idp)).send().await.unwrap().text().await.unwrap();
     assert_eq!(post(&app, &auto_post(&page)).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_unsolicited");
+    assert_eq!(last_failure(&app).await, "unsolicited");
     app.stop().await;
 
     let (_db, app, idp) = setup(&python, json!({}), "allow_idp_initiated = true").await;
@@ -280,7 +280,7 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     assert_eq!(app.get(&handoff).await.status(), StatusCode::BAD_REQUEST, "the hand-off is spent");
     // Without a request to spend, the assertion id cache is what refuses the replay.
     assert_eq!(post(&app, &answer).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_replay");
+    assert_eq!(last_failure(&app).await, "replay");
     app.stop().await;
 }
 
@@ -351,11 +351,11 @@ async fn hostile_and_malformed_posts_get_a_clear_error_and_an_audit_event() {
         "</a>".repeat(5000)
     );
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
-        ("garbage", "not base64 at all!".to_owned(), StatusCode::BAD_REQUEST, "saml_malformed"),
-        ("truncated base64", fixture_response("signed-assertion")[..1001].to_owned(), StatusCode::BAD_REQUEST, "saml_malformed"),
-        ("not XML", base64::engine::general_purpose::STANDARD.encode("hello"), StatusCode::BAD_REQUEST, "saml_malformed"),
-        ("deeply nested", base64::engine::general_purpose::STANDARD.encode(&deep), StatusCode::BAD_REQUEST, "saml_malformed"),
-        ("entity expansion", fixture_response("billion-laughs"), StatusCode::BAD_REQUEST, "saml_malformed"),
+        ("garbage", "not base64 at all!".to_owned(), StatusCode::BAD_REQUEST, "malformed_response"),
+        ("truncated base64", fixture_response("signed-assertion")[..1001].to_owned(), StatusCode::BAD_REQUEST, "malformed_response"),
+        ("not XML", base64::engine::general_purpose::STANDARD.encode("hello"), StatusCode::BAD_REQUEST, "malformed_response"),
+        ("deeply nested", base64::engine::general_purpose::STANDARD.encode(&deep), StatusCode::BAD_REQUEST, "malformed_response"),
+        ("entity expansion", fixture_response("billion-laughs"), StatusCode::BAD_REQUEST, "malformed_response"),
     ];
     for (what, body, status, reason) in cases {
         let response = post_acs(&app, &[("SAMLResponse", &body), ("RelayState", "relay-unknown")]).await;
@@ -394,7 +394,7 @@ async fn a_response_for_another_connector_is_refused_at_this_one() {
     let other = fixture_response("other-connector");
     let refused = post_acs(&app, &[("SAMLResponse", &other), ("RelayState", &relay_1)]).await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_destination");
+    assert_eq!(last_failure(&app).await, "destination_mismatch");
     app.stop().await;
 }
 
@@ -465,7 +465,7 @@ async fn metadata_is_refreshed_and_a_certificate_rollover_needs_no_restart() {
     // Signed with the IdP's next key, which its metadata does not list yet.
     let relay_1 = expect_fixture_request(&app).await;
     assert_eq!(post_acs(&app, &[("SAMLResponse", &rolled), ("RelayState", &relay_1)]).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_signature");
+    assert_eq!(last_failure(&app).await, "signature_invalid");
     assert_eq!(server.hits(), 1);
 
     // The IdP publishes both keys; within the cache duration nothing is fetched.
@@ -511,7 +511,7 @@ async fn a_failed_metadata_fetch_keeps_the_last_good_copy_and_is_counted() {
     let (_db, app) = fixture_app(&format!("idp_metadata_url = \"{}\"", broken.url), "").await;
     let refused = app.get("/saml/corp-saml/login").await;
     assert_eq!(refused.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(last_failure(&app).await, "saml_metadata");
+    assert_eq!(last_failure(&app).await, "metadata_unavailable");
     app.stop().await;
 }
 
@@ -561,7 +561,7 @@ async fn a_fresh_sign_in_needs_a_fresh_authn_instant() {
     let relay_1 = expect_fixture_request_with(&app, |pending| pending["fresh_since"] = json!(1_767_225_660 + 1)).await;
     let genuine = fixture_response("signed-assertion");
     assert_eq!(post_acs(&app, &[("SAMLResponse", &genuine), ("RelayState", &relay_1)]).await.status(), StatusCode::FORBIDDEN);
-    assert_eq!(last_failure(&app).await, "saml_not_fresh");
+    assert_eq!(last_failure(&app).await, "not_fresh");
     app.stop().await;
 }
 

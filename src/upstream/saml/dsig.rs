@@ -216,7 +216,7 @@ pub fn verify_enveloped(
         .and_then(signature_algorithm)
         .ok_or(SamlError::Signature("the signature algorithm is not accepted"))?;
     if signature_digest == DigestAlgorithm::Sha1 && !allow_sha1 {
-        return Err(SamlError::Signature("SHA-1 signatures are not accepted for this connector"));
+        return Err(SamlError::AlgorithmRefused("RSA-SHA1 signatures are not accepted for this connector (allow_sha1)"));
     }
     if element_children(method).next().is_some() {
         return Err(SamlError::Signature("SignatureMethod parameters are not accepted"));
@@ -242,7 +242,7 @@ pub fn verify_enveloped(
         .and_then(DigestAlgorithm::from_uri)
         .ok_or(SamlError::Signature("the digest algorithm is not accepted"))?;
     if digest_algorithm == DigestAlgorithm::Sha1 && !allow_sha1 {
-        return Err(SamlError::Signature("SHA-1 digests are not accepted for this connector"));
+        return Err(SamlError::AlgorithmRefused("SHA-1 digests are not accepted for this connector (allow_sha1)"));
     }
 
     // A bare-name `#ID` reference selects the element without comments (XMLDSig 4.4.3.3), so

@@ -62,21 +62,25 @@ pub enum SamlError {
     #[error("decryption failed: {0}")]
     Decryption(&'static str),
     #[error("the issuer is not the configured IdP")]
-    Issuer,
+    Issuer { expected: String, got: String },
     #[error("the response is addressed to another endpoint (Destination)")]
-    Destination,
+    Destination { expected: String, got: Option<String> },
     #[error("the subject confirmation names another endpoint (Recipient)")]
-    Recipient,
+    Recipient { expected: String, got: Option<String> },
     #[error("the assertion is for another audience")]
-    Audience,
+    Audience { expected: String, got: Vec<String> },
     #[error("no usable bearer subject confirmation")]
     Confirmation,
     #[error("the assertion has expired")]
-    Expired,
+    Expired(TimeBound),
     #[error("the assertion is not yet valid")]
-    NotYetValid,
+    NotYetValid(TimeBound),
     #[error("the response answers another request (InResponseTo)")]
-    InResponseTo,
+    InResponseTo { got: Option<String> },
+    #[error("signature algorithm refused: {0}")]
+    AlgorithmRefused(&'static str),
+    #[error("signature refused: {reason}")]
+    SignatureTried { reason: &'static str, tried: Vec<String> },
     #[error("unsolicited responses are not accepted by this connector")]
     Unsolicited,
     #[error("the assertion was already used")]
@@ -106,16 +110,16 @@ impl SamlError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "saml_malformed",
-            Self::Signature(_) | Self::Unsigned => "saml_signature",
+            Self::Signature(_) | Self::Unsigned | Self::AlgorithmRefused(_) | Self::SignatureTried { .. } => "saml_signature",
             Self::Decryption(_) => "saml_decryption",
-            Self::Issuer => "saml_issuer",
-            Self::Destination => "saml_destination",
-            Self::Recipient => "saml_recipient",
-            Self::Audience => "saml_audience",
+            Self::Issuer { .. } => "saml_issuer",
+            Self::Destination { .. } => "saml_destination",
+            Self::Recipient { .. } => "saml_recipient",
+            Self::Audience { .. } => "saml_audience",
             Self::Confirmation => "saml_confirmation",
-            Self::Expired => "saml_expired",
-            Self::NotYetValid => "saml_not_yet_valid",
-            Self::InResponseTo => "saml_in_response_to",
+            Self::Expired(_) => "saml_expired",
+            Self::NotYetValid(_) => "saml_not_yet_valid",
+            Self::InResponseTo { .. } => "saml_in_response_to",
             Self::Unsolicited => "saml_unsolicited",
             Self::Replay => "saml_replay",
             Self::Status { .. } => "saml_status",
@@ -126,6 +130,97 @@ impl SamlError {
             Self::TooCostly(_) => "saml_too_costly",
             Self::Busy => "saml_busy",
             Self::SpKeys(_) => "saml_sp_keys",
+        }
+    }
+}
+
+/// A time limit an assertion did not meet: which one, its value, Gatehouse's time and the skew
+/// allowed, so an administrator can tell a clock problem from a stale message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeBound {
+    pub bound: &'static str,
+    pub at: UnixTime,
+    pub now: UnixTime,
+    pub skew_secs: i64,
+}
+
+/// Attacker-supplied values are recorded for the administrator, but never at length.
+fn shown(value: &str) -> String {
+    let mut shown: String = value.chars().filter(|c| !c.is_control()).take(200).collect();
+    if value.chars().count() > 200 {
+        shown.push('…');
+    }
+    format!("`{shown}`")
+}
+
+impl SamlError {
+    /// The reason a refused sign-in is recorded under (the audit log and the connector's page).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "malformed_response",
+            Self::Signature(_) | Self::Unsigned | Self::SignatureTried { .. } => "signature_invalid",
+            Self::AlgorithmRefused(_) => "algorithm_refused",
+            Self::Decryption(_) => "decryption_failed",
+            Self::Issuer { .. } => "issuer_mismatch",
+            Self::Destination { .. } => "destination_mismatch",
+            Self::Recipient { .. } => "recipient_mismatch",
+            Self::Audience { .. } => "audience_mismatch",
+            Self::Confirmation => "subject_confirmation_invalid",
+            Self::Expired(_) | Self::NotYetValid(_) => "clock_skew",
+            Self::InResponseTo { .. } => "in_response_to_unknown",
+            Self::Unsolicited => "unsolicited",
+            Self::Replay => "replay",
+            Self::Status { .. } => "status",
+            Self::NotFresh => "not_fresh",
+            Self::Attributes(_) => "attributes_unusable",
+            Self::Metadata(_) | Self::MetadataUnavailable(_) => "metadata_unavailable",
+            Self::Request(_) => "request_failed",
+            Self::TooCostly(_) => "too_costly",
+            Self::Busy => "busy",
+            Self::SpKeys(_) => "sp_keys_unavailable",
+        }
+    }
+
+    /// The values involved, for the administrator: never a message body or a token.
+    pub fn explain(&self) -> String {
+        let time = crate::clock::utc;
+        match self {
+            Self::Issuer { expected, got } => format!("expected {}, got {}", shown(expected), shown(got)),
+            Self::Destination { expected, got } | Self::Recipient { expected, got } => {
+                format!("expected {}, got {}", shown(expected), got.as_deref().map_or_else(|| String::from("none"), shown))
+            }
+            Self::Audience { expected, got } => format!(
+                "expected {}, got {}",
+                shown(expected),
+                if got.is_empty() { String::from("none") } else { got.iter().take(5).map(|a| shown(a)).collect::<Vec<_>>().join(", ") }
+            ),
+            Self::Expired(b) => format!(
+                "{} {}, now {}, allowed skew {} s",
+                b.bound,
+                time(b.at),
+                time(b.now),
+                b.skew_secs
+            ),
+            Self::NotYetValid(b) => format!(
+                "{} {}, now {}, allowed skew {} s",
+                b.bound,
+                time(b.at),
+                time(b.now),
+                b.skew_secs
+            ),
+            Self::InResponseTo { got } => format!(
+                "the response answers {}, which is no sign-in Gatehouse is waiting for here",
+                got.as_deref().map_or_else(|| String::from("no request"), shown)
+            ),
+            Self::SignatureTried { reason, tried } => format!(
+                "{reason}; IdP certificates tried (SHA-256): {}",
+                if tried.is_empty() { String::from("none") } else { tried.join(", ") }
+            ),
+            Self::Status { code, detail } => match detail {
+                Some(detail) => format!("the IdP answered {code} / {detail}"),
+                None => format!("the IdP answered {code}"),
+            },
+            other => other.to_string(),
         }
     }
 }
@@ -385,6 +480,7 @@ impl SamlConnector {
         now: UnixTime,
     ) -> Result<(UpstreamIdentity, VerifiedAssertion), SamlError> {
         let idp = self.idp_metadata(now).await?;
+        let idp_certificates = idp.certificates.clone();
         let keys = self.sp_keys.ring().await.map_err(|err| SamlError::SpKeys(err.to_string()))?;
         let sp_entity_id = self.entity_id.clone();
         let acs_url = self.acs_url.clone();
@@ -406,7 +502,9 @@ impl SamlConnector {
             };
             response::verify_response(&saml_response, &expect, now)
         });
+        let tried: Vec<String> = idp_certificates.iter().map(|c| c.sha256_thumbprint.clone()).collect();
         let verified = match verification.await {
+            Ok(Err(SamlError::Signature(reason))) => return Err(SamlError::SignatureTried { reason, tried }),
             Ok(outcome) => outcome?,
             Err(PoolError::Busy) => return Err(SamlError::Busy),
             Err(PoolError::Interrupted) => return Err(SamlError::TooCostly("its verification did not complete")),

@@ -87,16 +87,18 @@ pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) 
     match (response.attribute("InResponseTo"), expect.in_response_to) {
         (None, _) => {}
         (Some(got), Some(wanted)) if got == wanted => {}
-        (Some(_), _) => return Err(SamlError::InResponseTo),
+        (Some(got), _) => return Err(SamlError::InResponseTo { got: Some(got.to_owned()) }),
     }
     let destination = response.attribute("Destination");
+    let wrong_destination =
+        || SamlError::Destination { expected: expect.acs_url.to_owned(), got: destination.map(str::to_owned) };
     if destination.is_some_and(|d| d != expect.acs_url) {
-        return Err(SamlError::Destination);
+        return Err(wrong_destination());
     }
 
     let response_signed = verify_enveloped(&doc, response, expect.idp_keys, expect.allow_sha1, expect.deadline)?;
     if response_signed && destination.is_none() {
-        return Err(SamlError::Destination);
+        return Err(wrong_destination());
     }
     check_status(response)?;
 
@@ -195,7 +197,7 @@ fn read_assertion(
         .and_then(parse_instant)
         .ok_or(SamlError::Malformed("IssueInstant missing or invalid"))?;
     if issued > now + expect.clock_skew_secs {
-        return Err(SamlError::NotYetValid);
+        return Err(SamlError::NotYetValid(bound("IssueInstant", issued, now, expect)));
     }
     check_issuer(required_child(assertion, NS_ASSERTION, "Issuer", "the assertion has no Issuer")?, expect)?;
 
@@ -217,8 +219,10 @@ fn read_assertion(
     if let Some(instant) = statement.attribute("AuthnInstant") {
         authn_instant = Some(parse_instant(instant).ok_or(SamlError::Malformed("AuthnInstant is not a valid time"))?);
     }
-    if instant_attribute(statement, "SessionNotOnOrAfter")?.is_some_and(|until| until <= now - expect.clock_skew_secs) {
-        return Err(SamlError::Expired);
+    if let Some(until) = instant_attribute(statement, "SessionNotOnOrAfter")?
+        && until <= now - expect.clock_skew_secs
+    {
+        return Err(SamlError::Expired(bound("SessionNotOnOrAfter", until, now, expect)));
     }
 
     let mut attributes = Vec::new();
@@ -255,12 +259,15 @@ fn instant_attribute(node: Node<'_, '_>, name: &str) -> Result<Option<UnixTime>,
 }
 
 fn check_issuer(issuer: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), SamlError> {
-    if issuer.attribute("Format").is_some_and(|f| f != ENTITY_FORMAT)
-        || trim_xml_space(&text_content(issuer)) != expect.idp_entity_id
-    {
-        return Err(SamlError::Issuer);
+    let got = trim_xml_space(&text_content(issuer)).to_owned();
+    if issuer.attribute("Format").is_some_and(|f| f != ENTITY_FORMAT) || got != expect.idp_entity_id {
+        return Err(SamlError::Issuer { expected: expect.idp_entity_id.to_owned(), got });
     }
     Ok(())
+}
+
+fn bound(name: &'static str, at: UnixTime, now: UnixTime, expect: &Expectations<'_>) -> super::TimeBound {
+    super::TimeBound { bound: name, at, now, skew_secs: expect.clock_skew_secs }
 }
 
 fn check_status(response: Node<'_, '_>) -> Result<(), SamlError> {
@@ -291,20 +298,25 @@ fn check_confirmations(subject: Node<'_, '_>, expect: &Expectations<'_>, now: Un
             let data =
                 required_child(confirmation, NS_ASSERTION, "SubjectConfirmationData", "a bearer confirmation has no data")?;
             if data.attribute("Recipient") != Some(expect.acs_url) {
-                return Err(SamlError::Recipient);
+                return Err(SamlError::Recipient {
+                    expected: expect.acs_url.to_owned(),
+                    got: data.attribute("Recipient").map(str::to_owned),
+                });
             }
             let until = data
                 .attribute("NotOnOrAfter")
                 .and_then(parse_instant)
                 .ok_or(SamlError::Malformed("a bearer confirmation has no valid NotOnOrAfter"))?;
             if now >= until + expect.clock_skew_secs {
-                return Err(SamlError::Expired);
+                return Err(SamlError::Expired(bound("SubjectConfirmationData NotOnOrAfter", until, now, expect)));
             }
-            if instant_attribute(data, "NotBefore")?.is_some_and(|not_before| not_before > now + expect.clock_skew_secs) {
-                return Err(SamlError::NotYetValid);
+            if let Some(not_before) = instant_attribute(data, "NotBefore")?
+                && not_before > now + expect.clock_skew_secs
+            {
+                return Err(SamlError::NotYetValid(bound("SubjectConfirmationData NotBefore", not_before, now, expect)));
             }
             if data.attribute("InResponseTo") != expect.in_response_to {
-                return Err(SamlError::InResponseTo);
+                return Err(SamlError::InResponseTo { got: data.attribute("InResponseTo").map(str::to_owned) });
             }
             Ok(until)
         })();
@@ -320,29 +332,37 @@ fn check_confirmations(subject: Node<'_, '_>, expect: &Expectations<'_>, now: Un
 /// Time window and audience. Returns the conditions' `NotOnOrAfter`.
 fn check_conditions(assertion: Node<'_, '_>, expect: &Expectations<'_>, now: UnixTime) -> Result<UnixTime, SamlError> {
     let conditions = required_child(assertion, NS_ASSERTION, "Conditions", "the assertion has no Conditions")?;
-    if instant_attribute(conditions, "NotBefore")?.is_some_and(|not_before| not_before > now + expect.clock_skew_secs) {
-        return Err(SamlError::NotYetValid);
+    if let Some(not_before) = instant_attribute(conditions, "NotBefore")?
+        && not_before > now + expect.clock_skew_secs
+    {
+        return Err(SamlError::NotYetValid(bound("NotBefore", not_before, now, expect)));
     }
     let until = conditions
         .attribute("NotOnOrAfter")
         .and_then(parse_instant)
         .ok_or(SamlError::Malformed("Conditions without a valid NotOnOrAfter"))?;
     if now >= until + expect.clock_skew_secs {
-        return Err(SamlError::Expired);
+        return Err(SamlError::Expired(bound("NotOnOrAfter", until, now, expect)));
     }
+    let wrong_audience = |restriction: Option<Node<'_, '_>>| SamlError::Audience {
+        expected: expect.sp_entity_id.to_owned(),
+        got: restriction
+            .map(|r| children(r, NS_ASSERTION, "Audience").map(|a| trim_xml_space(&text_content(a)).to_owned()).collect())
+            .unwrap_or_default(),
+    };
     let mut restricted = false;
     for condition in element_children(conditions) {
         if is(condition, NS_ASSERTION, "AudienceRestriction") {
             restricted = true;
             if !children(condition, NS_ASSERTION, "Audience").any(|a| trim_xml_space(&text_content(a)) == expect.sp_entity_id) {
-                return Err(SamlError::Audience);
+                return Err(wrong_audience(Some(condition)));
             }
         } else if !(is(condition, NS_ASSERTION, "OneTimeUse") || is(condition, NS_ASSERTION, "ProxyRestriction")) {
             return Err(SamlError::Malformed("the assertion carries a condition this SP does not understand"));
         }
     }
     if !restricted {
-        return Err(SamlError::Audience);
+        return Err(wrong_audience(None));
     }
     Ok(until)
 }
