@@ -161,6 +161,10 @@ pub struct ConnectorSpec {
     pub allow_sha1: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sign_requests: Option<bool>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub link_by_email: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_email_taken: Option<String>,
 }
 
 impl std::fmt::Debug for ConnectorSpec {
@@ -408,9 +412,23 @@ pub struct ConnectorConfig {
     pub name: String,
     pub email_domains: Vec<String>,
     pub kind: ConnectorKind,
+    pub link: LinkPolicy,
     /// What was written, as the database stores it and the admin API shows it.
     #[serde(skip)]
     pub spec: ConnectorSpec,
+}
+
+/// How a first sign-in through a connector finds its local user when no identity is linked
+/// yet. Linking by email is how accounts get taken over at brokers that trust an address
+/// nobody verified, so it needs the address verified on both sides.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkPolicy {
+    /// Link to the one existing user with this email when both this connector and that user
+    /// have it verified.
+    pub link_by_email: bool,
+    /// When another user already has this email and it is not linked: refuse the sign-in
+    /// instead of creating a second user.
+    pub refuse_when_email_taken: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -1285,13 +1303,28 @@ pub fn validate_connector_spec(
         }
         other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc, saml)"))),
     };
+    let link = validate_link_policy(key, &raw)?;
     Ok(ConnectorConfig {
         name: raw.name.clone().map(|n| n.trim().to_owned()).unwrap_or_else(|| raw.id.clone()),
         id: raw.id.clone(),
         email_domains: raw.email_domains.clone(),
         kind,
+        link,
         spec: raw,
     })
+}
+
+fn validate_link_policy(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<LinkPolicy, ConfigError> {
+    if raw.kind == "local" && (raw.link_by_email || raw.when_email_taken.is_some()) {
+        let field = if raw.link_by_email { "link_by_email" } else { "when_email_taken" };
+        return Err(invalid(key(field), "local users are their own accounts; only upstream connectors link"));
+    }
+    let refuse_when_email_taken = match raw.when_email_taken.as_deref() {
+        None | Some("create_user") => false,
+        Some("refuse") => true,
+        Some(other) => return Err(invalid(key("when_email_taken"), format!("`{other}` is not create_user or refuse"))),
+    };
+    Ok(LinkPolicy { link_by_email: raw.link_by_email, refuse_when_email_taken })
 }
 
 const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];

@@ -4,3 +4,5 @@
 ALTER TABLE connectors ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
 ALTER TABLE connectors ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE connectors ADD COLUMN sealed_secret BLOB;
+-- Linking a first sign-in by email (a connector's link_by_email) looks users up by address.
+CREATE INDEX users_email_lower ON users (LOWER(email));

@@ -41,7 +41,7 @@ impl From<AuditListing> for AuditEntry {
 }
 
 /// Every kind of event Gatehouse records, for the console's filter.
-pub const EVENT_KINDS: [&str; 29] = [
+pub const EVENT_KINDS: [&str; 31] = [
     crate::login::AUDIT_LOGIN,
     crate::login::AUDIT_LOGIN_THROTTLED,
     crate::session::AUDIT_LOGOUT,
@@ -71,6 +71,8 @@ pub const EVENT_KINDS: [&str; 29] = [
     super::events::CONNECTOR_DISABLED,
     super::events::CONNECTOR_ENABLED,
     super::events::CONNECTOR_DELETED,
+    super::events::IDENTITY_LINKED,
+    super::events::IDENTITY_UNLINKED,
 ];
 
 #[derive(Debug, Clone, Default)]

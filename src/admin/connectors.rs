@@ -399,7 +399,9 @@ pub fn fix_for(reason: &str) -> &'static str {
             "The IdP sent the answer to another address: set its reply (ACS) URL to the one in \u{201c}Register Gatehouse\u{201d} above."
         }
         "issuer_mismatch" => "The answer names another IdP than the metadata does: upload or point at this IdP's own metadata.",
-        "iss_mismatch" => "The provider's issuer differs from the one configured: copy the issuer exactly from its discovery document.",
+        "iss_mismatch" => {
+            "The provider's issuer differs from the one configured: copy the issuer exactly from its discovery document."
+        }
         "clock_skew" => {
             "The message's validity window does not include Gatehouse's time: check both servers' clocks (NTP), or raise the allowed clock skew."
         }
@@ -408,18 +410,33 @@ pub fn fix_for(reason: &str) -> &'static str {
         }
         "replay" => "The same answer was posted twice (a reload, or a replay); nothing to fix unless it repeats.",
         "status" => "The IdP refused the sign-in itself (see the status code): look in its logs for this person.",
-        "upstream_error" => "The provider answered with an error instead of signing the person in: see its logs and the application registered there.",
-        "metadata_unavailable" => "The IdP's metadata could not be fetched or read: check the URL and the network, or upload the metadata.",
+        "upstream_error" => {
+            "The provider answered with an error instead of signing the person in: see its logs and the application registered there."
+        }
+        "metadata_unavailable" => {
+            "The IdP's metadata could not be fetched or read: check the URL and the network, or upload the metadata."
+        }
         "attributes_unusable" | "claims_unusable" | "userinfo_invalid" => {
             "The IdP's answer lacks a value the mapping needs (often the subject or the email): compare the attribute or claim names it sends with the connector's."
         }
         "decryption_failed" => {
             "The encrypted assertion could not be decrypted: give the IdP Gatehouse's current SP metadata (its encryption certificate)."
         }
-        "nonce_mismatch" => "The ID token answers another sign-in: the browser or a proxy mixed up two sign-ins; if it repeats, check caching in front of Gatehouse.",
-        "token_endpoint_error" => "The provider refused the code exchange (see its error): check the client ID and secret, and the redirect URI registered there.",
-        "unreachable" | "discovery_failed" => "The provider could not be reached or its discovery document was refused: check the issuer URL and the network.",
-        "not_fresh" => "The application asked for a fresh sign-in and the IdP answered with an older one: let the IdP honour ForceAuthn or prompt=login.",
+        "nonce_mismatch" => {
+            "The ID token answers another sign-in: the browser or a proxy mixed up two sign-ins; if it repeats, check caching in front of Gatehouse."
+        }
+        "token_endpoint_error" => {
+            "The provider refused the code exchange (see its error): check the client ID and secret, and the redirect URI registered there."
+        }
+        "unreachable" | "discovery_failed" => {
+            "The provider could not be reached or its discovery document was refused: check the issuer URL and the network."
+        }
+        "link_refused" => {
+            "Another user already has this email and the connector's linking policy refused the sign-in. If it is the same person, link the subject on that user's page; if the address is unverified on either side, verify it first."
+        }
+        "not_fresh" => {
+            "The application asked for a fresh sign-in and the IdP answered with an older one: let the IdP honour ForceAuthn or prompt=login."
+        }
         "malformed_response" | "too_costly" => "The answer could not be read as a SAML response: check what the IdP posts.",
         _ => "See the audit log and the server log around this time.",
     }

@@ -169,6 +169,8 @@ pub mod events {
     pub const CONNECTOR_DISABLED: &str = "admin.connector_disabled";
     pub const CONNECTOR_ENABLED: &str = "admin.connector_enabled";
     pub const CONNECTOR_DELETED: &str = "admin.connector_deleted";
+    pub const IDENTITY_LINKED: &str = "admin.identity_linked";
+    pub const IDENTITY_UNLINKED: &str = "admin.identity_unlinked";
 }
 
 /// The admin core: everything the console and the API do goes through here.

@@ -1,13 +1,14 @@
-//! Users: search, one user's whole picture, disabling and signing out everywhere.
+//! Users: search, one user's whole picture, disabling, signing out everywhere, and linking
+//! upstream identities by hand.
 
 use serde::Serialize;
 
 use super::audit::AuditEntry;
 use super::grants::GrantView;
 use super::sessions::SessionView;
-use super::{Actor, Admin, AdminResult, Page, Touched, decode_cursor, events, next_cursor, page_size};
+use super::{Actor, Admin, AdminError, AdminResult, Page, Touched, decode_cursor, events, invalid, next_cursor, page_size};
 use crate::clock::UnixTime;
-use crate::store::{AuditQuery, GrantQuery, IdentityLink, SessionQuery, User, UserQuery};
+use crate::store::{AuditQuery, GrantQuery, IdentityLink, SessionQuery, StoreError, User, UserQuery};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct LinkView {
@@ -107,6 +108,54 @@ impl Admin {
         let touched =
             Touched { user_id: Some(id), detail: Some(format!("sessions ended: {}", sessions.len())), ..Touched::default() };
         self.audit(actor, events::USER_SIGNED_OUT, touched).await?;
+        Ok(sessions.len())
+    }
+
+    /// Links an upstream identity to this user, so its next sign-in through that connector
+    /// lands here (for a person whose first sign-in made a second user, or who changed IdP).
+    pub async fn link_identity(&self, actor: &Actor, user_id: &str, connector_id: &str, subject: &str) -> AdminResult<()> {
+        actor.may_write()?;
+        self.provider.store.get_user(user_id).await?;
+        match self.provider.store.get_connector(connector_id).await {
+            Ok(_) => {}
+            Err(StoreError::NotFound) => return Err(invalid("connector_id", format!("`{connector_id}` names no connector"))),
+            Err(err) => return Err(err.into()),
+        }
+        if subject.is_empty() || subject.len() > 512 || subject.chars().any(char::is_control) {
+            return Err(invalid("subject", "must be 1 to 512 printable characters: the NameID or `sub` the IdP sends"));
+        }
+        match self.provider.store.link_identity(connector_id, subject, user_id, self.now()).await {
+            Ok(()) => {}
+            Err(StoreError::AlreadyExists) => {
+                return Err(AdminError::Conflict(format!(
+                    "`{subject}` at {connector_id} is already linked to a user; unlink it there first"
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        }
+        let touched = Touched {
+            user_id: Some(user_id),
+            connector_id: Some(connector_id),
+            detail: Some(format!("subject: {subject}")),
+            ..Touched::default()
+        };
+        self.audit(actor, events::IDENTITY_LINKED, touched).await
+    }
+
+    /// Unlinks an upstream identity: its next sign-in is a first sign-in again. The user's
+    /// sessions through that connector end. Returns how many.
+    pub async fn unlink_identity(&self, actor: &Actor, user_id: &str, connector_id: &str, subject: &str) -> AdminResult<usize> {
+        actor.may_write()?;
+        self.provider.store.unlink_identity(connector_id, subject, user_id).await?;
+        let sessions = self.provider.store.list_unrevoked_sso_sessions(Some(connector_id), Some(user_id)).await?;
+        self.end_sessions(&sessions).await?;
+        let touched = Touched {
+            user_id: Some(user_id),
+            connector_id: Some(connector_id),
+            detail: Some(format!("subject: {subject}; sessions ended: {}", sessions.len())),
+            ..Touched::default()
+        };
+        self.audit(actor, events::IDENTITY_UNLINKED, touched).await?;
         Ok(sessions.len())
     }
 }

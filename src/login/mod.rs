@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
 
 use crate::clock::UnixTime;
-use crate::config::{LoginSettings, SessionSettings};
+use crate::config::{LinkPolicy, LoginSettings, SessionSettings};
 use crate::mapping::{self, MappingError};
 use crate::secret::Secret;
 use crate::session::{self, NewSession};
@@ -27,6 +27,9 @@ pub enum LoginError {
     InvalidCredentials,
     #[error("account disabled")]
     Disabled,
+    /// The connector's linking policy refuses a first sign-in whose email another user has.
+    #[error("the sign-in is refused by the connector's linking policy: {0}")]
+    LinkRefused(&'static str),
     #[error("no such password connector")]
     UnknownConnector,
     #[error("password check did not complete")]
@@ -44,6 +47,7 @@ impl LoginError {
             Self::Throttled => "throttled",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Disabled => "disabled",
+            Self::LinkRefused(_) => "link_refused",
             Self::UnknownConnector => "unknown_connector",
             Self::Busy => "busy",
             Self::Interrupted | Self::Store(_) => "error",
@@ -125,7 +129,7 @@ pub async fn password_login(
     };
 
     let origin = Origin { ip: attempt.ip, user_agent: attempt.user_agent.clone() };
-    let signed_in = sign_in(store.as_ref(), policy.session, &identity, origin, now).await?;
+    let signed_in = sign_in(store.as_ref(), policy.session, &identity, LinkPolicy::default(), origin, now).await?;
     counters.release(store.as_ref()).await?;
     Ok(signed_in)
 }
@@ -214,6 +218,7 @@ pub async fn sign_in(
     store: &dyn Store,
     settings: &SessionSettings,
     identity: &UpstreamIdentity,
+    link: LinkPolicy,
     origin: Origin,
     now: UnixTime,
 ) -> Result<(SsoSession, User), LoginError> {
@@ -228,11 +233,18 @@ pub async fn sign_in(
         ip: origin.ip.map(|ip| ip.to_string()),
         detail: detail.map(str::to_owned),
     };
-    let user = match mapping::map_identity(store, identity, now).await {
+    let user = match mapping::map_identity(store, identity, link, now).await {
         Ok(user) => user,
         Err(MappingError::Disabled) => {
             store.record_audit(&audit(AuditOutcome::Failure, None, Some("disabled"))).await?;
             return Err(LoginError::Disabled);
+        }
+        Err(MappingError::LinkRefused(reason)) => {
+            // The subject and address let an administrator link the identity by hand.
+            let email = identity.email.as_deref().unwrap_or_default();
+            let detail = format!("link_refused: {reason} (subject `{}`, email `{email}`)", identity.subject);
+            store.record_audit(&audit(AuditOutcome::Failure, None, Some(&detail))).await?;
+            return Err(LoginError::LinkRefused(reason));
         }
         Err(MappingError::Store(err)) => return Err(err.into()),
     };

@@ -2,6 +2,7 @@
 //! user on first sign-in, and refreshes the profile from what the upstream asserts each time.
 
 use crate::clock::UnixTime;
+use crate::config::LinkPolicy;
 use crate::store::{Store, StoreError, User, UserProfile};
 use crate::upstream::UpstreamIdentity;
 
@@ -9,6 +10,9 @@ use crate::upstream::UpstreamIdentity;
 pub enum MappingError {
     #[error("user is disabled")]
     Disabled,
+    /// Another user has this email and the connector's policy refuses the sign-in.
+    #[error("link refused: {0}")]
+    LinkRefused(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -24,8 +28,70 @@ pub fn profile_of(identity: &UpstreamIdentity) -> UserProfile {
     }
 }
 
-pub async fn map_identity(store: &dyn Store, identity: &UpstreamIdentity, now: UnixTime) -> Result<User, MappingError> {
+/// What a first sign-in through a connector does about users who already have its email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FirstSignIn {
+    /// Link to the existing user at this index.
+    Link(usize),
+    /// Create a new user.
+    Create,
+    /// Refuse, for this reason.
+    Refuse(&'static str),
+}
+
+/// Decides, from the users who already have the identity's email, whether a first sign-in
+/// links to one of them. Only a verified address on both sides links: an unverified one is
+/// anybody's claim, and linking on it hands over the account.
+pub fn first_sign_in(identity: &UpstreamIdentity, policy: LinkPolicy, same_email: &[User]) -> FirstSignIn {
+    if same_email.is_empty() {
+        return FirstSignIn::Create;
+    }
+    let unsafe_link =
+        |reason: &'static str| if policy.refuse_when_email_taken { FirstSignIn::Refuse(reason) } else { FirstSignIn::Create };
+    if !policy.link_by_email {
+        return unsafe_link("email_taken");
+    }
+    if !identity.email_verified {
+        return unsafe_link("email_unverified_at_connector");
+    }
+    match same_email {
+        [only] if only.email_verified => FirstSignIn::Link(0),
+        [_] => unsafe_link("email_unverified_on_account"),
+        _ => unsafe_link("email_on_several_accounts"),
+    }
+}
+
+pub async fn map_identity(
+    store: &dyn Store,
+    identity: &UpstreamIdentity,
+    policy: LinkPolicy,
+    now: UnixTime,
+) -> Result<User, MappingError> {
     let profile = profile_of(identity);
+    let linked = store.find_linked_user_id(&identity.connector_id, &identity.subject).await?;
+    if linked.is_none()
+        && let Some(email) = identity.email.as_deref()
+        && (policy.link_by_email || policy.refuse_when_email_taken)
+    {
+        let same_email = store.find_users_by_email(email).await?;
+        match first_sign_in(identity, policy, &same_email) {
+            FirstSignIn::Link(index) => {
+                let Some(existing) = same_email.get(index) else {
+                    return Err(MappingError::LinkRefused("email_on_several_accounts"));
+                };
+                if existing.disabled {
+                    return Err(MappingError::Disabled);
+                }
+                match store.link_identity(&identity.connector_id, &identity.subject, &existing.id, now).await {
+                    // Another node linked it first: the lookup below finds whichever won.
+                    Ok(()) | Err(StoreError::AlreadyExists) => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            FirstSignIn::Refuse(reason) => return Err(MappingError::LinkRefused(reason)),
+            FirstSignIn::Create => {}
+        }
+    }
     let (mut user, created) = store.get_or_create_linked_user(&identity.connector_id, &identity.subject, &profile, now).await?;
     if user.disabled {
         return Err(MappingError::Disabled);
@@ -36,4 +102,69 @@ pub async fn map_identity(store: &dyn Store, identity: &UpstreamIdentity, now: U
     store.record_user_login(&user.id, &identity.connector_id, &identity.subject, now).await?;
     user.last_login_at = Some(now);
     Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{FirstSignIn, first_sign_in};
+    use crate::config::LinkPolicy;
+    use crate::store::User;
+    use crate::upstream::UpstreamIdentity;
+
+    fn identity(email_verified: bool) -> UpstreamIdentity {
+        UpstreamIdentity {
+            connector_id: String::from("corp"),
+            subject: String::from("s-1"),
+            username: String::from("alice"),
+            email: Some(String::from("alice@corp.example")),
+            email_verified,
+            name: None,
+            groups: Vec::new(),
+        }
+    }
+
+    fn user(email_verified: bool) -> User {
+        User {
+            id: String::from("u-1"),
+            username: String::from("alice"),
+            email: Some(String::from("Alice@corp.example")),
+            email_verified,
+            display_name: None,
+            groups: Vec::new(),
+            disabled: false,
+            created_at: 0,
+            updated_at: 0,
+            last_login_at: None,
+        }
+    }
+
+    const LINK: LinkPolicy = LinkPolicy { link_by_email: true, refuse_when_email_taken: false };
+    const LINK_OR_REFUSE: LinkPolicy = LinkPolicy { link_by_email: true, refuse_when_email_taken: true };
+
+    #[test]
+    fn links_only_an_address_verified_on_both_sides() {
+        assert_eq!(first_sign_in(&identity(true), LINK, &[user(true)]), FirstSignIn::Link(0));
+        // Verified at the connector only, or on the account only: never linked.
+        assert_eq!(first_sign_in(&identity(true), LINK, &[user(false)]), FirstSignIn::Create);
+        assert_eq!(first_sign_in(&identity(false), LINK, &[user(true)]), FirstSignIn::Create);
+        assert_eq!(
+            first_sign_in(&identity(true), LINK_OR_REFUSE, &[user(false)]),
+            FirstSignIn::Refuse("email_unverified_on_account")
+        );
+        assert_eq!(
+            first_sign_in(&identity(false), LINK_OR_REFUSE, &[user(true)]),
+            FirstSignIn::Refuse("email_unverified_at_connector")
+        );
+        // Two accounts with the address: which one is meant is nobody's guess.
+        assert_eq!(
+            first_sign_in(&identity(true), LINK_OR_REFUSE, &[user(true), user(true)]),
+            FirstSignIn::Refuse("email_on_several_accounts")
+        );
+        // Without link_by_email an address is never a link; refusing is still a choice.
+        assert_eq!(first_sign_in(&identity(true), LinkPolicy::default(), &[user(true)]), FirstSignIn::Create);
+        let refuse_only = LinkPolicy { link_by_email: false, refuse_when_email_taken: true };
+        assert_eq!(first_sign_in(&identity(true), refuse_only, &[user(true)]), FirstSignIn::Refuse("email_taken"));
+        // Nobody has the address: a new user, whatever the policy.
+        assert_eq!(first_sign_in(&identity(false), LINK_OR_REFUSE, &[]), FirstSignIn::Create);
+    }
 }

@@ -713,6 +713,39 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn find_users_by_email(&self, email: &str) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
+                let sql = format!(
+                    "SELECT {} FROM users WHERE LOWER(email) = LOWER($1) ORDER BY created_at, id LIMIT 10",
+                    $crate::store::sql::USER_COLUMNS
+                );
+                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).bind(email).fetch_all(&self.pool).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn link_identity(&self, connector_id: &str, subject: &str, user_id: &str, now: i64) -> $crate::store::StoreResult<()> {
+                sqlx::query("INSERT INTO identity_links (connector_id, subject, user_id, created_at) VALUES ($1, $2, $3, $4)")
+                    .bind(connector_id)
+                    .bind(subject)
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn unlink_identity(&self, connector_id: &str, subject: &str, user_id: &str) -> $crate::store::StoreResult<()> {
+                let result = sqlx::query("DELETE FROM identity_links WHERE connector_id = $1 AND subject = $2 AND user_id = $3")
+                    .bind(connector_id)
+                    .bind(subject)
+                    .bind(user_id)
+                    .execute(&self.pool)
+                    .await?;
+                if result.rows_affected() == 0 {
+                    return Err($crate::store::StoreError::NotFound);
+                }
+                Ok(())
+            }
+
             async fn list_identity_links(&self, connector_id: &str) -> $crate::store::StoreResult<Vec<(String, String)>> {
                 let links: Vec<(String, String)> =
                     sqlx::query_as("SELECT subject, user_id FROM identity_links WHERE connector_id = $1 ORDER BY subject")

@@ -74,6 +74,7 @@ enum Live {
 struct Built {
     version: i64,
     live: Live,
+    link: crate::config::LinkPolicy,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +177,7 @@ impl Upstreams {
                     continue;
                 }
                 match self.build(record).await {
-                    Ok(Some(live)) => fresh.push((record.id.clone(), Built { version: record.version, live })),
+                    Ok(Some((live, link))) => fresh.push((record.id.clone(), Built { version: record.version, live, link })),
                     Ok(None) => {}
                     Err(error) => failures.push(BuildFailure {
                         connector_id: record.id.clone(),
@@ -210,9 +211,13 @@ impl Upstreams {
     }
 
     /// The live connector for a record, or `None` for a kind that needs none (local).
-    async fn build(&self, record: &crate::store::ConnectorRecord) -> Result<Option<Live>, UpstreamSetupError> {
+    async fn build(
+        &self,
+        record: &crate::store::ConnectorRecord,
+    ) -> Result<Option<(Live, crate::config::LinkPolicy)>, UpstreamSetupError> {
         let connector = spec::decode(record, &self.kek)?;
-        Ok(match connector.kind {
+        let link = connector.link;
+        let live = match connector.kind {
             ConnectorKind::Oidc(settings) => Some(Live::Oidc(Arc::new(
                 oidc::OidcConnector::new(&connector.id, &connector.name, settings, &self.issuer)
                     .map_err(|err| UpstreamSetupError::Oidc(connector.id.clone(), err))?,
@@ -233,7 +238,8 @@ impl Upstreams {
                 )))
             }
             ConnectorKind::Local { .. } => None,
-        })
+        };
+        Ok(live.map(|live| (live, link)))
     }
 
     /// SAML SP keys are made when the first SAML connector is, whether the file or the
@@ -268,6 +274,12 @@ impl Upstreams {
     async fn live(&self, id: &str) -> Option<Live> {
         self.recheck().await;
         self.built.read().await.get(id).map(|b| b.live.clone())
+    }
+
+    /// How a first sign-in through this connector finds its user; local connectors link
+    /// nothing by email.
+    pub async fn link_policy(&self, id: &str) -> crate::config::LinkPolicy {
+        self.built.read().await.get(id).map(|b| b.link).unwrap_or_default()
     }
 
     pub async fn oidc(&self, id: &str) -> Option<Arc<oidc::OidcConnector>> {
@@ -307,8 +319,8 @@ impl Upstreams {
     pub async fn probe(&self, connector: &crate::config::ConnectorConfig) -> Result<Probe, UpstreamSetupError> {
         let record = spec::encode(connector, false, &self.kek, 0)?;
         Ok(match self.build(&record).await? {
-            Some(Live::Oidc(c)) => Probe::Oidc(c),
-            Some(Live::Saml(c)) => Probe::Saml(c),
+            Some((Live::Oidc(c), _)) => Probe::Oidc(c),
+            Some((Live::Saml(c), _)) => Probe::Saml(c),
             None => Probe::Local,
         })
     }

@@ -50,6 +50,8 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users", get(users))
         .route("/admin/users/{id}", get(user))
         .route("/admin/users/{id}/{action}", get(confirm_user_action).post(user_action))
+        .route("/admin/users/{id}/links", post(link_identity))
+        .route("/admin/users/{id}/links/remove", get(confirm_unlink).post(unlink_identity))
         .route("/admin/sessions", get(sessions_page))
         .route("/admin/sessions/{id}/end", get(confirm_end_session).post(end_session))
         .route("/admin/grants/{id}/revoke", get(confirm_revoke_grant).post(revoke_grant))
@@ -676,11 +678,25 @@ async fn users(
 struct UserPage<'a> {
     nav: Nav<'a>,
     detail: UserDetail,
+    /// Why linking an identity was refused, shown at its form.
+    link_error: Option<String>,
+    connectors: Vec<String>,
+}
+
+async fn user_page(
+    state: &AppState,
+    console: &Console,
+    id: &str,
+    link_error: Option<String>,
+    status: StatusCode,
+) -> Result<Response, WebError> {
+    let detail = state.admin.user(id).await.map_err(admin_error)?;
+    let connectors = state.admin.list_connectors().await.map_err(admin_error)?.into_iter().map(|c| c.spec.id).collect::<Vec<_>>();
+    Ok((status, render_page(&UserPage { nav: console.nav("users"), detail, link_error, connectors })).into_response())
 }
 
 async fn user(State(state): State<AppState>, console: Console, Path(id): Path<String>) -> Result<Response, WebError> {
-    let detail = state.admin.user(&id).await.map_err(admin_error)?;
-    Ok(render_page(&UserPage { nav: console.nav("users"), detail }).into_response())
+    user_page(&state, &console, &id, None, StatusCode::OK).await
 }
 
 async fn confirm_user_action(
@@ -738,6 +754,83 @@ async fn user_action(
         _ => return Err(WebError::NotFound),
     }
     .map_err(admin_error)?;
+    Ok(Redirect::to(&format!("/admin/users/{}", enc(&id))).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    csrf: Secret<String>,
+    #[serde(default)]
+    connector_id: String,
+    #[serde(default)]
+    subject: String,
+}
+
+#[derive(Deserialize)]
+pub struct LinkQuery {
+    #[serde(default)]
+    connector_id: String,
+    #[serde(default)]
+    subject: String,
+}
+
+async fn link_identity(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<LinkForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    match state.admin.link_identity(&console.actor, &id, form.connector_id.trim(), form.subject.trim()).await {
+        Ok(()) => Ok(Redirect::to(&format!("/admin/users/{}", enc(&id))).into_response()),
+        Err(AdminError::Invalid { reason, .. } | AdminError::Conflict(reason)) => {
+            user_page(&state, &console, &id, Some(reason), StatusCode::UNPROCESSABLE_ENTITY).await
+        }
+        Err(err) => Err(admin_error(err)),
+    }
+}
+
+async fn confirm_unlink(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    query: Result<Query<LinkQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let Query(link) = query.map_err(|_| WebError::BadRequest("The address has a malformed query."))?;
+    let detail = state.admin.user(&id).await.map_err(admin_error)?;
+    if !detail.identities.iter().any(|l| l.connector_id == link.connector_id && l.subject == link.subject) {
+        return Err(WebError::NotFound);
+    }
+    let name = detail.user.username.clone();
+    let sessions = detail.sessions.iter().filter(|s| s.connector_id == link.connector_id).count();
+    let page = ConfirmPage {
+        nav: console.nav("users"),
+        title: format!("Unlink {} at {} from {name}?", link.subject, link.connector_id),
+        consequences: vec![
+            format!(
+                "The next sign-in as {} through {} is a first sign-in again: it creates a user, or links by the connector's email policy.",
+                link.subject, link.connector_id
+            ),
+            format!("{sessions} active sessions of {name} through {} end now.", link.connector_id),
+        ],
+        action: format!("/admin/users/{}/links/remove", enc(&id)),
+        button: "Unlink",
+        back: format!("/admin/users/{}", enc(&id)),
+        hidden: vec![("connector_id", link.connector_id), ("subject", link.subject)],
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn unlink_identity(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<LinkForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.unlink_identity(&console.actor, &id, &form.connector_id, &form.subject).await.map_err(admin_error)?;
     Ok(Redirect::to(&format!("/admin/users/{}", enc(&id))).into_response())
 }
 

@@ -221,6 +221,8 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{API_PREFIX}/users/{{id}}/disable"), post(disable_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/enable"), post(enable_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/logout"), post(logout_user))
+        .route(&format!("{API_PREFIX}/users/{{id}}/links"), post(link_identity))
+        .route(&format!("{API_PREFIX}/users/{{id}}/links/{{connector_id}}/{{subject}}"), axum::routing::delete(unlink_identity))
         .route(&format!("{API_PREFIX}/sessions"), get(list_sessions))
         .route(&format!("{API_PREFIX}/sessions/{{id}}"), axum::routing::delete(end_session))
         .route(&format!("{API_PREFIX}/grants"), get(list_grants))
@@ -416,6 +418,33 @@ async fn enable_user(State(state): State<AppState>, ApiActor(actor): ApiActor, P
 
 async fn logout_user(State(state): State<AppState>, ApiActor(actor): ApiActor, Path(id): Path<String>) -> ApiResult {
     let ended = state.admin.sign_out_user(&actor, &id).await?;
+    ok(json!({ "sessions_ended": ended }))
+}
+
+async fn link_identity(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(bad_body)?;
+    let text = |field: &str| {
+        body.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(AdminError::Invalid { field: field.to_owned(), reason: String::from("is required, as a string") })
+    };
+    let (connector_id, subject) = (text("connector_id")?, text("subject")?);
+    state.admin.link_identity(&actor, &id, &connector_id, &subject).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "connector_id": connector_id, "subject": subject }))).into_response())
+}
+
+async fn unlink_identity(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path((id, connector_id, subject)): Path<(String, String, String)>,
+) -> ApiResult {
+    let ended = state.admin.unlink_identity(&actor, &id, &connector_id, &subject).await?;
     ok(json!({ "sessions_ended": ended }))
 }
 

@@ -102,6 +102,10 @@ pub struct ConnectorForm {
     #[serde(default)]
     claim_groups: String,
     #[serde(default)]
+    link_by_email: Option<String>,
+    #[serde(default)]
+    when_email_taken: String,
+    #[serde(default)]
     clock_skew_secs: String,
     #[serde(default)]
     timeout_secs: String,
@@ -139,6 +143,11 @@ impl ConnectorForm {
         map.insert("name".into(), text_or_null(&self.name));
         map.insert("email_domains".into(), Value::from(words(&self.email_domains)));
         map.insert("trust_email".into(), Value::from(self.trust_email.is_some()));
+        map.insert("link_by_email".into(), Value::from(self.link_by_email.is_some()));
+        map.insert(
+            "when_email_taken".into(),
+            if self.when_email_taken == "refuse" { Value::from("refuse") } else { Value::Null },
+        );
         map.insert("clock_skew_secs".into(), number_or_null(&self.clock_skew_secs));
         map.insert("timeout_secs".into(), number_or_null(&self.timeout_secs));
         let mut claims = Map::new();
@@ -221,6 +230,8 @@ impl ConnectorForm {
             scopes: spec.scopes.as_ref().map_or(defaults.scopes.clone(), |s| s.join(" ")),
             userinfo: spec.userinfo.then(String::new),
             trust_email: spec.trust_email.then(String::new),
+            link_by_email: spec.link_by_email.then(String::new),
+            when_email_taken: spec.when_email_taken.clone().unwrap_or_default(),
             metadata_source: String::from(if spec.idp_metadata_xml.is_some() { "xml" } else { "url" }),
             idp_metadata_url: spec.idp_metadata_url.clone().unwrap_or_default(),
             idp_metadata_xml: spec.idp_metadata_xml.clone().unwrap_or_default(),

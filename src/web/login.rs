@@ -437,7 +437,8 @@ pub async fn submit(
                 }
                 LoginError::UnknownConnector => Err(WebError::BadRequest("That sign-in method does not exist.")),
                 LoginError::Busy => Err(WebError::Unavailable("Gatehouse is busy. Wait a moment and sign in again.")),
-                LoginError::Interrupted | LoginError::Store(_) => Err(WebError::internal(err)),
+                // Password sign-ins link nothing by email; this cannot happen here.
+                LoginError::LinkRefused(_) | LoginError::Interrupted | LoginError::Store(_) => Err(WebError::internal(err)),
             }
         }
     }

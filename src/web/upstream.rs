@@ -180,7 +180,8 @@ pub(crate) async fn start_session(
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
     let connector_id = identity.connector_id.as_str();
-    match login::sign_in(state.store.as_ref(), &state.config.session, identity, origin, state.clock.now()).await {
+    let link = state.upstreams.link_policy(connector_id).await;
+    match login::sign_in(state.store.as_ref(), &state.config.session, identity, link, origin, state.clock.now()).await {
         Ok((sso, _user)) => {
             state.metrics.record_login(connector_id, "success");
             sessions::attach(state, forms.session(), &sso).await?;
@@ -191,6 +192,12 @@ pub(crate) async fn start_session(
         Err(LoginError::Disabled) => {
             state.metrics.record_login(connector_id, "disabled");
             Err(WebError::Forbidden("This account is disabled. Contact your administrator."))
+        }
+        Err(LoginError::LinkRefused(_)) => {
+            state.metrics.record_login(connector_id, "link_refused");
+            Err(WebError::Forbidden(
+                "Gatehouse could not match this sign-in to your account. Contact your administrator, who can link it.",
+            ))
         }
         Err(err) => Err(WebError::internal(err)),
     }

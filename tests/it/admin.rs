@@ -380,9 +380,14 @@ async fn the_openapi_document_matches_the_routes() {
     let doc: Value = app.get("/admin/api/openapi.json").await.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 22);
+    assert_eq!(paths.len(), 24);
     for (path, item) in paths {
-        let concrete = path.replace("{client_id}", "some-client").replace("{id}", "some-id").replace("{kid}", "some-kid");
+        let concrete = path
+            .replace("{client_id}", "some-client")
+            .replace("{id}", "some-id")
+            .replace("{kid}", "some-kid")
+            .replace("{connector_id}", "some-connector")
+            .replace("{subject}", "some-subject");
         for method in ["get", "post", "patch", "delete", "put"] {
             let response = app
                 .http

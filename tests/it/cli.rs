@@ -184,10 +184,10 @@ fn saml_sp_keys_are_published_rotated_and_removed() {
     assert!(retired.iter().all(|(kid, _, _)| first.iter().any(|(old, _, _)| old == kid)), "the first keys retired: {stdout}");
 
     let active = rotated.iter().find(|(_, _, state)| state == "active").unwrap().0.clone();
-    let (code, _, stderr) = saml(&["remove-sp-key", &active]);
+    let (code, _, stderr) = saml(&["remove-sp-key", "--", &active]);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("cannot be removed"), "{stderr}");
-    let (code, stdout, _) = saml(&["remove-sp-key", &retired[0].0]);
+    let (code, stdout, _) = saml(&["remove-sp-key", "--", &retired[0].0]);
     assert_eq!(code, 0, "{stdout}");
     assert_eq!(rows(&stdout).len(), 3, "{stdout}");
     let (code, _, stderr) = saml(&["remove-sp-key", "no-such-key"]);

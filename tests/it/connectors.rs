@@ -342,8 +342,7 @@ async fn an_oidc_connector_added_on_one_node_signs_in_on_another() {
     assert_eq!(page.status(), StatusCode::BAD_GATEWAY);
     let (_, failures) = admin.get("/audit?connector=corp&kind=login").await;
     assert_eq!(
-        failures["items"][0]["detail"],
-        "token_endpoint_error: error=invalid_client (client authentication failed)",
+        failures["items"][0]["detail"], "token_endpoint_error: error=invalid_client (client authentication failed)",
         "the reason and the provider's own error: {failures}"
     );
     // The connector's page lists it with what to try; the person saw a general message only.
@@ -445,5 +444,88 @@ async fn the_console_adds_checks_and_removes_a_saml_provider() {
     let bob = TestApp::handle(&app);
     bob.login("bob", "bob-password").await;
     assert_eq!(bob.get("/admin/connectors").await.status(), StatusCode::FORBIDDEN);
+    app.stop().await;
+}
+
+/// An administrator acting in the console, for tests that call the admin core directly.
+pub(crate) fn console_actor() -> gatehouse::admin::Actor {
+    gatehouse::admin::Actor { name: String::from("alice"), role: gatehouse::admin::Role::Admin, ip: None }
+}
+
+/// Linking by hand, in the API and the console: bad input at the field, conflicts as 409.
+#[tokio::test]
+async fn identities_are_linked_and_unlinked_by_hand() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &admin_config()).await;
+    let alice = TestApp::handle(&app);
+    alice.login("alice", "alice-password").await;
+    let admin = Api { app: &app, token: token(&app, "automation", AUTOMATION_SECRET).await };
+    let user = app.state.store.list_users().await.unwrap().into_iter().find(|u| u.username == "alice").unwrap();
+    let links = format!("/users/{}/links", user.id);
+    for (body, field) in [
+        (json!({"connector_id": "nowhere", "subject": "x"}), "connector_id"),
+        (json!({"connector_id": "local", "subject": ""}), "subject"),
+        (json!({"connector_id": "local", "subject": "a\u{7}b"}), "subject"),
+        (json!({"connector_id": "local", "subject": "s".repeat(513)}), "subject"),
+        (json!({"connector_id": "local"}), "subject"),
+        (json!({"connector_id": 7, "subject": "x"}), "connector_id"),
+    ] {
+        let (status, problem) = admin.post(&links, body.clone()).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(field)), "{body}: {problem}");
+    }
+    let (status, _) = admin.post("/users/nobody/links", json!({"connector_id": "local", "subject": "x"})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, created) = admin.post(&links, json!({"connector_id": "local", "subject": "alice.old/ü"})).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let (status, _) = admin.post(&links, json!({"connector_id": "local", "subject": "alice.old/ü"})).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let page = alice.get(&format!("/admin/users/{}", user.id)).await.text().await.unwrap();
+    assert!(page.contains("alice.old/ü") && page.contains("subject=alice.old%2F%C3%BC"), "{page}");
+
+    // The console unlinks it behind a confirmation; a link that does not exist is 404.
+    let confirm =
+        alice.get(&format!("/admin/users/{}/links/remove?connector_id=local&subject=alice.old%2F%C3%BC", user.id)).await;
+    assert_eq!(confirm.status(), StatusCode::OK);
+    let confirm = confirm.text().await.unwrap();
+    assert!(confirm.contains("is a first sign-in again"), "{confirm}");
+    let csrf = field_value(&confirm, "csrf").unwrap();
+    let missing = alice.get(&format!("/admin/users/{}/links/remove?connector_id=local&subject=nobody", user.id)).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let removed = alice
+        .post_form(
+            &format!("/admin/users/{}/links/remove", user.id),
+            &[("csrf", &csrf), ("connector_id", "local"), ("subject", "alice.old/ü")],
+        )
+        .await;
+    assert_eq!(removed.status(), StatusCode::SEE_OTHER);
+    // Unlinking ends the user's sessions through that connector: here, alice's own.
+    assert_eq!(alice.get("/admin").await.status(), StatusCode::SEE_OTHER);
+    alice.login("alice", "alice-password").await;
+    let csrf = field_value(&alice.get(&format!("/admin/users/{}", user.id)).await.text().await.unwrap(), "csrf").unwrap();
+    let (status, _) = admin.delete(&format!("/users/{}/links/local/alice.old%2F%C3%BC", user.id)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "already unlinked");
+
+    // Linked in the console, unlinked through the API (the subject percent-encoded in the path).
+    let linked = alice
+        .post_form(
+            &format!("/admin/users/{}/links", user.id),
+            &[("csrf", &csrf), ("connector_id", "local"), ("subject", "a/b c")],
+        )
+        .await;
+    assert_eq!(linked.status(), StatusCode::SEE_OTHER);
+    let refused = alice
+        .post_form(
+            &format!("/admin/users/{}/links", user.id),
+            &[("csrf", &csrf), ("connector_id", "local"), ("subject", "a/b c")],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("already linked"));
+    let (status, body) = admin.delete(&format!("/users/{}/links/local/a%2Fb%20c", user.id)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, audit) = admin.get(&format!("/audit?user={}", user.id)).await;
+    let kinds: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "admin.identity_linked").count(), 2, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "admin.identity_unlinked").count(), 2, "{kinds:?}");
     app.stop().await;
 }

@@ -303,7 +303,10 @@ async fn an_upstream_refusal_reaches_the_user_and_the_app() {
 
     // The app's request is over: the same sign-in cannot be resumed.
     let audit = app.state.store.list_audit(50).await.unwrap();
-    assert!(audit.iter().any(|e| e.detail.as_deref() == Some("upstream_error: the provider answered error=access_denied")), "{audit:?}");
+    assert!(
+        audit.iter().any(|e| e.detail.as_deref() == Some("upstream_error: the provider answered error=access_denied")),
+        "{audit:?}"
+    );
     app.stop().await;
 }
 
@@ -625,7 +628,7 @@ async fn id_tokens_that_fail_validation_are_refused() {
         ("expired beyond the skew", "clock_skew", Box::new(|b| b.claims = json!({"exp": b.clock.now() - 61}))),
         (
             "issued in the future",
-            "id_token_invalid",
+            "clock_skew",
             Box::new(|b| b.claims = json!({"iat": b.clock.now() + 600, "exp": b.clock.now() + 900})),
         ),
         ("wrong issuer", "iss_mismatch", Box::new(|b| b.claims = json!({"iss": "https://idp.example"}))),
@@ -824,4 +827,115 @@ async fn an_app_asking_for_a_fresh_sign_in_gets_one_from_the_provider() {
     assert_eq!(rogue_login(&TestApp::handle(&app)).await.0, StatusCode::SEE_OTHER);
     assert!(!rogue.get(|b| b.last_query.contains_key("prompt")));
     app.stop().await;
+}
+
+/// An account that already has eve's address, made before her first upstream sign-in.
+async fn existing_eve(app: &TestApp, email_verified: bool) -> String {
+    let profile = gatehouse::store::UserProfile {
+        username: String::from("eve"),
+        email: Some(String::from("Eve@Rogue.example")),
+        email_verified,
+        display_name: None,
+        groups: vec![String::from("admins")],
+    };
+    let (user, _) = app.state.store.get_or_create_linked_user("local", "eve", &profile, app.clock.now()).await.unwrap();
+    user.id
+}
+
+/// `link_by_email`: a first sign-in joins an existing user only when the address is verified
+/// at the connector and on the account; otherwise a new user, or a refusal by choice. Linking
+/// on an unverified address would hand the account (and its groups) to whoever typed it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
+    struct Case {
+        what: &'static str,
+        extra: &'static str,
+        upstream_verified: bool,
+        account_verified: bool,
+        /// Some(true): linked to the existing user; Some(false): a new user; None: refused.
+        linked: Option<bool>,
+        refusal: &'static str,
+    }
+    let cases = [
+        Case {
+            what: "verified on both sides",
+            extra: "link_by_email = true",
+            upstream_verified: true,
+            account_verified: true,
+            linked: Some(true),
+            refusal: "",
+        },
+        Case {
+            what: "unverified upstream",
+            extra: "link_by_email = true",
+            upstream_verified: false,
+            account_verified: true,
+            linked: Some(false),
+            refusal: "",
+        },
+        Case {
+            what: "unverified account",
+            extra: "link_by_email = true",
+            upstream_verified: true,
+            account_verified: false,
+            linked: Some(false),
+            refusal: "",
+        },
+        Case {
+            what: "linking off",
+            extra: "",
+            upstream_verified: true,
+            account_verified: true,
+            linked: Some(false),
+            refusal: "",
+        },
+        Case {
+            what: "unverified account, refusing",
+            extra: "link_by_email = true\nwhen_email_taken = \"refuse\"",
+            upstream_verified: true,
+            account_verified: false,
+            linked: None,
+            refusal: "email_unverified_on_account",
+        },
+        Case {
+            what: "unverified upstream, refusing",
+            extra: "link_by_email = true\nwhen_email_taken = \"refuse\"",
+            upstream_verified: false,
+            account_verified: true,
+            linked: None,
+            refusal: "email_unverified_at_connector",
+        },
+    ];
+    for case in cases {
+        let (_db, app, rogue) = rogue_setup(case.extra).await;
+        let existing = existing_eve(&app, case.account_verified).await;
+        rogue.set(|b| b.claims = json!({"email_verified": case.upstream_verified}));
+        let (status, page) = rogue_login(&app).await;
+        let links = app.state.store.list_identity_links("rogue").await.unwrap();
+        match case.linked {
+            Some(to_existing) => {
+                assert_eq!(status, StatusCode::SEE_OTHER, "{}: {page}", case.what);
+                assert_eq!(links.len(), 1, "{}", case.what);
+                assert_eq!(links[0].1 == existing, to_existing, "{}", case.what);
+                let users = app.state.store.count_users().await.unwrap();
+                assert_eq!(users, if to_existing { 1 } else { 2 }, "{}", case.what);
+            }
+            None => {
+                assert_eq!(status, StatusCode::FORBIDDEN, "{}", case.what);
+                assert!(page.contains("could not match this sign-in to your account"), "{}: {page}", case.what);
+                assert!(links.is_empty(), "{}: nothing linked", case.what);
+                assert_eq!(app.state.store.count_users().await.unwrap(), 1, "{}: nothing created", case.what);
+                let detail = last_failure_detail(&app).await;
+                assert_eq!(detail, format!("link_refused: {} (subject `rogue-user`, email `eve@rogue.example`)", case.refusal));
+                // The administrator links it by hand; the next sign-in lands on the account.
+                let alice = crate::connectors::console_actor();
+                app.state.admin.link_identity(&alice, &existing, "rogue", "rogue-user").await.unwrap();
+                assert_eq!(rogue_login(&TestApp::handle(&app)).await.0, StatusCode::SEE_OTHER, "{}", case.what);
+                assert_eq!(app.state.store.find_linked_user_id("rogue", "rogue-user").await.unwrap(), Some(existing.clone()));
+                app.state.admin.unlink_identity(&alice, &existing, "rogue", "rogue-user").await.unwrap();
+                assert_eq!(app.state.store.find_linked_user_id("rogue", "rogue-user").await.unwrap(), None);
+            }
+        }
+        app.stop().await;
+    }
 }

@@ -352,7 +352,12 @@ async fn hostile_and_malformed_posts_get_a_clear_error_and_an_audit_event() {
     );
     let cases: Vec<(&str, String, StatusCode, &str)> = vec![
         ("garbage", "not base64 at all!".to_owned(), StatusCode::BAD_REQUEST, "malformed_response"),
-        ("truncated base64", fixture_response("signed-assertion")[..1001].to_owned(), StatusCode::BAD_REQUEST, "malformed_response"),
+        (
+            "truncated base64",
+            fixture_response("signed-assertion")[..1001].to_owned(),
+            StatusCode::BAD_REQUEST,
+            "malformed_response",
+        ),
         ("not XML", base64::engine::general_purpose::STANDARD.encode("hello"), StatusCode::BAD_REQUEST, "malformed_response"),
         ("deeply nested", base64::engine::general_purpose::STANDARD.encode(&deep), StatusCode::BAD_REQUEST, "malformed_response"),
         ("entity expansion", fixture_response("billion-laughs"), StatusCode::BAD_REQUEST, "malformed_response"),

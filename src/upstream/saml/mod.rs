@@ -192,22 +192,14 @@ impl SamlError {
             Self::Audience { expected, got } => format!(
                 "expected {}, got {}",
                 shown(expected),
-                if got.is_empty() { String::from("none") } else { got.iter().take(5).map(|a| shown(a)).collect::<Vec<_>>().join(", ") }
+                if got.is_empty() {
+                    String::from("none")
+                } else {
+                    got.iter().take(5).map(|a| shown(a)).collect::<Vec<_>>().join(", ")
+                }
             ),
-            Self::Expired(b) => format!(
-                "{} {}, now {}, allowed skew {} s",
-                b.bound,
-                time(b.at),
-                time(b.now),
-                b.skew_secs
-            ),
-            Self::NotYetValid(b) => format!(
-                "{} {}, now {}, allowed skew {} s",
-                b.bound,
-                time(b.at),
-                time(b.now),
-                b.skew_secs
-            ),
+            Self::Expired(b) => format!("{} {}, now {}, allowed skew {} s", b.bound, time(b.at), time(b.now), b.skew_secs),
+            Self::NotYetValid(b) => format!("{} {}, now {}, allowed skew {} s", b.bound, time(b.at), time(b.now), b.skew_secs),
             Self::InResponseTo { got } => format!(
                 "the response answers {}, which is no sign-in Gatehouse is waiting for here",
                 got.as_deref().map_or_else(|| String::from("no request"), shown)
