@@ -41,9 +41,10 @@ impl From<AuditListing> for AuditEntry {
 }
 
 /// Every kind of event Gatehouse records, for the console's filter.
-pub const EVENT_KINDS: [&str; 31] = [
+pub const EVENT_KINDS: [&str; 32] = [
     crate::login::AUDIT_LOGIN,
     crate::login::AUDIT_LOGIN_THROTTLED,
+    crate::login::AUDIT_TEST_SIGN_IN,
     crate::session::AUDIT_LOGOUT,
     crate::portal::AUDIT_CONSENT_WITHDRAWN,
     crate::provider::AUDIT_TOKEN_GRANTED,

@@ -207,6 +207,9 @@ pub struct VerifiedLogin {
     pub pending_login: Option<String>,
     /// `None` for an IdP-initiated sign-in, which no browser started.
     pub browser_binding: Option<String>,
+    /// What the IdP sent, kept only for an administrator's test sign-in.
+    #[serde(default)]
+    pub received: crate::upstream::Received,
 }
 
 /// The same-site hop after the ACS takes a moment; an IdP-initiated sign-in waits for the

@@ -18,6 +18,8 @@ use crate::work::{BlockingPool, PoolError};
 
 pub const AUDIT_LOGIN: &str = "login";
 pub const AUDIT_LOGIN_THROTTLED: &str = "login_throttled";
+/// An administrator's test sign-in through a connector completed (nothing was created).
+pub const AUDIT_TEST_SIGN_IN: &str = "test_sign_in";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -257,6 +259,45 @@ pub async fn sign_in(
     let sso = session::start(store, new_session, settings, now).await?;
     store.record_audit(&audit(AuditOutcome::Success, Some(user.id.clone()), None)).await?;
     Ok((sso, user))
+}
+
+/// What an administrator's test sign-in found; nothing was created.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TestSignIn {
+    pub connector_id: String,
+    pub at: UnixTime,
+    /// What the IdP sent.
+    pub received: crate::upstream::Received,
+    /// The stable key the user is linked by.
+    pub subject: String,
+    pub preview: mapping::MappingPreview,
+}
+
+/// Ends an administrator's test sign-in: reads what the identity would map to, and records
+/// that the test succeeded.
+pub async fn test_sign_in(
+    store: &dyn Store,
+    identity: &UpstreamIdentity,
+    link: LinkPolicy,
+    received: crate::upstream::Received,
+    origin: &Origin,
+    now: UnixTime,
+) -> Result<TestSignIn, StoreError> {
+    let preview = mapping::preview(store, identity, link).await?;
+    store
+        .record_audit(&AuditEvent {
+            time: now,
+            kind: AUDIT_TEST_SIGN_IN.to_owned(),
+            outcome: AuditOutcome::Success,
+            actor: Some(identity.username.clone()),
+            user_id: None,
+            client_id: None,
+            connector_id: Some(identity.connector_id.clone()),
+            ip: origin.ip.map(|ip| ip.to_string()),
+            detail: Some(format!("subject `{}`", identity.subject)),
+        })
+        .await?;
+    Ok(TestSignIn { connector_id: identity.connector_id.clone(), at: now, received, subject: identity.subject.clone(), preview })
 }
 
 /// Records an upstream sign-in that did not succeed; `reason` is a fixed label, never input.

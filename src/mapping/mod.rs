@@ -61,6 +61,64 @@ pub fn first_sign_in(identity: &UpstreamIdentity, policy: LinkPolicy, same_email
     }
 }
 
+/// What a sign-in would do with an identity, without doing it: an administrator's test.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MappingPreview {
+    /// What would happen, in words.
+    pub outcome: String,
+    /// The existing user it lands on, if any.
+    pub user_id: Option<String>,
+    /// The user's fields after the sign-in.
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+pub async fn preview(store: &dyn Store, identity: &UpstreamIdentity, policy: LinkPolicy) -> Result<MappingPreview, StoreError> {
+    let profile = profile_of(identity);
+    let (outcome, user_id) = match store.find_linked_user_id(&identity.connector_id, &identity.subject).await? {
+        Some(user_id) => {
+            let user = store.get_user(&user_id).await?;
+            let outcome = if user.disabled {
+                format!("Refused: the linked user {} is disabled.", user.username)
+            } else {
+                format!("Signs in as the linked user {}, whose profile is updated as below.", user.username)
+            };
+            (outcome, Some(user_id))
+        }
+        None => {
+            let same_email = match identity.email.as_deref() {
+                Some(email) if policy.link_by_email || policy.refuse_when_email_taken => store.find_users_by_email(email).await?,
+                _ => Vec::new(),
+            };
+            match first_sign_in(identity, policy, &same_email) {
+                FirstSignIn::Link(index) => match same_email.get(index) {
+                    Some(user) => (
+                        format!("First sign-in: would be linked to the existing user {} (same verified email).", user.username),
+                        Some(user.id.clone()),
+                    ),
+                    None => (String::from("First sign-in: would create a new user."), None),
+                },
+                FirstSignIn::Create => (String::from("First sign-in: would create a new user."), None),
+                FirstSignIn::Refuse(reason) => {
+                    (format!("First sign-in: refused by the connector's linking policy ({reason})."), None)
+                }
+            }
+        }
+    };
+    Ok(MappingPreview {
+        outcome,
+        user_id,
+        username: profile.username,
+        email: profile.email,
+        email_verified: profile.email_verified,
+        name: profile.display_name,
+        groups: profile.groups,
+    })
+}
+
 pub async fn map_identity(
     store: &dyn Store,
     identity: &UpstreamIdentity,

@@ -28,6 +28,10 @@ pub struct PendingLogin {
     /// The stored authorization request, so an upstream refusal can be passed on to the app.
     #[serde(default)]
     pub authorization_request: Option<String>,
+    /// A test sign-in an administrator started for this connector: it ends on a result page
+    /// in the console, and creates no user, link or session.
+    #[serde(default)]
+    pub test_of: Option<String>,
 }
 
 /// A path on this server, never a way off it (`//host`, `/\host` or a scheme).

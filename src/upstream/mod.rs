@@ -29,6 +29,54 @@ pub struct UpstreamIdentity {
     pub groups: Vec<String>,
 }
 
+/// What an IdP sent, claim by claim (or attribute by attribute), for a test sign-in's page.
+pub type Received = Vec<(String, Vec<String>)>;
+
+/// Bounds what a test sign-in keeps of what it received.
+pub const MAX_RECEIVED: usize = 100;
+pub const MAX_RECEIVED_VALUE_CHARS: usize = 1000;
+
+fn received_value(value: &str) -> String {
+    value.chars().take(MAX_RECEIVED_VALUE_CHARS).collect()
+}
+
+/// A SAML assertion's subject and attributes, as received.
+pub fn received_from_assertion(assertion: &saml::response::VerifiedAssertion) -> Received {
+    let name_id = match &assertion.name_id_format {
+        Some(format) => format!("NameID ({})", format.rsplit(':').next().unwrap_or_default()),
+        None => String::from("NameID"),
+    };
+    let mut received = vec![(name_id, vec![received_value(&assertion.name_id)])];
+    for attribute in assertion.attributes.iter().take(MAX_RECEIVED - 1) {
+        let name = match &attribute.friendly_name {
+            Some(friendly) => format!("{} ({friendly})", attribute.name),
+            None => attribute.name.clone(),
+        };
+        received.push((name, attribute.values.iter().take(MAX_RECEIVED).map(|v| received_value(v)).collect()));
+    }
+    received
+}
+
+/// An ID token's (and UserInfo's) claims, as received: arrays by element, objects as JSON.
+pub fn received_from_claims(claims: &serde_json::Value) -> Received {
+    let text = |value: &serde_json::Value| match value {
+        serde_json::Value::String(s) => received_value(s),
+        other => received_value(&other.to_string()),
+    };
+    let Some(object) = claims.as_object() else { return Vec::new() };
+    object
+        .iter()
+        .take(MAX_RECEIVED)
+        .map(|(name, value)| {
+            let values = match value {
+                serde_json::Value::Array(items) => items.iter().take(MAX_RECEIVED).map(text).collect(),
+                other => vec![text(other)],
+            };
+            (name.clone(), values)
+        })
+        .collect()
+}
+
 /// What a kind of connector does, so callers ask the kind rather than match its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectorType {
@@ -366,4 +414,27 @@ pub struct ConnectorHealth {
     pub last_failure_at: Option<crate::clock::UnixTime>,
     /// A SAML IdP's earliest signing certificate expiry, from the metadata last fetched.
     pub certificates_expire_at: Option<crate::clock::UnixTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_RECEIVED, MAX_RECEIVED_VALUE_CHARS, received_from_claims};
+
+    #[test]
+    fn claims_are_listed_by_element_and_bounded() {
+        let claims = serde_json::json!({
+            "sub": "s-1", "groups": ["eng", "ops"], "email_verified": true,
+            "realm_access": {"roles": ["admin"]}, "long": "x".repeat(5000)
+        });
+        let received = received_from_claims(&claims);
+        let find = |name: &str| received.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(find("groups"), ["eng", "ops"]);
+        assert_eq!(find("email_verified"), ["true"]);
+        assert_eq!(find("realm_access"), [r#"{"roles":["admin"]}"#]);
+        assert_eq!(find("long")[0].len(), MAX_RECEIVED_VALUE_CHARS);
+        let many: serde_json::Map<String, serde_json::Value> =
+            (0..500).map(|i| (format!("c{i}"), serde_json::Value::from(i))).collect();
+        assert_eq!(received_from_claims(&serde_json::Value::Object(many)).len(), MAX_RECEIVED);
+        assert!(received_from_claims(&serde_json::json!("not an object")).is_empty());
+    }
 }

@@ -320,8 +320,13 @@ impl OidcConnector {
     }
 
     /// Finishes a login: redeems the code, verifies the ID token (and UserInfo), and returns
-    /// who signed in.
-    pub async fn finish(&self, code: &str, pending: &PendingUpstreamLogin, now: UnixTime) -> Result<UpstreamIdentity, OidcError> {
+    /// who signed in with the verified claims it was read from.
+    pub async fn finish(
+        &self,
+        code: &str,
+        pending: &PendingUpstreamLogin,
+        now: UnixTime,
+    ) -> Result<(UpstreamIdentity, Value), OidcError> {
         let discovered = self.metadata(now).await?;
         let algs = allowed_algs(&discovered.metadata);
         let client = self.client(discovered.metadata);
@@ -367,7 +372,8 @@ impl OidcConnector {
                 }
             }
         }
-        identity_from_claims(&self.id, &self.settings, &claims)
+        let identity = identity_from_claims(&self.id, &self.settings, &claims)?;
+        Ok((identity, claims))
     }
 
     fn verify(

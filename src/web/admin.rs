@@ -121,6 +121,11 @@ impl Console {
         &self.actor
     }
 
+    /// The admin's browser session (a test sign-in's result is kept there).
+    pub(crate) fn session(&self) -> &tower_sessions::Session {
+        self.forms.session()
+    }
+
     /// Checks a form's CSRF token, for actions a read-only admin may take too.
     pub(crate) async fn verify(&self, csrf: &Secret<String>) -> Result<(), WebError> {
         self.forms.verify(csrf.expose()).await

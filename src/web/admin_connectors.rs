@@ -16,11 +16,14 @@ use serde_json::{Map, Value};
 
 use crate::admin::AdminError;
 use crate::admin::connectors::{ConnectorCheck, ConnectorView, SignInFailure};
+use crate::login::TestSignIn;
 use crate::secret::Secret;
+use crate::session::pending::{self, PendingLogin};
 use crate::web::AppState;
 use crate::web::admin::{ConfirmPage, Console, CsrfForm, Nav, admin_error, checked_form, enc};
 use crate::web::error::WebError;
 use crate::web::pages::render_page;
+use crate::web::upstream::TEST_RESULT_KEY;
 
 /// Pasted IdP metadata can be large (AD FS documents run to hundreds of kilobytes); the
 /// validator allows 1 MiB of XML, which form encoding can triple.
@@ -36,6 +39,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/admin/connectors/{id}/edit", get(edit_connector))
         .route("/admin/connectors/{id}/check", axum::routing::post(check_connector))
+        .route("/admin/connectors/{id}/test", get(test_result).post(start_test))
         .route("/admin/connectors/{id}/{action}", get(confirm_action).post(action))
 }
 
@@ -492,4 +496,69 @@ async fn action(
     }
     .map_err(admin_error)?;
     Ok(Redirect::to(&format!("/admin/connectors/{}", enc(&id))).into_response())
+}
+
+/// Starts a test sign-in through the connector in this browser: the IdP's answer ends on the
+/// result page below instead of in a session.
+async fn start_test(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    checked_form(&console, form, |f| &f.csrf).await?;
+    let connector = state.admin.connector(&id).await.map_err(admin_error)?;
+    let protocol = match connector.kind() {
+        "oidc" => "oidc",
+        "saml" => "saml",
+        _ => return Err(WebError::BadRequest("Only SAML and OpenID Connect providers can be tested this way.")),
+    };
+    if connector.disabled {
+        return Err(WebError::BadRequest("This provider is disabled: enable it to test it."));
+    }
+    let pending = PendingLogin {
+        client_name: Some(String::from("a test sign-in")),
+        resume_path: format!("/admin/connectors/{}/test", enc(&id)),
+        connector_id: Some(id.clone()),
+        test_of: Some(id.clone()),
+        ..PendingLogin::default()
+    };
+    let request = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, state.clock.now())
+        .await
+        .map_err(WebError::internal)?;
+    Ok(Redirect::to(&format!("/{protocol}/{}/login?req={request}", enc(&id))).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct TestQuery {
+    #[serde(default)]
+    failed: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/connector_test.html")]
+struct TestPage<'a> {
+    nav: Nav<'a>,
+    connector: ConnectorView,
+    result: Option<TestSignIn>,
+    /// The refusal a failed test ended with.
+    failure: Option<SignInFailure>,
+}
+
+async fn test_result(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    query: Result<Query<TestQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    let Query(query) = query.map_err(|_| WebError::BadRequest("The address has a malformed query."))?;
+    let connector = state.admin.connector(&id).await.map_err(admin_error)?;
+    let (result, failure) = if query.failed.is_some() {
+        (None, state.admin.connector_failures(&id).await.map_err(admin_error)?.into_iter().next())
+    } else {
+        let stored: Option<TestSignIn> = console.session().get(TEST_RESULT_KEY).await?;
+        (stored.filter(|r| r.connector_id == id), None)
+    };
+    let page = TestPage { nav: console.nav("connectors"), connector, result, failure };
+    Ok(render_page(&page).into_response())
 }

@@ -367,6 +367,7 @@ async fn send_to_sign_in(
         force_login: force || request.login_after.is_some(),
         form_target: Some(request.redirect_uri.clone()),
         authorization_request: Some(id.clone()),
+        test_of: None,
     };
     let pending_id = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, now)
         .await

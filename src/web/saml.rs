@@ -139,7 +139,13 @@ pub async fn acs(
     }
 
     let browser_binding = pending.map(|p| p.browser_binding);
-    let record = VerifiedLogin { identity, pending_login, browser_binding };
+    // What the IdP sent is kept past this point only for an administrator's test sign-in.
+    let received = if crate::web::upstream::test_of(&state, pending_login.as_deref(), &id).await? {
+        crate::upstream::received_from_assertion(&assertion)
+    } else {
+        Vec::new()
+    };
+    let record = VerifiedLogin { identity, pending_login, browser_binding, received };
     let handoff = flow::hand_off(store, &record, now).await?;
     Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())
 }
@@ -221,7 +227,7 @@ async fn complete(
         return Err(WebError::BadRequest(EXPIRED));
     }
     let origin = Origin { ip: Some(ip), user_agent: user_agent(headers) };
-    start_session(state, forms, &record.identity, origin, record.pending_login.as_deref()).await
+    start_session(state, forms, &record.identity, record.received, origin, record.pending_login.as_deref()).await
 }
 
 /// The page for a return the flow refused (and audited).
@@ -261,7 +267,7 @@ async fn failure_page(
         let recorded = format!("{}: {}", err.code(), err.explain());
         login::record_upstream_failure(state.store.as_ref(), connector.id(), &recorded, Some(ip), state.clock.now()).await?;
         state.metrics.record_login(connector.id(), "upstream_error");
-        return refused_page(state, connector.name(), code, pending_login).await;
+        return refused_page(state, (connector.id(), connector.name()), code, pending_login).await;
     }
     let status = match err {
         SamlError::SpKeys(_) => return Err(WebError::Internal(err.to_string())),

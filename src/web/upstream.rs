@@ -157,17 +157,40 @@ pub async fn oidc_callback(
         let reason = format!("upstream_error: the provider answered error={shown}");
         login::record_upstream_failure(state.store.as_ref(), &id, &reason, Some(ip), now).await?;
         state.metrics.record_login(&id, "upstream_error");
-        return refused_page(&state, connector.name(), code, pending.pending_login.as_deref()).await;
+        return refused_page(&state, (connector.id(), connector.name()), code, pending.pending_login.as_deref()).await;
     }
     let Some(code) = query_param(&params, "code")? else {
         return Err(flow::refuse(state.store.as_ref(), at, FlowFailure::MissingCode).await.into());
     };
-    let identity = match connector.finish(&code, &pending, now).await {
-        Ok(identity) => identity,
+    let (identity, claims) = match connector.finish(&code, &pending, now).await {
+        Ok(done) => done,
         Err(err) => return failure_page(&state, &connector, &err, pending.pending_login.as_deref(), ip).await,
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    start_session(&state, &forms, &identity, origin, pending.pending_login.as_deref()).await
+    let received = crate::upstream::received_from_claims(&claims);
+    start_session(&state, &forms, &identity, received, origin, pending.pending_login.as_deref()).await
+}
+
+/// A failed test sign-in goes back to the console, where the recorded reason is shown; the
+/// failure page's generic message is for people signing in.
+async fn failed_test(state: &AppState, pending_login: Option<&str>, connector_id: &str) -> Result<Option<Response>, WebError> {
+    let Some(id) = pending_login else { return Ok(None) };
+    if !test_of(state, Some(id), connector_id).await? {
+        return Ok(None);
+    }
+    pending::take(state.store.as_ref(), id, state.clock.now()).await?;
+    let path = format!("/admin/connectors/{}/test?failed=1", crate::web::admin::enc(connector_id));
+    Ok(Some(axum::response::Redirect::to(&path).into_response()))
+}
+
+/// Where a test sign-in's result is kept: the administrator's own browser session.
+pub(crate) const TEST_RESULT_KEY: &str = "connector_test";
+
+/// The waiting request, when it is an administrator's test sign-in of this connector.
+pub(crate) async fn test_of(state: &AppState, pending_login: Option<&str>, connector_id: &str) -> Result<bool, WebError> {
+    let Some(id) = pending_login else { return Ok(false) };
+    let pending = pending::peek(state.store.as_ref(), id, state.clock.now()).await?;
+    Ok(pending.is_some_and(|p| p.test_of.as_deref() == Some(connector_id)))
 }
 
 /// The end of every upstream sign-in: map the identity, start the SSO session in this browser,
@@ -176,10 +199,22 @@ pub(crate) async fn start_session(
     state: &AppState,
     forms: &Forms,
     identity: &crate::upstream::UpstreamIdentity,
+    received: crate::upstream::Received,
     origin: Origin,
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
     let connector_id = identity.connector_id.as_str();
+    // An administrator's test: the result goes to their console, and no one is signed in.
+    if let Some(id) = pending_login
+        && test_of(state, Some(id), connector_id).await?
+    {
+        pending::take(state.store.as_ref(), id, state.clock.now()).await?;
+        let link = state.upstreams.link_policy(connector_id).await;
+        let result = login::test_sign_in(state.store.as_ref(), identity, link, received, &origin, state.clock.now()).await?;
+        forms.session().insert(TEST_RESULT_KEY, &result).await?;
+        let path = format!("/admin/connectors/{}/test", crate::web::admin::enc(connector_id));
+        return Ok(axum::response::Redirect::to(&path).into_response());
+    }
     let link = state.upstreams.link_policy(connector_id).await;
     match login::sign_in(state.store.as_ref(), &state.config.session, identity, link, origin, state.clock.now()).await {
         Ok((sso, _user)) => {
@@ -261,10 +296,14 @@ fn failed_title(connector_name: &str) -> String {
 /// links back to it with the matching OAuth error (its registered redirect URI only).
 pub(crate) async fn refused_page(
     state: &AppState,
-    connector_name: &str,
+    connector: (&str, &str),
     code: ErrorCode,
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
+    let (connector_id, connector_name) = connector;
+    if let Some(result) = failed_test(state, pending_login, connector_id).await? {
+        return Ok(result);
+    }
     let (message, description) = refusal(code);
     let return_to = app_return_link(state, pending_login, oauth(code, description)).await?;
     let page = UpstreamErrorPage { title: &failed_title(connector_name), message, return_to };
@@ -324,6 +363,9 @@ pub(crate) async fn audited_failure_page(
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
     state.metrics.record_login(failure.connector_id, failure.reason);
+    if let Some(result) = failed_test(state, pending_login, failure.connector_id).await? {
+        return Ok(result);
+    }
     let (message, code) = if failure.unreachable {
         ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)
     } else {

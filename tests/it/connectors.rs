@@ -529,3 +529,105 @@ async fn identities_are_linked_and_unlinked_by_hand() {
     assert_eq!(kinds.iter().filter(|k| **k == "admin.identity_unlinked").count(), 2, "{kinds:?}");
     app.stop().await;
 }
+
+/// Gatehouse for the console's own tests of a real IdP: alice (engineering) administers.
+async fn console_node(db: &TestDb, listener: tokio::net::TcpListener, now: i64) -> TestApp {
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let text = format!(
+        "issuer = \"{base}\"\ndatabase_url = \"{}\"\nkey_encryption_key = \"{TEST_KEK}\"\n\n[admin]\ngroups = [\"engineering\"]\n{}",
+        db.url,
+        crate::helpers::local_users_toml()
+    );
+    TestApp::start_on(listener, load_config(db.dir.path(), &text), Arc::new(ManualClock::new(now))).await
+}
+
+/// Runs a test sign-in from the connector's page through the IdP's form; returns the page it
+/// ends on in the console.
+async fn test_sign_in(alice: &TestApp, idp_base: &str, id: &str, csrf: &str) -> (String, String) {
+    let started = alice.post_form(&format!("/admin/connectors/{id}/test"), &[("csrf", csrf)]).await;
+    assert_eq!(started.status(), StatusCode::SEE_OTHER);
+    let (url, page) = follow_until(alice, alice.url(&location(&started)), "never").await;
+    assert!(url.starts_with(&format!("{idp_base}/sso/redirect")), "{url}");
+    let page = page.text().await.unwrap();
+    let key = field_value(&page, "key").unwrap_or_else(|| panic!("no IdP login form: {page}"));
+    let form = [("key", key.as_str()), ("username", "alice"), ("password", "alice-pass"), ("action", "login")];
+    let answered = alice.http.post(format!("{idp_base}/sso/login")).form(&form).send().await.unwrap();
+    let post = crate::upstream_saml::auto_post(&answered.text().await.unwrap());
+    let acs = alice.http.post(&post.acs).form(&post.fields).send().await.unwrap();
+    assert_eq!(acs.status(), StatusCode::SEE_OTHER, "{}", acs.text().await.unwrap());
+    let (url, page) = follow_until(alice, alice.url(&location(&acs)), "never").await;
+    (url, page.text().await.unwrap())
+}
+
+/// The sign-in debugger against a real SAML IdP (pysaml2): add it from its metadata URL, run a
+/// test sign-in and see the attributes and the user they map to (nothing created); then break
+/// it on purpose, a clock offset and a new IdP certificate, and see each reason named.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_test_sign_in_shows_what_the_idp_sent_and_names_each_failure() {
+    let Some(python) = crate::upstream_saml::idp_python() else { return };
+    let db = TestDb::sqlite();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sp_metadata = format!("http://{}/saml/corp-saml/metadata", listener.local_addr().unwrap());
+    let idp_settings = crate::upstream_saml::idp_config(&sp_metadata, json!({}));
+    let idp = crate::upstream_saml::SamlIdp::start(&python, &idp_settings);
+    let app = console_node(&db, listener, real_now()).await;
+    let alice = TestApp::handle(&app);
+    alice.login("alice", "alice-password").await;
+    let csrf = field_value(&alice.get("/admin/connectors/new?type=saml").await.text().await.unwrap(), "csrf").unwrap();
+    let created = alice
+        .post_form(
+            "/admin/connectors",
+            &[
+                ("csrf", &csrf),
+                ("type", "saml"),
+                ("id", "corp-saml"),
+                ("name", "Corp SSO"),
+                ("metadata_source", "url"),
+                ("idp_metadata_url", &idp.metadata_url),
+                ("claim_subject", "NameID"),
+                ("claim_email", "mail"),
+                ("claim_name", "displayName"),
+                ("claim_groups", "groups"),
+                ("sign_requests", "on"),
+            ],
+        )
+        .await;
+    let page = created.text().await.unwrap();
+    assert!(page.contains(&format!("{}/sso/redirect", idp.base)), "the metadata's sign-in URL is shown: {page}");
+    let users_before = app.state.store.count_users().await.unwrap();
+
+    let (url, page) = test_sign_in(&alice, &idp.base, "corp-saml", &csrf).await;
+    assert!(url.ends_with("/admin/connectors/corp-saml/test"), "{url}");
+    assert!(page.contains("Corp SSO signed the person in.") && page.contains("would create a new user"), "{page}");
+    for shown in ["alice@corp.example", "Alice Corp", "<code>eng</code>", "<code>ops</code>", "eng, ops"] {
+        assert!(page.contains(shown), "{shown} in {page}");
+    }
+    assert_eq!(app.state.store.count_users().await.unwrap(), users_before, "a test creates no user");
+    assert!(app.state.store.list_identity_links("corp-saml").await.unwrap().is_empty(), "nor a link");
+    assert!(app.state.store.list_unrevoked_sso_sessions(Some("corp-saml"), None).await.unwrap().is_empty(), "nor a session");
+    assert_eq!(alice.get("/admin").await.status(), StatusCode::OK, "the admin's own session is untouched");
+
+    // Gatehouse's clock ten minutes ahead: the assertion is out of its window.
+    app.clock.advance(600);
+    let (url, page) = test_sign_in(&alice, &idp.base, "corp-saml", &csrf).await;
+    assert!(url.ends_with("/admin/connectors/corp-saml/test?failed=1"), "{url}");
+    assert!(page.contains("<code>clock_skew</code>") && page.contains("allowed skew 60 s"), "{page}");
+    app.clock.advance(-600);
+
+    // The IdP restarts with a new key, while Gatehouse holds its old metadata.
+    let port = reqwest::Url::parse(&idp.base).unwrap().port().unwrap();
+    let uploaded = reqwest::get(&idp.metadata_url).await.unwrap().text().await.unwrap();
+    let admin_api = app.state.admin.clone();
+    let mut patch = serde_json::Map::new();
+    patch.insert("idp_metadata_xml".into(), json!(uploaded));
+    admin_api.update_connector(&console_actor(), "corp-saml", patch).await.unwrap();
+    drop(idp);
+    let mut restarted_settings = idp_settings.clone();
+    restarted_settings["port"] = json!(port);
+    let restarted = crate::upstream_saml::SamlIdp::start(&python, &restarted_settings);
+    let (_, page) = test_sign_in(&alice, &restarted.base, "corp-saml", &csrf).await;
+    assert!(page.contains("<code>signature_invalid</code>") && page.contains("IdP certificates tried (SHA-256)"), "{page}");
+    let failures = alice.get("/admin/connectors/corp-saml").await.text().await.unwrap();
+    assert!(failures.contains("clock_skew") && failures.contains("signature_invalid"), "{failures}");
+    app.stop().await;
+}
