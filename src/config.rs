@@ -165,6 +165,8 @@ pub struct ConnectorSpec {
     pub link_by_email: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub when_email_taken: Option<String>,
+    #[serde(default, skip_serializing_if = "crate::mapping::rules::MappingSpec::is_empty")]
+    pub mapping: crate::mapping::rules::MappingSpec,
 }
 
 impl std::fmt::Debug for ConnectorSpec {
@@ -413,6 +415,9 @@ pub struct ConnectorConfig {
     pub email_domains: Vec<String>,
     pub kind: ConnectorKind,
     pub link: LinkPolicy,
+    /// The mapping rules, compiled.
+    #[serde(skip)]
+    pub rules: crate::mapping::rules::Rules,
     /// What was written, as the database stores it and the admin API shows it.
     #[serde(skip)]
     pub spec: ConnectorSpec,
@@ -1304,7 +1309,13 @@ pub fn validate_connector_spec(
         other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc, saml)"))),
     };
     let link = validate_link_policy(key, &raw)?;
+    if raw.kind == "local" && !raw.mapping.is_empty() {
+        return Err(invalid(key("mapping"), "local users are mapped as the file declares them"));
+    }
+    let rules = crate::mapping::rules::Rules::compile(&raw.mapping)
+        .map_err(|err| invalid(key(&format!("mapping.{}", err.field)), err.reason))?;
     Ok(ConnectorConfig {
+        rules,
         name: raw.name.clone().map(|n| n.trim().to_owned()).unwrap_or_else(|| raw.id.clone()),
         id: raw.id.clone(),
         email_domains: raw.email_domains.clone(),

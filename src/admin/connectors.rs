@@ -434,6 +434,9 @@ pub fn fix_for(reason: &str) -> &'static str {
         "link_refused" => {
             "Another user already has this email and the connector's linking policy refused the sign-in. If it is the same person, link the subject on that user's page; if the address is unverified on either side, verify it first."
         }
+        "mapping_failed" => {
+            "A mapping rule could not be applied to what the IdP sent (see the rule named): try the rules in a dry run with the values of a test sign-in."
+        }
         "not_fresh" => {
             "The application asked for a fresh sign-in and the IdP answered with an older one: let the IdP honour ForceAuthn or prompt=login."
         }
@@ -469,5 +472,87 @@ impl Admin {
         }
         failures.truncate(FAILURES_SHOWN);
         Ok(failures)
+    }
+}
+
+/// The user a set of claims (or attributes) maps to through a connector's rules.
+#[derive(Debug, Clone, Serialize)]
+pub struct DryRun {
+    pub subject: String,
+    pub username: String,
+    pub email: Option<String>,
+    pub email_verified: bool,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// The most claims or attributes a dry run reads.
+const MAX_DRY_RUN_CLAIMS: usize = 200;
+
+impl Admin {
+    /// Maps `claims` (claim or attribute names to a value or a list of values; for SAML,
+    /// `NameID` is the subject) through the connector's claim names and `mapping` (the saved
+    /// rules when `None`), without saving anything.
+    pub async fn dry_run(&self, id: &str, claims: &Value, mapping: Option<Value>) -> AdminResult<DryRun> {
+        let record = self.provider.store.get_connector(id).await?;
+        let connector =
+            crate::upstream::spec::decode(&record, self.upstreams.kek()).map_err(|err| AdminError::Internal(err.to_string()))?;
+        let rules = match mapping {
+            None => connector.rules.clone(),
+            Some(mapping) => {
+                let spec: crate::mapping::rules::MappingSpec = serde_path_to_error::deserialize(&mapping).map_err(|err| {
+                    let path = err.path().to_string();
+                    let field = if path == "." { String::from("mapping") } else { format!("mapping.{path}") };
+                    invalid(field, err.into_inner().to_string().split(" at line ").next().unwrap_or_default())
+                })?;
+                crate::mapping::rules::Rules::compile(&spec)
+                    .map_err(|err| invalid(format!("mapping.{}", err.field), err.reason))?
+            }
+        };
+        let Some(object) = claims.as_object().filter(|o| o.len() <= MAX_DRY_RUN_CLAIMS) else {
+            return Err(invalid("claims", format!("must be an object of at most {MAX_DRY_RUN_CLAIMS} claims")));
+        };
+        let received = crate::upstream::received_from_claims(claims);
+        let identity = match &connector.kind {
+            ConnectorKind::Oidc(settings) => crate::upstream::oidc::identity_from_claims(&connector.id, settings, claims)
+                .map_err(|err| invalid("claims", err.to_string()))?,
+            ConnectorKind::Saml(settings) => {
+                let name_id = object
+                    .get("NameID")
+                    .and_then(Value::as_str)
+                    .filter(|n| !n.trim().is_empty())
+                    .ok_or_else(|| invalid("claims", "needs `NameID`: the subject a SAML IdP always sends"))?
+                    .to_owned();
+                let attributes = received
+                    .iter()
+                    .filter(|(name, _)| name != "NameID")
+                    .map(|(name, values)| crate::upstream::saml::response::Attribute {
+                        name: name.clone(),
+                        friendly_name: None,
+                        values: values.clone(),
+                    })
+                    .collect();
+                let assertion = crate::upstream::saml::response::VerifiedAssertion {
+                    assertion_id: String::from("dry-run"),
+                    name_id,
+                    name_id_format: None,
+                    attributes,
+                    authn_instant: None,
+                    replay_until: 0,
+                };
+                crate::upstream::saml::identity_from_assertion(&connector.id, settings, &assertion)
+                    .map_err(|err| invalid("claims", err.to_string()))?
+            }
+            ConnectorKind::Local { .. } => return Err(invalid("id", "local users are mapped as the file declares them")),
+        };
+        let mapped = rules.apply(identity, &received).map_err(|err| invalid(format!("mapping.{}", err.field), err.reason))?;
+        Ok(DryRun {
+            subject: mapped.subject,
+            username: mapped.username,
+            email: mapped.email,
+            email_verified: mapped.email_verified,
+            name: mapped.name,
+            groups: mapped.groups,
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! Turns an upstream identity into a local user: links by (connector, subject), provisions the
 //! user on first sign-in, and refreshes the profile from what the upstream asserts each time.
 
+pub mod rules;
+
 use crate::clock::UnixTime;
 use crate::config::LinkPolicy;
 use crate::store::{Store, StoreError, User, UserProfile};

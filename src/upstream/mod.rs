@@ -42,18 +42,16 @@ fn received_value(value: &str) -> String {
 
 /// A SAML assertion's subject and attributes, as received.
 pub fn received_from_assertion(assertion: &saml::response::VerifiedAssertion) -> Received {
-    let name_id = match &assertion.name_id_format {
-        Some(format) => format!("NameID ({})", format.rsplit(':').next().unwrap_or_default()),
-        None => String::from("NameID"),
-    };
-    let mut received = vec![(name_id, vec![received_value(&assertion.name_id)])];
-    for attribute in assertion.attributes.iter().take(MAX_RECEIVED - 1) {
-        let name = match &attribute.friendly_name {
-            Some(friendly) => format!("{} ({friendly})", attribute.name),
-            None => attribute.name.clone(),
-        };
-        received.push((name, attribute.values.iter().take(MAX_RECEIVED).map(|v| received_value(v)).collect()));
+    let mut received = vec![(String::from("NameID"), vec![received_value(&assertion.name_id)])];
+    for attribute in &assertion.attributes {
+        let values: Vec<String> = attribute.values.iter().take(MAX_RECEIVED).map(|v| received_value(v)).collect();
+        // Rules may name an attribute by either name, as the claim mapping may.
+        if let Some(friendly) = attribute.friendly_name.as_ref().filter(|f| **f != attribute.name) {
+            received.push((friendly.clone(), values.clone()));
+        }
+        received.push((attribute.name.clone(), values));
     }
+    received.truncate(MAX_RECEIVED);
     received
 }
 
@@ -123,6 +121,7 @@ struct Built {
     version: i64,
     live: Live,
     link: crate::config::LinkPolicy,
+    rules: Arc<crate::mapping::rules::Rules>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -225,7 +224,9 @@ impl Upstreams {
                     continue;
                 }
                 match self.build(record).await {
-                    Ok(Some((live, link))) => fresh.push((record.id.clone(), Built { version: record.version, live, link })),
+                    Ok(Some((live, link, rules))) => {
+                        fresh.push((record.id.clone(), Built { version: record.version, live, link, rules: Arc::new(rules) }));
+                    }
                     Ok(None) => {}
                     Err(error) => failures.push(BuildFailure {
                         connector_id: record.id.clone(),
@@ -262,9 +263,10 @@ impl Upstreams {
     async fn build(
         &self,
         record: &crate::store::ConnectorRecord,
-    ) -> Result<Option<(Live, crate::config::LinkPolicy)>, UpstreamSetupError> {
+    ) -> Result<Option<(Live, crate::config::LinkPolicy, crate::mapping::rules::Rules)>, UpstreamSetupError> {
         let connector = spec::decode(record, &self.kek)?;
         let link = connector.link;
+        let rules = connector.rules.clone();
         let live = match connector.kind {
             ConnectorKind::Oidc(settings) => Some(Live::Oidc(Arc::new(
                 oidc::OidcConnector::new(&connector.id, &connector.name, settings, &self.issuer)
@@ -287,7 +289,7 @@ impl Upstreams {
             }
             ConnectorKind::Local { .. } => None,
         };
-        Ok(live.map(|live| (live, link)))
+        Ok(live.map(|live| (live, link, rules)))
     }
 
     /// SAML SP keys are made when the first SAML connector is, whether the file or the
@@ -330,6 +332,11 @@ impl Upstreams {
         self.built.read().await.get(id).map(|b| b.link).unwrap_or_default()
     }
 
+    /// The connector's mapping rules; none for local connectors.
+    pub async fn rules(&self, id: &str) -> Arc<crate::mapping::rules::Rules> {
+        self.built.read().await.get(id).map(|b| b.rules.clone()).unwrap_or_default()
+    }
+
     pub async fn oidc(&self, id: &str) -> Option<Arc<oidc::OidcConnector>> {
         match self.live(id).await {
             Some(Live::Oidc(connector)) => Some(connector),
@@ -367,8 +374,8 @@ impl Upstreams {
     pub async fn probe(&self, connector: &crate::config::ConnectorConfig) -> Result<Probe, UpstreamSetupError> {
         let record = spec::encode(connector, false, &self.kek, 0)?;
         Ok(match self.build(&record).await? {
-            Some((Live::Oidc(c), _)) => Probe::Oidc(c),
-            Some((Live::Saml(c), _)) => Probe::Saml(c),
+            Some((Live::Oidc(c), _, _)) => Probe::Oidc(c),
+            Some((Live::Saml(c), _, _)) => Probe::Saml(c),
             None => Probe::Local,
         })
     }

@@ -216,6 +216,7 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{API_PREFIX}/connectors/{{id}}/disable"), post(disable_connector))
         .route(&format!("{API_PREFIX}/connectors/{{id}}/enable"), post(enable_connector))
         .route(&format!("{API_PREFIX}/connectors/{{id}}/check"), post(check_connector))
+        .route(&format!("{API_PREFIX}/connectors/{{id}}/dry-run"), post(dry_run))
         .route(&format!("{API_PREFIX}/users"), get(list_users))
         .route(&format!("{API_PREFIX}/users/{{id}}"), get(get_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/disable"), post(disable_user))
@@ -391,6 +392,25 @@ async fn enable_connector(State(state): State<AppState>, ApiActor(actor): ApiAct
 
 async fn check_connector(State(state): State<AppState>, ApiActor(_): ApiActor, Path(id): Path<String>) -> ApiResult {
     ok(state.admin.recheck_connector(&id).await?)
+}
+
+async fn dry_run(
+    State(state): State<AppState>,
+    ApiActor(_): ApiActor,
+    Path(id): Path<String>,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult {
+    let Json(mut body) = body.map_err(bad_body)?;
+    let claims = body.remove("claims").unwrap_or(Value::Null);
+    let mapping = body.remove("mapping").filter(|m| !m.is_null());
+    if let Some(unknown) = body.keys().next() {
+        return Err(AdminError::Invalid {
+            field: unknown.clone(),
+            reason: String::from("is not a dry-run field (claims, mapping)"),
+        }
+        .into());
+    }
+    ok(state.admin.dry_run(&id, &claims, mapping).await?)
 }
 
 async fn list_users(

@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/connectors/{id}/edit", get(edit_connector))
         .route("/admin/connectors/{id}/check", axum::routing::post(check_connector))
         .route("/admin/connectors/{id}/test", get(test_result).post(start_test))
+        .route("/admin/connectors/{id}/mapping", get(mapping_page).post(mapping_action))
         .route("/admin/connectors/{id}/{action}", get(confirm_action).post(action))
 }
 
@@ -561,4 +562,133 @@ async fn test_result(
     };
     let page = TestPage { nav: console.nav("connectors"), connector, result, failure };
     Ok(render_page(&page).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "admin/connector_mapping.html")]
+struct MappingPage<'a> {
+    nav: Nav<'a>,
+    connector: ConnectorView,
+    claims: String,
+    mapping: String,
+    result: Option<crate::admin::connectors::DryRun>,
+    /// The field at fault and why.
+    error: Option<(String, String)>,
+    saved: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct MappingForm {
+    #[serde(default)]
+    csrf: Secret<String>,
+    #[serde(default)]
+    claims: String,
+    #[serde(default)]
+    mapping: String,
+    #[serde(default)]
+    action: String,
+}
+
+/// The claims of this browser's last test sign-in of the connector, as a dry run's input.
+async fn last_test_claims(console: &Console, id: &str) -> Result<Option<String>, WebError> {
+    let stored: Option<TestSignIn> = console.session().get(TEST_RESULT_KEY).await?;
+    Ok(stored.filter(|r| r.connector_id == id).map(|r| {
+        let object: Map<String, Value> = r
+            .received
+            .into_iter()
+            .map(|(name, mut values)| {
+                let value = match (values.pop(), values.is_empty()) {
+                    (Some(only), true) => Value::from(only),
+                    (Some(last), false) => {
+                        values.push(last);
+                        Value::from(values)
+                    }
+                    (None, _) => Value::Array(Vec::new()),
+                };
+                (name, value)
+            })
+            .collect();
+        serde_json::to_string_pretty(&Value::Object(object)).unwrap_or_default()
+    }))
+}
+
+fn pretty(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+async fn mapping_page(State(state): State<AppState>, console: Console, Path(id): Path<String>) -> Result<Response, WebError> {
+    let connector = state.admin.connector(&id).await.map_err(admin_error)?;
+    let example = if connector.kind() == "saml" {
+        r#"{
+  "NameID": "alice@corp.example",
+  "mail": "Alice@Corp.Example",
+  "groups": ["eng", "ops"]
+}"#
+    } else {
+        r#"{
+  "sub": "248289761001",
+  "email": "Alice@Corp.Example",
+  "email_verified": true,
+  "groups": ["eng", "ops"]
+}"#
+    };
+    let claims = last_test_claims(&console, &id).await?.unwrap_or_else(|| example.to_owned());
+    let mapping = pretty(&connector.spec.mapping);
+    let page =
+        MappingPage { nav: console.nav("connectors"), connector, claims, mapping, result: None, error: None, saved: false };
+    Ok(render_page(&page).into_response())
+}
+
+/// A dry run of the rules in the form against the claims in the form, or saving the rules.
+async fn mapping_action(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<MappingForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let Form(form) = form.map_err(|rejection| WebError::from_rejection(rejection.status(), "The form was incomplete."))?;
+    console.verify(&form.csrf).await?;
+    let connector = state.admin.connector(&id).await.map_err(admin_error)?;
+    let parse = |text: &str, field: &str| -> Result<Value, (String, String)> {
+        let text = if text.trim().is_empty() { "{}" } else { text };
+        serde_json::from_str(text).map_err(|err| (field.to_owned(), format!("is not JSON: {err}")))
+    };
+    let outcome = async {
+        let mapping = parse(&form.mapping, "mapping")?;
+        let claims = parse(&form.claims, "claims")?;
+        let result = state.admin.dry_run(&id, &claims, Some(mapping.clone())).await.map_err(field_error)?;
+        if form.action == "save" {
+            console.may_write().map_err(|_| (String::from("mapping"), String::from("read-only access cannot save")))?;
+            let mut patch = Map::new();
+            patch.insert(String::from("mapping"), mapping);
+            patch.insert(String::from("version"), Value::from(connector.version));
+            state.admin.update_connector(console.actor(), &id, patch).await.map_err(field_error)?;
+        }
+        Ok::<_, (String, String)>(result)
+    }
+    .await;
+    let saved = outcome.is_ok() && form.action == "save";
+    let connector = state.admin.connector(&id).await.map_err(admin_error)?;
+    let (result, error, status) = match outcome {
+        Ok(result) => (Some(result), None, StatusCode::OK),
+        Err(error) => (None, Some(error), StatusCode::UNPROCESSABLE_ENTITY),
+    };
+    let page = MappingPage {
+        nav: console.nav("connectors"),
+        connector,
+        claims: form.claims,
+        mapping: form.mapping,
+        result,
+        error,
+        saved,
+    };
+    Ok((status, render_page(&page)).into_response())
+}
+
+fn field_error(err: AdminError) -> (String, String) {
+    match err {
+        AdminError::Invalid { field, reason } => (field, reason),
+        AdminError::Conflict(reason) => (String::from("mapping"), reason),
+        other => (String::from("mapping"), other.to_string()),
+    }
 }

@@ -27,7 +27,7 @@ use crate::web::error::WebError;
 use crate::web::login::user_agent;
 use crate::web::pages::{ConfirmSignInPage, render_page};
 use crate::web::upstream::{
-    MALFORMED_POST, SignInStart, UpstreamFailure, audited_failure_page, browser_value, refused_page, sign_in_start,
+    MALFORMED_POST, SignInStart, UpstreamFailure, apply_rules, audited_failure_page, browser_value, refused_page, sign_in_start,
     start_session, upstream_failure_page,
 };
 
@@ -139,12 +139,15 @@ pub async fn acs(
     }
 
     let browser_binding = pending.map(|p| p.browser_binding);
-    // What the IdP sent is kept past this point only for an administrator's test sign-in.
-    let received = if crate::web::upstream::test_of(&state, pending_login.as_deref(), &id).await? {
-        crate::upstream::received_from_assertion(&assertion)
-    } else {
-        Vec::new()
+    let received = crate::upstream::received_from_assertion(&assertion);
+    let failure = (connector.id(), connector.name());
+    let identity = match apply_rules(&state, failure, identity, &received, pending_login.as_deref(), ip).await? {
+        Ok(identity) => identity,
+        Err(page) => return Ok(page),
     };
+    // What the IdP sent is kept past this point only for an administrator's test sign-in.
+    let received =
+        if crate::web::upstream::test_of(&state, pending_login.as_deref(), &id).await? { received } else { Vec::new() };
     let record = VerifiedLogin { identity, pending_login, browser_binding, received };
     let handoff = flow::hand_off(store, &record, now).await?;
     Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())

@@ -168,7 +168,39 @@ pub async fn oidc_callback(
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
     let received = crate::upstream::received_from_claims(&claims);
+    let failure = (connector.id(), connector.name());
+    let identity = match apply_rules(&state, failure, identity, &received, pending.pending_login.as_deref(), ip).await? {
+        Ok(identity) => identity,
+        Err(page) => return Ok(page),
+    };
     start_session(&state, &forms, &identity, received, origin, pending.pending_login.as_deref()).await
+}
+
+/// The identity after the connector's mapping rules, or the page for a sign-in they refuse
+/// (recorded with the rule at fault): never a half-mapped user.
+pub(crate) async fn apply_rules(
+    state: &AppState,
+    connector: (&str, &str),
+    identity: crate::upstream::UpstreamIdentity,
+    received: &crate::upstream::Received,
+    pending_login: Option<&str>,
+    ip: std::net::IpAddr,
+) -> Result<Result<crate::upstream::UpstreamIdentity, Response>, WebError> {
+    let (connector_id, connector_name) = connector;
+    match state.upstreams.rules(connector_id).await.apply(identity, received) {
+        Ok(identity) => Ok(Ok(identity)),
+        Err(err) => {
+            let failure = UpstreamFailure {
+                connector_id,
+                connector_name,
+                reason: "mapping_failed",
+                recorded: format!("mapping_failed: mapping.{err}"),
+                unreachable: false,
+                status: StatusCode::FORBIDDEN,
+            };
+            Ok(Err(upstream_failure_page(state, &failure, pending_login, ip).await?))
+        }
+    }
 }
 
 /// A failed test sign-in goes back to the console, where the recorded reason is shown; the

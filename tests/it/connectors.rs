@@ -629,5 +629,115 @@ async fn a_test_sign_in_shows_what_the_idp_sent_and_names_each_failure() {
     assert!(page.contains("<code>signature_invalid</code>") && page.contains("IdP certificates tried (SHA-256)"), "{page}");
     let failures = alice.get("/admin/connectors/corp-saml").await.text().await.unwrap();
     assert!(failures.contains("clock_skew") && failures.contains("signature_invalid"), "{failures}");
+
+    // Mapping rules, tried in a dry run on the last test's attributes, then saved: the next
+    // test shows the groups they make; a rule that cannot apply refuses and names the rule.
+    let uploaded = reqwest::get(&restarted.metadata_url).await.unwrap().text().await.unwrap();
+    let mut patch = serde_json::Map::new();
+    patch.insert("idp_metadata_xml".into(), json!(uploaded));
+    admin_api.update_connector(&console_actor(), "corp-saml", patch).await.unwrap();
+    test_sign_in(&alice, &restarted.base, "corp-saml", &csrf).await;
+    let form = alice.get("/admin/connectors/corp-saml/mapping").await.text().await.unwrap();
+    assert!(form.contains("alice@corp.example"), "the last test's attributes prefill the dry run: {form}");
+    let claims = r#"{"NameID": "alice", "mail": "Alice@Corp.Example", "groups": ["eng", "ops", "eng-test"]}"#;
+    let rules = r#"{"email": {"transforms": ["lowercase"]}, "groups": {"deny": [".*-test"], "prefix_with_connector": true, "static_groups": ["employees"]}}"#;
+    let tried = alice
+        .post_form(
+            "/admin/connectors/corp-saml/mapping",
+            &[("csrf", &csrf), ("claims", claims), ("mapping", rules), ("action", "dry_run")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(tried.contains("corp-saml:eng, corp-saml:ops, employees") && tried.contains("alice@corp.example"), "{tried}");
+    assert!(
+        !app.state.store.get_connector("corp-saml").await.unwrap().settings.contains("\"mapping\""),
+        "a dry run saves nothing"
+    );
+    let broken = r#"{"groups": {"allow": ["(unclosed"]}}"#;
+    let refused = alice
+        .post_form(
+            "/admin/connectors/corp-saml/mapping",
+            &[("csrf", &csrf), ("claims", claims), ("mapping", broken), ("action", "save")],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains("mapping.groups.allow[0]"));
+    let saved = alice
+        .post_form(
+            "/admin/connectors/corp-saml/mapping",
+            &[("csrf", &csrf), ("claims", claims), ("mapping", rules), ("action", "save")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(saved.contains("id=\"saved\""), "{saved}");
+    let (_, page) = test_sign_in(&alice, &restarted.base, "corp-saml", &csrf).await;
+    assert!(page.contains("corp-saml:eng, corp-saml:ops, employees"), "{page}");
+    let strict = r#"{"username": {"from": "uid", "transforms": [{"regex_extract": "^emp-(\\d+)$"}]}}"#;
+    let saved = alice
+        .post_form(
+            "/admin/connectors/corp-saml/mapping",
+            &[("csrf", &csrf), ("claims", "{\"NameID\": \"x\", \"uid\": \"emp-7\"}"), ("mapping", strict), ("action", "save")],
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    let (url, page) = test_sign_in(&alice, &restarted.base, "corp-saml", &csrf).await;
+    assert!(url.ends_with("?failed=1"), "{url}");
+    assert!(page.contains("<code>mapping_failed</code>") && page.contains("mapping.username.transforms[0]"), "{page}");
+    app.stop().await;
+}
+
+/// A dry run through the API: the saved rules or the rules given, errors at the field.
+#[tokio::test]
+async fn a_dry_run_maps_claims_through_the_rules_without_saving() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &admin_config()).await;
+    let admin = Api { app: &app, token: token(&app, "automation", AUTOMATION_SECRET).await };
+    let spec = json!({
+        "id": "partner", "type": "saml", "idp_metadata_xml": fixture_metadata(),
+        "claims": {"email": "mail", "groups": "memberOf"},
+        "mapping": {"groups": {"split": ";", "transforms": [{"regex_replace": ["^CN=([^,]+),.*$", "$1"]}, "lowercase"]}}
+    });
+    let (status, created) = admin.post("/connectors", spec).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["mapping"]["groups"]["split"], ";");
+    let claims = json!({"NameID": "a-1", "mail": "Alice@Partner.Example", "memberOf": "CN=Payroll,OU=G,DC=p;CN=Staff,OU=G,DC=p"});
+    let (status, user) = admin.post("/connectors/partner/dry-run", json!({"claims": claims})).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!(user["subject"], "a-1");
+    assert_eq!(user["groups"], json!(["payroll", "staff"]));
+    let rules = json!({"email": {"transforms": ["lowercase"]}, "groups": {"from": "memberOf", "split": ";", "allow": ["CN=Pay.*"], "static_groups": ["partners"]}, "email_verified": "always"});
+    let (status, user) = admin.post("/connectors/partner/dry-run", json!({"claims": claims, "mapping": rules})).await;
+    assert_eq!(status, StatusCode::OK, "{user}");
+    assert_eq!((user["email"].as_str(), user["email_verified"].as_bool()), (Some("alice@partner.example"), Some(true)));
+    assert_eq!(user["groups"], json!(["CN=Payroll,OU=G,DC=p", "partners"]));
+    let (_, stored) = admin.get("/connectors/partner").await;
+    assert!(stored["mapping"].get("email").is_none(), "a dry run saves nothing: {stored}");
+    for (body, field) in [
+        (json!({"claims": claims, "mapping": {"groups": {"deny": ["("]}}}), "mapping.groups.deny[0]"),
+        (json!({"claims": claims, "mapping": {"username": {"transforms": ["shout"]}}}), "mapping.username.transforms[0]"),
+        (json!({"claims": claims, "mapping": {"nickname": {}}}), "mapping"),
+        (
+            json!({"claims": claims, "mapping": {"username": {"transforms": [{"regex_extract": "^x-(.*)$"}]}}}),
+            "mapping.username.transforms[0]",
+        ),
+        (json!({"claims": "NameID=a"}), "claims"),
+        (json!({"claims": {"mail": "no subject"}}), "claims"),
+        (json!({"claims": claims, "extra": 1}), "extra"),
+    ] {
+        let (status, problem) = admin.post("/connectors/partner/dry-run", body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {problem}");
+        assert!(problem["field"].as_str().unwrap().starts_with(field), "{body}: {problem}");
+    }
+    // Saved rules are validated at the field too.
+    let (status, problem) = admin.patch("/connectors/partner", json!({"mapping": {"email_verified": "maybe"}})).await;
+    assert_eq!(
+        (status, problem["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("mapping.email_verified")),
+        "{problem}"
+    );
     app.stop().await;
 }
