@@ -82,7 +82,8 @@ pub fn activity_warnings(
 }
 
 impl Admin {
-    pub async fn overview(&self) -> AdminResult<Overview> {
+    /// What needs attention about every enabled upstream connector, or only about `only`.
+    pub async fn connector_attention(&self, only: Option<&str>) -> AdminResult<Vec<String>> {
         let now = self.now();
         let enabled: Vec<(String, UnixTime)> = self
             .provider
@@ -90,14 +91,26 @@ impl Admin {
             .list_connectors()
             .await?
             .into_iter()
-            .filter(|c| !c.disabled && c.kind != "local")
+            .filter(|c| !c.disabled && c.kind != "local" && only.is_none_or(|id| id == c.id))
             .map(|c| (c.id, c.created_at))
             .collect();
         let last_month = self.provider.store.count_sign_ins(now - IDLE_WARNING_SECS).await?;
         let last_hour = self.provider.store.count_sign_ins(now - 3600).await?;
-        let mut warnings: Vec<String> =
-            self.upstreams.health().await.iter().flat_map(|health| connector_warnings(health, now)).collect();
+        let mut warnings: Vec<String> = self
+            .upstreams
+            .health()
+            .await
+            .iter()
+            .filter(|health| only.is_none_or(|id| id == health.connector_id))
+            .flat_map(|health| connector_warnings(health, now))
+            .collect();
         warnings.extend(activity_warnings(&enabled, &last_month, &last_hour, now));
+        Ok(warnings)
+    }
+
+    pub async fn overview(&self) -> AdminResult<Overview> {
+        let now = self.now();
+        let warnings = self.connector_attention(None).await?;
         Ok(Overview {
             users: self.provider.store.count_users().await?,
             active_sessions: self

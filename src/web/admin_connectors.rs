@@ -22,7 +22,7 @@ use crate::session::pending::{self, PendingLogin};
 use crate::web::AppState;
 use crate::web::admin::{ConfirmPage, Console, CsrfForm, Nav, admin_error, checked_form, enc};
 use crate::web::error::WebError;
-use crate::web::pages::render_page;
+use crate::web::pages::{ContinueUpstreamPage, render_page};
 use crate::web::upstream::TEST_RESULT_KEY;
 
 /// Pasted IdP metadata can be large (AD FS documents run to hundreds of kilobytes); the
@@ -378,6 +378,7 @@ struct ConnectorPage<'a> {
     check: Option<ConnectorCheck>,
     check_error: Option<String>,
     failures: Vec<SignInFailure>,
+    warnings: Vec<String>,
 }
 
 async fn connector_page(
@@ -389,7 +390,8 @@ async fn connector_page(
 ) -> Result<Response, WebError> {
     let connector = state.admin.connector(id).await.map_err(admin_error)?;
     let failures = state.admin.connector_failures(id).await.map_err(admin_error)?;
-    let page = ConnectorPage { nav: console.nav("connectors"), connector, check, check_error: None, failures };
+    let warnings = state.admin.connector_attention(Some(id)).await.map_err(admin_error)?;
+    let page = ConnectorPage { nav: console.nav("connectors"), connector, check, check_error: None, failures, warnings };
     Ok((status, render_page(&page)).into_response())
 }
 
@@ -411,8 +413,15 @@ async fn check_connector(
         Err(AdminError::Invalid { reason, .. }) => {
             let connector = state.admin.connector(&id).await.map_err(admin_error)?;
             let failures = state.admin.connector_failures(&id).await.map_err(admin_error)?;
-            let page =
-                ConnectorPage { nav: console.nav("connectors"), connector, check: None, check_error: Some(reason), failures };
+            let warnings = state.admin.connector_attention(Some(&id)).await.map_err(admin_error)?;
+            let page = ConnectorPage {
+                nav: console.nav("connectors"),
+                connector,
+                check: None,
+                check_error: Some(reason),
+                failures,
+                warnings,
+            };
             Ok((StatusCode::BAD_GATEWAY, render_page(&page)).into_response())
         }
         Err(err) => Err(admin_error(err)),
@@ -527,7 +536,10 @@ async fn start_test(
     let request = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, state.clock.now())
         .await
         .map_err(WebError::internal)?;
-    Ok(Redirect::to(&format!("/{protocol}/{}/login?req={request}", enc(&id))).into_response())
+    // A page that moves on by itself, not a redirect: the console's CSP (`form-action 'self'`)
+    // does not let a form's answer redirect to the IdP.
+    let target = format!("/{protocol}/{}/login?req={request}", enc(&id));
+    Ok(render_page(&ContinueUpstreamPage { name: connector.name(), target: &target }).into_response())
 }
 
 #[derive(Deserialize)]

@@ -226,3 +226,47 @@ async fn employees_use_the_portal_and_the_access_policy_in_chromium() {
     assert_eq!((status, error["error"].as_str()), (reqwest::StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
     app.stop().await;
 }
+
+/// Identity providers managed in the console, against pysaml2 and oidc-provider: see
+/// `tests/browser/connectors.mjs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_connects_and_debugs_identity_providers_in_chromium() {
+    use crate::upstream_oidc::{UPSTREAM_SECRET, UpstreamOp, op_config};
+    if !browser_available() || !Path::new("tests/browser/node_modules/oidc-provider").exists() {
+        return;
+    }
+    let Some(python) = crate::upstream_saml::idp_python() else { return };
+    let db = TestDb::sqlite();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let op = UpstreamOp::start(&op_config(&format!("{base}/oidc/corp/callback"), "ES256", Some(UPSTREAM_SECRET)));
+    let config = format!(
+        "issuer = \"{base}\"\ndatabase_url = \"{}\"\nkey_encryption_key = \"{TEST_KEK}\"\n\n[admin]\ngroups = [\"engineering\"]\n{}",
+        db.url,
+        local_users_toml()
+    );
+    // The IdPs stamp their messages with the real time.
+    #[allow(clippy::disallowed_methods)]
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let app = TestApp::start_on(listener, load_config(db.dir.path(), &config), Arc::new(ManualClock::new(now))).await;
+    let screenshots = std::env::var("TEST_SCREENSHOTS").unwrap_or_default();
+    let (script_base, issuer, python) = (base.clone(), op.issuer.clone(), python.display().to_string());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .args(["tests/browser/connectors.mjs", &script_base, CHROMIUM, &python, &issuer, &screenshots])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "connector checks failed:\n{stdout}\n{stderr}");
+    // Four test sign-ins created no one: alice (the admin) and the person who signed in
+    // through the OIDC provider are the only users, and only that person is linked upstream.
+    let users = app.state.store.list_users().await.unwrap();
+    assert_eq!(users.len(), 2, "{users:?}");
+    assert!(app.state.store.list_identity_links("corp-saml").await.unwrap().is_empty());
+    assert_eq!(app.state.store.list_identity_links("corp").await.unwrap().len(), 1);
+    app.stop().await;
+}

@@ -28,7 +28,10 @@ Config (every key optional except "users" and one of the two SP metadata sources
     sign_error_response  sign the Cancel/NoPassive error responses; default: sign_response or
                          sign_assertion (an error response carries no assertion)
     assertion_lifetime_secs  300    Conditions/SubjectConfirmationData NotOnOrAfter
-    not_before_skew_secs     0      how far Conditions/@NotBefore is set before "now"
+    not_before_skew_secs     0      how far Conditions/@NotBefore is set before "now" (negative:
+                                    after, as an IdP whose clock runs ahead)
+    audience             the SP's entity ID   the Audience put in assertions (another value plays
+                                    an IdP configured with the wrong audience)
     request_clock_window_secs  600  refuse AuthnRequests whose IssueInstant is further from now
     key_pem, cert_pem    paths; if absent a throwaway RSA-2048 key + self-signed cert is made
     port                 0
@@ -206,17 +209,18 @@ class ReleaseEverything(Policy):
     """Release every configured attribute (pysaml2 would otherwise filter them by the SP
     metadata's RequestedAttributes), with basic name format and our own lifetimes."""
 
-    def __init__(self, mds, lifetime_secs, not_before_skew_secs):
+    def __init__(self, mds, lifetime_secs, not_before_skew_secs, audience=None):
         super().__init__(
             {"default": {"name_form": NAME_FORMAT_BASIC, "lifetime": {"seconds": lifetime_secs}}}, mds=mds
         )
         self.skew = not_before_skew_secs
+        self.audience = audience
 
     def restrict(self, ava, sp_entity_id, metadata=None):
         return dict(ava)
 
     def conditions(self, sp_entity_id):
-        conditions = super().conditions(sp_entity_id)
+        conditions = super().conditions(self.audience or sp_entity_id)
         if self.skew:
             conditions.not_before = instant(time_stamp=time.time() - self.skew)
         return conditions
@@ -362,6 +366,7 @@ class Idp:
             self.server.metadata,
             int(config.get("assertion_lifetime_secs", 300)),
             int(config.get("not_before_skew_secs", 0)),
+            config.get("audience"),
         )
         self.lock = threading.Lock()  # pysaml2 and its metadata store are not thread-safe
         self.sp_metadata_cache = None
