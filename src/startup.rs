@@ -98,9 +98,10 @@ fn generate_key_file(path: &Path) -> Result<KeyEncryptionKey, StartupError> {
     Ok(kek)
 }
 
-/// The signing algorithms in use: ES256 always, plus whatever a client asks for.
-pub fn signing_algs(config: &Config) -> HashSet<SigningAlg> {
-    let mut algs: HashSet<SigningAlg> = config.clients.iter().map(|c| c.signing_alg).collect();
+/// The signing algorithms in use: ES256 always, plus whatever a stored client asks for (the
+/// file's and the console's alike).
+pub fn signing_algs(clients: &[crate::store::ClientRecord]) -> HashSet<SigningAlg> {
+    let mut algs: HashSet<SigningAlg> = clients.iter().filter_map(|c| SigningAlg::parse(&c.signing_alg)).collect();
     algs.insert(SigningAlg::ES256);
     algs
 }
@@ -134,7 +135,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     let sp_keys = Arc::new(SpKeys::new(store.clone(), kek.clone(), clock.clone(), config.tokens.key_cache_secs));
     let saml = SamlShared { sp_keys, verifier: BlockingPool::per_core(crate::upstream::saml::VERIFY_QUEUE_WAIT) };
     let keys = Arc::new(KeyManager::new(store.clone(), kek.clone(), clock.clone(), config.tokens.clone()));
-    for kid in keys.ensure_active(&signing_algs(&config)).await? {
+    for kid in keys.ensure_active(&signing_algs(&store.list_clients().await?)).await? {
         tracing::info!(kid = %kid, "generated signing key");
     }
     let config = Arc::new(config);

@@ -222,6 +222,14 @@ fn managed_by_file(client_id: &str) -> AdminError {
 }
 
 impl Admin {
+    /// A client that asks for an algorithm with no active key gets one now, and a longer
+    /// token lifetime keeps retired keys published for longer.
+    async fn keys_for(&self, client: &ClientRecord) -> AdminResult<()> {
+        let algs = crate::startup::signing_algs(std::slice::from_ref(client));
+        self.provider.keys.ensure_active(&algs).await.map_err(|err| AdminError::Internal(err.to_string()))?;
+        Ok(())
+    }
+
     fn issuer_is_https(&self) -> bool {
         self.provider.config.issuer_is_https()
     }
@@ -290,6 +298,7 @@ impl Admin {
             }
             Err(err) => return Err(err.into()),
         }
+        self.keys_for(&record).await?;
         let touched = Touched { client_id: Some(&record.client_id), ..Touched::default() };
         self.audit(actor, events::CLIENT_CREATED, touched).await?;
         Ok(CreatedClient { client: ClientView::new(&record, now), client_secret: secret.map(Secret::new) })
@@ -348,6 +357,7 @@ impl Admin {
             })
             .await?;
         self.provider.clients.forget(client_id);
+        self.keys_for(&updated).await?;
         let touched = Touched {
             client_id: Some(client_id),
             detail: Some(format!("changed: {}", changed.join(", "))),

@@ -93,6 +93,9 @@ pub struct KeyManager {
     clock: SharedClock,
     settings: TokenSettings,
     cache: RwLock<Option<KeyCache>>,
+    /// The longest access token lifetime any stored client has (the console's clients
+    /// included), read with the keys: a retired key stays published while such tokens live.
+    longest_client_lifetime: std::sync::atomic::AtomicI64,
 }
 
 impl std::fmt::Debug for KeyManager {
@@ -114,7 +117,8 @@ pub struct KeySummary {
 
 impl KeyManager {
     pub fn new(store: Arc<dyn Store>, kek: KeyEncryptionKey, clock: SharedClock, settings: TokenSettings) -> Self {
-        Self { store, kek, clock, settings, cache: RwLock::new(None) }
+        let longest_client_lifetime = std::sync::atomic::AtomicI64::new(settings.longest_client_access_token_secs);
+        Self { store, kek, clock, settings, cache: RwLock::new(None), longest_client_lifetime }
     }
 
     /// Makes sure each algorithm in `algs` has an active key, generating the missing ones.
@@ -165,13 +169,20 @@ impl KeyManager {
             .map_err(|_| TokenError::KeyMaterial("key generation task failed"))?
     }
 
+    /// The longest a token signed now may stay valid: the settings' lifetimes, or a stored
+    /// client's longer one.
+    fn max_token_lifetime_secs(&self) -> i64 {
+        let clients = self.longest_client_lifetime.load(std::sync::atomic::Ordering::Relaxed);
+        self.settings.max_token_lifetime_secs().max(clients)
+    }
+
     fn publication_end(&self, retired_at: UnixTime) -> UnixTime {
-        retired_at + self.settings.max_token_lifetime_secs() + PUBLICATION_GRACE_SECS
+        retired_at + self.max_token_lifetime_secs() + PUBLICATION_GRACE_SECS
     }
 
     /// When retired keys may be deleted: nothing they signed can still be valid.
     pub fn retired_key_cutoff(&self, now: UnixTime) -> UnixTime {
-        now - self.settings.max_token_lifetime_secs() - PUBLICATION_GRACE_SECS
+        now - self.max_token_lifetime_secs() - PUBLICATION_GRACE_SECS
     }
 
     fn summary(&self, record: &SigningKeyRecord) -> KeySummary {
@@ -221,6 +232,8 @@ impl KeyManager {
 
     async fn refresh(&self) -> Result<(), TokenError> {
         let now = self.clock.now();
+        let longest = self.store.list_clients().await?.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or(0);
+        self.longest_client_lifetime.store(longest, std::sync::atomic::Ordering::Relaxed);
         let mut keys = Vec::new();
         for record in self.store.list_signing_keys().await? {
             let Some(alg) = SigningAlg::parse(&record.alg) else { continue };

@@ -552,3 +552,34 @@ async fn the_console_creates_an_application_and_shows_its_secret_once() {
 async fn evil_absent(app: &TestApp) -> bool {
     app.state.store.get_client("evil").await.is_err()
 }
+
+/// Key choices follow the stored clients, not only the file's: a console client that asks for
+/// RS256 gets a key at once, and its longer token lifetime keeps a retired key published.
+#[tokio::test]
+async fn a_console_client_gets_its_signing_key_and_key_retention() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &admin_config()).await;
+    let admin = Api { app: &app, token: token(&app, "automation", AUTOMATION_SECRET).await };
+    let (status, created) = admin
+        .post(
+            "/clients",
+            json!({"client_id": "batch", "grant_types": ["client_credentials"], "scopes": ["reports"],
+                   "signing_alg": "RS256", "access_token_lifetime_secs": 86_400}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let secret = created["client_secret"].as_str().unwrap();
+    let access = token(&app, "batch", secret).await;
+    let header = jsonwebtoken::decode_header(&access).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    let kid = header.kid.unwrap();
+
+    // Rotated, then an hour later (well past the settings' token lifetimes): the key that
+    // signed the day-long token is still published.
+    let (status, _) = admin.post("/keys/rotate", json!({})).await;
+    assert_eq!(status, StatusCode::OK);
+    app.clock.advance(3600);
+    let jwks: Value = app.get("/.well-known/jwks.json").await.json().await.unwrap();
+    assert!(jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid.as_str()), "{jwks}");
+    app.stop().await;
+}
