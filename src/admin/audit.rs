@@ -41,7 +41,7 @@ impl From<AuditListing> for AuditEntry {
 }
 
 /// Every kind of event Gatehouse records, for the console's filter.
-pub const EVENT_KINDS: [&str; 32] = [
+pub const EVENT_KINDS: [&str; 33] = [
     crate::login::AUDIT_LOGIN,
     crate::login::AUDIT_LOGIN_THROTTLED,
     crate::login::AUDIT_TEST_SIGN_IN,
@@ -74,6 +74,7 @@ pub const EVENT_KINDS: [&str; 32] = [
     super::events::CONNECTOR_DELETED,
     super::events::IDENTITY_LINKED,
     super::events::IDENTITY_UNLINKED,
+    super::events::USERS_MERGED,
 ];
 
 #[derive(Debug, Clone, Default)]

@@ -171,6 +171,7 @@ pub mod events {
     pub const CONNECTOR_DELETED: &str = "admin.connector_deleted";
     pub const IDENTITY_LINKED: &str = "admin.identity_linked";
     pub const IDENTITY_UNLINKED: &str = "admin.identity_unlinked";
+    pub const USERS_MERGED: &str = "admin.users_merged";
 }
 
 /// The admin core: everything the console and the API do goes through here.

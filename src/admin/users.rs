@@ -158,4 +158,56 @@ impl Admin {
         self.audit(actor, events::IDENTITY_UNLINKED, touched).await?;
         Ok(sessions.len())
     }
+
+    /// What merging `other` into `keep` would do, for the confirmation.
+    pub async fn merge_impact(&self, keep: &str, other: &str) -> AdminResult<MergeImpact> {
+        if keep == other {
+            return Err(invalid("user_id", "a user cannot be merged into itself"));
+        }
+        self.provider.store.get_user(keep).await?;
+        let merged = match self.provider.store.get_user(other).await {
+            Ok(user) => user,
+            Err(StoreError::NotFound) => return Err(invalid("user_id", "names no user")),
+            Err(err) => return Err(err.into()),
+        };
+        let links = self.provider.store.list_user_links(other).await?.len();
+        let sessions = self.open_session_ids(other).await?.len();
+        let grants = GrantQuery { user_id: Some(other.to_owned()), limit: 1000, ..GrantQuery::default() };
+        let grants = self.provider.store.search_grants(&grants, self.now()).await?.len();
+        Ok(MergeImpact { merged_username: merged.username, links, sessions, grants })
+    }
+
+    /// Merges `other` into `keep`: its linked identities move to `keep` (so its next sign-in
+    /// through any of them lands on `keep`), and it is disabled, which ends its sessions and
+    /// revokes its grants. Applications knew it by its own `sub`; they are not handed `keep`'s.
+    pub async fn merge_users(&self, actor: &Actor, keep: &str, other: &str) -> AdminResult<MergeImpact> {
+        actor.may_write()?;
+        let impact = self.merge_impact(keep, other).await?;
+        self.provider.store.move_identity_links(other, keep).await?;
+        self.provider.store.set_user_disabled(other, true, self.now()).await?;
+        let sessions = self.open_session_ids(other).await?;
+        self.end_sessions(&sessions).await?;
+        let touched = Touched {
+            user_id: Some(keep),
+            detail: Some(format!(
+                "merged user {other} ({}): {} identities moved, {} sessions ended, {} grants revoked",
+                impact.merged_username, impact.links, impact.sessions, impact.grants
+            )),
+            ..Touched::default()
+        };
+        self.audit(actor, events::USERS_MERGED, touched).await?;
+        let touched = Touched { user_id: Some(other), detail: Some(format!("merged into user {keep}")), ..Touched::default() };
+        self.audit(actor, events::USERS_MERGED, touched).await?;
+        Ok(impact)
+    }
+}
+
+/// What merging one user into another moves and ends.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MergeImpact {
+    pub merged_username: String,
+    /// Linked identities moved onto the user kept.
+    pub links: usize,
+    pub sessions: usize,
+    pub grants: usize,
 }

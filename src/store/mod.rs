@@ -513,6 +513,8 @@ pub trait UserStore: Send + Sync {
     async fn link_identity(&self, connector_id: &str, subject: &str, user_id: &str, now: UnixTime) -> StoreResult<()>;
     /// Removes a link; `NotFound` if there is none for that user.
     async fn unlink_identity(&self, connector_id: &str, subject: &str, user_id: &str) -> StoreResult<()>;
+    /// Moves every identity linked to `from` onto `to`; returns how many.
+    async fn move_identity_links(&self, from: &str, to: &str) -> StoreResult<u64>;
 }
 
 /// Downstream applications.

@@ -713,6 +713,15 @@ macro_rules! impl_sql_store {
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
+            async fn move_identity_links(&self, from: &str, to: &str) -> $crate::store::StoreResult<u64> {
+                let result = sqlx::query("UPDATE identity_links SET user_id = $2 WHERE user_id = $1")
+                    .bind(from)
+                    .bind(to)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(result.rows_affected())
+            }
+
             async fn find_users_by_email(&self, email: &str) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
                 let sql = format!(
                     "SELECT {} FROM users WHERE LOWER(email) = LOWER($1) ORDER BY created_at, id LIMIT 10",

@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{id}", get(user))
         .route("/admin/users/{id}/{action}", get(confirm_user_action).post(user_action))
         .route("/admin/users/{id}/links", post(link_identity))
+        .route("/admin/users/{id}/merge", get(confirm_merge).post(merge_user))
         .route("/admin/users/{id}/links/remove", get(confirm_unlink).post(unlink_identity))
         .route("/admin/sessions", get(sessions_page))
         .route("/admin/sessions/{id}/end", get(confirm_end_session).post(end_session))
@@ -794,6 +795,66 @@ async fn link_identity(
         }
         Err(err) => Err(admin_error(err)),
     }
+}
+
+#[derive(Deserialize)]
+pub struct MergeQuery {
+    #[serde(default)]
+    user_id: String,
+}
+
+#[derive(Deserialize)]
+pub struct MergeForm {
+    #[serde(default)]
+    csrf: Secret<String>,
+    #[serde(default)]
+    user_id: String,
+}
+
+async fn confirm_merge(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    query: Result<Query<MergeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, WebError> {
+    console.may_write()?;
+    let Query(query) = query.map_err(|_| WebError::BadRequest("The address has a malformed query."))?;
+    let other = query.user_id.trim().to_owned();
+    let impact = match state.admin.merge_impact(&id, &other).await {
+        Ok(impact) => impact,
+        Err(AdminError::Invalid { reason, .. }) => {
+            return user_page(&state, &console, &id, Some(format!("User to merge: {reason}")), StatusCode::UNPROCESSABLE_ENTITY)
+                .await;
+        }
+        Err(err) => return Err(admin_error(err)),
+    };
+    let kept = state.admin.user(&id).await.map_err(admin_error)?.user.username;
+    let merged = impact.merged_username.clone();
+    let page = ConfirmPage {
+        nav: console.nav("users"),
+        title: format!("Merge {merged} into {kept}?"),
+        consequences: vec![
+            format!("{} linked identities of {merged} move to {kept}: signing in through them lands on {kept}.", impact.links),
+            format!("{merged} is disabled: {} active sessions end and {} grants are revoked.", impact.sessions, impact.grants),
+            format!("Applications knew {merged} by its own user ID; they see {kept} at its next sign-in."),
+        ],
+        action: format!("/admin/users/{}/merge", enc(&id)),
+        button: "Merge users",
+        back: format!("/admin/users/{}", enc(&id)),
+        hidden: vec![("user_id", other)],
+    };
+    Ok(render_page(&page).into_response())
+}
+
+async fn merge_user(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    form: Result<Form<MergeForm>, FormRejection>,
+) -> Result<Response, WebError> {
+    let form = checked_form(&console, form, |f| &f.csrf).await?;
+    state.admin.merge_users(&console.actor, &id, form.user_id.trim()).await.map_err(admin_error)?;
+    Ok(Redirect::to(&format!("/admin/users/{}", enc(&id))).into_response())
 }
 
 async fn confirm_unlink(

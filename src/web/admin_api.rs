@@ -223,6 +223,7 @@ pub fn router() -> Router<AppState> {
         .route(&format!("{API_PREFIX}/users/{{id}}/enable"), post(enable_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/logout"), post(logout_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/links"), post(link_identity))
+        .route(&format!("{API_PREFIX}/users/{{id}}/merge"), post(merge_user))
         .route(&format!("{API_PREFIX}/users/{{id}}/links/{{connector_id}}/{{subject}}"), axum::routing::delete(unlink_identity))
         .route(&format!("{API_PREFIX}/sessions"), get(list_sessions))
         .route(&format!("{API_PREFIX}/sessions/{{id}}"), axum::routing::delete(end_session))
@@ -457,6 +458,20 @@ async fn link_identity(
     let (connector_id, subject) = (text("connector_id")?, text("subject")?);
     state.admin.link_identity(&actor, &id, &connector_id, &subject).await?;
     Ok((StatusCode::CREATED, Json(json!({ "connector_id": connector_id, "subject": subject }))).into_response())
+}
+
+async fn merge_user(
+    State(state): State<AppState>,
+    ApiActor(actor): ApiActor,
+    Path(id): Path<String>,
+    body: Result<Json<Map<String, Value>>, JsonRejection>,
+) -> ApiResult {
+    let Json(body) = body.map_err(bad_body)?;
+    let other = body.get("user_id").and_then(Value::as_str).ok_or(AdminError::Invalid {
+        field: String::from("user_id"),
+        reason: String::from("is required: the id of the user to merge into this one"),
+    })?;
+    ok(state.admin.merge_users(&actor, &id, other).await?)
 }
 
 async fn unlink_identity(

@@ -380,7 +380,7 @@ async fn the_openapi_document_matches_the_routes() {
     let doc: Value = app.get("/admin/api/openapi.json").await.json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 25);
+    assert_eq!(paths.len(), 26);
     for (path, item) in paths {
         let concrete = path
             .replace("{client_id}", "some-client")

@@ -743,3 +743,41 @@ async fn a_dry_run_maps_claims_through_the_rules_without_saving() {
     );
     app.stop().await;
 }
+
+/// Merging two users of one person: the other's identities move over, and it is disabled.
+#[tokio::test]
+async fn merging_moves_identities_and_disables_the_other_user() {
+    let db = TestDb::sqlite();
+    let app = TestApp::start_with(&db, &admin_config()).await;
+    let alice = TestApp::handle(&app);
+    alice.login("alice", "alice-password").await;
+    let bob = TestApp::handle(&app);
+    bob.login("bob", "bob-password").await;
+    let admin = Api { app: &app, token: token(&app, "automation", AUTOMATION_SECRET).await };
+    let users = app.state.store.list_users().await.unwrap();
+    let id_of = |name: &str| users.iter().find(|u| u.username == name).unwrap().id.clone();
+    let (alice_id, bob_id) = (id_of("alice"), id_of("bob"));
+    let merge = format!("/users/{alice_id}/merge");
+    for (body, field) in
+        [(json!({}), "user_id"), (json!({"user_id": alice_id}), "user_id"), (json!({"user_id": "nobody"}), "user_id")]
+    {
+        let (status, problem) = admin.post(&merge, body.clone()).await;
+        assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some(field)), "{body}: {problem}");
+    }
+    // The console says what will happen first.
+    let page = alice.get(&format!("/admin/users/{alice_id}/merge?user_id={bob_id}")).await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Merge bob into alice?") && page.contains("1 active sessions end"), "{page}");
+
+    let (status, report) = admin.post(&merge, json!({"user_id": bob_id})).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!((report["links"].as_u64(), report["sessions"].as_u64()), (Some(1), Some(1)), "{report}");
+    assert_eq!(app.state.store.find_linked_user_id("local", "bob").await.unwrap(), Some(alice_id.clone()));
+    assert!(app.state.store.get_user(&bob_id).await.unwrap().disabled);
+    assert!(app.state.store.list_unrevoked_sso_sessions(None, Some(&bob_id)).await.unwrap().is_empty(), "bob's session ended");
+    assert_eq!(bob.get("/").await.status(), StatusCode::SEE_OTHER, "bob's browser is signed out");
+    let (_, audit) = admin.get(&format!("/audit?user={alice_id}&kind=admin.users_merged")).await;
+    assert!(audit["items"][0]["detail"].as_str().unwrap().contains("1 identities moved"), "{audit}");
+    app.stop().await;
+}

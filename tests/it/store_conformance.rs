@@ -483,6 +483,7 @@ async fn run_suite(db: &TestDb) {
     part!(grants_and_refresh_tokens);
     part!(client_compare_and_swap);
     part!(admin_listings);
+    part!(links_by_hand_and_by_email);
     assert!(db.open_store().await.ping().await.is_ok());
 }
 
@@ -726,4 +727,27 @@ fn regex_lite_word(word: &'static str) -> impl Fn(&str) -> String {
         out.push_str(rest);
         out
     }
+}
+
+async fn links_by_hand_and_by_email(store: &Arc<dyn Store>) {
+    let (alice, _) = store.get_or_create_linked_user("local", "alice", &profile("alice"), NOW).await.unwrap();
+    let (other, _) = store.get_or_create_linked_user("local", "other", &profile("other"), NOW).await.unwrap();
+    // By email, without regard to ASCII case; nobody for an address no one has.
+    let found = store.find_users_by_email("ALICE@Example.com").await.unwrap();
+    assert_eq!(found.iter().map(|u| u.id.as_str()).collect::<Vec<_>>(), [alice.id.as_str()]);
+    assert!(store.find_users_by_email("nobody@example.com").await.unwrap().is_empty());
+    // Linked once; a second link of the same identity is refused, whoever it names.
+    store.link_identity("corp", "s-1", &alice.id, NOW).await.unwrap();
+    assert!(matches!(store.link_identity("corp", "s-1", &other.id, NOW).await, Err(StoreError::AlreadyExists)));
+    assert_eq!(store.find_linked_user_id("corp", "s-1").await.unwrap(), Some(alice.id.clone()));
+    // Unlinked only from the user it is linked to.
+    assert!(matches!(store.unlink_identity("corp", "s-1", &other.id).await, Err(StoreError::NotFound)));
+    store.unlink_identity("corp", "s-1", &alice.id).await.unwrap();
+    assert_eq!(store.find_linked_user_id("corp", "s-1").await.unwrap(), None);
+    // Merging moves every link of one user onto another.
+    store.link_identity("corp", "s-2", &other.id, NOW).await.unwrap();
+    assert_eq!(store.move_identity_links(&other.id, &alice.id).await.unwrap(), 2);
+    assert_eq!(store.find_linked_user_id("local", "other").await.unwrap(), Some(alice.id.clone()));
+    assert_eq!(store.find_linked_user_id("corp", "s-2").await.unwrap(), Some(alice.id.clone()));
+    assert!(store.list_user_links(&other.id).await.unwrap().is_empty());
 }
