@@ -387,7 +387,7 @@ const FAILURE_SCAN_PAGES: usize = 10;
 pub fn fix_for(reason: &str) -> &'static str {
     match reason {
         "signature_invalid" => {
-            "The signature did not verify with the IdP certificates Gatehouse has. If the IdP rolled its certificate, press \u{201c}Check now\u{201d} to read its metadata again, or upload its new metadata; otherwise the message was altered."
+            "The signature did not verify with the IdP certificates Gatehouse has. If the IdP rolled its certificate, save the provider again (Edit, then Check and save: every node reads the metadata anew) or upload its new metadata; otherwise the message was altered."
         }
         "algorithm_refused" => {
             "The IdP signs with an algorithm Gatehouse refuses (SHA-1). Switch the IdP to SHA-256; allow SHA-1 for this connector only if it cannot."

@@ -414,6 +414,9 @@ pub(super) const CLIENT_PARAMS: &str =
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23";
 pub(super) const GRANT_COLUMNS: &str = "g.id, g.client_id, g.user_id, g.session_id, g.code_hash, g.scope, g.audience, \
      g.auth_time, g.amr_json, g.idp, g.created_at, g.expires_at, g.revoked_at";
+pub(super) const CONNECTOR_INSERT: &str = "INSERT INTO connectors (id, kind, name, email_domains_json, settings, \
+     managed_by_config, created_at, updated_at, version, disabled, sealed_secret) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 pub(super) const CONNECTOR_COLUMNS: &str =
     "id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, version, disabled, sealed_secret";
 pub(super) const SESSION_COLUMNS: &str =
@@ -520,6 +523,26 @@ macro_rules! impl_sql_store {
                     .bind(client.previous_secret_expires_at)
                     .bind(to_json_document(&client.access))
                     .bind(to_json_document(&client.portal))
+            }
+
+            /// The connector's columns bound as `$1`…`$11`: id, kind, name, email domains,
+            /// settings, managed_by_config, created_at, updated_at, version, disabled, secret.
+            fn bind_connector<'q>(
+                sql: &'q str,
+                connector: &'q $crate::store::ConnectorRecord,
+            ) -> sqlx::query::Query<'q, $db, <$db as sqlx::Database>::Arguments<'q>> {
+                sqlx::query(sql)
+                    .bind(&connector.id)
+                    .bind(&connector.kind)
+                    .bind(&connector.name)
+                    .bind($crate::store::sql::to_json(&connector.email_domains))
+                    .bind(&connector.settings)
+                    .bind(connector.managed_by_config)
+                    .bind(connector.created_at)
+                    .bind(connector.updated_at)
+                    .bind(connector.version)
+                    .bind(connector.disabled)
+                    .bind(&connector.sealed_secret)
             }
         }
 
@@ -899,48 +922,19 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::ConnectorStore for $store {
             async fn upsert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, \
-                     version, disabled, sealed_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                     ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, \
+                let sql = format!(
+                    "{CONNECTOR_INSERT} ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, name = excluded.name, \
                      email_domains_json = excluded.email_domains_json, settings = excluded.settings, \
                      managed_by_config = excluded.managed_by_config, updated_at = excluded.updated_at, \
                      version = connectors.version + 1, disabled = excluded.disabled, sealed_secret = excluded.sealed_secret",
-                )
-                .bind(&connector.id)
-                .bind(&connector.kind)
-                .bind(&connector.name)
-                .bind($crate::store::sql::to_json(&connector.email_domains))
-                .bind(&connector.settings)
-                .bind(connector.managed_by_config)
-                .bind(connector.created_at)
-                .bind(connector.updated_at)
-                .bind(connector.version)
-                .bind(connector.disabled)
-                .bind(&connector.sealed_secret)
-                .execute(&self.pool)
-                .await?;
+                    CONNECTOR_INSERT = $crate::store::sql::CONNECTOR_INSERT
+                );
+                Self::bind_connector(&sql, connector).execute(&self.pool).await?;
                 Ok(())
             }
 
             async fn insert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO connectors (id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, \
-                     version, disabled, sealed_secret) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&connector.id)
-                .bind(&connector.kind)
-                .bind(&connector.name)
-                .bind($crate::store::sql::to_json(&connector.email_domains))
-                .bind(&connector.settings)
-                .bind(connector.managed_by_config)
-                .bind(connector.created_at)
-                .bind(connector.updated_at)
-                .bind(connector.version)
-                .bind(connector.disabled)
-                .bind(&connector.sealed_secret)
-                .execute(&self.pool)
-                .await?;
+                Self::bind_connector($crate::store::sql::CONNECTOR_INSERT, connector).execute(&self.pool).await?;
                 Ok(())
             }
 

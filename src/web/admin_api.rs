@@ -265,12 +265,28 @@ async fn create_client(
     if let (Some(secret), Some(object)) = (&created.client_secret, record.as_object_mut()) {
         object.insert(String::from("client_secret"), Value::from(secret.expose().clone()));
     }
-    let location = format!("{API_PREFIX}/clients/{}", created.client.client_id);
+    created_at(&format!("{API_PREFIX}/clients/{}", created.client.client_id), record)
+}
+
+fn encode_segment(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
+/// `201 Created` with the record and where it lives.
+fn created_at(location: &str, record: Value) -> ApiResult {
     let mut response = (StatusCode::CREATED, Json(record)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
+    if let Ok(value) = HeaderValue::from_str(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
     Ok(response)
+}
+
+/// A string field of a small request body, or the problem naming it.
+fn required_text(body: &Map<String, Value>, field: &str, what: &str) -> Result<String, Problem> {
+    body.get(field)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| AdminError::Invalid { field: field.to_owned(), reason: format!("is required: {what}") }.into())
 }
 
 async fn get_client(State(state): State<AppState>, ApiActor(_): ApiActor, Path(client_id): Path<String>) -> ApiResult {
@@ -351,12 +367,7 @@ async fn create_connector(
 ) -> ApiResult {
     let Json(body) = body.map_err(bad_body)?;
     let (view, check) = state.admin.create_connector(&actor, body).await?;
-    let location = format!("{API_PREFIX}/connectors/{}", view.spec.id);
-    let mut response = (StatusCode::CREATED, Json(saved_connector(&view, &check)?)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    created_at(&format!("{API_PREFIX}/connectors/{}", view.spec.id), saved_connector(&view, &check)?)
 }
 
 async fn get_connector(State(state): State<AppState>, ApiActor(_): ApiActor, Path(id): Path<String>) -> ApiResult {
@@ -449,15 +460,11 @@ async fn link_identity(
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> ApiResult {
     let Json(body) = body.map_err(bad_body)?;
-    let text = |field: &str| {
-        body.get(field)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(AdminError::Invalid { field: field.to_owned(), reason: String::from("is required, as a string") })
-    };
-    let (connector_id, subject) = (text("connector_id")?, text("subject")?);
+    let connector_id = required_text(&body, "connector_id", "the connector the identity signs in through")?;
+    let subject = required_text(&body, "subject", "the NameID or `sub` the IdP sends")?;
     state.admin.link_identity(&actor, &id, &connector_id, &subject).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "connector_id": connector_id, "subject": subject }))).into_response())
+    let location = format!("{API_PREFIX}/users/{id}/links/{connector_id}/{}", encode_segment(&subject));
+    created_at(&location, json!({ "connector_id": connector_id, "subject": subject }))
 }
 
 async fn merge_user(
@@ -467,11 +474,8 @@ async fn merge_user(
     body: Result<Json<Map<String, Value>>, JsonRejection>,
 ) -> ApiResult {
     let Json(body) = body.map_err(bad_body)?;
-    let other = body.get("user_id").and_then(Value::as_str).ok_or(AdminError::Invalid {
-        field: String::from("user_id"),
-        reason: String::from("is required: the id of the user to merge into this one"),
-    })?;
-    ok(state.admin.merge_users(&actor, &id, other).await?)
+    let other = required_text(&body, "user_id", "the id of the user to merge into this one")?;
+    ok(state.admin.merge_users(&actor, &id, &other).await?)
 }
 
 async fn unlink_identity(

@@ -29,6 +29,9 @@ use crate::web::upstream::TEST_RESULT_KEY;
 /// validator allows 1 MiB of XML, which form encoding can triple.
 const MAX_CONNECTOR_FORM_BYTES: usize = 3 * 1024 * 1024 + 64 * 1024;
 
+/// An uploaded metadata file: the validator's 1 MiB of XML and the form around it.
+const MAX_UPLOAD_BYTES: usize = crate::config::MAX_METADATA_XML_BYTES + 64 * 1024;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/admin/connectors", get(connectors).post(create_connector).layer(DefaultBodyLimit::max(MAX_CONNECTOR_FORM_BYTES)))
@@ -41,6 +44,10 @@ pub fn router() -> Router<AppState> {
         .route("/admin/connectors/{id}/check", axum::routing::post(check_connector))
         .route("/admin/connectors/{id}/test", get(test_result).post(start_test))
         .route("/admin/connectors/{id}/mapping", get(mapping_page).post(mapping_action))
+        .route(
+            "/admin/connectors/{id}/metadata",
+            axum::routing::post(upload_metadata).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
         .route("/admin/connectors/{id}/{action}", get(confirm_action).post(action))
 }
 
@@ -703,4 +710,59 @@ fn field_error(err: AdminError) -> (String, String) {
         AdminError::Conflict(reason) => (String::from("mapping"), reason),
         other => (String::from("mapping"), other.to_string()),
     }
+}
+
+/// Replaces a SAML provider's metadata with an uploaded file (what an IdP such as Google
+/// Workspace offers instead of a URL), checked like any change.
+async fn upload_metadata(
+    State(state): State<AppState>,
+    console: Console,
+    Path(id): Path<String>,
+    mut multipart: axum::extract::Multipart,
+) -> Result<Response, WebError> {
+    const UNREADABLE: &str = "The upload could not be read. Choose the metadata file and try again.";
+    let mut csrf = None;
+    let mut xml = None;
+    while let Some(field) = multipart.next_field().await.map_err(|err| WebError::from_rejection(err.status(), UNREADABLE))? {
+        let name = field.name().map(str::to_owned);
+        let bytes = field.bytes().await.map_err(|err| WebError::from_rejection(err.status(), UNREADABLE))?;
+        match name.as_deref() {
+            Some("csrf") => csrf = Some(Secret::new(String::from_utf8_lossy(&bytes).into_owned())),
+            Some("metadata") => xml = Some(bytes),
+            _ => {}
+        }
+    }
+    let csrf = csrf.ok_or(WebError::BadRequest(UNREADABLE))?;
+    console.verify(&csrf).await?;
+    console.may_write()?;
+    let connector = state.admin.connector(&id).await.map_err(admin_error)?;
+    let text = match xml.map(|bytes| String::from_utf8(bytes.to_vec())) {
+        Some(Ok(text)) if !text.trim().is_empty() => text,
+        Some(Ok(_)) | None => {
+            return upload_refused(&state, &console, &id, String::from("Choose the IdP's metadata file first.")).await;
+        }
+        Some(Err(_)) => {
+            return upload_refused(&state, &console, &id, String::from("The file is not UTF-8 text: it is not SAML metadata."))
+                .await;
+        }
+    };
+    let mut patch = Map::new();
+    patch.insert(String::from("idp_metadata_xml"), Value::from(text));
+    patch.insert(String::from("version"), Value::from(connector.version));
+    match state.admin.update_connector(console.actor(), &id, patch).await {
+        Ok((_, check)) => connector_page(&state, &console, &id, Some(check), StatusCode::OK).await,
+        Err(AdminError::Invalid { reason, .. } | AdminError::Conflict(reason)) => {
+            upload_refused(&state, &console, &id, reason).await
+        }
+        Err(err) => Err(admin_error(err)),
+    }
+}
+
+async fn upload_refused(state: &AppState, console: &Console, id: &str, reason: String) -> Result<Response, WebError> {
+    let connector = state.admin.connector(id).await.map_err(admin_error)?;
+    let failures = state.admin.connector_failures(id).await.map_err(admin_error)?;
+    let warnings = state.admin.connector_attention(Some(id)).await.map_err(admin_error)?;
+    let page =
+        ConnectorPage { nav: console.nav("connectors"), connector, check: None, check_error: Some(reason), failures, warnings };
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render_page(&page)).into_response())
 }

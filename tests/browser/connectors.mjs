@@ -113,6 +113,14 @@ try {
   check((await alice.locator('#mapped').innerText()).includes('eng, ops'), 'the groups after the rules are shown');
   await shoot(alice, 'admin-connector-test');
 
+  // The rules' dry run starts from the test's attributes.
+  await alice.getByRole('link', { name: 'Try mapping rules on these values' }).click();
+  check((await alice.getByLabel('Attributes (JSON)').inputValue()).includes('alice@corp.example'), "the dry run starts from the test's attributes");
+  await alice.getByLabel(/^Rules/).fill('{"groups": {"prefix_with_connector": true, "static_groups": ["employees"]}}');
+  await alice.getByRole('button', { name: 'Dry run', exact: true }).click();
+  check((await alice.locator('#dry-run').innerText()).includes('corp-saml:eng, corp-saml:ops, employees'), 'the dry run shows the groups the rules make');
+  await shoot(alice, 'admin-connector-mapping');
+
   // The IdP says the assertion is for another audience.
   await stopIdp();
   await startIdp({ sp_metadata_url: spMetadata, users, ...fixtureKey, port, audience: 'https://wrong.example/sp' });

@@ -411,12 +411,33 @@ async fn the_console_adds_checks_and_removes_a_saml_provider() {
     assert!(page.contains("https://idp.test/saml/sso") && page.contains("class=\"thumbprint\""), "{page}");
     assert!(page.contains("http://127.0.0.1:8080/saml/partner/acs") && page.contains("Download Gatehouse"), "{page}");
 
+    // A metadata file uploaded on the provider's page replaces what is in use once read.
+    let upload = |bytes: Vec<u8>, csrf: &str| {
+        let form = reqwest::multipart::Form::new()
+            .text("csrf", csrf.to_owned())
+            .part("metadata", reqwest::multipart::Part::bytes(bytes).file_name("idp.xml"));
+        alice.http.post(alice.url("/admin/connectors/partner/metadata")).multipart(form).send()
+    };
+    let uploaded = upload(metadata.clone().into_bytes(), &csrf).await.unwrap();
+    assert_eq!(uploaded.status(), StatusCode::OK);
+    assert!(uploaded.text().await.unwrap().contains("The IdP's metadata was read."));
+    assert_eq!(app.state.store.get_connector("partner").await.unwrap().version, 2);
+    let garbage = upload(b"<not-metadata/>".to_vec(), &csrf).await.unwrap();
+    assert_eq!(garbage.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(garbage.text().await.unwrap().contains("metadata could not be used"));
+    let binary = upload(vec![0xff, 0xfe, 0x00], &csrf).await.unwrap();
+    assert_eq!(binary.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let huge = upload(vec![b'a'; 2 * 1024 * 1024], &csrf).await.unwrap();
+    assert_eq!(huge.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_ne!(upload(metadata.clone().into_bytes(), "forged").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(app.state.store.get_connector("partner").await.unwrap().version, 2, "refused uploads change nothing");
+
     // Edit keeps what the form does not change; a bad value comes back at its field.
     let edit = alice.get("/admin/connectors/partner/edit").await.text().await.unwrap();
     assert!(edit.contains("value=\"Partner SSO\""), "{edit}");
     let mut bad = fields("partner", "xml", "");
     bad.push(("clock_skew_secs", String::from("9999")));
-    bad.push(("version", String::from("1")));
+    bad.push(("version", String::from("2")));
     let refused = post("/admin/connectors/partner", bad).await;
     assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(refused.text().await.unwrap().contains("between 0 and 600"));

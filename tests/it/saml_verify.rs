@@ -418,7 +418,7 @@ fn refuses_element_names_that_canonicalize_as_other_names() {
     std::fs::write(dir.path().join("responses/renamed.xml"), renamed).unwrap();
     case["file"] = Value::String(dir.path().join("responses/renamed.xml").display().to_string());
     let err = run(&case).unwrap_err();
-    assert_eq!(err.to_string(), "signature refused: the signed content was altered");
+    assert_eq!(err.to_string(), "the Assertion's signature refused: the signed content was altered");
 }
 
 /// Refused before any key is unwrapped, with the reason that says what to change at the IdP.
@@ -567,5 +567,13 @@ fn refusals_name_the_reason_and_the_values_involved() {
     assert_eq!(code, "status");
     assert!(values.starts_with("the IdP answered "), "{values}");
     assert_eq!(explained("sha1-refused").0, "algorithm_refused");
-    assert_eq!(explained("tampered").0, "signature_invalid");
+    let (code, values) = explained("wrong-recipient");
+    assert_eq!(code, "recipient_mismatch");
+    assert!(values.starts_with("expected `https://gatehouse.test/saml/corp-saml/acs`, got `"), "{values}");
+    assert_eq!(explained("holder-of-key").0, "subject_confirmation_invalid");
+    assert_eq!(explained("unsolicited-refused").0, "unsolicited");
+    assert_eq!(explained("billion-laughs").0, "malformed_response");
+    let (code, values) = explained("tampered");
+    assert_eq!(code, "signature_invalid");
+    assert!(values.starts_with("on the Assertion: ") || values.starts_with("on the Response: "), "{values}");
 }

@@ -79,8 +79,10 @@ pub enum SamlError {
     InResponseTo { got: Option<String> },
     #[error("signature algorithm refused: {0}")]
     AlgorithmRefused(&'static str),
+    #[error("the {element}'s signature refused: {reason}")]
+    SignatureIn { element: &'static str, reason: &'static str },
     #[error("signature refused: {reason}")]
-    SignatureTried { reason: &'static str, tried: Vec<String> },
+    SignatureTried { element: Option<&'static str>, reason: &'static str, tried: Vec<String> },
     #[error("unsolicited responses are not accepted by this connector")]
     Unsolicited,
     #[error("the assertion was already used")]
@@ -110,7 +112,11 @@ impl SamlError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "saml_malformed",
-            Self::Signature(_) | Self::Unsigned | Self::AlgorithmRefused(_) | Self::SignatureTried { .. } => "saml_signature",
+            Self::Signature(_)
+            | Self::Unsigned
+            | Self::AlgorithmRefused(_)
+            | Self::SignatureIn { .. }
+            | Self::SignatureTried { .. } => "saml_signature",
             Self::Decryption(_) => "saml_decryption",
             Self::Issuer { .. } => "saml_issuer",
             Self::Destination { .. } => "saml_destination",
@@ -158,7 +164,7 @@ impl SamlError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Malformed(_) => "malformed_response",
-            Self::Signature(_) | Self::Unsigned | Self::SignatureTried { .. } => "signature_invalid",
+            Self::Signature(_) | Self::Unsigned | Self::SignatureIn { .. } | Self::SignatureTried { .. } => "signature_invalid",
             Self::AlgorithmRefused(_) => "algorithm_refused",
             Self::Decryption(_) => "decryption_failed",
             Self::Issuer { .. } => "issuer_mismatch",
@@ -204,10 +210,12 @@ impl SamlError {
                 "the response answers {}, which is no sign-in Gatehouse is waiting for here",
                 got.as_deref().map_or_else(|| String::from("no request"), shown)
             ),
-            Self::SignatureTried { reason, tried } => format!(
-                "{reason}; IdP certificates tried (SHA-256): {}",
+            Self::SignatureTried { element, reason, tried } => format!(
+                "{}{reason}; IdP certificates tried (SHA-256): {}",
+                element.map(|e| format!("on the {e}: ")).unwrap_or_default(),
                 if tried.is_empty() { String::from("none") } else { tried.join(", ") }
             ),
+            Self::SignatureIn { element, reason } => format!("on the {element}: {reason}"),
             Self::Status { code, detail } => match detail {
                 Some(detail) => format!("the IdP answered {code} / {detail}"),
                 None => format!("the IdP answered {code}"),
@@ -496,7 +504,10 @@ impl SamlConnector {
         });
         let tried: Vec<String> = idp_certificates.iter().map(|c| c.sha256_thumbprint.clone()).collect();
         let verified = match verification.await {
-            Ok(Err(SamlError::Signature(reason))) => return Err(SamlError::SignatureTried { reason, tried }),
+            Ok(Err(SamlError::Signature(reason))) => return Err(SamlError::SignatureTried { element: None, reason, tried }),
+            Ok(Err(SamlError::SignatureIn { element, reason })) => {
+                return Err(SamlError::SignatureTried { element: Some(element), reason, tried });
+            }
             Ok(outcome) => outcome?,
             Err(PoolError::Busy) => return Err(SamlError::Busy),
             Err(PoolError::Interrupted) => return Err(SamlError::TooCostly("its verification did not complete")),

@@ -96,7 +96,8 @@ pub fn verify_response(encoded: &str, expect: &Expectations<'_>, now: UnixTime) 
         return Err(wrong_destination());
     }
 
-    let response_signed = verify_enveloped(&doc, response, expect.idp_keys, expect.allow_sha1, expect.deadline)?;
+    let response_signed = verify_enveloped(&doc, response, expect.idp_keys, expect.allow_sha1, expect.deadline)
+        .map_err(|err| signature_in("Response", err))?;
     if response_signed && destination.is_none() {
         return Err(wrong_destination());
     }
@@ -183,7 +184,8 @@ fn read_assertion(
     expect: &Expectations<'_>,
     now: UnixTime,
 ) -> Result<VerifiedAssertion, SamlError> {
-    let assertion_signed = verify_enveloped(doc, assertion, expect.idp_keys, expect.allow_sha1, expect.deadline)?;
+    let assertion_signed = verify_enveloped(doc, assertion, expect.idp_keys, expect.allow_sha1, expect.deadline)
+        .map_err(|err| signature_in("Assertion", err))?;
     if !response_signed && !assertion_signed {
         return Err(SamlError::Unsigned);
     }
@@ -264,6 +266,14 @@ fn check_issuer(issuer: Node<'_, '_>, expect: &Expectations<'_>) -> Result<(), S
         return Err(SamlError::Issuer { expected: expect.idp_entity_id.to_owned(), got });
     }
     Ok(())
+}
+
+/// Names which element's signature was refused, for the administrator.
+fn signature_in(element: &'static str, err: SamlError) -> SamlError {
+    match err {
+        SamlError::Signature(reason) => SamlError::SignatureIn { element, reason },
+        other => other,
+    }
 }
 
 fn bound(name: &'static str, at: UnixTime, now: UnixTime, expect: &Expectations<'_>) -> super::TimeBound {
