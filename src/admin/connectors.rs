@@ -270,6 +270,12 @@ impl Admin {
             merged.remove("idp_metadata_url");
             merged.remove("idp_metadata_xml");
         }
+        // The stored secret goes only to the issuer it was given for: a new issuer needs it
+        // typed again, so no edit can send it to another server.
+        let issuer_changes = patch.get("issuer").is_some_and(|issuer| merged.get("issuer") != Some(issuer));
+        if issuer_changes && stored_secret.is_some() && !patch.contains_key("client_secret") {
+            return Err(invalid("client_secret", "give the client secret again when the issuer changes (or null for none)"));
+        }
         let new_secret = match patch.remove("client_secret") {
             None => stored_secret.clone().map(|s| Value::from(s.expose().clone())),
             Some(Value::Null) => None,
@@ -379,6 +385,17 @@ pub struct SignInFailure {
     pub fix: &'static str,
 }
 
+impl SignInFailure {
+    /// A failure from its recorded detail, `reason: values`.
+    pub fn from_detail(time: UnixTime, ip: Option<String>, detail: &str) -> Self {
+        let (reason, values) = match detail.split_once(": ") {
+            Some((reason, values)) => (reason.to_owned(), Some(values.to_owned())),
+            None => (detail.to_owned(), None),
+        };
+        Self { time, ip, fix: fix_for(&reason), reason, values }
+    }
+}
+
 /// How many failures a connector's page lists, and how far back in the audit log it looks.
 const FAILURES_SHOWN: usize = 100;
 const FAILURE_SCAN_PAGES: usize = 10;
@@ -457,14 +474,12 @@ impl Admin {
         let mut cursor: Option<String> = None;
         for _ in 0..FAILURE_SCAN_PAGES {
             let page = self.audit_log(filter.clone(), cursor.as_deref(), Some(super::MAX_PAGE)).await?;
-            failures.extend(page.items.into_iter().filter(|e| e.outcome == "failure").map(|e| {
-                let detail = e.detail.unwrap_or_default();
-                let (reason, values) = match detail.split_once(": ") {
-                    Some((reason, values)) => (reason.to_owned(), Some(values.to_owned())),
-                    None => (detail, None),
-                };
-                SignInFailure { time: e.time, ip: e.ip, fix: fix_for(&reason), reason, values }
-            }));
+            failures.extend(
+                page.items
+                    .into_iter()
+                    .filter(|e| e.outcome == "failure")
+                    .map(|e| SignInFailure::from_detail(e.time, e.ip, &e.detail.unwrap_or_default())),
+            );
             cursor = page.next;
             if failures.len() >= FAILURES_SHOWN || cursor.is_none() {
                 break;
@@ -512,7 +527,7 @@ impl Admin {
         let Some(object) = claims.as_object().filter(|o| o.len() <= MAX_DRY_RUN_CLAIMS) else {
             return Err(invalid("claims", format!("must be an object of at most {MAX_DRY_RUN_CLAIMS} claims")));
         };
-        let received = crate::upstream::received_from_claims(claims);
+        let received = crate::upstream::received_from_claims(claims, crate::upstream::Bounds::Full);
         let identity = match &connector.kind {
             ConnectorKind::Oidc(settings) => crate::upstream::oidc::identity_from_claims(&connector.id, settings, claims)
                 .map_err(|err| invalid("claims", err.to_string()))?,

@@ -210,6 +210,9 @@ pub struct VerifiedLogin {
     /// What the IdP sent, kept only for an administrator's test sign-in.
     #[serde(default)]
     pub received: crate::upstream::Received,
+    /// An administrator's test sign-in: it never ends in a session.
+    #[serde(default)]
+    pub test: bool,
 }
 
 /// The same-site hop after the ACS takes a moment; an IdP-initiated sign-in waits for the

@@ -139,13 +139,19 @@ pub async fn map_identity(
                 let Some(existing) = same_email.get(index) else {
                     return Err(MappingError::LinkRefused("email_on_several_accounts"));
                 };
-                if existing.disabled {
-                    return Err(MappingError::Disabled);
-                }
-                match store.link_identity(&identity.connector_id, &identity.subject, &existing.id, now).await {
-                    // Another node linked it first: the lookup below finds whichever won.
-                    Ok(()) | Err(StoreError::AlreadyExists) => {}
-                    Err(err) => return Err(err.into()),
+                // A user already linked to another subject here is someone else, whose address
+                // the IdP gave to a new account: never joined by email.
+                let links = store.list_user_links(&existing.id).await?;
+                if links.iter().any(|l| l.connector_id == identity.connector_id) {
+                    if policy.refuse_when_email_taken {
+                        return Err(MappingError::LinkRefused("account_linked_to_another_subject"));
+                    }
+                } else {
+                    match store.link_identity(&identity.connector_id, &identity.subject, &existing.id, now).await {
+                        // Another node linked it first: the lookup below finds whichever won.
+                        Ok(()) | Err(StoreError::AlreadyExists) => {}
+                        Err(err) => return Err(err.into()),
+                    }
                 }
             }
             FirstSignIn::Refuse(reason) => return Err(MappingError::LinkRefused(reason)),

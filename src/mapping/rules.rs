@@ -14,6 +14,8 @@ const MAX_TRANSFORMS: usize = 10;
 const MAX_GROUP_PATTERNS: usize = 100;
 /// Groups a sign-in may carry after the rules (as the connectors' own limit).
 const MAX_GROUPS: usize = 256;
+/// How long a value may grow through transforms (a replacement can repeat itself).
+const MAX_VALUE_CHARS: usize = 4096;
 
 /// A transform as written: `"lowercase"`, `"trim"`, `{ regex_extract = "…" }` (the first
 /// capture group, or the whole match) or `{ regex_replace = ["…", "…"] }`.
@@ -257,7 +259,17 @@ impl Rules {
                 .ok_or_else(|| rule_error("username", "no value: the claim or attribute is missing or empty"))?;
         }
         if let Some(rule) = &self.email {
+            let asserted = identity.email.clone();
             identity.email = single("email", rule, identity.email.clone())?.filter(|e| !e.is_empty());
+            // The IdP vouched for the address it sent, not for one a rule made from another
+            // claim: an address that differs is unverified (unless the policy below says so).
+            let same = match (&asserted, &identity.email) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                _ => false,
+            };
+            if !same {
+                identity.email_verified = false;
+            }
         }
         if let Some(rule) = &self.name {
             identity.name = single("name", rule, identity.name.clone())?.filter(|n| !n.is_empty());
@@ -279,6 +291,7 @@ impl Rules {
                 None => raw,
             };
             let mut groups = Vec::new();
+            let mut seen = std::collections::HashSet::new();
             for value in split {
                 let group = transform("groups", &rule.field.transforms, value)?;
                 let kept = !group.is_empty()
@@ -286,23 +299,27 @@ impl Rules {
                     && !rule.deny.iter().any(|p| p.is_match(&group));
                 if kept {
                     let group = if rule.prefix_with_connector { format!("{}:{group}", identity.connector_id) } else { group };
-                    if !groups.contains(&group) {
-                        groups.push(group);
-                    }
+                    push_group(&mut groups, &mut seen, group)?;
                 }
             }
             for group in &rule.static_groups {
-                if !groups.contains(group) {
-                    groups.push(group.clone());
-                }
-            }
-            if groups.len() > MAX_GROUPS {
-                return Err(rule_error("groups", format!("{} groups after the rules; at most {MAX_GROUPS}", groups.len())));
+                push_group(&mut groups, &mut seen, group.clone())?;
             }
             identity.groups = groups;
         }
         Ok(identity)
     }
+}
+
+/// Adds a group once, refusing more than `MAX_GROUPS` as soon as they are counted.
+fn push_group(groups: &mut Vec<String>, seen: &mut std::collections::HashSet<String>, group: String) -> Result<(), RuleError> {
+    if seen.insert(group.clone()) {
+        if groups.len() == MAX_GROUPS {
+            return Err(rule_error("groups", format!("more than {MAX_GROUPS} groups after the rules")));
+        }
+        groups.push(group);
+    }
+    Ok(())
 }
 
 fn transform(field: &str, transforms: &[Transform], value: String) -> Result<String, RuleError> {
@@ -319,6 +336,12 @@ fn transform(field: &str, transforms: &[Transform], value: String) -> Result<Str
             }
             Transform::Replace(pattern, with) => pattern.replace_all(&value, with.as_str()).into_owned(),
         };
+        if value.chars().count() > MAX_VALUE_CHARS {
+            return Err(rule_error(
+                format!("{field}.transforms[{i}]"),
+                format!("the value grows past {MAX_VALUE_CHARS} characters"),
+            ));
+        }
     }
     Ok(value)
 }
@@ -422,6 +445,42 @@ mod tests {
             ..MappingSpec::default()
         };
         assert_eq!(Rules::compile(&missing).unwrap().apply(identity(), &[]).unwrap_err().field, "username");
+    }
+
+    #[test]
+    fn an_email_a_rule_makes_from_another_claim_is_not_verified() {
+        let verified = UpstreamIdentity { email_verified: true, ..identity() };
+        let received = vec![(String::from("upn"), vec![String::from("boss@corp.example")])];
+        let from_upn = MappingSpec {
+            email: Some(FieldRuleSpec { from: Some(String::from("upn")), transforms: Vec::new() }),
+            ..MappingSpec::default()
+        };
+        let mapped = Rules::compile(&from_upn).unwrap().apply(verified.clone(), &received).unwrap();
+        assert_eq!(mapped.email.as_deref(), Some("boss@corp.example"));
+        assert!(!mapped.email_verified, "the IdP never vouched for this address");
+        // Lower-casing the asserted address keeps it verified.
+        let lower = MappingSpec { email: field(vec![TransformSpec::Lowercase]), ..MappingSpec::default() };
+        assert!(Rules::compile(&lower).unwrap().apply(verified, &[]).unwrap().email_verified);
+    }
+
+    #[test]
+    fn growth_and_group_counts_are_bounded() {
+        let doubling = MappingSpec {
+            username: field(vec![TransformSpec::RegexReplace(String::from(""), String::from("xx")); 10]),
+            ..MappingSpec::default()
+        };
+        let err = Rules::compile(&doubling).unwrap().apply(identity(), &[]).unwrap_err();
+        assert!(err.reason.contains("grows past"), "{err}");
+        let many = vec![(String::from("memberOf"), vec![(0..5000).map(|i| format!("g{i}")).collect::<Vec<_>>().join(";")])];
+        let split = MappingSpec {
+            groups: Some(GroupsRuleSpec {
+                from: Some(String::from("memberOf")),
+                split: Some(String::from(";")),
+                ..GroupsRuleSpec::default()
+            }),
+            ..MappingSpec::default()
+        };
+        assert_eq!(Rules::compile(&split).unwrap().apply(identity(), &many).unwrap_err().field, "groups");
     }
 
     #[test]

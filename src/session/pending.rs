@@ -32,6 +32,9 @@ pub struct PendingLogin {
     /// in the console, and creates no user, link or session.
     #[serde(default)]
     pub test_of: Option<String>,
+    /// A failed test's recorded reason and values, kept for the console's result page.
+    #[serde(default)]
+    pub test_failure: Option<String>,
 }
 
 /// A path on this server, never a way off it (`//host`, `/\host` or a scheme).

@@ -507,7 +507,7 @@ pub trait UserStore: Send + Sync {
     async fn list_user_links(&self, user_id: &str) -> StoreResult<Vec<IdentityLink>>;
     /// Every `(subject, user id)` linked through one connector.
     async fn list_identity_links(&self, connector_id: &str) -> StoreResult<Vec<(String, String)>>;
-    /// The users whose email is `email`, compared without regard to ASCII case.
+    /// The enabled users whose email is `email`, compared without regard to ASCII case.
     async fn find_users_by_email(&self, email: &str) -> StoreResult<Vec<User>>;
     /// Links `(connector_id, subject)` to an existing user; `AlreadyExists` if it is linked.
     async fn link_identity(&self, connector_id: &str, subject: &str, user_id: &str, now: UnixTime) -> StoreResult<()>;

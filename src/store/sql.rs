@@ -747,7 +747,7 @@ macro_rules! impl_sql_store {
 
             async fn find_users_by_email(&self, email: &str) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
                 let sql = format!(
-                    "SELECT {} FROM users WHERE LOWER(email) = LOWER($1) ORDER BY created_at, id LIMIT 10",
+                    "SELECT {} FROM users WHERE LOWER(email) = LOWER($1) AND disabled = FALSE ORDER BY created_at, id LIMIT 10",
                     $crate::store::sql::USER_COLUMNS
                 );
                 let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).bind(email).fetch_all(&self.pool).await?;

@@ -233,7 +233,8 @@ impl KeyManager {
     async fn refresh(&self) -> Result<(), TokenError> {
         let now = self.clock.now();
         let longest = self.store.list_clients().await?.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or(0);
-        self.longest_client_lifetime.store(longest, std::sync::atomic::Ordering::Relaxed);
+        // The highest seen: tokens a removed or shortened client was issued are still valid.
+        self.longest_client_lifetime.fetch_max(longest, std::sync::atomic::Ordering::Relaxed);
         let mut keys = Vec::new();
         for record in self.store.list_signing_keys().await? {
             let Some(alg) = SigningAlg::parse(&record.alg) else { continue };

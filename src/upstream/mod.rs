@@ -32,42 +32,62 @@ pub struct UpstreamIdentity {
 /// What an IdP sent, claim by claim (or attribute by attribute), for a test sign-in's page.
 pub type Received = Vec<(String, Vec<String>)>;
 
-/// Bounds what a test sign-in keeps of what it received.
+/// How much of what an IdP sent to keep: all of it for the mapping rules (the IdP's response
+/// was already size-limited), a bounded copy for a test sign-in's page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bounds {
+    Full,
+    Shown,
+}
+
+/// Bounds what a test sign-in's page shows of what it received.
 pub const MAX_RECEIVED: usize = 100;
 pub const MAX_RECEIVED_VALUE_CHARS: usize = 1000;
 
-fn received_value(value: &str) -> String {
-    value.chars().take(MAX_RECEIVED_VALUE_CHARS).collect()
+impl Bounds {
+    fn items(self) -> usize {
+        match self {
+            Self::Full => usize::MAX,
+            Self::Shown => MAX_RECEIVED,
+        }
+    }
+
+    fn value(self, value: &str) -> String {
+        match self {
+            Self::Full => value.to_owned(),
+            Self::Shown => value.chars().take(MAX_RECEIVED_VALUE_CHARS).collect(),
+        }
+    }
 }
 
 /// A SAML assertion's subject and attributes, as received.
-pub fn received_from_assertion(assertion: &saml::response::VerifiedAssertion) -> Received {
-    let mut received = vec![(String::from("NameID"), vec![received_value(&assertion.name_id)])];
+pub fn received_from_assertion(assertion: &saml::response::VerifiedAssertion, bounds: Bounds) -> Received {
+    let mut received = vec![(String::from("NameID"), vec![bounds.value(&assertion.name_id)])];
     for attribute in &assertion.attributes {
-        let values: Vec<String> = attribute.values.iter().take(MAX_RECEIVED).map(|v| received_value(v)).collect();
+        let values: Vec<String> = attribute.values.iter().take(bounds.items()).map(|v| bounds.value(v)).collect();
         // Rules may name an attribute by either name, as the claim mapping may.
         if let Some(friendly) = attribute.friendly_name.as_ref().filter(|f| **f != attribute.name) {
             received.push((friendly.clone(), values.clone()));
         }
         received.push((attribute.name.clone(), values));
     }
-    received.truncate(MAX_RECEIVED);
+    received.truncate(bounds.items());
     received
 }
 
 /// An ID token's (and UserInfo's) claims, as received: arrays by element, objects as JSON.
-pub fn received_from_claims(claims: &serde_json::Value) -> Received {
+pub fn received_from_claims(claims: &serde_json::Value, bounds: Bounds) -> Received {
     let text = |value: &serde_json::Value| match value {
-        serde_json::Value::String(s) => received_value(s),
-        other => received_value(&other.to_string()),
+        serde_json::Value::String(s) => bounds.value(s),
+        other => bounds.value(&other.to_string()),
     };
     let Some(object) = claims.as_object() else { return Vec::new() };
     object
         .iter()
-        .take(MAX_RECEIVED)
+        .take(bounds.items())
         .map(|(name, value)| {
             let values = match value {
-                serde_json::Value::Array(items) => items.iter().take(MAX_RECEIVED).map(text).collect(),
+                serde_json::Value::Array(items) => items.iter().take(bounds.items()).map(text).collect(),
                 other => vec![text(other)],
             };
             (name.clone(), values)
@@ -116,9 +136,36 @@ enum Live {
     Saml(Arc<saml::SamlConnector>),
 }
 
+/// What identifies one stored state of a connector: the version alone repeats when a
+/// connector is deleted and created again under the same id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    version: i64,
+    created_at: crate::clock::UnixTime,
+    updated_at: crate::clock::UnixTime,
+    content: String,
+}
+
+impl Stamp {
+    fn of(record: &crate::store::ConnectorRecord) -> Self {
+        let mut content = record.settings.clone();
+        content.push_str(&record.name);
+        content.push_str(&record.email_domains.join(","));
+        if let Some(sealed) = &record.sealed_secret {
+            content.push_str(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed));
+        }
+        Self {
+            version: record.version,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+            content: crate::tokens::digest(&content),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Built {
-    version: i64,
+    stamp: Stamp,
     live: Live,
     link: crate::config::LinkPolicy,
     rules: Arc<crate::mapping::rules::Rules>,
@@ -220,12 +267,12 @@ impl Upstreams {
         {
             let built = self.built.read().await;
             for record in records.iter().filter(|r| !r.disabled) {
-                if built.get(&record.id).is_some_and(|b| b.version == record.version) {
+                if built.get(&record.id).is_some_and(|b| b.stamp == Stamp::of(record)) {
                     continue;
                 }
                 match self.build(record).await {
                     Ok(Some((live, link, rules))) => {
-                        fresh.push((record.id.clone(), Built { version: record.version, live, link, rules: Arc::new(rules) }));
+                        fresh.push((record.id.clone(), Built { stamp: Stamp::of(record), live, link, rules: Arc::new(rules) }));
                     }
                     Ok(None) => {}
                     Err(error) => failures.push(BuildFailure {
@@ -238,16 +285,16 @@ impl Upstreams {
         }
         let mut built = self.built.write().await;
         built.retain(|id, b| {
-            records.iter().any(|r| &r.id == id && !r.disabled && r.version == b.version)
+            records.iter().any(|r| &r.id == id && !r.disabled && Stamp::of(r) == b.stamp)
                 && !failures.iter().any(|f| &f.connector_id == id)
         });
         for (id, entry) in fresh {
             match &entry.live {
                 Live::Oidc(c) => {
-                    tracing::info!(connector = %id, version = entry.version, redirect_uri = %c.redirect_uri(), "OpenID Connect connector ready")
+                    tracing::info!(connector = %id, version = entry.stamp.version, redirect_uri = %c.redirect_uri(), "OpenID Connect connector ready")
                 }
                 Live::Saml(c) => {
-                    tracing::info!(connector = %id, version = entry.version, entity_id = %c.entity_id(), acs = %c.acs_url(), "SAML connector ready")
+                    tracing::info!(connector = %id, version = entry.stamp.version, entity_id = %c.entity_id(), acs = %c.acs_url(), "SAML connector ready")
                 }
             }
             built.insert(id, entry);
@@ -425,7 +472,7 @@ pub struct ConnectorHealth {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_RECEIVED, MAX_RECEIVED_VALUE_CHARS, received_from_claims};
+    use super::{Bounds, MAX_RECEIVED, MAX_RECEIVED_VALUE_CHARS, received_from_claims};
 
     #[test]
     fn claims_are_listed_by_element_and_bounded() {
@@ -433,7 +480,7 @@ mod tests {
             "sub": "s-1", "groups": ["eng", "ops"], "email_verified": true,
             "realm_access": {"roles": ["admin"]}, "long": "x".repeat(5000)
         });
-        let received = received_from_claims(&claims);
+        let received = received_from_claims(&claims, Bounds::Shown);
         let find = |name: &str| received.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default();
         assert_eq!(find("groups"), ["eng", "ops"]);
         assert_eq!(find("email_verified"), ["true"]);
@@ -441,7 +488,10 @@ mod tests {
         assert_eq!(find("long")[0].len(), MAX_RECEIVED_VALUE_CHARS);
         let many: serde_json::Map<String, serde_json::Value> =
             (0..500).map(|i| (format!("c{i}"), serde_json::Value::from(i))).collect();
-        assert_eq!(received_from_claims(&serde_json::Value::Object(many)).len(), MAX_RECEIVED);
-        assert!(received_from_claims(&serde_json::json!("not an object")).is_empty());
+        let many = serde_json::Value::Object(many);
+        assert_eq!(received_from_claims(&many, Bounds::Shown).len(), MAX_RECEIVED);
+        assert_eq!(received_from_claims(&many, Bounds::Full).len(), 500, "the rules see every claim");
+        assert_eq!(received_from_claims(&claims, Bounds::Full).iter().find(|(n, _)| n == "long").unwrap().1[0].len(), 5000);
+        assert!(received_from_claims(&serde_json::json!("not an object"), Bounds::Shown).is_empty());
     }
 }

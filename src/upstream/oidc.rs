@@ -159,6 +159,10 @@ pub struct PendingUpstreamLogin {
     /// Set when the app asked for a fresh sign-in: the provider's `auth_time` must not be older.
     #[serde(default)]
     pub fresh_since: Option<UnixTime>,
+    /// An administrator's test sign-in: it never ends in a session, even when its console
+    /// request has expired meanwhile.
+    #[serde(default)]
+    pub test: bool,
 }
 
 impl std::fmt::Debug for PendingUpstreamLogin {
@@ -315,6 +319,7 @@ impl OidcConnector {
             pending_login,
             browser_binding,
             fresh_since: force_login.then_some(now),
+            test: false,
         };
         Ok(LoginStart { authorization_url: url.to_string(), state: state.secret().clone(), pending })
     }

@@ -563,6 +563,8 @@ struct TestPage<'a> {
     result: Option<TestSignIn>,
     /// The refusal a failed test ended with.
     failure: Option<SignInFailure>,
+    /// A failed test's result was asked for but is gone (shown once, or expired).
+    expired: bool,
 }
 
 async fn test_result(
@@ -573,13 +575,20 @@ async fn test_result(
 ) -> Result<Response, WebError> {
     let Query(query) = query.map_err(|_| WebError::BadRequest("The address has a malformed query."))?;
     let connector = state.admin.connector(&id).await.map_err(admin_error)?;
-    let (result, failure) = if query.failed.is_some() {
-        (None, state.admin.connector_failures(&id).await.map_err(admin_error)?.into_iter().next())
+    let (result, failure) = if let Some(failed) = query.failed.as_deref() {
+        // Only the failure this browser's test was sent back with, never someone else's.
+        let kept = match pending::take(state.store.as_ref(), failed, state.clock.now()).await? {
+            Some(kept) if kept.test_of.as_deref() == Some(id.as_str()) => kept.test_failure,
+            _ => None,
+        };
+        let failure = kept.map(|detail| SignInFailure::from_detail(state.clock.now(), None, &detail));
+        (None, failure)
     } else {
         let stored: Option<TestSignIn> = console.session().get(TEST_RESULT_KEY).await?;
         (stored.filter(|r| r.connector_id == id), None)
     };
-    let page = TestPage { nav: console.nav("connectors"), connector, result, failure };
+    let expired = query.failed.is_some() && failure.is_none();
+    let page = TestPage { nav: console.nav("connectors"), connector, result, failure, expired };
     Ok(render_page(&page).into_response())
 }
 
@@ -606,6 +615,9 @@ pub struct MappingForm {
     mapping: String,
     #[serde(default)]
     action: String,
+    /// The version the page showed: a save refuses to overwrite a later change.
+    #[serde(default)]
+    version: Option<i64>,
 }
 
 /// The claims of this browser's last test sign-in of the connector, as a dry run's input.
@@ -680,7 +692,7 @@ async fn mapping_action(
             console.may_write().map_err(|_| (String::from("mapping"), String::from("read-only access cannot save")))?;
             let mut patch = Map::new();
             patch.insert(String::from("mapping"), mapping);
-            patch.insert(String::from("version"), Value::from(connector.version));
+            patch.insert(String::from("version"), Value::from(form.version.unwrap_or(connector.version)));
             state.admin.update_connector(console.actor(), &id, patch).await.map_err(field_error)?;
         }
         Ok::<_, (String, String)>(result)
@@ -723,12 +735,14 @@ async fn upload_metadata(
     const UNREADABLE: &str = "The upload could not be read. Choose the metadata file and try again.";
     let mut csrf = None;
     let mut xml = None;
+    let mut version = None;
     while let Some(field) = multipart.next_field().await.map_err(|err| WebError::from_rejection(err.status(), UNREADABLE))? {
         let name = field.name().map(str::to_owned);
         let bytes = field.bytes().await.map_err(|err| WebError::from_rejection(err.status(), UNREADABLE))?;
         match name.as_deref() {
             Some("csrf") => csrf = Some(Secret::new(String::from_utf8_lossy(&bytes).into_owned())),
             Some("metadata") => xml = Some(bytes),
+            Some("version") => version = String::from_utf8_lossy(&bytes).trim().parse::<i64>().ok(),
             _ => {}
         }
     }
@@ -748,7 +762,7 @@ async fn upload_metadata(
     };
     let mut patch = Map::new();
     patch.insert(String::from("idp_metadata_xml"), Value::from(text));
-    patch.insert(String::from("version"), Value::from(connector.version));
+    patch.insert(String::from("version"), Value::from(version.unwrap_or(connector.version)));
     match state.admin.update_connector(console.actor(), &id, patch).await {
         Ok((_, check)) => connector_page(&state, &console, &id, Some(check), StatusCode::OK).await,
         Err(AdminError::Invalid { reason, .. } | AdminError::Conflict(reason)) => {

@@ -368,6 +368,7 @@ async fn send_to_sign_in(
         form_target: Some(request.redirect_uri.clone()),
         authorization_request: Some(id.clone()),
         test_of: None,
+        test_failure: None,
     };
     let pending_id = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, now)
         .await

@@ -27,8 +27,8 @@ use crate::web::error::WebError;
 use crate::web::login::user_agent;
 use crate::web::pages::{ConfirmSignInPage, render_page};
 use crate::web::upstream::{
-    MALFORMED_POST, SignInStart, UpstreamFailure, apply_rules, audited_failure_page, browser_value, refused_page, sign_in_start,
-    start_session, upstream_failure_page,
+    MALFORMED_POST, SignInStart, SignedIn, UpstreamFailure, apply_rules, audited_failure_page, browser_value, refused_page,
+    sign_in_start, start_session, upstream_failure_page,
 };
 
 /// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
@@ -69,10 +69,11 @@ pub async fn login(
     let SignInStart { request, pending, binding_digest } = sign_in_start(&state, &session, query, ip).await?;
     let now = state.clock.now();
     let force = pending.as_ref().is_some_and(|p| p.force_login);
-    let start = match connector.begin(request, force, binding_digest, now).await {
+    let mut start = match connector.begin(request, force, binding_digest, now).await {
         Ok(start) => start,
-        Err(err) => return failure_page(&state, &connector, &err, None, ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, (false, None), ip).await,
     };
+    start.pending.test = crate::web::upstream::is_test(pending.as_ref(), &id);
     flow::remember_saml_start(state.store.as_ref(), &start.relay_state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.redirect_url)]).into_response())
 }
@@ -109,7 +110,7 @@ pub async fn acs(
     // any InResponseTo, and everything unless the connector allows IdP-initiated sign-in.
     let pending = match flow::saml_start(store, at, relay_state.as_deref()).await {
         Ok(pending) => pending,
-        Err(FlowError::Refused(failure)) => return refused_return(&state, &connector, failure, None).await,
+        Err(FlowError::Refused(failure)) => return refused_return(&state, &connector, failure, (false, None)).await,
         Err(err) => return Err(err.into()),
     };
 
@@ -125,30 +126,33 @@ pub async fn acs(
         _ => true,
     };
     let pending_login = pending.as_ref().and_then(|p| p.pending_login.clone());
+    let test = pending.as_ref().is_some_and(|p| p.test);
     let (identity, assertion) = match verified {
         Ok(done) => done,
-        Err(err) => return failure_page(&state, &connector, &err, pending_login.as_deref(), ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, (test, pending_login.as_deref()), ip).await,
     };
     if !spent {
-        return failure_page(&state, &connector, &SamlError::Replay, None, ip).await;
+        return failure_page(&state, &connector, &SamlError::Replay, (test, None), ip).await;
     }
     match flow::accept_assertion_once(store, at, &assertion.assertion_id, assertion.replay_until).await {
         Ok(()) => {}
-        Err(FlowError::Refused(failure)) => return refused_return(&state, &connector, failure, pending_login.as_deref()).await,
+        Err(FlowError::Refused(failure)) => {
+            return refused_return(&state, &connector, failure, (test, pending_login.as_deref())).await;
+        }
         Err(err) => return Err(err.into()),
     }
 
     let browser_binding = pending.map(|p| p.browser_binding);
-    let received = crate::upstream::received_from_assertion(&assertion);
+    let rule_input = crate::upstream::received_from_assertion(&assertion, crate::upstream::Bounds::Full);
     let failure = (connector.id(), connector.name());
-    let identity = match apply_rules(&state, failure, identity, &received, pending_login.as_deref(), ip).await? {
+    let identity = match apply_rules(&state, failure, identity, &rule_input, (test, pending_login.as_deref()), ip).await? {
         Ok(identity) => identity,
         Err(page) => return Ok(page),
     };
     // What the IdP sent is kept past this point only for an administrator's test sign-in.
     let received =
-        if crate::web::upstream::test_of(&state, pending_login.as_deref(), &id).await? { received } else { Vec::new() };
-    let record = VerifiedLogin { identity, pending_login, browser_binding, received };
+        if test { crate::upstream::received_from_assertion(&assertion, crate::upstream::Bounds::Shown) } else { Vec::new() };
+    let record = VerifiedLogin { identity, pending_login, browser_binding, received, test };
     let handoff = flow::hand_off(store, &record, now).await?;
     Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())
 }
@@ -230,7 +234,8 @@ async fn complete(
         return Err(WebError::BadRequest(EXPIRED));
     }
     let origin = Origin { ip: Some(ip), user_agent: user_agent(headers) };
-    start_session(state, forms, &record.identity, record.received, origin, record.pending_login.as_deref()).await
+    let signed_in = SignedIn { identity: &record.identity, received: record.received, test: record.test };
+    start_session(state, forms, signed_in, origin, record.pending_login.as_deref()).await
 }
 
 /// The page for a return the flow refused (and audited).
@@ -238,8 +243,9 @@ async fn refused_return(
     state: &AppState,
     connector: &SamlConnector,
     failure: FlowFailure,
-    pending_login: Option<&str>,
+    waiting: (bool, Option<&str>),
 ) -> Result<Response, WebError> {
+    let (test, pending_login) = waiting;
     let failure = UpstreamFailure {
         connector_id: connector.id(),
         connector_name: connector.name(),
@@ -247,6 +253,7 @@ async fn refused_return(
         recorded: failure.reason().to_owned(),
         unreachable: false,
         status: StatusCode::FORBIDDEN,
+        test,
     };
     audited_failure_page(state, &failure, pending_login).await
 }
@@ -255,9 +262,10 @@ async fn failure_page(
     state: &AppState,
     connector: &SamlConnector,
     err: &SamlError,
-    pending_login: Option<&str>,
+    waiting: (bool, Option<&str>),
     ip: std::net::IpAddr,
 ) -> Result<Response, WebError> {
+    let (test, pending_login) = waiting;
     tracing::warn!(connector = %connector.id(), error = %err, "SAML sign-in failed");
     if let SamlError::Status { code, detail } = err {
         // The top-level code says whose fault it is (Requester, Responder); the second-level
@@ -270,7 +278,7 @@ async fn failure_page(
         let recorded = format!("{}: {}", err.code(), err.explain());
         login::record_upstream_failure(state.store.as_ref(), connector.id(), &recorded, Some(ip), state.clock.now()).await?;
         state.metrics.record_login(connector.id(), "upstream_error");
-        return refused_page(state, (connector.id(), connector.name()), code, pending_login).await;
+        return refused_page(state, (connector.id(), connector.name()), code, (test, pending_login), &recorded).await;
     }
     let status = match err {
         SamlError::SpKeys(_) => return Err(WebError::Internal(err.to_string())),
@@ -284,6 +292,7 @@ async fn failure_page(
         connector_name: connector.name(),
         reason: err.reason(),
         recorded: format!("{}: {}", err.code(), err.explain()),
+        test,
         unreachable: matches!(err, SamlError::MetadataUnavailable(_)),
         status,
     };

@@ -121,10 +121,11 @@ pub async fn oidc_login(
     let now = state.clock.now();
     let login_hint = pending.as_ref().and_then(|p| p.login_hint.as_deref());
     let force = pending.as_ref().is_some_and(|p| p.force_login);
-    let start = match connector.begin(login_hint, force, request, binding_digest, now).await {
+    let mut start = match connector.begin(login_hint, force, request, binding_digest, now).await {
         Ok(start) => start,
-        Err(err) => return failure_page(&state, &connector, &err, None, ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, (false, None), ip).await,
     };
+    start.pending.test = is_test(pending.as_ref(), &id);
     flow::remember_oidc_start(state.store.as_ref(), &start.state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.authorization_url)]).into_response())
 }
@@ -157,23 +158,28 @@ pub async fn oidc_callback(
         let reason = format!("upstream_error: the provider answered error={shown}");
         login::record_upstream_failure(state.store.as_ref(), &id, &reason, Some(ip), now).await?;
         state.metrics.record_login(&id, "upstream_error");
-        return refused_page(&state, (connector.id(), connector.name()), code, pending.pending_login.as_deref()).await;
+        let waiting = (pending.test, pending.pending_login.as_deref());
+        return refused_page(&state, (connector.id(), connector.name()), code, waiting, &reason).await;
     }
     let Some(code) = query_param(&params, "code")? else {
         return Err(flow::refuse(state.store.as_ref(), at, FlowFailure::MissingCode).await.into());
     };
     let (identity, claims) = match connector.finish(&code, &pending, now).await {
         Ok(done) => done,
-        Err(err) => return failure_page(&state, &connector, &err, pending.pending_login.as_deref(), ip).await,
+        Err(err) => return failure_page(&state, &connector, &err, (pending.test, pending.pending_login.as_deref()), ip).await,
     };
     let origin = Origin { ip: Some(ip), user_agent: user_agent(&headers) };
-    let received = crate::upstream::received_from_claims(&claims);
     let failure = (connector.id(), connector.name());
-    let identity = match apply_rules(&state, failure, identity, &received, pending.pending_login.as_deref(), ip).await? {
+    let rule_input = crate::upstream::received_from_claims(&claims, crate::upstream::Bounds::Full);
+    let pending_login = pending.pending_login.as_deref();
+    let identity = match apply_rules(&state, failure, identity, &rule_input, (pending.test, pending_login), ip).await? {
         Ok(identity) => identity,
         Err(page) => return Ok(page),
     };
-    start_session(&state, &forms, &identity, received, origin, pending.pending_login.as_deref()).await
+    let received =
+        if pending.test { crate::upstream::received_from_claims(&claims, crate::upstream::Bounds::Shown) } else { Vec::new() };
+    let signed_in = SignedIn { identity: &identity, received, test: pending.test };
+    start_session(&state, &forms, signed_in, origin, pending_login).await
 }
 
 /// The identity after the connector's mapping rules, or the page for a sign-in they refuse
@@ -183,9 +189,10 @@ pub(crate) async fn apply_rules(
     connector: (&str, &str),
     identity: crate::upstream::UpstreamIdentity,
     received: &crate::upstream::Received,
-    pending_login: Option<&str>,
+    waiting: (bool, Option<&str>),
     ip: std::net::IpAddr,
 ) -> Result<Result<crate::upstream::UpstreamIdentity, Response>, WebError> {
+    let (test, pending_login) = waiting;
     let (connector_id, connector_name) = connector;
     match state.upstreams.rules(connector_id).await.apply(identity, received) {
         Ok(identity) => Ok(Ok(identity)),
@@ -197,32 +204,58 @@ pub(crate) async fn apply_rules(
                 recorded: format!("mapping_failed: mapping.{err}"),
                 unreachable: false,
                 status: StatusCode::FORBIDDEN,
+                test,
             };
             Ok(Err(upstream_failure_page(state, &failure, pending_login, ip).await?))
         }
     }
 }
 
-/// A failed test sign-in goes back to the console, where the recorded reason is shown; the
+/// A failed test sign-in goes back to the console, which shows this failure: it is kept under
+/// a fresh single-use id only this redirect carries, so no one else's failure is shown. The
 /// failure page's generic message is for people signing in.
-async fn failed_test(state: &AppState, pending_login: Option<&str>, connector_id: &str) -> Result<Option<Response>, WebError> {
-    let Some(id) = pending_login else { return Ok(None) };
-    if !test_of(state, Some(id), connector_id).await? {
+async fn failed_test(
+    state: &AppState,
+    test: bool,
+    pending_login: Option<&str>,
+    connector_id: &str,
+    recorded: &str,
+) -> Result<Option<Response>, WebError> {
+    if !test {
         return Ok(None);
     }
-    pending::take(state.store.as_ref(), id, state.clock.now()).await?;
-    let path = format!("/admin/connectors/{}/test?failed=1", crate::web::admin::enc(connector_id));
-    Ok(Some(axum::response::Redirect::to(&path).into_response()))
+    let now = state.clock.now();
+    if let Some(id) = pending_login {
+        pending::take(state.store.as_ref(), id, now).await?;
+    }
+    let path = format!("/admin/connectors/{}/test", crate::web::admin::enc(connector_id));
+    let failure = pending::PendingLogin {
+        resume_path: path.clone(),
+        test_of: Some(connector_id.to_owned()),
+        test_failure: Some(recorded.to_owned()),
+        ..pending::PendingLogin::default()
+    };
+    let id = pending::create(state.store.as_ref(), &failure, crate::provider::REQUEST_LIFETIME_SECS, now)
+        .await
+        .map_err(WebError::internal)?;
+    Ok(Some(axum::response::Redirect::to(&format!("{path}?failed={id}")).into_response()))
+}
+
+/// Whether the waiting request is an administrator's test of this connector.
+pub(crate) fn is_test(pending: Option<&pending::PendingLogin>, connector_id: &str) -> bool {
+    pending.is_some_and(|p| p.test_of.as_deref() == Some(connector_id))
 }
 
 /// Where a test sign-in's result is kept: the administrator's own browser session.
 pub(crate) const TEST_RESULT_KEY: &str = "connector_test";
 
-/// The waiting request, when it is an administrator's test sign-in of this connector.
-pub(crate) async fn test_of(state: &AppState, pending_login: Option<&str>, connector_id: &str) -> Result<bool, WebError> {
-    let Some(id) = pending_login else { return Ok(false) };
-    let pending = pending::peek(state.store.as_ref(), id, state.clock.now()).await?;
-    Ok(pending.is_some_and(|p| p.test_of.as_deref() == Some(connector_id)))
+const EXPIRED_TEST: &str = "This test sign-in has expired or was already completed. Start a new test from the provider's page.";
+
+/// Who an upstream sign-in vouched for, what the IdP sent, and whether it is a test.
+pub(crate) struct SignedIn<'a> {
+    pub identity: &'a crate::upstream::UpstreamIdentity,
+    pub received: crate::upstream::Received,
+    pub test: bool,
 }
 
 /// The end of every upstream sign-in: map the identity, start the SSO session in this browser,
@@ -230,17 +263,22 @@ pub(crate) async fn test_of(state: &AppState, pending_login: Option<&str>, conne
 pub(crate) async fn start_session(
     state: &AppState,
     forms: &Forms,
-    identity: &crate::upstream::UpstreamIdentity,
-    received: crate::upstream::Received,
+    signed_in: SignedIn<'_>,
     origin: Origin,
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
+    let SignedIn { identity, received, test } = signed_in;
     let connector_id = identity.connector_id.as_str();
-    // An administrator's test: the result goes to their console, and no one is signed in.
-    if let Some(id) = pending_login
-        && test_of(state, Some(id), connector_id).await?
-    {
-        pending::take(state.store.as_ref(), id, state.clock.now()).await?;
+    // An administrator's test: the result goes to their console, and no one is signed in,
+    // even when the console's request has expired or was used meanwhile.
+    if test {
+        let taken = match pending_login {
+            Some(id) => pending::take(state.store.as_ref(), id, state.clock.now()).await?,
+            None => None,
+        };
+        if !is_test(taken.as_ref(), connector_id) {
+            return Err(WebError::BadRequest(EXPIRED_TEST));
+        }
         let link = state.upstreams.link_policy(connector_id).await;
         let result = login::test_sign_in(state.store.as_ref(), identity, link, received, &origin, state.clock.now()).await?;
         forms.session().insert(TEST_RESULT_KEY, &result).await?;
@@ -330,10 +368,12 @@ pub(crate) async fn refused_page(
     state: &AppState,
     connector: (&str, &str),
     code: ErrorCode,
-    pending_login: Option<&str>,
+    waiting: (bool, Option<&str>),
+    recorded: &str,
 ) -> Result<Response, WebError> {
     let (connector_id, connector_name) = connector;
-    if let Some(result) = failed_test(state, pending_login, connector_id).await? {
+    let (test, pending_login) = waiting;
+    if let Some(result) = failed_test(state, test, pending_login, connector_id, recorded).await? {
         return Ok(result);
     }
     let (message, description) = refusal(code);
@@ -348,9 +388,10 @@ async fn failure_page(
     state: &AppState,
     connector: &OidcConnector,
     err: &OidcError,
-    pending_login: Option<&str>,
+    waiting: (bool, Option<&str>),
     ip: std::net::IpAddr,
 ) -> Result<Response, WebError> {
+    let (test, pending_login) = waiting;
     let failure = UpstreamFailure {
         connector_id: connector.id(),
         connector_name: connector.name(),
@@ -358,6 +399,7 @@ async fn failure_page(
         recorded: format!("{}: {}", err.code(), err.explain()),
         unreachable: matches!(err, OidcError::Unreachable(_)),
         status: StatusCode::BAD_GATEWAY,
+        test,
     };
     tracing::warn!(connector = %connector.id(), error = %err, "upstream sign-in failed");
     upstream_failure_page(state, &failure, pending_login, ip).await
@@ -374,6 +416,8 @@ pub(crate) struct UpstreamFailure<'a> {
     /// The IdP could not be reached (worth retrying) rather than answered wrongly.
     pub unreachable: bool,
     pub status: StatusCode,
+    /// An administrator's test sign-in: the failure is shown in the console.
+    pub test: bool,
 }
 
 /// Audits and counts the failure and renders its page.
@@ -395,7 +439,7 @@ pub(crate) async fn audited_failure_page(
     pending_login: Option<&str>,
 ) -> Result<Response, WebError> {
     state.metrics.record_login(failure.connector_id, failure.reason);
-    if let Some(result) = failed_test(state, pending_login, failure.connector_id).await? {
+    if let Some(result) = failed_test(state, failure.test, pending_login, failure.connector_id, &failure.recorded).await? {
         return Ok(result);
     }
     let (message, code) = if failure.unreachable {

@@ -329,6 +329,10 @@ async fn an_oidc_connector_added_on_one_node_signs_in_on_another() {
     assert_eq!(params["state"], "app-state", "{done}");
     assert!(params.contains_key("code"));
 
+    // The stored secret goes only to the issuer it was given for.
+    let (status, problem) = admin.patch("/connectors/corp", json!({"issuer": "https://attacker.example"})).await;
+    assert_eq!((status, problem["field"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("client_secret")), "{problem}");
+
     // A wrong secret (changed alone) is a change: versioned, audited, rebuilt on both nodes.
     let (status, changed) = admin.patch("/connectors/corp", json!({"client_secret": "not-the-secret"})).await;
     assert_eq!(status, StatusCode::OK, "{changed}");
@@ -633,8 +637,13 @@ async fn a_test_sign_in_shows_what_the_idp_sent_and_names_each_failure() {
     // Gatehouse's clock ten minutes ahead: the assertion is out of its window.
     app.clock.advance(600);
     let (url, page) = test_sign_in(&alice, &idp.base, "corp-saml", &csrf).await;
-    assert!(url.ends_with("/admin/connectors/corp-saml/test?failed=1"), "{url}");
+    assert!(url.contains("/admin/connectors/corp-saml/test?failed="), "{url}");
     assert!(page.contains("<code>clock_skew</code>") && page.contains("allowed skew 60 s"), "{page}");
+    // The failure is this test's own, shown once; a made-up id shows nothing.
+    let again = alice.get(url.trim_start_matches(&alice.base)).await.text().await.unwrap();
+    assert!(again.contains("already shown or has expired") && !again.contains("<code>clock_skew</code>"), "{again}");
+    let forged = alice.get("/admin/connectors/corp-saml/test?failed=made-up").await.text().await.unwrap();
+    assert!(forged.contains("already shown or has expired"), "{forged}");
     app.clock.advance(-600);
 
     // The IdP restarts with a new key, while Gatehouse holds its old metadata.
@@ -708,7 +717,7 @@ async fn a_test_sign_in_shows_what_the_idp_sent_and_names_each_failure() {
         .await;
     assert_eq!(saved.status(), StatusCode::OK);
     let (url, page) = test_sign_in(&alice, &restarted.base, "corp-saml", &csrf).await;
-    assert!(url.ends_with("?failed=1"), "{url}");
+    assert!(url.contains("?failed="), "{url}");
     assert!(page.contains("<code>mapping_failed</code>") && page.contains("mapping.username.transforms[0]"), "{page}");
     app.stop().await;
 }

@@ -855,6 +855,8 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
         /// Some(true): linked to the existing user; Some(false): a new user; None: refused.
         linked: Option<bool>,
         refusal: &'static str,
+        /// The account is already linked to another subject at this provider.
+        linked_elsewhere: bool,
     }
     let cases = [
         Case {
@@ -864,6 +866,7 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
             account_verified: true,
             linked: Some(true),
             refusal: "",
+            linked_elsewhere: false,
         },
         Case {
             what: "unverified upstream",
@@ -872,6 +875,7 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
             account_verified: true,
             linked: Some(false),
             refusal: "",
+            linked_elsewhere: false,
         },
         Case {
             what: "unverified account",
@@ -880,6 +884,7 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
             account_verified: false,
             linked: Some(false),
             refusal: "",
+            linked_elsewhere: false,
         },
         Case {
             what: "linking off",
@@ -888,6 +893,7 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
             account_verified: true,
             linked: Some(false),
             refusal: "",
+            linked_elsewhere: false,
         },
         Case {
             what: "unverified account, refusing",
@@ -896,6 +902,7 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
             account_verified: false,
             linked: None,
             refusal: "email_unverified_on_account",
+            linked_elsewhere: false,
         },
         Case {
             what: "unverified upstream, refusing",
@@ -904,14 +911,28 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
             account_verified: true,
             linked: None,
             refusal: "email_unverified_at_connector",
+            linked_elsewhere: false,
+        },
+        Case {
+            what: "the account has another subject here (a reassigned address)",
+            extra: "link_by_email = true\nwhen_email_taken = \"refuse\"",
+            upstream_verified: true,
+            account_verified: true,
+            linked: None,
+            refusal: "account_linked_to_another_subject",
+            linked_elsewhere: true,
         },
     ];
     for case in cases {
         let (_db, app, rogue) = rogue_setup(case.extra).await;
         let existing = existing_eve(&app, case.account_verified).await;
+        if case.linked_elsewhere {
+            app.state.store.link_identity("rogue", "eve-before", &existing, app.clock.now()).await.unwrap();
+        }
         rogue.set(|b| b.claims = json!({"email_verified": case.upstream_verified}));
         let (status, page) = rogue_login(&app).await;
-        let links = app.state.store.list_identity_links("rogue").await.unwrap();
+        let links: Vec<(String, String)> =
+            app.state.store.list_identity_links("rogue").await.unwrap().into_iter().filter(|(s, _)| s != "eve-before").collect();
         match case.linked {
             Some(to_existing) => {
                 assert_eq!(status, StatusCode::SEE_OTHER, "{}: {page}", case.what);

@@ -241,6 +241,9 @@ pub struct PendingSamlLogin {
     /// (stored before this field existed) matches no browser.
     #[serde(default)]
     pub browser_binding: String,
+    /// An administrator's test sign-in: it never ends in a session.
+    #[serde(default)]
+    pub test: bool,
 }
 
 impl std::fmt::Debug for PendingSamlLogin {
@@ -466,6 +469,7 @@ impl SamlConnector {
                 pending_login,
                 fresh_since: force.then_some(now),
                 browser_binding,
+                test: false,
             },
         })
     }
