@@ -136,36 +136,11 @@ enum Live {
     Saml(Arc<saml::SamlConnector>),
 }
 
-/// What identifies one stored state of a connector: the version alone repeats when a
-/// connector is deleted and created again under the same id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    version: i64,
-    created_at: crate::clock::UnixTime,
-    updated_at: crate::clock::UnixTime,
-    content: String,
-}
-
-impl Stamp {
-    fn of(record: &crate::store::ConnectorRecord) -> Self {
-        let mut content = record.settings.clone();
-        content.push_str(&record.name);
-        content.push_str(&record.email_domains.join(","));
-        if let Some(sealed) = &record.sealed_secret {
-            content.push_str(&base64::Engine::encode(&base64::engine::general_purpose::STANDARD, sealed));
-        }
-        Self {
-            version: record.version,
-            created_at: record.created_at,
-            updated_at: record.updated_at,
-            content: crate::tokens::digest(&content),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Built {
-    stamp: Stamp,
+    /// The stored state it was built from: a connector deleted and created again under the
+    /// same id has the same version, so the whole record is compared.
+    record: crate::store::ConnectorRecord,
     live: Live,
     link: crate::config::LinkPolicy,
     rules: Arc<crate::mapping::rules::Rules>,
@@ -267,12 +242,12 @@ impl Upstreams {
         {
             let built = self.built.read().await;
             for record in records.iter().filter(|r| !r.disabled) {
-                if built.get(&record.id).is_some_and(|b| b.stamp == Stamp::of(record)) {
+                if built.get(&record.id).is_some_and(|b| b.record == *record) {
                     continue;
                 }
                 match self.build(record).await {
                     Ok(Some((live, link, rules))) => {
-                        fresh.push((record.id.clone(), Built { stamp: Stamp::of(record), live, link, rules: Arc::new(rules) }));
+                        fresh.push((record.id.clone(), Built { record: record.clone(), live, link, rules: Arc::new(rules) }));
                     }
                     Ok(None) => {}
                     Err(error) => failures.push(BuildFailure {
@@ -285,16 +260,16 @@ impl Upstreams {
         }
         let mut built = self.built.write().await;
         built.retain(|id, b| {
-            records.iter().any(|r| &r.id == id && !r.disabled && Stamp::of(r) == b.stamp)
+            records.iter().any(|r| &r.id == id && !r.disabled && *r == b.record)
                 && !failures.iter().any(|f| &f.connector_id == id)
         });
         for (id, entry) in fresh {
             match &entry.live {
                 Live::Oidc(c) => {
-                    tracing::info!(connector = %id, version = entry.stamp.version, redirect_uri = %c.redirect_uri(), "OpenID Connect connector ready")
+                    tracing::info!(connector = %id, version = entry.record.version, redirect_uri = %c.redirect_uri(), "OpenID Connect connector ready")
                 }
                 Live::Saml(c) => {
-                    tracing::info!(connector = %id, version = entry.stamp.version, entity_id = %c.entity_id(), acs = %c.acs_url(), "SAML connector ready")
+                    tracing::info!(connector = %id, version = entry.record.version, entity_id = %c.entity_id(), acs = %c.acs_url(), "SAML connector ready")
                 }
             }
             built.insert(id, entry);
