@@ -55,9 +55,14 @@ pub fn encode(
     })
 }
 
+/// The stored specification as the document holds it: without its secret.
+pub fn document(record: &ConnectorRecord) -> Result<ConnectorSpec, SpecError> {
+    serde_json::from_str(&record.settings).map_err(|_| SpecError::Unreadable(record.id.clone()))
+}
+
 /// The stored specification with its secret opened again.
 pub fn spec_of(record: &ConnectorRecord, kek: &KeyEncryptionKey) -> Result<ConnectorSpec, SpecError> {
-    let mut spec: ConnectorSpec = serde_json::from_str(&record.settings).map_err(|_| SpecError::Unreadable(record.id.clone()))?;
+    let mut spec = document(record)?;
     spec.client_secret = secret_of(record, kek)?;
     Ok(spec)
 }
@@ -96,6 +101,6 @@ pub fn same(stored: &ConnectorRecord, fresh: &ConnectorRecord, kek: &KeyEncrypti
 
 /// A local connector's users, as the file declared them; `None` for other kinds.
 pub fn local_users(record: &ConnectorRecord) -> Option<Vec<crate::config::LocalUser>> {
-    let spec: ConnectorSpec = serde_json::from_str(&record.settings).ok()?;
+    let spec = document(record).ok()?;
     (spec.kind == "local").then(|| spec.users.into_iter().map(crate::config::LocalUser::from).collect())
 }
