@@ -10,6 +10,7 @@ use super::{Actor, Admin, AdminError, AdminResult, Touched, events, invalid};
 use crate::clock::UnixTime;
 use crate::config::{ConfigError, ConnectorConfig, ConnectorKind, ConnectorSpec, SpecOrigin, validate_connector_spec};
 use crate::secret::constant_time_eq;
+use crate::session::pending::PendingLogin;
 use crate::store::{ConnectorRecord, StoreError};
 use crate::upstream::oidc::DiscoverySummary;
 use crate::upstream::saml::metadata::CertificateSummary;
@@ -488,6 +489,48 @@ impl Admin {
         }
         failures.truncate(FAILURES_SHOWN);
         Ok(failures)
+    }
+}
+
+impl Admin {
+    /// Starts a test sign-in through a connector in the admin's browser; returns where the
+    /// browser goes next. It ends on the console's result page, never in a session.
+    pub async fn start_test_sign_in(&self, actor: &Actor, id: &str) -> AdminResult<String> {
+        actor.may_write()?;
+        let record = self.provider.store.get_connector(id).await?;
+        let protocol = match record.kind.as_str() {
+            "oidc" | "saml" => record.kind.as_str(),
+            _ => return Err(invalid("type", "only SAML and OpenID Connect providers can be tested")),
+        };
+        if record.disabled {
+            return Err(AdminError::Conflict(String::from("this provider is disabled: enable it to test it")));
+        }
+        let pending = PendingLogin {
+            client_name: Some(String::from("a test sign-in")),
+            resume_path: crate::login::test_result_path(id),
+            connector_id: Some(id.to_owned()),
+            test_of: Some(id.to_owned()),
+            ..PendingLogin::default()
+        };
+        let request = crate::session::pending::create(
+            self.provider.store.as_ref(),
+            &pending,
+            crate::provider::REQUEST_LIFETIME_SECS,
+            self.now(),
+        )
+        .await
+        .map_err(|err| AdminError::Internal(err.to_string()))?;
+        Ok(format!("/{protocol}/{id}/login?req={request}"))
+    }
+
+    /// The failure a test of this connector was sent back with, once.
+    pub async fn take_test_failure(&self, id: &str, kept: &str) -> AdminResult<Option<SignInFailure>> {
+        let now = self.now();
+        let found = crate::session::pending::take(self.provider.store.as_ref(), kept, now).await?;
+        Ok(found
+            .filter(|kept| kept.test_of.as_deref() == Some(id))
+            .and_then(|kept| kept.test_failure)
+            .map(|detail| SignInFailure::from_detail(now, None, &detail)))
     }
 }
 

@@ -273,16 +273,35 @@ pub struct TestSignIn {
     pub preview: mapping::MappingPreview,
 }
 
-/// Ends an administrator's test sign-in: reads what the identity would map to, and records
-/// that the test succeeded.
+/// The console page a test sign-in of `connector_id` ends on.
+pub fn test_result_path(connector_id: &str) -> String {
+    format!("/admin/connectors/{connector_id}/test")
+}
+
+/// Whether a waiting request is an administrator's test of this connector.
+pub fn is_test_of(pending: Option<&crate::session::pending::PendingLogin>, connector_id: &str) -> bool {
+    pending.is_some_and(|p| p.test_of.as_deref() == Some(connector_id))
+}
+
+/// Ends an administrator's test sign-in: spends its console request, reads what the identity
+/// would map to, and records that the test succeeded. `None` when the request has expired or
+/// was used meanwhile: a test never falls through to a real sign-in.
 pub async fn test_sign_in(
     store: &dyn Store,
+    pending_login: Option<&str>,
     identity: &UpstreamIdentity,
     link: LinkPolicy,
     received: crate::upstream::Received,
     origin: &Origin,
     now: UnixTime,
-) -> Result<TestSignIn, StoreError> {
+) -> Result<Option<TestSignIn>, StoreError> {
+    let taken = match pending_login {
+        Some(id) => crate::session::pending::take(store, id, now).await?,
+        None => None,
+    };
+    if !is_test_of(taken.as_ref(), &identity.connector_id) {
+        return Ok(None);
+    }
     let preview = mapping::preview(store, identity, link).await?;
     store
         .record_audit(&AuditEvent {
@@ -297,7 +316,37 @@ pub async fn test_sign_in(
             detail: Some(format!("subject `{}`", identity.subject)),
         })
         .await?;
-    Ok(TestSignIn { connector_id: identity.connector_id.clone(), at: now, received, subject: identity.subject.clone(), preview })
+    Ok(Some(TestSignIn {
+        connector_id: identity.connector_id.clone(),
+        at: now,
+        received,
+        subject: identity.subject.clone(),
+        preview,
+    }))
+}
+
+/// Ends a failed test sign-in: spends its console request and keeps the recorded failure
+/// under a fresh single-use id, which only the redirect back to the console carries, so the
+/// console shows this test's failure and no one else's. Returns where to send the browser.
+pub async fn fail_test(
+    store: &dyn Store,
+    pending_login: Option<&str>,
+    connector_id: &str,
+    recorded: &str,
+    now: UnixTime,
+) -> Result<String, crate::session::pending::PendingError> {
+    if let Some(id) = pending_login {
+        crate::session::pending::take(store, id, now).await?;
+    }
+    let path = test_result_path(connector_id);
+    let failure = crate::session::pending::PendingLogin {
+        resume_path: path.clone(),
+        test_of: Some(connector_id.to_owned()),
+        test_failure: Some(recorded.to_owned()),
+        ..crate::session::pending::PendingLogin::default()
+    };
+    let id = crate::session::pending::create(store, &failure, crate::provider::REQUEST_LIFETIME_SECS, now).await?;
+    Ok(format!("{path}?failed={id}"))
 }
 
 /// Records an upstream sign-in that did not succeed; `reason` is a fixed label, never input.

@@ -18,7 +18,6 @@ use crate::admin::AdminError;
 use crate::admin::connectors::{ConnectorCheck, ConnectorView, SignInFailure};
 use crate::login::TestSignIn;
 use crate::secret::Secret;
-use crate::session::pending::{self, PendingLogin};
 use crate::web::AppState;
 use crate::web::admin::{ConfirmPage, Console, CsrfForm, Nav, admin_error, checked_form, enc};
 use crate::web::error::WebError;
@@ -525,27 +524,16 @@ async fn start_test(
 ) -> Result<Response, WebError> {
     checked_form(&console, form, |f| &f.csrf).await?;
     let connector = state.admin.connector(&id).await.map_err(admin_error)?;
-    let protocol = match connector.kind() {
-        "oidc" => "oidc",
-        "saml" => "saml",
-        _ => return Err(WebError::BadRequest("Only SAML and OpenID Connect providers can be tested this way.")),
+    let target = match state.admin.start_test_sign_in(console.actor(), &id).await {
+        Ok(target) => target,
+        Err(AdminError::Invalid { .. }) => {
+            return Err(WebError::BadRequest("Only SAML and OpenID Connect providers can be tested this way."));
+        }
+        Err(AdminError::Conflict(_)) => return Err(WebError::BadRequest("This provider is disabled: enable it to test it.")),
+        Err(err) => return Err(admin_error(err)),
     };
-    if connector.disabled {
-        return Err(WebError::BadRequest("This provider is disabled: enable it to test it."));
-    }
-    let pending = PendingLogin {
-        client_name: Some(String::from("a test sign-in")),
-        resume_path: format!("/admin/connectors/{}/test", enc(&id)),
-        connector_id: Some(id.clone()),
-        test_of: Some(id.clone()),
-        ..PendingLogin::default()
-    };
-    let request = pending::create(state.store.as_ref(), &pending, crate::provider::REQUEST_LIFETIME_SECS, state.clock.now())
-        .await
-        .map_err(WebError::internal)?;
     // A page that moves on by itself, not a redirect: the console's CSP (`form-action 'self'`)
     // does not let a form's answer redirect to the IdP.
-    let target = format!("/{protocol}/{}/login?req={request}", enc(&id));
     Ok(render_page(&ContinueUpstreamPage { name: connector.name(), target: &target }).into_response())
 }
 
@@ -577,12 +565,7 @@ async fn test_result(
     let connector = state.admin.connector(&id).await.map_err(admin_error)?;
     let (result, failure) = if let Some(failed) = query.failed.as_deref() {
         // Only the failure this browser's test was sent back with, never someone else's.
-        let kept = match pending::take(state.store.as_ref(), failed, state.clock.now()).await? {
-            Some(kept) if kept.test_of.as_deref() == Some(id.as_str()) => kept.test_failure,
-            _ => None,
-        };
-        let failure = kept.map(|detail| SignInFailure::from_detail(state.clock.now(), None, &detail));
-        (None, failure)
+        (None, state.admin.take_test_failure(&id, failed).await.map_err(admin_error)?)
     } else {
         let stored: Option<TestSignIn> = console.session().get(TEST_RESULT_KEY).await?;
         (stored.filter(|r| r.connector_id == id), None)

@@ -73,7 +73,7 @@ pub async fn login(
         Ok(start) => start,
         Err(err) => return failure_page(&state, &connector, &err, (false, None), ip).await,
     };
-    start.pending.test = crate::web::upstream::is_test(pending.as_ref(), &id);
+    start.pending.test = login::is_test_of(pending.as_ref(), &id);
     flow::remember_saml_start(state.store.as_ref(), &start.relay_state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.redirect_url)]).into_response())
 }

@@ -125,7 +125,7 @@ pub async fn oidc_login(
         Ok(start) => start,
         Err(err) => return failure_page(&state, &connector, &err, (false, None), ip).await,
     };
-    start.pending.test = is_test(pending.as_ref(), &id);
+    start.pending.test = login::is_test_of(pending.as_ref(), &id);
     flow::remember_oidc_start(state.store.as_ref(), &start.state, &start.pending, now).await?;
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, start.authorization_url)]).into_response())
 }
@@ -224,26 +224,10 @@ async fn failed_test(
     if !test {
         return Ok(None);
     }
-    let now = state.clock.now();
-    if let Some(id) = pending_login {
-        pending::take(state.store.as_ref(), id, now).await?;
-    }
-    let path = format!("/admin/connectors/{}/test", crate::web::admin::enc(connector_id));
-    let failure = pending::PendingLogin {
-        resume_path: path.clone(),
-        test_of: Some(connector_id.to_owned()),
-        test_failure: Some(recorded.to_owned()),
-        ..pending::PendingLogin::default()
-    };
-    let id = pending::create(state.store.as_ref(), &failure, crate::provider::REQUEST_LIFETIME_SECS, now)
+    let path = login::fail_test(state.store.as_ref(), pending_login, connector_id, recorded, state.clock.now())
         .await
         .map_err(WebError::internal)?;
-    Ok(Some(axum::response::Redirect::to(&format!("{path}?failed={id}")).into_response()))
-}
-
-/// Whether the waiting request is an administrator's test of this connector.
-pub(crate) fn is_test(pending: Option<&pending::PendingLogin>, connector_id: &str) -> bool {
-    pending.is_some_and(|p| p.test_of.as_deref() == Some(connector_id))
+    Ok(Some(axum::response::Redirect::to(&path).into_response()))
 }
 
 /// Where a test sign-in's result is kept: the administrator's own browser session.
@@ -272,18 +256,15 @@ pub(crate) async fn start_session(
     // An administrator's test: the result goes to their console, and no one is signed in,
     // even when the console's request has expired or was used meanwhile.
     if test {
-        let taken = match pending_login {
-            Some(id) => pending::take(state.store.as_ref(), id, state.clock.now()).await?,
-            None => None,
-        };
-        if !is_test(taken.as_ref(), connector_id) {
-            return Err(WebError::BadRequest(EXPIRED_TEST));
-        }
         let link = state.upstreams.link_policy(connector_id).await;
-        let result = login::test_sign_in(state.store.as_ref(), identity, link, received, &origin, state.clock.now()).await?;
+        let now = state.clock.now();
+        let Some(result) =
+            login::test_sign_in(state.store.as_ref(), pending_login, identity, link, received, &origin, now).await?
+        else {
+            return Err(WebError::BadRequest(EXPIRED_TEST));
+        };
         forms.session().insert(TEST_RESULT_KEY, &result).await?;
-        let path = format!("/admin/connectors/{}/test", crate::web::admin::enc(connector_id));
-        return Ok(axum::response::Redirect::to(&path).into_response());
+        return Ok(axum::response::Redirect::to(&login::test_result_path(connector_id)).into_response());
     }
     let link = state.upstreams.link_policy(connector_id).await;
     match login::sign_in(state.store.as_ref(), &state.config.session, identity, link, origin, state.clock.now()).await {
