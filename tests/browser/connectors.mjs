@@ -45,7 +45,11 @@ async function shoot(page, name) {
 }
 async function fitsPhone(page, what) {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  check(overflow <= 0, `${what} fits a phone's width (overflows by ${overflow}px)`);
+  // Names the elements that stick out, so a failure says where to look.
+  const culprits = overflow <= 0 ? [] : await page.evaluate(() => [...document.querySelectorAll('body *')]
+    .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1 && ![...e.children].some((c) => c.getBoundingClientRect().right > window.innerWidth + 1))
+    .slice(0, 5).map((e) => `${e.tagName.toLowerCase()}${e.id ? '#' + e.id : ''}${e.className ? '.' + e.className : ''}`));
+  check(overflow <= 0, `${what} fits a phone's width (overflows by ${overflow}px: ${culprits.join(', ')})`);
 }
 
 const browser = await chromium.launch({
@@ -154,6 +158,24 @@ try {
   await phone.goto(`${base}/admin/connectors/corp-saml`);
   await fitsPhone(phone, "the connector's page");
   await shoot(phone, 'admin-connector-failures-phone');
+  for (const [path, name] of [
+    ['/admin/connectors', 'admin-connectors-phone'],
+    ['/admin/connectors/new?type=saml', 'admin-connector-new-saml-phone'],
+    ['/admin/connectors/corp-saml/test', 'admin-connector-test-phone'],
+    ['/admin/connectors/corp-saml/mapping', 'admin-connector-mapping-phone'],
+  ]) {
+    await phone.goto(`${base}${path}`);
+    await fitsPhone(phone, path);
+    await shoot(phone, name);
+  }
+  // The user page's new forms: link an identity, merge another user.
+  await alice.goto(`${base}/admin/users`);
+  await alice.getByRole('link', { name: 'alice' }).first().click();
+  check(await alice.getByRole('button', { name: 'Link' }).isVisible() && await alice.getByRole('button', { name: 'Merge…' }).isVisible(), 'the user page offers linking and merging');
+  await shoot(alice, 'admin-user-links');
+  await phone.goto(alice.url());
+  await fitsPhone(phone, 'the user page');
+  await shoot(phone, 'admin-user-links-phone');
 
   // An OpenID Connect provider, checked on save, then used to sign in.
   await alice.goto(`${base}/admin/connectors`);
