@@ -899,7 +899,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
     let mut connector_ids = HashSet::new();
     let mut connectors = Vec::with_capacity(raw.connectors.len());
     for (index, connector) in raw.connectors.into_iter().enumerate() {
-        let connector = validate_connector(index, connector)?;
+        let connector = validate_connector(index, connector, issuer_is_https)?;
         if !connector_ids.insert(connector.id.clone()) {
             return Err(invalid(format!("connectors[{index}].id"), format!("duplicate connector id `{}`", connector.id)));
         }
@@ -1223,19 +1223,21 @@ fn check_argon2_phc(key: &str, hash: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn validate_connector(index: usize, spec: ConnectorSpec) -> Result<ConnectorConfig, ConfigError> {
-    validate_connector_spec(&|field: &str| format!("connectors[{index}].{field}"), spec, SpecOrigin::File)
+fn validate_connector(index: usize, spec: ConnectorSpec, issuer_is_https: bool) -> Result<ConnectorConfig, ConfigError> {
+    validate_connector_spec(&|field: &str| format!("connectors[{index}].{field}"), spec, SpecOrigin::File, issuer_is_https)
 }
 
 /// The largest IdP metadata document accepted inline.
 pub const MAX_METADATA_XML_BYTES: usize = 1024 * 1024;
 
 /// Checks a connector specification from the file or the API; errors name the field as `key`
-/// spells it.
+/// spells it. Upstream URLs must be https, except to a loopback host or, when Gatehouse itself
+/// runs on plain http (a development setup such as docker-compose), to any host.
 pub fn validate_connector_spec(
     key: &dyn Fn(&str) -> String,
     spec: ConnectorSpec,
     origin: SpecOrigin,
+    issuer_is_https: bool,
 ) -> Result<ConnectorConfig, ConfigError> {
     let raw = spec;
     if raw.id.is_empty()
@@ -1298,13 +1300,13 @@ pub fn validate_connector_spec(
                 return Err(invalid(key("users"), "only local connectors have users"));
             }
             refuse_saml_keys(key, &raw)?;
-            ConnectorKind::Oidc(validate_oidc_connector(key, &raw)?)
+            ConnectorKind::Oidc(validate_oidc_connector(key, &raw, issuer_is_https)?)
         }
         "saml" => {
             if !raw.users.is_empty() {
                 return Err(invalid(key("users"), "only local connectors have users"));
             }
-            ConnectorKind::Saml(validate_saml_connector(key, &raw)?)
+            ConnectorKind::Saml(validate_saml_connector(key, &raw, issuer_is_https)?)
         }
         other => return Err(invalid(key("type"), format!("`{other}` is not a known connector type (local, oidc, saml)"))),
     };
@@ -1340,14 +1342,18 @@ fn validate_link_policy(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Re
 
 const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 
-fn validate_oidc_connector(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<OidcConnectorSettings, ConfigError> {
+fn validate_oidc_connector(
+    key: &dyn Fn(&str) -> String,
+    raw: &ConnectorSpec,
+    issuer_is_https: bool,
+) -> Result<OidcConnectorSettings, ConfigError> {
     let issuer = raw.issuer.clone().ok_or_else(|| invalid(key("issuer"), "is required for an oidc connector"))?;
     if issuer.len() > 2048 {
         return Err(invalid(key("issuer"), "must be at most 2048 characters"));
     }
     let url = Url::parse(&issuer).map_err(|err| invalid(key("issuer"), format!("`{issuer}` is not a URL: {err}")))?;
-    if url.scheme() != "https" && !(url.scheme() == "http" && is_loopback_host(&url)) {
-        return Err(invalid(key("issuer"), "must be an https URL (plain http only for loopback hosts)"));
+    if !upstream_scheme_allowed(&url, issuer_is_https) {
+        return Err(invalid(key("issuer"), PLAIN_HTTP_UPSTREAM));
     }
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err(invalid(key("issuer"), "must not have a query, fragment or credentials"));
@@ -1432,7 +1438,11 @@ fn refuse_saml_keys(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result
     }
 }
 
-fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) -> Result<SamlConnectorSettings, ConfigError> {
+fn validate_saml_connector(
+    key: &dyn Fn(&str) -> String,
+    raw: &ConnectorSpec,
+    issuer_is_https: bool,
+) -> Result<SamlConnectorSettings, ConfigError> {
     let oidc_only = [
         ("issuer", raw.issuer.is_some()),
         ("client_id", raw.client_id.is_some()),
@@ -1455,8 +1465,8 @@ fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) ->
             if let Some(url) = &raw.idp_metadata_url {
                 let parsed =
                     Url::parse(url).map_err(|err| invalid(key("idp_metadata_url"), format!("`{url}` is not a URL: {err}")))?;
-                if parsed.scheme() != "https" && !(parsed.scheme() == "http" && is_loopback_host(&parsed)) {
-                    return Err(invalid(key("idp_metadata_url"), "must be an https URL (plain http only for loopback hosts)"));
+                if !upstream_scheme_allowed(&parsed, issuer_is_https) {
+                    return Err(invalid(key("idp_metadata_url"), PLAIN_HTTP_UPSTREAM));
                 }
                 if parsed.fragment().is_some() || !parsed.username().is_empty() || parsed.password().is_some() {
                     return Err(invalid(key("idp_metadata_url"), "must not have a fragment or credentials"));
@@ -1507,6 +1517,15 @@ fn validate_saml_connector(key: &dyn Fn(&str) -> String, raw: &ConnectorSpec) ->
         timeout_secs,
         clock_skew_secs,
     })
+}
+
+const PLAIN_HTTP_UPSTREAM: &str =
+    "must be an https URL (plain http only for loopback hosts, or to any host while the issuer is plain http)";
+
+/// A plain-http issuer is a development setup, where IdPs on other containers may be plain http
+/// too; an https issuer never talks plain http beyond its own machine.
+fn upstream_scheme_allowed(url: &Url, issuer_is_https: bool) -> bool {
+    url.scheme() == "https" || url.scheme() == "http" && (!issuer_is_https || is_loopback_host(url))
 }
 
 pub(crate) fn is_loopback_host(url: &Url) -> bool {

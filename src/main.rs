@@ -1,6 +1,7 @@
 //! The `gatehouse` command.
 
 use std::io::{BufRead, IsTerminal};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -46,6 +47,9 @@ enum Command {
     },
     /// Read a password from standard input and print its argon2id hash for the configuration
     HashPassword,
+    /// Exit 0 if this node's /readyz answers 200 on the configured `listen` address (a
+    /// container health check that needs no curl in the image)
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,8 +194,22 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Healthcheck => healthcheck(config.listen).await,
         Command::CheckConfig | Command::HashPassword => Ok(()),
     }
+}
+
+async fn healthcheck(listen: SocketAddr) -> anyhow::Result<()> {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!("http://{}/readyz", SocketAddr::new(ip, listen.port()));
+    let client = reqwest::Client::builder().no_proxy().timeout(std::time::Duration::from_secs(3)).build()?;
+    let response = client.get(&url).send().await.with_context(|| format!("{url} did not answer"))?;
+    anyhow::ensure!(response.status() == reqwest::StatusCode::OK, "{url} answered {}", response.status());
+    Ok(())
 }
 
 async fn serve(config: Config, clock: SharedClock) -> anyhow::Result<()> {

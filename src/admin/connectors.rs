@@ -198,13 +198,15 @@ impl Admin {
     /// What the IdP says now about a saved connector (fetched, not cached).
     pub async fn recheck_connector(&self, id: &str) -> AdminResult<ConnectorCheck> {
         let record = self.provider.store.get_connector(id).await?;
-        let connector =
-            crate::upstream::spec::decode(&record, self.upstreams.kek()).map_err(|err| AdminError::Internal(err.to_string()))?;
+        let connector = crate::upstream::spec::decode(&record, self.upstreams.kek(), self.provider.config.issuer_is_https())
+            .map_err(|err| AdminError::Internal(err.to_string()))?;
         self.check_connector(&connector).await
     }
 
     fn validate(&self, spec: ConnectorSpec) -> AdminResult<ConnectorConfig> {
-        let connector = validate_connector_spec(&|f: &str| f.to_owned(), spec, SpecOrigin::Api).map_err(config_error)?;
+        let connector =
+            validate_connector_spec(&|f: &str| f.to_owned(), spec, SpecOrigin::Api, self.provider.config.issuer_is_https())
+                .map_err(config_error)?;
         if self.provider.config.connectors.iter().any(|c| c.id == connector.id) {
             return Err(managed_by_file(&connector.id));
         }
@@ -554,8 +556,8 @@ impl Admin {
     /// rules when `None`), without saving anything.
     pub async fn dry_run(&self, id: &str, claims: &Value, mapping: Option<Value>) -> AdminResult<DryRun> {
         let record = self.provider.store.get_connector(id).await?;
-        let connector =
-            crate::upstream::spec::decode(&record, self.upstreams.kek()).map_err(|err| AdminError::Internal(err.to_string()))?;
+        let connector = crate::upstream::spec::decode(&record, self.upstreams.kek(), self.provider.config.issuer_is_https())
+            .map_err(|err| AdminError::Internal(err.to_string()))?;
         let rules = match mapping {
             None => connector.rules.clone(),
             Some(mapping) => {

@@ -109,6 +109,11 @@ pub fn new_grant_id() -> String {
 
 /// Appends response parameters to a registered redirect URI, keeping its own query.
 pub fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> String {
+    // Nothing to add: the registered URI exactly, not with an empty `?` that some apps route
+    // differently.
+    if params.is_empty() {
+        return redirect_uri.to_owned();
+    }
     match Url::parse(redirect_uri) {
         Ok(mut url) => {
             url.query_pairs_mut().extend_pairs(params);
@@ -484,6 +489,13 @@ pub fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_keep_the_registered_uri_and_add_only_given_parameters() {
+        assert_eq!(redirect_with("http://localhost:3000/", &[]), "http://localhost:3000/");
+        assert_eq!(redirect_with("https://app.example/cb?tab=1", &[]), "https://app.example/cb?tab=1");
+        assert_eq!(redirect_with("https://app.example/cb?tab=1", &[("state", "a b")]), "https://app.example/cb?tab=1&state=a+b");
+    }
 
     fn request() -> AuthorizationRequest {
         AuthorizationRequest {

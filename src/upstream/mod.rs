@@ -286,7 +286,7 @@ impl Upstreams {
         &self,
         record: &crate::store::ConnectorRecord,
     ) -> Result<Option<(Live, crate::config::LinkPolicy, crate::mapping::rules::Rules)>, UpstreamSetupError> {
-        let connector = spec::decode(record, &self.kek)?;
+        let connector = spec::decode(record, &self.kek, self.issuer.starts_with("https://"))?;
         let link = connector.link;
         let rules = connector.rules.clone();
         let live = match connector.kind {

@@ -75,10 +75,10 @@ pub fn secret_of(record: &ConnectorRecord, kek: &KeyEncryptionKey) -> Result<Opt
 
 /// The live connector a record describes, validated again as its origin allows: a record the
 /// file wrote may name files on this machine, one the API wrote may not.
-pub fn decode(record: &ConnectorRecord, kek: &KeyEncryptionKey) -> Result<ConnectorConfig, SpecError> {
+pub fn decode(record: &ConnectorRecord, kek: &KeyEncryptionKey, issuer_is_https: bool) -> Result<ConnectorConfig, SpecError> {
     let spec = spec_of(record, kek)?;
     let origin = if record.managed_by_config { SpecOrigin::File } else { SpecOrigin::Api };
-    validate_connector_spec(&|field: &str| field.to_owned(), spec, origin)
+    validate_connector_spec(&|field: &str| field.to_owned(), spec, origin, issuer_is_https)
         .map_err(|err| SpecError::Invalid(record.id.clone(), err))
 }
 

@@ -190,7 +190,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     if let Some(InternalErrorCause(cause)) = response.extensions().get::<InternalErrorCause>() {
         tracing::error!(parent: &span, error = %cause, "request failed");
     }
-    tracing::info!(parent: &span, latency_ms = elapsed.as_millis() as u64, "request finished");
+    // Health probes come every few seconds from orchestrators; an answer other than 200 is news.
+    if matches!(route.as_str(), "/healthz" | "/readyz") && status == 200 {
+        tracing::debug!(parent: &span, latency_ms = elapsed.as_millis() as u64, "request finished");
+    } else {
+        tracing::info!(parent: &span, latency_ms = elapsed.as_millis() as u64, "request finished");
+    }
     let labels = RequestLabels { route, method, status };
     state.metrics.requests.get_or_create(&labels).inc();
     state.metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());

@@ -40,6 +40,7 @@ fn every_command_has_help() {
         &["saml", "rotate-sp-key", "--help"],
         &["saml", "remove-sp-key", "--help"],
         &["hash-password", "--help"],
+        &["healthcheck", "--help"],
     ] {
         let (code, stdout, _) = run(gatehouse().args(args));
         assert_eq!(code, 0, "{args:?}");
@@ -341,6 +342,43 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "the log contains a secret ({secret}):\n{log}");
     }
+}
+
+#[test]
+fn healthcheck_answers_whether_the_configured_listener_is_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_toml(&format!("sqlite://{}/health.db", dir.path().display()), "log_format = \"json\"");
+    let path = write_config(dir.path(), &text);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // As in a container: listening on every address, probed on loopback.
+    let listen = format!("0.0.0.0:{port}");
+    let healthcheck =
+        || run(gatehouse().args(["--config", path.to_str().unwrap(), "healthcheck"]).env("GATEHOUSE_LISTEN", &listen));
+
+    let (code, _, stderr) = healthcheck();
+    assert_eq!(code, 1, "nothing listens yet");
+    assert!(stderr.contains(&format!("http://127.0.0.1:{port}/readyz did not answer")), "{stderr}");
+
+    let mut child = gatehouse()
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .env("GATEHOUSE_LISTEN", &listen)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    read_until(&mut reader, &mut log, |v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready")));
+    let (code, stdout, stderr) = healthcheck();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // A ready answer to a probe is logged at debug only: probes come every few seconds.
+    std::io::Read::read_to_string(&mut reader, &mut log).unwrap();
+    assert!(!log.contains("\"route\":\"/readyz\""), "{log}");
+
+    let (code, _, stderr) = run(gatehouse().args(["--config", "/nonexistent/gatehouse.toml", "healthcheck"]));
+    assert_eq!(code, 78, "an unreadable configuration is a configuration error: {stderr}");
 }
 
 #[test]

@@ -20,6 +20,11 @@ fn error_of(text: &str, vars: &[(&str, &str)]) -> (String, String) {
     }
 }
 
+/// MINIMAL with an https issuer, where plain http to other hosts is refused.
+fn https_issuer() -> String {
+    MINIMAL.replace("http://localhost:8080", "https://sso.example.com")
+}
+
 const MINIMAL: &str =
     "issuer = \"http://localhost:8080\"\nkey_encryption_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n";
 
@@ -37,6 +42,36 @@ fn the_demo_configuration_is_valid() {
     assert_eq!(payroll.access.allowed_groups, ["managers"]);
     assert!(payroll.portal.show_in_portal, "a launch URL puts the app in the portal");
     assert!(config.clients[0].portal.show_in_portal);
+}
+
+/// docker-compose.yml's configuration, with its Docker secrets where compose mounts them.
+#[test]
+fn the_docker_compose_configuration_is_valid() {
+    let secrets = std::fs::canonicalize("deploy/secrets").unwrap();
+    let text = std::fs::read_to_string("deploy/gatehouse.toml").unwrap().replace("/run/secrets", secrets.to_str().unwrap());
+    let compose = std::fs::read_to_string("docker-compose.yml").unwrap();
+    let env = [
+        ("GATEHOUSE_DATABASE_URL_FILE", secrets.join("database_url")),
+        ("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", secrets.join("key_encryption_key")),
+    ];
+    for (name, path) in &env {
+        let mounted = format!("{name}: /run/secrets/{}", path.file_name().unwrap().to_str().unwrap());
+        assert!(compose.contains(&mounted), "docker-compose.yml sets {mounted}");
+    }
+    let vars: Vec<(&str, &str)> = env.iter().map(|(name, path)| (*name, path.to_str().unwrap())).collect();
+    let config = load(&text, &vars).unwrap();
+    assert_eq!(config.listen.to_string(), "0.0.0.0:8080");
+    assert!(config.database_url.expose().starts_with("postgres://gatehouse:"));
+    assert!(matches!(config.key_encryption_key, KeyEncryptionKeySource::File { .. }));
+    let demo_app = config.clients.iter().find(|c| c.client_id == "demo-app").unwrap();
+    assert!(
+        matches!(&demo_app.secret, ClientSecret::Plain(s) if s.expose() == "demo-app-secret-change-me"),
+        "from its Docker secret"
+    );
+    let saml = config.connectors.iter().find(|c| c.id == "demo-saml").unwrap();
+    assert!(
+        matches!(&saml.kind, config::ConnectorKind::Saml(s) if s.metadata == config::MetadataSource::Url("http://saml-idp:8082/simplesaml/saml2/idp/metadata.php".into()))
+    );
 }
 
 #[test]
@@ -377,7 +412,6 @@ fn oidc_connectors_are_read_and_checked() {
 
     let cases = [
         ("issuer = \"https://login.example.com\"\n", "", "connectors[0].issuer"),
-        ("https://login.example.com", "http://login.example.com", "connectors[0].issuer"),
         ("client_id = \"gatehouse\"\n", "", "connectors[0].client_id"),
         ("[\"openid\", \"email\", \"profile\"]", "[\"email\"]", "connectors[0].scopes"),
         ("client_secret = \"upstream-secret-value\"", "client_secret = \"\"", "connectors[0].client_secret"),
@@ -393,6 +427,12 @@ fn oidc_connectors_are_read_and_checked() {
     assert!(
         load(&format!("{MINIMAL}{}", OIDC_CONNECTOR.replace("https://login.example.com", "http://127.0.0.1:8081")), &[]).is_ok()
     );
+    // Any other host needs https, unless the broker itself is plain http (docker-compose's containers).
+    let plain_upstream = OIDC_CONNECTOR.replace("https://login.example.com", "http://login.example.com");
+    let (key, reason) = error_of(&format!("{}{plain_upstream}", https_issuer()), &[]);
+    assert_eq!(key, "connectors[0].issuer", "{reason}");
+    assert!(reason.contains("https"), "{reason}");
+    assert!(load(&format!("{MINIMAL}{plain_upstream}"), &[]).is_ok());
     let (key, _) = error_of(
         &format!("{MINIMAL}{}", local_users_toml().replace("type = \"local\"", "type = \"local\"\nissuer = \"https://x\"")),
         &[],
@@ -435,7 +475,6 @@ fn saml_connectors_are_read_and_checked() {
     let url = "idp_metadata_url = \"https://idp.example.com/metadata\"";
     let cases = [
         (url, "", "connectors[0].idp_metadata_url"),
-        (url, "idp_metadata_url = \"http://idp.example.com/metadata\"", "connectors[0].idp_metadata_url"),
         (url, "idp_metadata_url = \"not a url\"", "connectors[0].idp_metadata_url"),
         (url, "idp_metadata_url = \"https://user:pw@idp.example.com/m\"", "connectors[0].idp_metadata_url"),
         (url, "idp_metadata_file = \"/nonexistent/idp.xml\"", "connectors[0].idp_metadata_file"),
@@ -445,6 +484,10 @@ fn saml_connectors_are_read_and_checked() {
         ("email_domains", "allow_xxe = true\nemail_domains", "connectors[0].allow_xxe"),
         ("groups = \"memberOf\"", "groups = \"\"", "connectors[0].claims.groups"),
     ];
+    let plain_metadata = SAML_CONNECTOR.replace(url, "idp_metadata_url = \"http://idp.example.com/metadata\"");
+    let (key, reason) = error_of(&format!("{}{plain_metadata}", https_issuer()), &[]);
+    assert_eq!(key, "connectors[0].idp_metadata_url", "{reason}");
+    assert!(load(&format!("{MINIMAL}{plain_metadata}"), &[]).is_ok());
     for (from, to, expected) in cases {
         let (key, reason) = error_of(&format!("{MINIMAL}{}", SAML_CONNECTOR.replacen(from, to, 1)), &[]);
         assert_eq!(key, expected, "{from} -> {to}: {reason}");
