@@ -604,8 +604,16 @@ pub fn resolve_path(flag: Option<&Path>, env: &[(String, String)]) -> PathBuf {
 pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let text =
         std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
-    let table: toml::Table = toml::from_str(&text)
-        .map_err(|err| ConfigError::Syntax { path: path.to_path_buf(), reason: err.message().to_owned() })?;
+    let table: toml::Table = toml::from_str(&text).map_err(|err| {
+        let reason = match err.span() {
+            Some(span) => {
+                let (line, column) = line_and_column(&text, span.start);
+                format!("line {line}, column {column}: {}", err.message())
+            }
+            None => err.message().to_owned(),
+        };
+        ConfigError::Syntax { path: path.to_path_buf(), reason }
+    })?;
     let mut root = toml::Value::Table(table);
     overlay_env(&mut root, env)?;
     let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|err| {
@@ -716,6 +724,13 @@ fn set_path(node: &mut toml::Value, segments: &[&str], value: toml::Value) -> Re
 fn read_secret_file(key: &str, path: &Path) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|err| invalid(key, format!("cannot read {}: {err}", path.display())))?;
     Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// 1-based, as editors count; the column in characters.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
 }
 
 /// `X` or `X_file`, never both.

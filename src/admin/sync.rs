@@ -23,7 +23,9 @@ pub enum SyncError {
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SyncReport {
+    /// Entries written, new or changed; `created` names the new ones among them.
     pub changed: Vec<String>,
+    pub created: Vec<String>,
     pub removed: Vec<String>,
 }
 
@@ -42,6 +44,9 @@ pub async fn sync(
         if previous.is_none_or(|p| !same_client(p, &record)) {
             store.upsert_client(&record).await?;
             report.changed.push(format!("client:{}", client.client_id));
+            if previous.is_none() {
+                report.created.push(format!("client:{}", client.client_id));
+            }
         }
     }
     let declared: HashSet<&str> = config.clients.iter().map(|c| c.client_id.as_str()).collect();
@@ -61,6 +66,9 @@ pub async fn sync(
         if previous.is_none_or(|p| !crate::upstream::spec::same(p, &record, kek)) {
             store.upsert_connector(&record).await?;
             report.changed.push(format!("connector:{}", connector.id));
+            if previous.is_none() {
+                report.created.push(format!("connector:{}", connector.id));
+            }
         }
     }
     let declared: HashSet<&str> = config.connectors.iter().map(|c| c.id.as_str()).collect();
@@ -73,7 +81,8 @@ pub async fn sync(
         end_sessions_of_withdrawn_users(store, connector, now, &mut report).await?;
     }
 
-    for entry in report.changed.iter().map(|e| (e, "updated")).chain(report.removed.iter().map(|e| (e, "removed"))) {
+    let written = report.changed.iter().map(|e| (e, if report.created.contains(e) { "created" } else { "updated" }));
+    for entry in written.chain(report.removed.iter().map(|e| (e, "removed"))) {
         store
             .record_audit(&AuditEvent {
                 time: now,

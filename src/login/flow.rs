@@ -163,7 +163,8 @@ pub async fn remember_saml_start(
 }
 
 /// The SAML sign-in a `RelayState` names, not yet spent; `None` (an unsolicited response) when
-/// it names none. A sign-in started through another connector is refused.
+/// it names none. A sign-in started through another connector is refused, and so is one already
+/// spent: the same response posted again is a replay.
 pub async fn saml_start(
     store: &dyn Store,
     at: Return<'_>,
@@ -175,6 +176,9 @@ pub async fn saml_start(
         Some(pending) if pending.connector_id != at.connector_id => {
             Err(at.refuse(store, FlowFailure::StateForOtherConnector).await)
         }
+        None if store.peek_single_use(SingleUseKind::SamlRequestSpent, &digest(relay_state), at.now).await?.is_some() => {
+            Err(at.refuse(store, FlowFailure::SamlReplay).await)
+        }
         found => Ok(found),
     }
 }
@@ -182,7 +186,14 @@ pub async fn saml_start(
 /// Spends the SAML sign-in `relay_state` named, whatever the IdP's answer; `false` when a
 /// concurrent post spent it first.
 pub async fn spend_saml_start(store: &dyn Store, relay_state: &str, now: UnixTime) -> Result<bool, FlowError> {
-    Ok(store.take_single_use(SingleUseKind::SamlRequestId, &digest(relay_state), now).await?.is_some())
+    let key = digest(relay_state);
+    if store.take_single_use(SingleUseKind::SamlRequestId, &key, now).await?.is_none() {
+        return Ok(false);
+    }
+    match store.put_single_use(SingleUseKind::SamlRequestSpent, &key, "", now + saml::LOGIN_LIFETIME_SECS).await {
+        Ok(()) | Err(StoreError::AlreadyExists) => Ok(true),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Remembers an accepted assertion until it expires, on every node, so it is accepted once.

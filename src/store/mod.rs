@@ -347,6 +347,9 @@ pub enum SingleUseKind {
     AuthorizationCode,
     UpstreamState,
     SamlRequestId,
+    /// A spent `SamlRequestId`, kept as long as the request could have lived, so that a response
+    /// posted again is told apart from an unsolicited one.
+    SamlRequestSpent,
     /// A verified SAML sign-in on its way from the ACS to the same-site finishing step.
     SamlVerifiedLogin,
     /// A seen SAML assertion id, kept until it expires so it cannot be replayed.
@@ -361,6 +364,7 @@ impl SingleUseKind {
             Self::AuthorizationCode => "authorization_code",
             Self::UpstreamState => "upstream_state",
             Self::SamlRequestId => "saml_request_id",
+            Self::SamlRequestSpent => "saml_request_spent",
             Self::SamlVerifiedLogin => "saml_verified_login",
             Self::SamlAssertionId => "saml_assertion_id",
         }

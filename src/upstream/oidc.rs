@@ -98,6 +98,10 @@ pub enum OidcError {
     Discovery(String),
     #[error("the token request failed: {0}")]
     TokenExchange(String),
+    /// The token endpoint answered `invalid_client`: Gatehouse's client id or secret is wrong
+    /// there, which only an administrator can fix.
+    #[error("the provider refused Gatehouse's client credentials: {0}")]
+    ClientRejected(String),
     #[error("the ID token was refused: {detail}")]
     InvalidIdToken { code: &'static str, detail: String },
     #[error("the UserInfo response was refused: {0}")]
@@ -112,7 +116,7 @@ impl OidcError {
         match self {
             Self::Unreachable(_) => "unreachable",
             Self::Discovery(_) => "discovery_failed",
-            Self::TokenExchange(_) => "token_endpoint_error",
+            Self::TokenExchange(_) | Self::ClientRejected(_) => "token_endpoint_error",
             Self::InvalidIdToken { code, .. } => code,
             Self::UserInfo(_) => "userinfo_invalid",
             Self::Claims(_) => "claims_unusable",
@@ -122,9 +126,11 @@ impl OidcError {
     /// The values involved, for the administrator: never a token or the client secret.
     pub fn explain(&self) -> String {
         let detail = match self {
-            Self::Unreachable(detail) | Self::Discovery(detail) | Self::TokenExchange(detail) | Self::UserInfo(detail) => {
-                detail.as_str()
-            }
+            Self::Unreachable(detail)
+            | Self::Discovery(detail)
+            | Self::TokenExchange(detail)
+            | Self::ClientRejected(detail)
+            | Self::UserInfo(detail) => detail.as_str(),
             Self::InvalidIdToken { detail, .. } => detail.as_str(),
             Self::Claims(detail) => detail,
         };
@@ -136,7 +142,7 @@ impl OidcError {
         match self {
             Self::Unreachable(_) => "upstream_unreachable",
             Self::Discovery(_) => "upstream_discovery",
-            Self::TokenExchange(_) => "upstream_token",
+            Self::TokenExchange(_) | Self::ClientRejected(_) => "upstream_token",
             Self::InvalidIdToken { .. } => "invalid_id_token",
             Self::UserInfo(_) => "invalid_userinfo",
             Self::Claims(_) => "invalid_claims",
@@ -553,7 +559,12 @@ fn token_error(err: RequestTokenError<HttpError, StandardErrorResponse<CoreError
     match err {
         RequestTokenError::ServerResponse(response) => {
             let description = response.error_description().map(|d| format!(" ({d})")).unwrap_or_default();
-            OidcError::TokenExchange(format!("error={}{description}", response.error().as_ref()))
+            let detail = format!("error={}{description}", response.error().as_ref());
+            if *response.error() == CoreErrorResponseType::InvalidClient {
+                OidcError::ClientRejected(detail)
+            } else {
+                OidcError::TokenExchange(detail)
+            }
         }
         RequestTokenError::Request(err) => OidcError::Unreachable(err.to_string()),
         RequestTokenError::Parse(err, _) => OidcError::TokenExchange(format!("unparseable token response at {}", err.path())),

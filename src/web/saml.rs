@@ -27,8 +27,8 @@ use crate::web::error::WebError;
 use crate::web::login::user_agent;
 use crate::web::pages::{ConfirmSignInPage, render_page};
 use crate::web::upstream::{
-    MALFORMED_POST, SignInStart, SignedIn, UpstreamFailure, apply_rules, audited_failure_page, browser_value, refused_page,
-    sign_in_start, start_session, upstream_failure_page,
+    FailureCause, MALFORMED_POST, SignInStart, SignedIn, UpstreamFailure, apply_rules, audited_failure_page, browser_value,
+    refused_page, sign_in_start, start_session, upstream_failure_page,
 };
 
 /// What the IdP's HTTP-POST binding sends; nothing else is read from the body.
@@ -251,7 +251,7 @@ async fn refused_return(
         connector_name: connector.name(),
         reason: failure.reason(),
         recorded: failure.reason().to_owned(),
-        unreachable: false,
+        cause: FailureCause::Answer,
         status: StatusCode::FORBIDDEN,
         test,
     };
@@ -293,7 +293,7 @@ async fn failure_page(
         reason: err.reason(),
         recorded: format!("{}: {}", err.code(), err.explain()),
         test,
-        unreachable: matches!(err, SamlError::MetadataUnavailable(_)),
+        cause: if matches!(err, SamlError::MetadataUnavailable(_)) { FailureCause::Unreachable } else { FailureCause::Answer },
         status,
     };
     upstream_failure_page(state, &failure, pending_login, ip).await

@@ -202,7 +202,7 @@ pub(crate) async fn apply_rules(
                 connector_name,
                 reason: "mapping_failed",
                 recorded: format!("mapping_failed: mapping.{err}"),
-                unreachable: false,
+                cause: FailureCause::Answer,
                 status: StatusCode::FORBIDDEN,
                 test,
             };
@@ -378,12 +378,27 @@ async fn failure_page(
         connector_name: connector.name(),
         reason: err.reason(),
         recorded: format!("{}: {}", err.code(), err.explain()),
-        unreachable: matches!(err, OidcError::Unreachable(_)),
+        cause: match err {
+            OidcError::Unreachable(_) => FailureCause::Unreachable,
+            OidcError::ClientRejected(_) => FailureCause::CredentialsRefused,
+            _ => FailureCause::Answer,
+        },
         status: StatusCode::BAD_GATEWAY,
         test,
     };
     tracing::warn!(connector = %connector.id(), error = %err, "upstream sign-in failed");
     upstream_failure_page(state, &failure, pending_login, ip).await
+}
+
+/// What the person is told a failed upstream sign-in was: the cause decides what they can do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FailureCause {
+    /// The IdP answered, and the answer was refused.
+    Answer,
+    /// The IdP could not be reached: worth retrying.
+    Unreachable,
+    /// The IdP refused Gatehouse's own client credentials: only an administrator can fix it.
+    CredentialsRefused,
 }
 
 /// A sign-in through an upstream connector that could not be completed or verified.
@@ -394,8 +409,7 @@ pub(crate) struct UpstreamFailure<'a> {
     pub reason: &'static str,
     /// What the audit log records: the reason's code and the values involved.
     pub recorded: String,
-    /// The IdP could not be reached (worth retrying) rather than answered wrongly.
-    pub unreachable: bool,
+    pub cause: FailureCause,
     pub status: StatusCode,
     /// An administrator's test sign-in: the failure is shown in the console.
     pub test: bool,
@@ -423,13 +437,18 @@ pub(crate) async fn audited_failure_page(
     if let Some(result) = failed_test(state, failure.test, pending_login, failure.connector_id, &failure.recorded).await? {
         return Ok(result);
     }
-    let (message, code) = if failure.unreachable {
-        ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)
-    } else {
-        (
+    let (message, code) = match failure.cause {
+        FailureCause::Unreachable => {
+            ("The identity provider could not be reached. Try again in a few minutes.", ErrorCode::TemporarilyUnavailable)
+        }
+        FailureCause::CredentialsRefused => (
+            "The identity provider refused Gatehouse's credentials, so you are not signed in. Contact your administrator.",
+            ErrorCode::ServerError,
+        ),
+        FailureCause::Answer => (
             "Gatehouse could not verify the answer of the identity provider, so you are not signed in. If it keeps happening, contact your administrator.",
             ErrorCode::ServerError,
-        )
+        ),
     };
     // Only a finished round trip ends the app's request (callers pass none for a failed start,
     // which can be retried).

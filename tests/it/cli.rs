@@ -382,6 +382,28 @@ fn healthcheck_answers_whether_the_configured_listener_is_ready() {
 }
 
 #[test]
+fn pretty_logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = config_toml(&format!("sqlite://{}/pretty.db", dir.path().display()), "log_format = \"pretty\"");
+    let path = write_config(dir.path(), &text);
+    let mut child = gatehouse()
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    while !log.contains("Gatehouse is ready") {
+        assert!(reader.read_line(&mut log).unwrap() > 0, "the server exited early:\n{log}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(log.contains(" INFO "), "pretty logs name the level: {log}");
+    assert!(!log.contains('\u{1b}'), "a pipe gets no ANSI escapes: {log:?}");
+}
+
+#[test]
 fn sigterm_lets_a_request_in_flight_finish() {
     use std::io::Read;
     use std::net::TcpStream;

@@ -300,6 +300,11 @@ fn a_file_that_is_not_toml_names_the_file() {
         Err(err @ ConfigError::Syntax { .. }) => assert!(err.to_string().contains("not valid TOML")),
         other => panic!("expected a syntax error, got {other:?}"),
     }
+    // The error says where, as an editor counts: line 3, at the stray `]`.
+    match load("issuer = \"http://localhost:8080\"\n[[clients]]\nname = ]\n", &[]) {
+        Err(err @ ConfigError::Syntax { .. }) => assert!(err.to_string().contains("line 3, column 8"), "{err}"),
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
     let missing = config::load(std::path::Path::new("/nonexistent/gatehouse.toml"), &[]);
     assert!(matches!(missing, Err(ConfigError::Read { .. })));
 }

@@ -349,12 +349,15 @@ async fn an_oidc_connector_added_on_one_node_signs_in_on_another() {
         failures["items"][0]["detail"], "token_endpoint_error: error=invalid_client (client authentication failed)",
         "the reason and the provider's own error: {failures}"
     );
-    // The connector's page lists it with what to try; the person saw a general message only.
+    // The connector's page lists it with what to try; the person is told it is Gatehouse's
+    // credentials that were refused (their own password is fine), without the protocol detail.
     let listed = first.state.admin.connector_failures("corp").await.unwrap();
     assert_eq!(listed[0].reason, "token_endpoint_error");
     assert!(listed[0].fix.contains("client ID and secret"), "{:?}", listed[0]);
     let shown = page.text().await.unwrap();
-    assert!(!shown.contains("invalid_client") && shown.contains("could not verify"), "{shown}");
+    assert!(!shown.contains("invalid_client"), "{shown}");
+    assert!(shown.contains("refused Gatehouse&#39;s credentials"), "{shown}");
+    assert!(shown.contains("Contact your administrator") && !shown.contains("could not verify"), "{shown}");
 
     // Disabling it on the first node ends the session signed in through it.
     let sessions = first.state.store.list_unrevoked_sso_sessions(Some("corp"), None).await.unwrap();

@@ -20,6 +20,15 @@ async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
     assert!(!app.state.provider.secrets.verify_keyed(&hash, "demo-app-secret-change-mE"));
     let connector = app.state.store.get_connector("local").await.unwrap();
     assert!(connector.managed_by_config);
+    let first = app.state.store.list_audit(20).await.unwrap();
+    let synced = |audit: &[gatehouse::store::AuditEvent], client: &str| {
+        audit
+            .iter()
+            .filter(|e| e.kind == "config_change" && e.client_id.as_deref() == Some(client))
+            .filter_map(|e| e.detail.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(synced(&first, "demo-app"), ["created"], "a client new to the database is created, not updated");
     app.state.store.upsert_client(&client_record("created-at-runtime", false)).await.unwrap();
     app.stop().await;
 
@@ -43,7 +52,7 @@ async fn configured_entries_are_synced_and_runtime_entries_survive_restarts() {
     assert!(audit.iter().any(|e| e.kind == "config_change"
         && e.connector_id.as_deref() == Some("local")
         && e.detail.as_deref() == Some("removed")));
-    assert!(audit.iter().any(|e| e.kind == "config_change" && e.client_id.as_deref() == Some("demo-app")));
+    assert_eq!(synced(&audit, "demo-app"), ["updated", "created"], "the rename is an update (newest first)");
     app.stop().await;
 }
 

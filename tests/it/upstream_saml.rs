@@ -182,9 +182,12 @@ async fn an_app_signs_in_through_a_real_saml_idp() {
         // The hand-off from the ACS to the finishing step works once.
         let handoff = location(&consumed);
         assert_eq!(app.get(&handoff).await.status(), StatusCode::BAD_REQUEST, "{variant}");
-        // The same response again is refused: its request is spent and its assertion seen.
+        // The same response again is refused: its request is spent and its assertion seen. It
+        // is named a replay, not an unsolicited response.
         let replayed = post(&app, &answer).await;
         assert_eq!(replayed.status(), StatusCode::FORBIDDEN, "{variant}");
+        assert_eq!(last_failure(&app).await, "replay", "{variant}");
+        assert!(!replayed.text().await.unwrap().to_lowercase().contains("unsolicited"), "{variant}");
         app.stop().await;
     }
 }
