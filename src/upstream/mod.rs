@@ -265,12 +265,22 @@ impl Upstreams {
         });
         for (id, entry) in fresh {
             match &entry.live {
-                Live::Oidc(c) => {
-                    tracing::info!(connector = %id, version = entry.record.version, redirect_uri = %c.redirect_uri(), "OpenID Connect connector ready")
-                }
-                Live::Saml(c) => {
-                    tracing::info!(connector = %id, version = entry.record.version, entity_id = %c.entity_id(), acs = %c.acs_url(), "SAML connector ready")
-                }
+                // What an administrator registers at the provider, so it can be pasted from here.
+                Live::Oidc(c) => tracing::info!(
+                    connector = %id,
+                    version = entry.record.version,
+                    redirect_uri = %c.redirect_uri(),
+                    client_id = %c.settings().client_id,
+                    "OpenID Connect connector ready"
+                ),
+                Live::Saml(c) => tracing::info!(
+                    connector = %id,
+                    version = entry.record.version,
+                    entity_id = %c.entity_id(),
+                    acs = %c.acs_url(),
+                    metadata_url = %c.metadata_url(),
+                    "SAML connector ready"
+                ),
             }
             built.insert(id, entry);
         }

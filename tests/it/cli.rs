@@ -382,6 +382,55 @@ fn healthcheck_answers_whether_the_configured_listener_is_ready() {
 }
 
 #[test]
+fn start_up_logs_what_to_register_at_each_identity_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing answers at either provider yet: both connectors are ready without them, so the
+    // values to register there come first.
+    let text = format!(
+        "{}\n[[connectors]]\nid = \"corp-oidc\"\ntype = \"oidc\"\nissuer = \"http://127.0.0.1:9\"\n\
+         client_id = \"gatehouse-at-corp\"\nclient_secret = \"upstream-secret\"\n\n\
+         [[connectors]]\nid = \"corp-saml\"\ntype = \"saml\"\nidp_metadata_url = \"http://127.0.0.1:9/metadata\"\n",
+        config_toml(&format!("sqlite://{}/connectors.db", dir.path().display()), "log_format = \"json\"")
+    );
+    let path = write_config(dir.path(), &text);
+    let mut child = gatehouse()
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut log = String::new();
+    let started = read_until(&mut reader, &mut log, |v| {
+        v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready"))
+    });
+    // The SP metadata is served before the IdP exists: each side can be set up first.
+    let mut stream = std::net::TcpStream::connect(started["fields"]["listen"].as_str().unwrap()).unwrap();
+    stream.write_all(b"GET /saml/corp-saml/metadata HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("entityID=\"http://127.0.0.1:8080/saml/corp-saml\""), "{answer}");
+    let ready = |message: &str| {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|v| v["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no `{message}` in the log:\n{log}"))["fields"]
+            .clone()
+    };
+    let oidc = ready("OpenID Connect connector ready");
+    assert_eq!(oidc["redirect_uri"], "http://127.0.0.1:8080/oidc/corp-oidc/callback");
+    assert_eq!(oidc["client_id"], "gatehouse-at-corp");
+    let saml = ready("SAML connector ready");
+    assert_eq!(saml["entity_id"], "http://127.0.0.1:8080/saml/corp-saml");
+    assert_eq!(saml["acs"], "http://127.0.0.1:8080/saml/corp-saml/acs");
+    assert_eq!(saml["metadata_url"], "http://127.0.0.1:8080/saml/corp-saml/metadata");
+    assert!(!log.contains("upstream-secret"), "the upstream secret is never logged");
+}
+
+#[test]
 fn pretty_logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let text = config_toml(&format!("sqlite://{}/pretty.db", dir.path().display()), "log_format = \"pretty\"");
