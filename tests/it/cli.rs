@@ -198,6 +198,19 @@ fn saml_sp_keys_are_published_rotated_and_removed() {
     assert_eq!((code, rows(&stdout).len()), (0, 3), "{stdout}");
 }
 
+/// `gatehouse serve` with the configuration at `path`; its log (standard output) to read.
+fn serve(path: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, BufReader<std::process::ChildStdout>) {
+    let mut child = gatehouse()
+        .args(["--config", path.to_str().unwrap(), "serve"])
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    (child, reader)
+}
+
 /// Reads the server's JSON log lines until one satisfies `until`.
 fn read_until(reader: &mut impl BufRead, log: &mut String, until: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -359,14 +372,7 @@ fn healthcheck_answers_whether_the_configured_listener_is_ready() {
     assert_eq!(code, 1, "nothing listens yet");
     assert!(stderr.contains(&format!("http://127.0.0.1:{port}/readyz did not answer")), "{stderr}");
 
-    let mut child = gatehouse()
-        .args(["--config", path.to_str().unwrap(), "serve"])
-        .env("GATEHOUSE_LISTEN", &listen)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut reader) = serve(&path, &[("GATEHOUSE_LISTEN", &listen)]);
     let mut log = String::new();
     read_until(&mut reader, &mut log, |v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready")));
     let (code, stdout, stderr) = healthcheck();
@@ -393,13 +399,7 @@ fn start_up_logs_what_to_register_at_each_identity_provider() {
         config_toml(&format!("sqlite://{}/connectors.db", dir.path().display()), "log_format = \"json\"")
     );
     let path = write_config(dir.path(), &text);
-    let mut child = gatehouse()
-        .args(["--config", path.to_str().unwrap(), "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut reader) = serve(&path, &[]);
     let mut log = String::new();
     let started = read_until(&mut reader, &mut log, |v| {
         v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready"))
@@ -435,13 +435,7 @@ fn pretty_logs_carry_no_colour_codes_when_not_written_to_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let text = config_toml(&format!("sqlite://{}/pretty.db", dir.path().display()), "log_format = \"pretty\"");
     let path = write_config(dir.path(), &text);
-    let mut child = gatehouse()
-        .args(["--config", path.to_str().unwrap(), "serve"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let (mut child, mut reader) = serve(&path, &[]);
     let mut log = String::new();
     while !log.contains("Gatehouse is ready") {
         assert!(reader.read_line(&mut log).unwrap() > 0, "the server exited early:\n{log}");
