@@ -21,6 +21,7 @@ pub const CONFIG_PATH_VAR: &str = "GATEHOUSE_CONFIG";
 pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
 const KEY_ENCRYPTION_KEY_LEN: usize = 32;
 const MIN_CLIENT_SECRET_LEN: usize = 16;
+const MAX_SP_METADATA_VALIDITY_SECS: i64 = 365 * 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,6 +31,8 @@ pub enum ConfigError {
     Syntax { path: PathBuf, reason: String },
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    #[error("cannot print the configuration: {0}")]
+    Print(String),
 }
 
 fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
@@ -60,7 +63,10 @@ struct RawConfig {
     client_auth: RawClientAuth,
     #[serde(default)]
     admin: RawAdmin,
+    #[serde(default)]
+    saml: RawSaml,
     cleanup_interval_secs: Option<u64>,
+    connector_check_interval_secs: Option<u64>,
     #[serde(default)]
     trusted_proxies: Vec<String>,
     #[serde(default)]
@@ -92,6 +98,12 @@ struct RawAdmin {
     groups: Option<Vec<String>>,
     read_only_groups: Option<Vec<String>>,
     max_auth_age_secs: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSaml {
+    sp_metadata_validity_secs: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,7 +260,10 @@ pub struct Config {
     pub tokens: TokenSettings,
     pub client_auth: ClientAuthSettings,
     pub admin: AdminSettings,
+    pub saml: SamlSettings,
     pub cleanup_interval_secs: u64,
+    /// How often each connector is checked against its IdP, from start-up on; 0: never.
+    pub connector_check_interval_secs: u64,
     /// Peers whose `X-Forwarded-For` is believed: the load balancers in front of the nodes.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub clients: Vec<ClientConfig>,
@@ -315,6 +330,14 @@ pub struct AdminSettings {
     pub read_only_groups: Vec<String>,
     /// The console needs a sign-in at most this old; an older session signs in again.
     pub max_auth_age_secs: i64,
+}
+
+/// Settings shared by every SAML connector.
+#[derive(Debug, Clone, Serialize)]
+pub struct SamlSettings {
+    /// The `validUntil` of the SP metadata, this long after it is served. An IdP that was
+    /// given an uploaded copy stops trusting it then; one that reads the metadata URL refetches.
+    pub sp_metadata_validity_secs: i64,
 }
 
 /// Failed client authentications at the token, introspection and revocation endpoints.
@@ -558,34 +581,6 @@ impl std::fmt::Debug for LocalUser {
     }
 }
 
-/// Keys whose values `check-config` never prints, on top of the `Secret` fields.
-const MASKED_KEYS: [&str; 1] = ["password_hash"];
-
-impl Config {
-    /// The effective configuration as TOML, with every secret masked.
-    pub fn to_masked_toml(&self) -> Result<String, toml::ser::Error> {
-        let mut value = toml::Value::try_from(self)?;
-        mask(&mut value);
-        toml::to_string_pretty(&value)
-    }
-}
-
-fn mask(value: &mut toml::Value) {
-    match value {
-        toml::Value::Table(table) => {
-            for (key, inner) in table.iter_mut() {
-                if MASKED_KEYS.contains(&key.as_str()) {
-                    *inner = toml::Value::String(crate::secret::MASK.to_owned());
-                } else {
-                    mask(inner);
-                }
-            }
-        }
-        toml::Value::Array(items) => items.iter_mut().for_each(mask),
-        _ => {}
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Loading.
 
@@ -602,38 +597,185 @@ pub fn resolve_path(flag: Option<&Path>, env: &[(String, String)]) -> PathBuf {
 
 /// Loads the file at `path`, overlays the `GATEHOUSE_*` variables in `env`, and validates.
 pub fn load(path: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|err| ConfigError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
-    let table: toml::Table = toml::from_str(&text).map_err(|err| {
-        let reason = match err.span() {
-            Some(span) => {
-                let (line, column) = line_and_column(&text, span.start);
-                format!("line {line}, column {column}: {}", err.message())
+    Loaded::read(path, env)?.validate()
+}
+
+/// The effective configuration as TOML: what the file and the environment set, with every
+/// default written out and every secret masked, in the file's own key names, so it can be
+/// pasted back into a file.
+pub fn effective_toml(path: &Path, env: &[(String, String)]) -> Result<String, ConfigError> {
+    let loaded = Loaded::read(path, env)?;
+    let config = loaded.validate()?;
+    let toml::Value::Table(mut root) = loaded.root else { return Err(ConfigError::Print(String::from("not a table"))) };
+    write_defaults(&mut root, &config).map_err(|err| ConfigError::Print(err.to_string()))?;
+    let mut root = toml::Value::Table(root);
+    mask_secrets(&mut root);
+    toml::to_string_pretty(&root).map_err(|err| ConfigError::Print(err.to_string()))
+}
+
+/// The file with the environment laid over it, and which variable set which key, so an
+/// error can name the variable an operator has to fix.
+struct Loaded {
+    root: toml::Value,
+    set_by_env: Vec<(String, String)>,
+}
+
+impl Loaded {
+    fn read(path: &Path, env: &[(String, String)]) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| ConfigError::Read { path: path.to_path_buf(), reason: err.to_string() })?;
+        let table: toml::Table = toml::from_str(&text).map_err(|err| {
+            let reason = match err.span() {
+                Some(span) => {
+                    let (line, column) = line_and_column(&text, span.start);
+                    format!("line {line}, column {column}: {}", err.message())
+                }
+                None => err.message().to_owned(),
+            };
+            ConfigError::Syntax { path: path.to_path_buf(), reason }
+        })?;
+        let mut root = toml::Value::Table(table);
+        let set_by_env = overlay_env(&mut root, env)?;
+        Ok(Self { root, set_by_env })
+    }
+
+    fn validate(&self) -> Result<Config, ConfigError> {
+        let raw: RawConfig = serde_path_to_error::deserialize(self.root.clone()).map_err(|err| {
+            let key = err.path().to_string();
+            let field = key.rsplit('.').next().unwrap_or_default();
+            // serde's message quotes the offending value; for a secret that would print it.
+            let reason = if is_secret_key(field) {
+                String::from("must be a string (the value is not shown)")
+            } else {
+                err.into_inner().message().to_owned()
+            };
+            self.locate(invalid(if key == "." { String::from("(top level)") } else { key }, reason))
+        })?;
+        validate(raw).map_err(|err| self.locate(err))
+    }
+
+    /// Names a list entry by its id as well as its position, and the environment variable
+    /// that set the value at fault.
+    fn locate(&self, err: ConfigError) -> ConfigError {
+        let ConfigError::Invalid { key, mut reason } = err else { return err };
+        let dotted = key.replace('[', ".").replace(']', "");
+        if let Some((_, variable)) = self.set_by_env.iter().find(|(path, _)| {
+            dotted == *path || dotted.starts_with(&format!("{path}.")) || path.starts_with(&format!("{dotted}."))
+        }) {
+            reason.push_str(&format!(" (set by the environment variable {variable})"));
+        }
+        ConfigError::Invalid { key: name_list_entry(&key, &self.root), reason }
+    }
+}
+
+/// `clients[1].name` → `clients[1] (client_id = "newapp").name`: people know their entries by
+/// id, not by position.
+fn name_list_entry(key: &str, root: &toml::Value) -> String {
+    for (list, id_field) in [("clients", "client_id"), ("connectors", "id")] {
+        let Some(rest) = key.strip_prefix(list).and_then(|rest| rest.strip_prefix('[')) else { continue };
+        let Some((index, tail)) = rest.split_once(']') else { continue };
+        let Ok(index) = index.parse::<usize>() else { continue };
+        let id = root.get(list).and_then(|entries| entries.get(index)).and_then(|entry| entry.get(id_field));
+        if let Some(id) = id.and_then(toml::Value::as_str).filter(|id| !id.is_empty()) {
+            return format!("{list}[{index}] ({id_field} = {id:?}){tail}");
+        }
+    }
+    key.to_owned()
+}
+
+/// Writes out the defaults the validated configuration filled in, under the keys that set them.
+fn write_defaults(root: &mut toml::Table, config: &Config) -> Result<(), toml::ser::Error> {
+    let top = [
+        ("listen", toml::Value::String(config.listen.to_string())),
+        ("log_format", toml::Value::try_from(config.log_format)?),
+        ("cleanup_interval_secs", toml::Value::try_from(config.cleanup_interval_secs)?),
+        ("connector_check_interval_secs", toml::Value::try_from(config.connector_check_interval_secs)?),
+    ];
+    for (key, value) in top {
+        root.entry(key).or_insert(value);
+    }
+    if !root.contains_key("database_url") && !root.contains_key("database_url_file") {
+        root.insert("database_url".into(), toml::Value::String(config.database_url.expose().clone()));
+    }
+    let sections = [
+        ("session", toml::Value::try_from(&config.session)?),
+        ("login", toml::Value::try_from(&config.login)?),
+        ("tokens", toml::Value::try_from(&config.tokens)?),
+        ("client_auth", toml::Value::try_from(&config.client_auth)?),
+        ("admin", toml::Value::try_from(&config.admin)?),
+        ("saml", toml::Value::try_from(&config.saml)?),
+    ];
+    for (name, defaults) in sections {
+        let toml::Value::Table(defaults) = defaults else { continue };
+        let section = root.entry(name).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(section) = section {
+            for (key, value) in defaults.into_iter().filter(|(key, _)| key != "longest_client_access_token_secs") {
+                section.entry(key).or_insert(value);
             }
-            None => err.message().to_owned(),
-        };
-        ConfigError::Syntax { path: path.to_path_buf(), reason }
-    })?;
-    let mut root = toml::Value::Table(table);
-    overlay_env(&mut root, env)?;
-    let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|err| {
-        let key = err.path().to_string();
-        let field = key.rsplit('.').next().unwrap_or_default();
-        // serde's message quotes the offending value; for a secret that would print it.
-        let reason = if is_secret_key(field) {
-            String::from("must be a string (the value is not shown)")
-        } else {
-            err.into_inner().message().to_owned()
-        };
-        invalid(if key == "." { String::from("(top level)") } else { key }, reason)
-    })?;
-    validate(raw)
+        }
+    }
+    if let Some(toml::Value::Array(entries)) = root.get_mut("clients") {
+        for (entry, client) in entries.iter_mut().zip(&config.clients) {
+            let Some(entry) = entry.as_table_mut() else { continue };
+            entry.entry("name").or_insert_with(|| client.name.clone().into());
+            entry.entry("scopes").or_insert(toml::Value::try_from(&client.scopes)?);
+            entry.entry("grant_types").or_insert(toml::Value::try_from(&client.grant_types)?);
+            entry.entry("signing_alg").or_insert_with(|| client.signing_alg.as_str().into());
+        }
+    }
+    if let Some(toml::Value::Array(entries)) = root.get_mut("connectors") {
+        for (entry, connector) in entries.iter_mut().zip(&config.connectors) {
+            let Some(entry) = entry.as_table_mut() else { continue };
+            entry.entry("name").or_insert_with(|| connector.name.clone().into());
+            let (claims, timeout_secs, clock_skew_secs) = match &connector.kind {
+                ConnectorKind::Local { .. } => continue,
+                ConnectorKind::Oidc(oidc) => {
+                    entry.entry("scopes").or_insert(toml::Value::try_from(&oidc.scopes)?);
+                    (toml::Value::try_from(&oidc.claims)?, oidc.timeout_secs, oidc.clock_skew_secs)
+                }
+                ConnectorKind::Saml(saml) => {
+                    entry.entry("sign_requests").or_insert(saml.sign_requests.into());
+                    (toml::Value::try_from(&saml.claims)?, saml.timeout_secs, saml.clock_skew_secs)
+                }
+            };
+            entry.entry("timeout_secs").or_insert(toml::Value::try_from(timeout_secs)?);
+            entry.entry("clock_skew_secs").or_insert(clock_skew_secs.into());
+            if let (toml::Value::Table(section), toml::Value::Table(defaults)) =
+                (entry.entry("claims").or_insert_with(|| toml::Value::Table(toml::Table::new())), claims)
+            {
+                for (key, value) in defaults {
+                    section.entry(key).or_insert(value);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Masks secret values wherever they are; a plain SQLite `database_url` is a file name, not a
+/// secret. Paths to secret files (`*_file`) are shown.
+fn mask_secrets(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(table) => {
+            for (key, inner) in table.iter_mut() {
+                let shown_as_is = key == "database_url" && inner.as_str().is_some_and(|url| url.starts_with("sqlite:"));
+                if is_secret_key(key) && !shown_as_is {
+                    *inner = toml::Value::String(crate::secret::MASK.to_owned());
+                } else {
+                    mask_secrets(inner);
+                }
+            }
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        _ => {}
+    }
 }
 
 /// Applies `GATEHOUSE_A__B=value` as `a.b = value`. Values that read as TOML numbers, booleans or
 /// arrays take that type; anything else is a string.
-fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), ConfigError> {
+fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<Vec<(String, String)>, ConfigError> {
     let mut set_by_env: Vec<Vec<String>> = Vec::new();
+    let mut variables = Vec::new();
     for (name, value) in env {
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else { continue };
         if name == CONFIG_PATH_VAR {
@@ -646,8 +788,10 @@ fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), C
         }
         let is_secret = segments.last().is_some_and(|last| is_secret_key(last));
         let value = if is_secret { toml::Value::String(value.clone()) } else { parse_env_value(value) };
-        set_path(root, &segments, value).map_err(|reason| invalid(key.replace("__", "."), reason))?;
+        set_path(root, &segments, value)
+            .map_err(|reason| invalid(key.replace("__", "."), format!("{reason} (set by the environment variable {name})")))?;
         set_by_env.push(segments.iter().map(|s| (*s).to_owned()).collect());
+        variables.push((key.replace("__", "."), name.clone()));
     }
     // A secret set in the environment replaces the file's other forms of it (`X_file`, a
     // hash), so an operator can override the demo file without editing it.
@@ -661,7 +805,7 @@ fn overlay_env(root: &mut toml::Value, env: &[(String, String)]) -> Result<(), C
             }
         }
     }
-    Ok(())
+    Ok(variables)
 }
 
 /// The alternative ways of giving one secret; setting two of them is an error.
@@ -879,6 +1023,8 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid("cleanup_interval_secs", "must be at least 1"));
     }
 
+    let connector_check_interval_secs = raw.connector_check_interval_secs.unwrap_or(60);
+
     let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
     for (index, text) in raw.trusted_proxies.iter().enumerate() {
         let network = text
@@ -911,6 +1057,14 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         }
     }
 
+    let saml = SamlSettings { sp_metadata_validity_secs: raw.saml.sp_metadata_validity_secs.unwrap_or(7 * 86_400) };
+    if !(3600..=MAX_SP_METADATA_VALIDITY_SECS).contains(&saml.sp_metadata_validity_secs) {
+        return Err(invalid(
+            "saml.sp_metadata_validity_secs",
+            format!("must be between 3600 (an hour) and {MAX_SP_METADATA_VALIDITY_SECS} (a year)"),
+        ));
+    }
+
     let mut connector_ids = HashSet::new();
     let mut connectors = Vec::with_capacity(raw.connectors.len());
     for (index, connector) in raw.connectors.into_iter().enumerate() {
@@ -938,7 +1092,9 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         tokens,
         client_auth,
         admin,
+        saml,
         cleanup_interval_secs,
+        connector_check_interval_secs,
         trusted_proxies,
         clients,
         connectors,

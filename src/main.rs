@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gatehouse::clock::{SharedClock, SystemClock};
+use gatehouse::clock::{Clock, SharedClock, SystemClock};
 use gatehouse::config::{self, Config, LogFormat};
 use gatehouse::startup;
 use gatehouse::tokens::KeyManager;
+use gatehouse::upstream::check;
 use gatehouse::upstream::saml::SpKeys;
 
 /// sysexits(3) EX_CONFIG: the configuration is wrong, nothing was started.
@@ -33,8 +34,14 @@ enum Command {
     Serve,
     /// Create or upgrade the database schema, then exit
     Migrate,
-    /// Validate the configuration and print it with secrets masked
-    CheckConfig,
+    /// Validate the configuration and print it, defaults written out and secrets masked, in a
+    /// form that can be pasted back into a file
+    CheckConfig {
+        /// Also check each connector in the file against its identity provider (discovery and
+        /// keys, or metadata and certificates); exits 1 when one cannot be used
+        #[arg(long)]
+        connect: bool,
+    },
     /// Manage signing keys
     Keys {
         #[command(subcommand)]
@@ -93,17 +100,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        return match config.to_masked_toml() {
-            Ok(text) => {
-                println!("# {} is valid\n{text}", path.display());
-                ExitCode::SUCCESS
-            }
+    if let Some(Command::CheckConfig { connect }) = cli.command {
+        match config::effective_toml(&path, &env) {
+            Ok(text) => println!("# {} is valid\n{text}", path.display()),
             Err(err) => {
-                eprintln!("gatehouse: cannot print the configuration: {err}");
-                ExitCode::FAILURE
+                eprintln!("gatehouse: {err}");
+                return ExitCode::FAILURE;
             }
-        };
+        }
+        return if connect { check_connectors(&config) } else { ExitCode::SUCCESS };
     }
     init_logging(config.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -131,7 +136,9 @@ fn init_logging(format: LogFormat) {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout).with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Pretty => builder.init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).init(),
+        // The whole span list: a library's own span (tower-sessions' `call`) may be the
+        // innermost, and the request's id is on the outer one.
+        LogFormat::Json => builder.json().with_current_span(false).with_span_list(true).init(),
     }
 }
 
@@ -197,7 +204,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Healthcheck => healthcheck(config.listen).await,
-        Command::CheckConfig | Command::HashPassword => Ok(()),
+        Command::CheckConfig { .. } | Command::HashPassword => Ok(()),
     }
 }
 
@@ -224,6 +231,36 @@ async fn serve(config: Config, clock: SharedClock) -> anyhow::Result<()> {
     app.serve(listener, startup::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Checks each connector the file declares against its IdP, printed as TOML comments so the
+/// whole output still pastes back into a file. Connectors added in the console are checked by
+/// the running server (`/readyz?verbose`).
+fn check_connectors(config: &Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("gatehouse: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = SystemClock.now();
+    let mut all_usable = true;
+    for connector in &config.connectors {
+        let found = runtime.block_on(check::check_declared(connector, &config.issuer, now));
+        let kind = connector.kind.type_name();
+        match found {
+            None => println!("# connector {} ({kind}): nothing to reach", connector.id),
+            Some((connector_type, finding)) => {
+                all_usable &= finding.is_usable();
+                println!("# connector {} ({kind}): {}: {}", connector.id, finding.code(), finding.detail());
+                if finding != check::Finding::Usable {
+                    println!("#   fix: {}", finding.fix(connector_type));
+                }
+            }
+        }
+    }
+    if all_usable { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn describe(keys: &[gatehouse::upstream::saml::sp_key::SpKeySummary]) -> String {

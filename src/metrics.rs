@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -49,6 +50,8 @@ pub struct Metrics {
     pub authorizations: Family<ClientLabels, Counter>,
     /// Failed fetches of SAML IdP metadata, by connector.
     pub saml_metadata_failures: Family<ConnectorLabels, Counter>,
+    /// 1 while the last check found the connector's IdP usable, else 0.
+    pub connector_up: Family<ConnectorLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -70,7 +73,13 @@ impl Default for Metrics {
             "Failed fetches of SAML IdP metadata by connector",
             saml_metadata_failures.clone(),
         );
-        Self { registry, requests, request_duration, logins, tokens_issued, authorizations, saml_metadata_failures }
+        let connector_up = Family::<ConnectorLabels, Gauge>::default();
+        registry.register(
+            "connector_up",
+            "1 while the last check of the connector found its identity provider usable, else 0",
+            connector_up.clone(),
+        );
+        Self { registry, requests, request_duration, logins, tokens_issued, authorizations, saml_metadata_failures, connector_up }
     }
 }
 

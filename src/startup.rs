@@ -133,7 +133,11 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         tracing::info!(entry = %entry, "configuration synced");
     }
     let sp_keys = Arc::new(SpKeys::new(store.clone(), kek.clone(), clock.clone(), config.tokens.key_cache_secs));
-    let saml = SamlShared { sp_keys, verifier: BlockingPool::per_core(crate::upstream::saml::VERIFY_QUEUE_WAIT) };
+    let saml = SamlShared {
+        sp_keys,
+        verifier: BlockingPool::per_core(crate::upstream::saml::VERIFY_QUEUE_WAIT),
+        sp_metadata_validity_secs: config.saml.sp_metadata_validity_secs,
+    };
     let keys = Arc::new(KeyManager::new(store.clone(), kek.clone(), clock.clone(), config.tokens.clone()));
     for kid in keys.ensure_active(&signing_algs(&store.list_clients().await?)).await? {
         tracing::info!(kid = %kid, "generated signing key");
@@ -156,13 +160,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     });
     let http = crate::provider::backchannel::http_client().map_err(StartupError::HttpClient)?;
     let metrics = Arc::new(Metrics::default());
-    let upstreams = Arc::new(crate::upstream::Upstreams::new(
-        store.clone(),
-        kek,
-        &config.issuer,
-        saml,
-        metrics.saml_metadata_failures.clone(),
-    ));
+    let upstreams = Arc::new(crate::upstream::Upstreams::new(store.clone(), kek, &config.issuer, saml, &metrics));
     // A connector the file declares must work from the start; one added in the console that
     // cannot be built is reported and skipped, as it would be on any later refresh.
     if let Some(failure) = upstreams.refresh().await?.into_iter().find(|f| f.managed_by_config) {
@@ -188,6 +186,7 @@ impl App {
     /// Serves until `shutdown` resolves, then stops accepting and lets requests in flight finish.
     pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let cleanup = tokio::spawn(cleanup_loop(self.state.clone(), self.sessions.clone()));
+        let connector_checks = tokio::spawn(connector_check_loop(self.state.clone()));
         let backchannel = tokio::spawn(crate::provider::backchannel::run(self.state.provider.clone(), self.http.clone()));
         let metrics = self.metrics_listener.map(|metrics_listener| {
             let router = web::metrics_router(self.state.clone());
@@ -196,6 +195,7 @@ impl App {
         let service = self.router.into_make_service_with_connect_info::<std::net::SocketAddr>();
         let served = axum::serve(listener, service).with_graceful_shutdown(shutdown).await;
         cleanup.abort();
+        connector_checks.abort();
         backchannel.abort();
         if let Some(metrics) = metrics {
             metrics.abort();
@@ -218,6 +218,19 @@ async fn cleanup_loop(state: AppState, sessions: SessionBackend) {
         if let Err(err) = sessions.delete_expired().await {
             tracing::warn!(error = %err, "cleanup of expired cookie sessions failed");
         }
+    }
+}
+
+/// Checks the connectors against their IdPs at start-up and every
+/// `connector_check_interval_secs` after.
+async fn connector_check_loop(state: AppState) {
+    if state.config.connector_check_interval_secs == 0 {
+        return;
+    }
+    let mut interval = tokio::time::interval(Duration::from_secs(state.config.connector_check_interval_secs));
+    loop {
+        interval.tick().await;
+        state.upstreams.check_all(state.clock.now()).await;
     }
 }
 

@@ -34,6 +34,19 @@ pub enum UntrustedRequest {
     Malformed,
 }
 
+impl UntrustedRequest {
+    /// The reason logged for a refused authorization request.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingClient => "missing_client_id",
+            Self::UnknownClient => "unknown_client",
+            Self::MissingRedirectUri => "missing_redirect_uri",
+            Self::UnregisteredRedirectUri => "unregistered_redirect_uri",
+            Self::Malformed => "malformed_request",
+        }
+    }
+}
+
 /// A validated authorization request, stored while the user signs in or consents.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuthorizationRequest {
@@ -151,6 +164,18 @@ impl Provider {
     /// Finds the client and its exact registered redirect URI, or says why the request cannot
     /// be answered by redirect.
     pub async fn authorization_client(
+        &self,
+        params: &Params,
+    ) -> ProviderResult<Result<(ClientRecord, String), UntrustedRequest>> {
+        let found = self.find_authorization_client(params).await?;
+        if let Err(refusal) = &found {
+            // Never the submitted values: an unregistered redirect URI may be an attacker's.
+            tracing::info!(reason = refusal.code(), "authorization request refused: {refusal}");
+        }
+        Ok(found)
+    }
+
+    async fn find_authorization_client(
         &self,
         params: &Params,
     ) -> ProviderResult<Result<(ClientRecord, String), UntrustedRequest>> {

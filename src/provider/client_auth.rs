@@ -169,7 +169,19 @@ impl Provider {
             (None, Ok(Some(_))) => AuthMethod::Post,
             _ => AuthMethod::None,
         };
-        self.authenticate(basic, params, allow_public, ip).await.map_err(|error| ClientAuthFailure { error, method })
+        self.authenticate(basic, params, allow_public, ip).await.map_err(|error| {
+            // The reason, never the submitted id or secret; the request id is on the span.
+            match &error {
+                ProviderError::OAuth(refusal) => {
+                    tracing::info!(reason = refusal.code.as_str(), "client authentication refused: {}", refusal.description);
+                }
+                ProviderError::Throttled { .. } => {
+                    tracing::info!(reason = "throttled", "client authentication refused: too many failures");
+                }
+                _ => {}
+            }
+            ClientAuthFailure { error, method }
+        })
     }
 
     async fn authenticate(

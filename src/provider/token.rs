@@ -282,7 +282,10 @@ impl Provider {
         if let Some(session_id) = &input.grant.session_id {
             claims.insert("sid".into(), Value::from(public_sid(session_id)));
         }
-        claims.insert("amr".into(), Value::from(input.grant.amr.clone()));
+        // An empty list would claim nothing; an upstream sign-in's methods are its IdP's to state.
+        if !input.grant.amr.is_empty() {
+            claims.insert("amr".into(), Value::from(input.grant.amr.clone()));
+        }
         claims.insert("at_hash".into(), Value::from(at_hash(input.access_token)));
         claims.insert("idp".into(), Value::from(input.grant.idp.clone()));
         Ok(self.keys.sign(&claims, client_alg(input.client), "JWT").await?)

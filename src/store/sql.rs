@@ -1275,6 +1275,17 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::AuditStore for $store {
             async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {
+                // A refusal is in the log as well as the table, under the request's id (the
+                // span's); `detail` is a fixed reason code, never input.
+                if event.outcome == $crate::store::AuditOutcome::Failure {
+                    tracing::info!(
+                        event = %event.kind,
+                        reason = event.detail.as_deref().unwrap_or_default(),
+                        client_id = event.client_id.as_deref().unwrap_or_default(),
+                        connector = event.connector_id.as_deref().unwrap_or_default(),
+                        "refused"
+                    );
+                }
                 Self::insert_audit(&self.pool, event).await
             }
 

@@ -1,5 +1,6 @@
 //! Upstream identity sources. Every connector, whatever its protocol, yields one `UpstreamIdentity`.
 
+pub mod check;
 pub mod http;
 pub mod local;
 pub mod oidc;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::RwLock;
 
 use crate::config::ConnectorKind;
@@ -95,6 +97,46 @@ pub fn received_from_claims(claims: &serde_json::Value, bounds: Bounds) -> Recei
         .collect()
 }
 
+/// Names of received claims or attributes a warning lists at most.
+const MAX_NAMES_IN_WARNING: usize = 40;
+
+/// Warns once per connector and user field when the claim (or attribute) mapped to it never
+/// arrives, listing the names that did, so "groups are empty" has an answer in the log. Only
+/// names are logged, never values.
+#[derive(Debug, Default)]
+pub struct MissingClaims {
+    warned: std::sync::Mutex<std::collections::HashSet<&'static str>>,
+}
+
+impl MissingClaims {
+    /// `mapped`: each user field, the name it is mapped from, and whether that name arrived.
+    pub fn note(&self, connector: &str, mapped: &[(&'static str, &str, bool)], arrived: impl FnOnce() -> Vec<String>) {
+        let Ok(mut warned) = self.warned.lock() else { return };
+        let missing: Vec<&(&'static str, &str, bool)> =
+            mapped.iter().filter(|(field, _, present)| !present && !warned.contains(field)).collect();
+        if missing.is_empty() {
+            return;
+        }
+        let mut names = arrived();
+        names.sort();
+        names.dedup();
+        let more = names.len().saturating_sub(MAX_NAMES_IN_WARNING);
+        names.truncate(MAX_NAMES_IN_WARNING);
+        let arrived = if more > 0 { format!("{} and {more} more", names.join(", ")) } else { names.join(", ") };
+        for (field, name, _) in missing {
+            warned.insert(field);
+            tracing::warn!(
+                connector = %connector,
+                field = *field,
+                mapped_from = %name,
+                arrived = %arrived,
+                "the identity provider sent no `{name}`, which `claims.{field}` maps; the users it signs in have no {field} \
+                 until it does (this is logged once per connector)"
+            );
+        }
+    }
+}
+
 /// What a kind of connector does, so callers ask the kind rather than match its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnectorType {
@@ -165,6 +207,8 @@ pub enum UpstreamSetupError {
 pub struct SamlShared {
     pub sp_keys: Arc<saml::SpKeys>,
     pub verifier: crate::work::BlockingPool,
+    /// How long after it is served the SP metadata says it is valid (`saml.sp_metadata_validity_secs`).
+    pub sp_metadata_validity_secs: i64,
 }
 
 /// How long a node trusts its registry before it compares versions with the database again:
@@ -180,7 +224,10 @@ pub struct Upstreams {
     issuer: String,
     saml: SamlShared,
     metadata_failures: Family<ConnectorLabels, Counter>,
+    connector_up: Family<ConnectorLabels, Gauge>,
     built: RwLock<HashMap<String, Built>>,
+    /// What the last check of each connector found, by connector id.
+    findings: std::sync::Mutex<std::collections::BTreeMap<String, ConnectorFinding>>,
     /// When versions were last compared. A monotonic instant, not protocol time: it only
     /// paces database reads.
     checked_at: std::sync::Mutex<Option<std::time::Instant>>,
@@ -210,15 +257,17 @@ impl Upstreams {
         kek: crate::tokens::KeyEncryptionKey,
         issuer: &str,
         saml: SamlShared,
-        metadata_failures: Family<ConnectorLabels, Counter>,
+        metrics: &crate::metrics::Metrics,
     ) -> Self {
         Self {
             store,
             kek,
             issuer: issuer.to_owned(),
             saml,
-            metadata_failures,
+            metadata_failures: metrics.saml_metadata_failures.clone(),
+            connector_up: metrics.connector_up.clone(),
             built: RwLock::new(HashMap::new()),
+            findings: std::sync::Mutex::new(std::collections::BTreeMap::new()),
             checked_at: std::sync::Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(()),
             sp_keys_ready: std::sync::atomic::AtomicBool::new(false),
@@ -271,7 +320,7 @@ impl Upstreams {
                     version = entry.record.version,
                     redirect_uri = %c.redirect_uri(),
                     client_id = %c.settings().client_id,
-                    "OpenID Connect connector ready"
+                    "OpenID Connect connector configured"
                 ),
                 Live::Saml(c) => tracing::info!(
                     connector = %id,
@@ -279,7 +328,7 @@ impl Upstreams {
                     entity_id = %c.entity_id(),
                     acs = %c.acs_url(),
                     metadata_url = %c.metadata_url(),
-                    "SAML connector ready"
+                    "SAML connector configured"
                 ),
             }
             built.insert(id, entry);
@@ -312,8 +361,7 @@ impl Upstreams {
                         &connector.name,
                         settings,
                         &self.issuer,
-                        self.saml.sp_keys.clone(),
-                        self.saml.verifier.clone(),
+                        &self.saml,
                         self.metadata_failures.clone(),
                     )
                     .map_err(|err| UpstreamSetupError::Saml(connector.id.clone(), err))?,
@@ -412,6 +460,43 @@ impl Upstreams {
         })
     }
 
+    /// Checks every connector against its IdP (through the connectors' caches), records what
+    /// was found, and logs each change: a failure as a warning naming the connector and the fix.
+    pub async fn check_all(&self, now: crate::clock::UnixTime) -> Vec<ConnectorFinding> {
+        self.recheck().await;
+        let live: Vec<(String, Live)> = self.built.read().await.iter().map(|(id, b)| (id.clone(), b.live.clone())).collect();
+        let mut found = Vec::with_capacity(live.len());
+        for (connector_id, connector) in live {
+            let (kind, finding) = match connector {
+                Live::Oidc(connector) => (ConnectorType::Oidc, check::check_oidc(&connector, now).await),
+                Live::Saml(connector) => {
+                    (ConnectorType::Saml, check::judge_saml(connector.idp_metadata(now).await.as_deref(), now))
+                }
+            };
+            found.push(ConnectorFinding { connector_id, kind, finding, checked_at: now });
+        }
+        let Ok(mut findings) = self.findings.lock() else { return found };
+        for gone in findings.keys().filter(|id| !found.iter().any(|f| &f.connector_id == *id)).cloned().collect::<Vec<_>>() {
+            findings.remove(&gone);
+            self.connector_up.remove(&ConnectorLabels { connector: gone });
+        }
+        for current in &found {
+            let labels = ConnectorLabels { connector: current.connector_id.clone() };
+            self.connector_up.get_or_create(&labels).set(i64::from(current.finding.is_usable()));
+            let changed = findings.get(&current.connector_id).is_none_or(|last| last.finding.code() != current.finding.code());
+            if changed {
+                report(current);
+            }
+            findings.insert(current.connector_id.clone(), current.clone());
+        }
+        found
+    }
+
+    /// What the last checks found, in connector id order.
+    pub fn findings(&self) -> Vec<ConnectorFinding> {
+        self.findings.lock().map(|findings| findings.values().cloned().collect()).unwrap_or_default()
+    }
+
     /// How each redirect-style connector is doing, from what it already knows (no fetch).
     pub async fn health(&self) -> Vec<ConnectorHealth> {
         self.recheck().await;
@@ -433,6 +518,27 @@ impl Upstreams {
         }
         health.sort_by(|a, b| a.connector_id.cmp(&b.connector_id));
         health
+    }
+}
+
+/// What checking one connector found, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorFinding {
+    pub connector_id: String,
+    pub kind: ConnectorType,
+    pub finding: check::Finding,
+    pub checked_at: crate::clock::UnixTime,
+}
+
+fn report(found: &ConnectorFinding) {
+    let connector = &found.connector_id;
+    let (code, detail, fix) = (found.finding.code(), found.finding.detail(), found.finding.fix(found.kind));
+    match &found.finding {
+        check::Finding::Usable => tracing::info!(connector = %connector, "connector checked: {detail}"),
+        check::Finding::CertificateExpiresSoon { .. } => {
+            tracing::warn!(connector = %connector, check = code, fix, "connector check: {detail}");
+        }
+        _ => tracing::warn!(connector = %connector, check = code, fix, "connector check failed: {detail}"),
     }
 }
 

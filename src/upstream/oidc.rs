@@ -220,6 +220,7 @@ pub struct OidcConnector {
     /// When discovery last failed with nothing cached: logins fail fast for a while instead of
     /// each waiting out the timeout in turn.
     failed_at: std::sync::Mutex<Option<UnixTime>>,
+    missing_claims: super::MissingClaims,
 }
 
 impl std::fmt::Debug for OidcConnector {
@@ -247,6 +248,7 @@ impl OidcConnector {
             discovered: RwLock::new(None),
             fetching: Mutex::new(()),
             failed_at: std::sync::Mutex::new(None),
+            missing_claims: super::MissingClaims::default(),
         })
     }
 
@@ -384,6 +386,17 @@ impl OidcConnector {
             }
         }
         let identity = identity_from_claims(&self.id, &self.settings, &claims)?;
+        let mapping = &self.settings.claims;
+        let present = |name: &str| find_claim(&claims, name).is_some();
+        self.missing_claims.note(
+            &self.id,
+            &[
+                ("email", &mapping.email, present(&mapping.email)),
+                ("name", &mapping.name, present(&mapping.name)),
+                ("groups", &mapping.groups, present(&mapping.groups)),
+            ],
+            || claims.as_object().map(|object| object.keys().cloned().collect()).unwrap_or_default(),
+        );
         Ok((identity, claims))
     }
 

@@ -124,6 +124,7 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/oidc/{id}", get(upstream::oidc_page))
         .route("/oidc/{id}/login", get(upstream::oidc_login))
         .route("/oidc/{id}/callback", get(upstream::oidc_callback))
+        .route("/saml/{id}", get(saml::page))
         .route("/saml/{id}/metadata", get(saml::metadata))
         .route("/saml/{id}/login", get(saml::login))
         .route("/saml/{id}/finish", get(saml::finish).post(saml::finish_confirmed))

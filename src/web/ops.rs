@@ -1,7 +1,7 @@
 //! Health, readiness, metrics, the JWKS, and the stylesheet.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -12,11 +12,23 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.store.ping().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+/// Ready while the database answers. Connectors are listed with `?verbose` but never decide
+/// readiness: one IdP being down must not take every node out of the load balancer.
+pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
+    let database_up = state.store.ping().await.is_ok();
+    let (status, verdict) =
+        if database_up { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unreachable") };
+    let verbose = query.is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some("verbose")));
+    if !verbose {
+        return (status, verdict).into_response();
     }
+    let mut body = String::from(if database_up { "[+]database ok\n" } else { "[-]database unreachable\n" });
+    for found in state.upstreams.findings() {
+        let mark = if found.finding.is_usable() { '+' } else { '-' };
+        body.push_str(&format!("[{mark}]connector {} {}\n", found.connector_id, found.finding.code()));
+    }
+    body.push_str(verdict);
+    (status, body).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, WebError> {

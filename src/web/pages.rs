@@ -104,6 +104,19 @@ pub struct OidcConnectorPage<'a> {
     pub redirect_uri: &'a str,
 }
 
+#[derive(Template)]
+#[template(path = "saml_connector.html")]
+pub struct SamlConnectorPage<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub entity_id: &'a str,
+    pub acs_url: &'a str,
+    pub metadata_url: &'a str,
+    pub signing_fingerprints: Vec<String>,
+    pub encryption_fingerprints: Vec<String>,
+    pub metadata_validity_days: i64,
+}
+
 pub struct ReturnLink {
     /// Always a registered redirect URI.
     pub href: String,

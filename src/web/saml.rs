@@ -25,7 +25,7 @@ use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
 use crate::web::error::WebError;
 use crate::web::login::user_agent;
-use crate::web::pages::{ConfirmSignInPage, render_page};
+use crate::web::pages::{ConfirmSignInPage, SamlConnectorPage, render_page};
 use crate::web::upstream::{
     FailureCause, MALFORMED_POST, SignInStart, SignedIn, UpstreamFailure, apply_rules, audited_failure_page, browser_value,
     refused_page, sign_in_start, start_session, upstream_failure_page,
@@ -53,6 +53,24 @@ pub async fn metadata(State(state): State<AppState>, Path(id): Path<String>) -> 
     let connector = connector(&state, &id).await?;
     let xml = connector.sp_metadata(state.clock.now()).await.map_err(WebError::internal)?;
     Ok(([(header::CONTENT_TYPE, "application/samlmetadata+xml")], xml).into_response())
+}
+
+/// The values an administrator gives the IdP, like `/oidc/{id}` for OpenID Connect.
+pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, WebError> {
+    let connector = connector(&state, &id).await?;
+    let (signing_fingerprints, encryption_fingerprints) =
+        connector.sp_certificate_fingerprints().await.map_err(WebError::internal)?;
+    let page = SamlConnectorPage {
+        id: connector.id(),
+        name: connector.name(),
+        entity_id: connector.entity_id(),
+        acs_url: connector.acs_url(),
+        metadata_url: connector.metadata_url(),
+        signing_fingerprints,
+        encryption_fingerprints,
+        metadata_validity_days: connector.sp_metadata_validity_secs() / 86_400,
+    };
+    Ok(render_page(&page).into_response())
 }
 
 /// Sends the browser to the IdP with an `AuthnRequest`.

@@ -163,11 +163,17 @@ try {
     ['/admin/connectors/new?type=saml', 'admin-connector-new-saml-phone'],
     ['/admin/connectors/corp-saml/test', 'admin-connector-test-phone'],
     ['/admin/connectors/corp-saml/mapping', 'admin-connector-mapping-phone'],
+    ['/saml/corp-saml', 'saml-connector-page-phone'],
   ]) {
     await phone.goto(`${base}${path}`);
     await fitsPhone(phone, path);
     await shoot(phone, name);
   }
+  // The page an administrator fills the IdP's form from.
+  await alice.goto(`${base}/saml/corp-saml`);
+  check((await alice.locator('#acs-url').innerText()) === `${base}/saml/corp-saml/acs`, 'the SAML page shows the ACS URL');
+  check((await alice.locator('.fingerprint').count()) >= 2, 'the SAML page shows the SP certificate fingerprints');
+  await shoot(alice, 'saml-connector-page');
   // The user page's new forms: link an identity, merge another user.
   await alice.goto(`${base}/admin/users`);
   await alice.getByRole('link', { name: 'alice' }).first().click();

@@ -63,7 +63,11 @@ fn a_bad_configuration_exits_non_zero_naming_the_key_without_touching_the_databa
     for command in ["check-config", "serve", "migrate"] {
         let (code, stdout, stderr) = run(gatehouse().args(["--config", path.to_str().unwrap(), command]));
         assert_eq!(code, 78, "{command}: {stdout}{stderr}");
-        assert!(stderr.contains("configuration key `clients[1].client_id`: duplicate client id `demo-app`"), "{stderr}");
+        assert!(
+            stderr
+                .contains("configuration key `clients[1] (client_id = \"demo-app\").client_id`: duplicate client id `demo-app`"),
+            "{stderr}"
+        );
     }
     assert!(!db_path.exists(), "validation must fail before the database is created");
 
@@ -299,6 +303,17 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
         .send()
         .await
         .unwrap();
+    // Refusals that are logged with their reason and request id, never the submitted values.
+    let wrong_secret = http
+        .post(format!("{base}/oauth2/token"))
+        .basic_auth("demo-app", Some("wrong-client-secret-guess"))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_secret.status(), 401);
+    let evil = query.replace("localhost%3A3000", "evil.example");
+    assert_eq!(http.get(format!("{base}/oauth2/authorize?{evil}")).send().await.unwrap().status(), 400);
 
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
@@ -351,6 +366,23 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
             .filter(|s| !s.is_empty())
             .collect();
     assert!(secrets.len() >= 20, "every issued token is checked");
+    let refusal = |message: &str, reason: &str| {
+        log.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|v| v["fields"]["message"].as_str().is_some_and(|m| m.starts_with(message)) && v["fields"]["reason"] == reason)
+            .unwrap_or_else(|| panic!("no `{message}` with reason {reason} in the log:\n{log}"))
+    };
+    for (message, reason) in [
+        ("refused", "invalid_credentials"),
+        ("client authentication refused", "invalid_client"),
+        ("authorization request refused", "unregistered_redirect_uri"),
+    ] {
+        let line = refusal(message, reason);
+        assert_eq!(line["level"], "INFO", "{line}");
+        let request = line["spans"].as_array().and_then(|spans| spans.iter().find(|s| s["name"] == "request"));
+        assert_eq!(request.and_then(|s| s["request_id"].as_str()).map(str::len), Some(32), "under the request's id: {line}");
+    }
+    assert!(!log.contains("wrong-client-secret-guess") && !log.contains("evil.example"), "no submitted value is logged");
     assert!(log.contains("refresh token reused"), "the reuse is logged, without the token");
     for secret in &secrets {
         assert!(!log.contains(secret.as_str()), "the log contains a secret ({secret}):\n{log}");
@@ -420,14 +452,132 @@ fn start_up_logs_what_to_register_at_each_identity_provider() {
             .unwrap_or_else(|| panic!("no `{message}` in the log:\n{log}"))["fields"]
             .clone()
     };
-    let oidc = ready("OpenID Connect connector ready");
+    let oidc = ready("OpenID Connect connector configured");
     assert_eq!(oidc["redirect_uri"], "http://127.0.0.1:8080/oidc/corp-oidc/callback");
     assert_eq!(oidc["client_id"], "gatehouse-at-corp");
-    let saml = ready("SAML connector ready");
+    let saml = ready("SAML connector configured");
     assert_eq!(saml["entity_id"], "http://127.0.0.1:8080/saml/corp-saml");
     assert_eq!(saml["acs"], "http://127.0.0.1:8080/saml/corp-saml/acs");
     assert_eq!(saml["metadata_url"], "http://127.0.0.1:8080/saml/corp-saml/metadata");
     assert!(!log.contains("upstream-secret"), "the upstream secret is never logged");
+}
+
+/// A plain HTTP/1.1 GET, as a probe would send it.
+fn http_get(address: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: gatehouse\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn start_up_checks_each_connector_and_reports_an_unreachable_provider_without_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[[connectors]]\nid = \"corp-oidc\"\ntype = \"oidc\"\nissuer = \"http://127.0.0.1:9\"\n\
+         client_id = \"gatehouse-at-corp\"\n\n\
+         [[connectors]]\nid = \"corp-saml\"\ntype = \"saml\"\nidp_metadata_url = \"http://127.0.0.1:9/metadata\"\n",
+        config_toml(&format!("sqlite://{}/checks.db", dir.path().display()), "log_format = \"json\"")
+    );
+    let path = write_config(dir.path(), &text);
+    let (mut child, mut reader) = serve(&path, &[]);
+    let mut log = String::new();
+    let started = read_until(&mut reader, &mut log, |v| {
+        v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("Gatehouse is ready"))
+    });
+    let address = started["fields"]["listen"].as_str().unwrap().to_owned();
+    let failed = |connector: &'static str| {
+        move |v: &serde_json::Value| {
+            v["level"] == "WARN"
+                && v["fields"]["connector"] == connector
+                && v["fields"]["message"].as_str().is_some_and(|m| m.starts_with("connector check failed"))
+        }
+    };
+    let oidc = read_until(&mut reader, &mut log, |v| failed("corp-oidc")(v) || failed("corp-saml")(v));
+    let other = if oidc["fields"]["connector"] == "corp-oidc" { "corp-saml" } else { "corp-oidc" };
+    let second = read_until(&mut reader, &mut log, failed(other));
+    let readyz = http_get(&address, "/readyz?verbose");
+    let plain = http_get(&address, "/readyz");
+    let metrics = http_get(&address, "/metrics");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for warning in [&oidc, &second] {
+        assert_eq!(warning["fields"]["check"], "unreachable", "{warning}");
+        let fix = warning["fields"]["fix"].as_str().unwrap();
+        assert!(fix.contains("reach"), "the warning says what to do: {fix}");
+    }
+    let saml = if oidc["fields"]["connector"] == "corp-saml" { &oidc } else { &second };
+    assert!(saml["fields"]["fix"].as_str().unwrap().contains("idp_metadata_url"), "{saml}");
+    // The node stays ready: one IdP being down must not take it out of the load balancer.
+    assert!(readyz.starts_with("HTTP/1.1 200"), "{readyz}");
+    assert!(readyz.contains("[+]database ok"), "{readyz}");
+    assert!(readyz.contains("[-]connector corp-oidc unreachable"), "{readyz}");
+    assert!(readyz.contains("[-]connector corp-saml unreachable"), "{readyz}");
+    assert!(readyz.trim_end().ends_with("ready"), "{readyz}");
+    assert!(plain.starts_with("HTTP/1.1 200") && !plain.contains("connector"), "{plain}");
+    assert!(metrics.contains("gatehouse_connector_up{connector=\"corp-oidc\"} 0"), "{metrics}");
+    assert!(metrics.contains("gatehouse_connector_up{connector=\"corp-saml\"} 0"), "{metrics}");
+}
+
+/// IdP metadata whose only signing certificate expired at the end of 2020.
+fn metadata_with_an_expired_certificate() -> String {
+    use openssl::asn1::Asn1Time;
+    let key = openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+    let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+    name.append_entry_by_text("CN", "idp.example.com").unwrap();
+    let name = name.build();
+    let mut builder = openssl::x509::X509Builder::new().unwrap();
+    builder.set_version(2).unwrap();
+    builder.set_subject_name(&name).unwrap();
+    builder.set_issuer_name(&name).unwrap();
+    builder.set_pubkey(&key).unwrap();
+    builder.set_not_before(&Asn1Time::from_unix(1_577_836_800).unwrap()).unwrap();
+    builder.set_not_after(&Asn1Time::from_unix(1_609_459_200).unwrap()).unwrap();
+    builder.sign(&key, openssl::hash::MessageDigest::sha256()).unwrap();
+    let der = builder.build().to_der().unwrap();
+    let certificate = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
+    format!(
+        r#"<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" xmlns:ds="http://www.w3.org/2000/09/xmldsig#" entityID="https://idp.example.com">
+<md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+<md:KeyDescriptor use="signing"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{certificate}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>
+<md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="https://idp.example.com/sso"/>
+</md:IDPSSODescriptor>
+</md:EntityDescriptor>"#
+    )
+}
+
+#[test]
+fn check_config_connect_reports_each_connector_and_an_expired_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let metadata = dir.path().join("idp-metadata.xml");
+    std::fs::write(&metadata, metadata_with_an_expired_certificate()).unwrap();
+    let text = format!(
+        "{}\n[[connectors]]\nid = \"old-saml\"\ntype = \"saml\"\nidp_metadata_file = \"{}\"\n\n\
+         [[connectors]]\nid = \"corp-oidc\"\ntype = \"oidc\"\nissuer = \"http://127.0.0.1:9\"\nclient_id = \"gh\"\n",
+        config_toml(&format!("sqlite://{}/connect.db", dir.path().display()), "log_format = \"json\""),
+        metadata.display()
+    );
+    let path = write_config(dir.path(), &text);
+    let (code, stdout, stderr) = run(gatehouse().args(["--config", path.to_str().unwrap(), "check-config", "--connect"]));
+    assert_eq!(code, 1, "a connector that cannot be used fails the check: {stdout}{stderr}");
+    assert!(stdout.contains("# connector local (local): nothing to reach"), "{stdout}");
+    assert!(stdout.contains("# connector old-saml (saml): certificate_expired: every signing certificate"), "{stdout}");
+    assert!(stdout.contains("#   fix: renew the signing certificate at the IdP"), "{stdout}");
+    assert!(stdout.contains("# connector corp-oidc (oidc): unreachable"), "{stdout}");
+    assert!(stdout.parse::<toml::Table>().is_ok(), "the report is TOML comments, so the output still pastes back");
+    let (code, stdout, _) = run(gatehouse().args(["--config", path.to_str().unwrap(), "check-config"]));
+    assert_eq!(code, 0, "without --connect nothing is fetched: {stdout}");
+    assert!(!stdout.contains("# connector"), "{stdout}");
+
+    // The running server finds the same at start-up.
+    let (mut child, mut reader) = serve(&path, &[]);
+    let mut log = String::new();
+    let warning = read_until(&mut reader, &mut log, |v| v["fields"]["connector"] == "old-saml" && v["level"] == "WARN");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(warning["fields"]["check"], "certificate_expired", "{warning}");
+    assert!(warning["fields"]["message"].as_str().unwrap().contains("2021-01-01T00:00:00Z"), "{warning}");
 }
 
 #[test]

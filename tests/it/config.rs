@@ -13,7 +13,24 @@ fn load(text: &str, vars: &[(&str, &str)]) -> Result<config::Config, ConfigError
     config::load(&write_config(dir.path(), text), &env(vars))
 }
 
+/// What `check-config` prints for this file.
+fn effective(text: &str, vars: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    config::effective_toml(&write_config(dir.path(), text), &env(vars)).unwrap()
+}
+
+/// The key at fault and why, the key without the entry's id (`clients[1] (client_id = "x").y`
+/// → `clients[1].y`), which `named_error_of` keeps.
 fn error_of(text: &str, vars: &[(&str, &str)]) -> (String, String) {
+    let (key, reason) = named_error_of(text, vars);
+    let unnamed = match (key.find(" ("), key.find(").")) {
+        (Some(start), Some(end)) if start < end => format!("{}{}", &key[..start], &key[end + 1..]),
+        _ => key.strip_suffix(')').and_then(|k| k.split_once(" (")).map_or(key.clone(), |(k, _)| k.to_owned()),
+    };
+    (unnamed, reason)
+}
+
+fn named_error_of(text: &str, vars: &[(&str, &str)]) -> (String, String) {
     match load(text, vars) {
         Err(ConfigError::Invalid { key, reason }) => (key, reason),
         other => panic!("expected a validation error, got {other:?}"),
@@ -271,6 +288,92 @@ fn unknown_environment_variables_are_errors() {
     let (key, reason) = error_of(&config_toml("sqlite://x.db", ""), &[("GATEHOUSE_CLIENTS__3__NAME", "x")]);
     assert_eq!(key, "clients.3.name");
     assert!(reason.contains("index 3"), "{reason}");
+    assert!(reason.contains("set by the environment variable GATEHOUSE_CLIENTS__3__NAME"), "{reason}");
+}
+
+#[test]
+fn an_error_names_the_list_entry_by_its_id_and_the_variable_that_set_the_value() {
+    let text = format!(
+        "{}\n[[clients]]\nclient_id = \"newapp\"\nredirect_uris = [\"https://newapp.example/cb#fragment\"]\n",
+        config_toml("sqlite://x.db", "")
+    );
+    let (key, reason) = named_error_of(&text, &[]);
+    assert_eq!(key, "clients[1] (client_id = \"newapp\").redirect_uris[0]");
+    assert!(!reason.contains("environment variable"), "{reason}");
+
+    let (key, reason) = named_error_of(&config_toml("sqlite://x.db", ""), &[("GATEHOUSE_CLIENTS__0__SIGNING_ALG", "HS256")]);
+    assert_eq!(key, "clients[0] (client_id = \"demo-app\").signing_alg");
+    assert!(reason.ends_with("(set by the environment variable GATEHOUSE_CLIENTS__0__SIGNING_ALG)"), "{reason}");
+
+    let (key, reason) =
+        named_error_of(&format!("{MINIMAL}{SAML_CONNECTOR}"), &[("GATEHOUSE_CONNECTORS__0__TIMEOUT_SECS", "many")]);
+    assert_eq!(key, "connectors[0] (id = \"corp-saml\").timeout_secs");
+    assert!(reason.contains("GATEHOUSE_CONNECTORS__0__TIMEOUT_SECS"), "{reason}");
+    let (key, reason) = named_error_of(MINIMAL, &[("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "-5")]);
+    assert_eq!(key, "session.idle_timeout_secs");
+    assert!(reason.contains("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS"), "{reason}");
+    // A file value that is wrong does not blame a variable that set something else.
+    let (_, reason) = named_error_of(&text, &[("GATEHOUSE_CLIENTS__0__NAME", "Renamed")]);
+    assert!(!reason.contains("GATEHOUSE_"), "{reason}");
+}
+
+#[test]
+fn check_config_output_loads_back_as_the_same_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let kek_file = dir.path().join("kek");
+    std::fs::write(&kek_file, TEST_KEK).unwrap();
+    let secret_file = dir.path().join("upstream-secret");
+    std::fs::write(&secret_file, "upstream-secret-from-file").unwrap();
+    let text = format!(
+        "issuer = \"http://localhost:8080\"\nkey_encryption_key_file = \"{}\"\n{}{}",
+        kek_file.display(),
+        OIDC_CONNECTOR
+            .replace("client_secret = \"upstream-secret-value\"", &format!("client_secret_file = \"{}\"", secret_file.display())),
+        SAML_CONNECTOR
+    );
+    let printed =
+        config::effective_toml(&write_config(dir.path(), &text), &env(&[("GATEHOUSE_LOGIN__MAX_FAILURES_PER_IP", "9")])).unwrap();
+    // Defaults are written out under the file's own keys; the SQLite URL is a file name, not a secret.
+    for expected in [
+        "listen = \"127.0.0.1:8080\"",
+        "database_url = \"sqlite://data/gatehouse.db\"",
+        "log_format = \"pretty\"",
+        "idle_timeout_secs = 1800",
+        "max_failures_per_ip = 9",
+        "sp_metadata_validity_secs = 604800",
+        "username = \"preferred_username\"",
+        "subject = \"NameID\"",
+        "sign_requests = true",
+    ] {
+        assert!(printed.contains(expected), "no `{expected}` in:\n{printed}");
+    }
+    assert!(!printed.contains("longest_client"), "only keys a file may set: {printed}");
+    // Pasted back into a file, it is the same configuration, and prints the same.
+    let pasted = write_config(dir.path(), &printed);
+    let again = config::effective_toml(&pasted, &[]).unwrap();
+    assert_eq!(again, printed);
+    let reloaded = config::load(&pasted, &[]).unwrap();
+    let original =
+        config::load(&write_config(dir.path(), &text), &env(&[("GATEHOUSE_LOGIN__MAX_FAILURES_PER_IP", "9")])).unwrap();
+    assert_eq!(format!("{reloaded:?}"), format!("{original:?}"));
+
+    // Inline secrets are masked; a PostgreSQL URL carries a password, so it is masked too.
+    let printed = effective(&config_toml("postgres://gh:pw@db/gh", ""), &[]);
+    assert!(printed.contains("database_url = \"********\""), "{printed}");
+    assert!(printed.contains("key_encryption_key = \"********\""), "{printed}");
+    assert!(printed.contains("client_secret = \"********\""), "{printed}");
+}
+
+#[test]
+fn the_sp_metadata_validity_is_configurable_within_bounds() {
+    let config = load(&format!("{MINIMAL}[saml]\nsp_metadata_validity_secs = 2592000\n"), &[]).unwrap();
+    assert_eq!(config.saml.sp_metadata_validity_secs, 30 * 86_400);
+    assert_eq!(load(MINIMAL, &[]).unwrap().saml.sp_metadata_validity_secs, 7 * 86_400);
+    for wrong in ["60", "40000000"] {
+        let (key, reason) = error_of(&format!("{MINIMAL}[saml]\nsp_metadata_validity_secs = {wrong}\n"), &[]);
+        assert_eq!(key, "saml.sp_metadata_validity_secs");
+        assert!(reason.contains("between 3600"), "{reason}");
+    }
 }
 
 #[test]
@@ -283,8 +386,9 @@ fn the_config_path_comes_from_flag_then_environment_then_default() {
 
 #[test]
 fn secrets_never_show_in_debug_or_the_printed_configuration() {
-    let config = load(&config_toml("postgres://user:db-password@db/gh", ""), &[]).unwrap();
-    let printed = config.to_masked_toml().unwrap();
+    let text = config_toml("postgres://user:db-password@db/gh", "");
+    let config = load(&text, &[]).unwrap();
+    let printed = effective(&text, &[]);
     let debug = format!("{config:?}");
     for leak in ["demo-app-secret-change-me", "db-password", TEST_KEK, "$argon2id$"] {
         assert!(!printed.contains(leak), "check-config output shows {leak}");
@@ -402,7 +506,7 @@ fn oidc_connectors_are_read_and_checked() {
     assert_eq!(settings.claims.groups, "realm_access.roles");
     assert_eq!(settings.claims.username, "preferred_username");
     assert_eq!((settings.timeout_secs, settings.clock_skew_secs, settings.userinfo), (10, 60, false));
-    for leak in [format!("{config:?}"), config.to_masked_toml().unwrap()] {
+    for leak in [format!("{config:?}"), effective(&format!("{MINIMAL}{OIDC_CONNECTOR}"), &[])] {
         assert!(!leak.contains("upstream-secret-value"), "{leak}");
     }
     // Omitting the secret makes a public client (PKCE only); a secret can come from the environment.

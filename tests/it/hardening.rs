@@ -380,7 +380,7 @@ async fn a_machine_client_needs_no_redirect_uris() {
     let err = gatehouse::config::load(&crate::helpers::write_config(db.dir.path(), &needs_one), &[]).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "configuration key `clients[0].redirect_uris`: at least one redirect URI is required for the authorization_code grant"
+        "configuration key `clients[0] (client_id = \"demo-app\").redirect_uris`: at least one redirect URI is required for the authorization_code grant"
     );
 }
 

@@ -23,3 +23,4 @@ mod store_conformance;
 mod sync;
 mod upstream_oidc;
 mod upstream_saml;
+mod walkthrough;

@@ -14,9 +14,10 @@ use gatehouse::upstream::saml::SpKeys;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{TEST_KEK, TestApp, TestDb, field_value, location};
+use crate::helpers::{TEST_KEK, TestApp, TestDb, field_value, load_config, location};
 use crate::hostile_saml::{canonical_amplification, costliest_within_limits, huge_prefix_list, quadratic_namespaces};
 use crate::provider::{DEMO_REDIRECT, params_of};
+use crate::upstream_oidc::gatehouse_toml;
 use crate::upstream_oidc::{authorize_path, follow_until, last_failure, real_now, redeem, verified_id_token};
 use crate::upstream_saml::{
     IdpPost, SamlIdp, fixture, fixture_app, idp_config, idp_python, post, saml_connector, start_gatehouse_at,
@@ -367,5 +368,53 @@ async fn the_confirmation_step_refuses_malformed_forged_and_oversized_posts() {
     );
     let json = app.http.post(app.url("/saml/corp-saml/finish")).json(&json!({"t": "x"})).send().await.unwrap();
     assert_eq!(json.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    app.stop().await;
+}
+
+/// The `validUntil` of SP metadata, as seconds since the epoch.
+fn valid_until(metadata: &str) -> i64 {
+    let text = metadata.split("validUntil=\"").nth(1).unwrap();
+    let text = &text[..text.find('"').unwrap()];
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap().unix_timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connector_page_shows_what_to_give_the_idp_and_the_metadata_validity_is_configurable() {
+    let metadata = format!("idp_metadata_file = \"{}\"", fixture("keys/idp-metadata.xml").display());
+    let (_db, app) = fixture_app(&metadata, "").await;
+    let now = gatehouse::clock::Clock::now(app.clock.as_ref());
+    let sp_metadata = app.get("/saml/corp-saml/metadata").await.text().await.unwrap();
+    assert_eq!(valid_until(&sp_metadata), now + 7 * 86_400, "7 days by default");
+    let page = app.get("/saml/corp-saml").await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.text().await.unwrap();
+    for value in [
+        "<code id=\"entity-id\">https://gatehouse.test/saml/corp-saml</code>",
+        "<code id=\"acs-url\">https://gatehouse.test/saml/corp-saml/acs</code>",
+        "<code id=\"metadata-url\">https://gatehouse.test/saml/corp-saml/metadata</code>",
+        "after 7 days",
+    ] {
+        assert!(page.contains(value), "{value}: {page}");
+    }
+    // The fingerprints are those of the certificates the metadata publishes.
+    for key_use in ["signing", "encryption"] {
+        let der = &certificates(&sp_metadata, key_use)[0];
+        let fingerprint = gatehouse::upstream::saml::metadata::thumbprint(der);
+        assert!(page.contains(&fingerprint), "{key_use} {fingerprint}: {page}");
+    }
+    assert_eq!(app.get("/saml/no-such-connector").await.status(), StatusCode::NOT_FOUND);
+    app.stop().await;
+
+    // An IdP that only takes uploads gets a copy valid for longer.
+    let db = TestDb::sqlite();
+    let toml = format!(
+        "{}\n[saml]\nsp_metadata_validity_secs = 2592000\n",
+        gatehouse_toml("http://127.0.0.1:8080", &db, &saml_connector(&metadata, ""))
+    );
+    let app = TestApp::start_config(load_config(db.dir.path(), &toml), Arc::new(ManualClock::new(1_767_225_660))).await;
+    let now = gatehouse::clock::Clock::now(app.clock.as_ref());
+    let sp_metadata = app.get("/saml/corp-saml/metadata").await.text().await.unwrap();
+    assert_eq!(valid_until(&sp_metadata), now + 30 * 86_400);
+    assert!(app.get("/saml/corp-saml").await.text().await.unwrap().contains("after 30 days"));
     app.stop().await;
 }

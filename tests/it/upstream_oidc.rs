@@ -82,6 +82,9 @@ pub(crate) fn gatehouse_toml(base: &str, db: &TestDb, connectors: &str) -> Strin
 issuer = "{base}"
 database_url = "{db}"
 key_encryption_key = "{TEST_KEK}"
+# These tests count and time the connectors' own fetches, and some publish the IdP's metadata
+# after start-up; a background check would fetch on its own schedule.
+connector_check_interval_secs = 0
 
 [[clients]]
 client_id = "demo-app"
@@ -265,6 +268,7 @@ async fn an_app_signs_in_through_a_real_upstream_provider() {
         assert_eq!(claims["groups"], json!(["eng", "ops"]));
         assert_eq!(claims["idp"], "corp");
         assert_eq!(claims["nonce"], "app-nonce");
+        assert!(claims.get("amr").is_none(), "an upstream sign-in's methods are not Gatehouse's to state: {claims}");
 
         // Linked by the upstream subject; the portal shows who signed in through what.
         let store = app.state.store.clone();
@@ -959,4 +963,42 @@ async fn a_first_sign_in_links_by_email_only_when_verified_on_both_sides() {
         }
         app.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connector_check_finds_a_working_provider_usable() {
+    let (_db, app, rogue) = rogue_setup("").await;
+    let found = app.state.upstreams.check_all(real_now()).await;
+    let mut checked: Vec<&str> = found.iter().map(|f| f.connector_id.as_str()).collect();
+    checked.sort_unstable();
+    assert_eq!(checked, ["rogue", "rogue-twin"], "every redirect connector, not the local one");
+    assert!(found.iter().all(|f| f.finding.is_usable()), "{found:?}");
+    assert_eq!(rogue.get(|b| b.jwks_fetches), 2, "each connector fetched the key set once");
+    let readyz = app.get("/readyz?verbose").await.text().await.unwrap();
+    assert!(readyz.contains("[+]connector rogue ok"), "{readyz}");
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("gatehouse_connector_up{connector=\"rogue\"} 1"), "{metrics}");
+    // The sign-in that follows uses what the check fetched.
+    assert_eq!(rogue_login(&app).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(rogue.get(|b| b.jwks_fetches), 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mapped_claim_that_never_arrives_is_logged_once_with_the_names_that_did() {
+    crate::helpers::upstream_warnings();
+    let (_db, app, rogue) = rogue_setup("").await;
+    // A claim no other test sends, to find this test's warning among every test's.
+    rogue.set(|b| b.claims = json!({"marker_claim_c41d": true}));
+    assert_eq!(rogue_login(&app).await.0, StatusCode::SEE_OTHER);
+    assert_eq!(rogue_login(&app).await.0, StatusCode::SEE_OTHER);
+    let warnings = crate::helpers::upstream_warnings();
+    let ours: Vec<&str> = warnings.lines().filter(|line| line.contains("marker_claim_c41d")).collect();
+    let missing_groups: Vec<&&str> = ours.iter().filter(|line| line.contains("field=\"groups\"")).collect();
+    assert_eq!(missing_groups.len(), 1, "once per connector, not per sign-in: {ours:?}");
+    let line = missing_groups[0];
+    assert!(line.contains("WARN") && line.contains("connector=rogue"), "{line}");
+    assert!(line.contains("the identity provider sent no `groups`, which `claims.groups` maps"), "{line}");
+    assert!(line.contains("arrived=") && line.contains("email") && line.contains("sub"), "names that did arrive: {line}");
+    app.stop().await;
 }

@@ -173,6 +173,7 @@ async fn an_app_signs_in_through_a_real_saml_idp() {
         assert_eq!(claims["name"], "Alice Corp", "{variant}");
         assert_eq!(claims["groups"], json!(["eng", "ops"]), "{variant}");
         assert_eq!(claims["idp"], "corp-saml", "{variant}");
+        assert!(claims.get("amr").is_none(), "{variant}: an upstream sign-in states no amr");
 
         // Linked by the persistent NameID, which the IdP derives from the user and the SP.
         let links = app.state.store.list_identity_links("corp-saml").await.unwrap();

@@ -273,11 +273,13 @@ pub struct SamlConnector {
     metadata_url: String,
     sp_keys: Arc<SpKeys>,
     verifier: BlockingPool,
+    sp_metadata_validity_secs: i64,
     http: reqwest::Client,
     cached: RwLock<Option<CachedMetadata>>,
     fetching: Mutex<()>,
     failed_at: std::sync::Mutex<Option<UnixTime>>,
     metadata_failures: Family<ConnectorLabels, Counter>,
+    missing_claims: crate::upstream::MissingClaims,
 }
 
 impl std::fmt::Debug for SamlConnector {
@@ -292,14 +294,11 @@ impl SamlConnector {
         name: &str,
         settings: SamlConnectorSettings,
         issuer: &str,
-        sp_keys: Arc<SpKeys>,
-        verifier: BlockingPool,
+        shared: &crate::upstream::SamlShared,
         metadata_failures: Family<ConnectorLabels, Counter>,
     ) -> Result<Self, SamlError> {
         let base = format!("{}/saml/{id}", issuer.trim_end_matches('/'));
-        let https_only = matches!(&settings.metadata, MetadataSource::Url(url) if url.starts_with("https://"));
-        let http =
-            http::client(settings.timeout_secs, https_only).map_err(|err| SamlError::MetadataUnavailable(err.to_string()))?;
+        let http = metadata_client(&settings)?;
         Ok(Self {
             id: id.to_owned(),
             name: name.to_owned(),
@@ -307,13 +306,15 @@ impl SamlConnector {
             acs_url: format!("{base}/acs"),
             metadata_url: format!("{base}/metadata"),
             entity_id: base,
-            sp_keys,
-            verifier,
+            sp_keys: shared.sp_keys.clone(),
+            verifier: shared.verifier.clone(),
+            sp_metadata_validity_secs: shared.sp_metadata_validity_secs,
             http,
             cached: RwLock::new(None),
             fetching: Mutex::new(()),
             failed_at: std::sync::Mutex::new(None),
             metadata_failures,
+            missing_claims: crate::upstream::MissingClaims::default(),
         })
     }
 
@@ -350,8 +351,21 @@ impl SamlConnector {
             &keys.signing_certificates,
             &keys.encryption_certificates,
             self.settings.sign_requests,
-            now + 7 * 86_400,
+            now + self.sp_metadata_validity_secs,
         )
+    }
+
+    /// SHA-256 fingerprints of the SP's published signing and encryption certificates, as IdP
+    /// consoles show them, for an administrator comparing what the IdP holds.
+    pub async fn sp_certificate_fingerprints(&self) -> Result<(Vec<String>, Vec<String>), SamlError> {
+        let keys = self.sp_keys.ring().await.map_err(|err| SamlError::SpKeys(err.to_string()))?;
+        let fingerprints = |certificates: &[Vec<u8>]| certificates.iter().map(|der| metadata::thumbprint(der)).collect();
+        Ok((fingerprints(&keys.signing_certificates), fingerprints(&keys.encryption_certificates)))
+    }
+
+    /// How long the SP metadata says it is valid.
+    pub fn sp_metadata_validity_secs(&self) -> i64 {
+        self.sp_metadata_validity_secs
     }
 
     /// When fetching the IdP's metadata last failed, unless it succeeded since.
@@ -394,7 +408,7 @@ impl SamlConnector {
                 .map(|(metadata, _)| metadata)
                 .ok_or_else(|| SamlError::MetadataUnavailable("the last fetch failed moments ago".into()));
         }
-        match self.load_metadata(now).await {
+        match load_idp_metadata(&self.settings.metadata, &self.http, now).await {
             Ok(metadata) => {
                 let lifetime = metadata
                     .cache_duration_secs
@@ -417,29 +431,6 @@ impl SamlConnector {
                 last_good.map(|(metadata, _)| metadata).ok_or(err)
             }
         }
-    }
-
-    async fn load_metadata(&self, now: UnixTime) -> Result<IdpMetadata, SamlError> {
-        let text = match &self.settings.metadata {
-            MetadataSource::File(path) => tokio::fs::read_to_string(path)
-                .await
-                .map_err(|err| SamlError::MetadataUnavailable(format!("{}: {err}", path.display())))?,
-            MetadataSource::Url(url) => self.fetch(url).await?,
-            MetadataSource::Xml(xml) => xml.clone(),
-        };
-        tokio::task::spawn_blocking(move || metadata::parse_idp_metadata(&text, now))
-            .await
-            .map_err(|_| SamlError::MetadataUnavailable("reading the metadata was interrupted".into()))?
-    }
-
-    async fn fetch(&self, url: &str) -> Result<String, SamlError> {
-        let unavailable = |what: String| SamlError::MetadataUnavailable(what);
-        let mut response = self.http.get(url).send().await.map_err(|err| unavailable(http::transport_reason(&err)))?;
-        if !response.status().is_success() {
-            return Err(unavailable(format!("HTTP {}", response.status().as_u16())));
-        }
-        let body = http::read_capped(&mut response, MAX_METADATA_BYTES).await.map_err(|err| unavailable(err.to_string()))?;
-        String::from_utf8(body).map_err(|_| SamlError::Metadata("the metadata is not UTF-8"))
     }
 
     /// Builds the `AuthnRequest` and the IdP URL that carries it.
@@ -526,8 +517,55 @@ impl SamlConnector {
     }
 
     fn identity(&self, verified: &VerifiedAssertion) -> Result<UpstreamIdentity, SamlError> {
-        identity_from_assertion(&self.id, &self.settings, verified)
+        let identity = identity_from_assertion(&self.id, &self.settings, verified)?;
+        let claims = &self.settings.claims;
+        let present = |name: &str| {
+            name == "NameID" || verified.attributes.iter().any(|a| a.name == name || a.friendly_name.as_deref() == Some(name))
+        };
+        self.missing_claims.note(
+            &self.id,
+            &[
+                ("email", &claims.email, present(&claims.email)),
+                ("name", &claims.name, present(&claims.name)),
+                ("groups", &claims.groups, present(&claims.groups)),
+            ],
+            || {
+                let names = verified.attributes.iter().flat_map(|a| std::iter::once(&a.name).chain(a.friendly_name.as_ref()));
+                names.cloned().collect()
+            },
+        );
+        Ok(identity)
     }
+}
+
+/// Reads and checks an IdP's metadata from wherever the connector says it is.
+pub async fn load_idp_metadata(source: &MetadataSource, http: &reqwest::Client, now: UnixTime) -> Result<IdpMetadata, SamlError> {
+    let text = match source {
+        MetadataSource::File(path) => tokio::fs::read_to_string(path)
+            .await
+            .map_err(|err| SamlError::MetadataUnavailable(format!("{}: {err}", path.display())))?,
+        MetadataSource::Url(url) => fetch_metadata(http, url).await?,
+        MetadataSource::Xml(xml) => xml.clone(),
+    };
+    tokio::task::spawn_blocking(move || metadata::parse_idp_metadata(&text, now))
+        .await
+        .map_err(|_| SamlError::MetadataUnavailable("reading the metadata was interrupted".into()))?
+}
+
+/// The client a connector fetches its IdP's metadata with: no redirects to plain http from https.
+pub fn metadata_client(settings: &SamlConnectorSettings) -> Result<reqwest::Client, SamlError> {
+    let https_only = matches!(&settings.metadata, MetadataSource::Url(url) if url.starts_with("https://"));
+    http::client(settings.timeout_secs, https_only).map_err(|err| SamlError::MetadataUnavailable(err.to_string()))
+}
+
+async fn fetch_metadata(http: &reqwest::Client, url: &str) -> Result<String, SamlError> {
+    let unavailable = |what: String| SamlError::MetadataUnavailable(what);
+    let mut response = http.get(url).send().await.map_err(|err| unavailable(http::transport_reason(&err)))?;
+    if !response.status().is_success() {
+        return Err(unavailable(format!("HTTP {}", response.status().as_u16())));
+    }
+    let body = http::read_capped(&mut response, MAX_METADATA_BYTES).await.map_err(|err| unavailable(err.to_string()))?;
+    String::from_utf8(body).map_err(|_| SamlError::Metadata("the metadata is not UTF-8"))
 }
 
 /// Maps a verified assertion onto the shared identity shape through the configured names.
