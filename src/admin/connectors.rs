@@ -175,7 +175,7 @@ impl Admin {
         })?;
         match probe {
             Probe::Oidc(oidc) => oidc
-                .check(now)
+                .check(now, crate::upstream::FetchFor::Check)
                 .await
                 .map(ConnectorCheck::Oidc)
                 .map_err(|err| check_failed(connector, format!("the provider could not be used: {err}"))),

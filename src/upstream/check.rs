@@ -103,7 +103,7 @@ fn rfc3339(at: UnixTime) -> String {
 
 /// Fetches (or reads from cache) the provider's discovery document and key set.
 pub async fn check_oidc(connector: &oidc::OidcConnector, now: UnixTime) -> Finding {
-    match connector.check(now).await {
+    match connector.check(now, super::FetchFor::Check).await {
         Ok(_) => Finding::Usable,
         Err(oidc::OidcError::Unreachable(reason)) => Finding::Unreachable(reason),
         Err(other) => Finding::Unusable(other.to_string()),

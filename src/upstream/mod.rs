@@ -97,6 +97,16 @@ pub fn received_from_claims(claims: &serde_json::Value, bounds: Bounds) -> Recei
         .collect()
 }
 
+/// Who needs an IdP's discovery document or metadata. After a failed fetch, sign-ins fail at
+/// once for a while rather than each waiting out the timeout; a check neither waits for that
+/// pause nor starts one, so checking an IdP that is not up yet never holds up the first
+/// sign-in once it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFor {
+    SignIn,
+    Check,
+}
+
 /// Names of received claims or attributes a warning lists at most.
 const MAX_NAMES_IN_WARNING: usize = 40;
 
@@ -470,7 +480,8 @@ impl Upstreams {
             let (kind, finding) = match connector {
                 Live::Oidc(connector) => (ConnectorType::Oidc, check::check_oidc(&connector, now).await),
                 Live::Saml(connector) => {
-                    (ConnectorType::Saml, check::judge_saml(connector.idp_metadata(now).await.as_deref(), now))
+                    let loaded = connector.idp_metadata_for(now, FetchFor::Check).await;
+                    (ConnectorType::Saml, check::judge_saml(loaded.as_deref(), now))
                 }
             };
             found.push(ConnectorFinding { connector_id, kind, finding, checked_at: now });

@@ -26,8 +26,8 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::clock::UnixTime;
 use crate::config::{ClaimMapping, OidcConnectorSettings};
-use crate::upstream::UpstreamIdentity;
 use crate::upstream::http::{self, HttpError, read_capped, transport_reason};
+use crate::upstream::{FetchFor, UpstreamIdentity};
 
 /// How long a discovery document is trusted before it is fetched again.
 const DISCOVERY_TTL_SECS: i64 = 3600;
@@ -276,8 +276,8 @@ impl OidcConnector {
 
     /// Fetches the discovery document and the key set now, for an admin checking the
     /// connector before saving it.
-    pub async fn check(&self, now: UnixTime) -> Result<DiscoverySummary, OidcError> {
-        let metadata = self.metadata(now).await?.metadata;
+    pub async fn check(&self, now: UnixTime, fetch_for: FetchFor) -> Result<DiscoverySummary, OidcError> {
+        let metadata = self.discover(now, fetch_for).await?.metadata;
         let algs = allowed_algs(&metadata);
         let keys = metadata.jwks().keys().len();
         if keys == 0 {
@@ -456,10 +456,15 @@ impl OidcConnector {
     /// The provider's metadata and keys: cached, fetched again once stale. A failed refetch
     /// keeps the last good copy, so a provider blip does not stop sign-ins.
     async fn metadata(&self, now: UnixTime) -> Result<Discovered, OidcError> {
+        self.discover(now, FetchFor::SignIn).await
+    }
+
+    async fn discover(&self, now: UnixTime, fetch_for: FetchFor) -> Result<Discovered, OidcError> {
         if let Some(found) = self.discovered.read().await.as_ref().filter(|d| now - d.fetched_at < DISCOVERY_TTL_SECS) {
             return Ok(found.clone());
         }
-        if self.failed_at.lock().is_ok_and(|failed| failed.is_some_and(|at| now - at < FAILURE_BACKOFF_SECS)) {
+        let pausing = self.failed_at.lock().is_ok_and(|failed| failed.is_some_and(|at| now - at < FAILURE_BACKOFF_SECS));
+        if pausing && fetch_for == FetchFor::SignIn {
             return Err(OidcError::Unreachable(String::from("failed moments ago; not retrying yet")));
         }
         let _one_fetch = self.fetching.lock().await;
@@ -489,7 +494,9 @@ impl OidcConnector {
                         Ok(stale.clone())
                     }
                     None => {
-                        if let Ok(mut failed) = self.failed_at.lock() {
+                        if fetch_for == FetchFor::SignIn
+                            && let Ok(mut failed) = self.failed_at.lock()
+                        {
                             *failed = Some(now);
                         }
                         Err(err)

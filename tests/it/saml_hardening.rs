@@ -418,3 +418,24 @@ async fn the_connector_page_shows_what_to_give_the_idp_and_the_metadata_validity
     assert!(app.get("/saml/corp-saml").await.text().await.unwrap().contains("after 30 days"));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_check_before_the_idp_is_set_up_does_not_hold_up_the_first_sign_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp_metadata = dir.path().join("idp-metadata.xml");
+    // The file the IdP's metadata will be saved in, still empty.
+    std::fs::write(&idp_metadata, "").unwrap();
+    let (_db, app) = fixture_app(&format!("idp_metadata_file = \"{}\"", idp_metadata.display()), "").await;
+    let now = gatehouse::clock::Clock::now(app.clock.as_ref());
+    let found = app.state.upstreams.check_all(now).await;
+    assert_eq!(found[0].finding.code(), "unusable", "{:?}", found[0].finding);
+    assert!(app.get("/readyz?verbose").await.text().await.unwrap().contains("[-]connector corp-saml unusable"));
+    // The IdP's metadata arrives a moment later: the first sign-in uses it at once.
+    std::fs::copy(fixture("keys/idp-metadata.xml"), &idp_metadata).unwrap();
+    let started = app.get("/saml/corp-saml/login").await;
+    assert_eq!(started.status(), StatusCode::SEE_OTHER, "{}", started.text().await.unwrap());
+    let found = app.state.upstreams.check_all(now).await;
+    assert_eq!(found[0].finding.code(), "ok");
+    assert!(app.get("/readyz?verbose").await.text().await.unwrap().contains("[+]connector corp-saml ok"));
+    app.stop().await;
+}

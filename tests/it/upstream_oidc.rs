@@ -1002,3 +1002,16 @@ async fn a_mapped_claim_that_never_arrives_is_logged_once_with_the_names_that_di
     assert!(line.contains("arrived=") && line.contains("email") && line.contains("sub"), "names that did arrive: {line}");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_check_does_not_hold_up_sign_ins_once_the_provider_answers() {
+    let (_db, app, rogue) = rogue_setup("").await;
+    rogue.set(|b| b.delay = Duration::from_secs(5));
+    let found = app.state.upstreams.check_all(real_now()).await;
+    let rogue_found = found.iter().find(|f| f.connector_id == "rogue").unwrap();
+    assert_eq!(rogue_found.finding.code(), "unreachable", "{found:?}");
+    // A failed sign-in makes the next ones fail at once for a minute; a failed check does not.
+    rogue.set(|b| b.delay = Duration::ZERO);
+    assert_eq!(rogue_login(&app).await.0, StatusCode::SEE_OTHER);
+    app.stop().await;
+}

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, RwLock};
 use crate::clock::UnixTime;
 use crate::config::{MetadataSource, SamlConnectorSettings};
 use crate::metrics::ConnectorLabels;
-use crate::upstream::{UpstreamIdentity, http};
+use crate::upstream::{FetchFor, UpstreamIdentity, http};
 use crate::work::{BlockingPool, Deadline, PoolError};
 use metadata::IdpMetadata;
 use response::{Expectations, VerifiedAssertion};
@@ -381,6 +381,12 @@ impl SamlConnector {
     /// The IdP's metadata, fetched again when due. A failed fetch keeps the last good copy
     /// (until its `validUntil`), is logged and counted, and is retried after a pause.
     pub async fn idp_metadata(&self, now: UnixTime) -> Result<Arc<IdpMetadata>, SamlError> {
+        self.idp_metadata_for(now, FetchFor::SignIn).await
+    }
+
+    /// As `idp_metadata`, for a sign-in or for a check (which neither waits for the pause
+    /// after a failed fetch nor starts one).
+    pub async fn idp_metadata_for(&self, now: UnixTime, fetch_for: FetchFor) -> Result<Arc<IdpMetadata>, SamlError> {
         let usable = |cached: &CachedMetadata| {
             cached.metadata.valid_until.is_none_or(|until| until > now) && now - cached.fetched_at <= METADATA_MAX_STALE_SECS
         };
@@ -403,7 +409,7 @@ impl SamlConnector {
             return Ok(metadata.clone());
         }
         let backing_off = self.failed_at.lock().ok().and_then(|failed| *failed).is_some_and(|at| now - at < METADATA_RETRY_SECS);
-        if backing_off {
+        if backing_off && fetch_for == FetchFor::SignIn {
             return last_good
                 .map(|(metadata, _)| metadata)
                 .ok_or_else(|| SamlError::MetadataUnavailable("the last fetch failed moments ago".into()));
@@ -423,10 +429,13 @@ impl SamlConnector {
                 Ok(metadata)
             }
             Err(err) => {
-                tracing::warn!(connector = %self.id, error = %err, "IdP metadata could not be refreshed; keeping the last good copy if there is one");
                 self.metadata_failures.get_or_create(&ConnectorLabels { connector: self.id.clone() }).inc();
-                if let Ok(mut failed) = self.failed_at.lock() {
-                    *failed = Some(now);
+                // A check reports its own finding.
+                if fetch_for == FetchFor::SignIn {
+                    tracing::warn!(connector = %self.id, error = %err, "IdP metadata could not be refreshed; keeping the last good copy if there is one");
+                    if let Ok(mut failed) = self.failed_at.lock() {
+                        *failed = Some(now);
+                    }
                 }
                 last_good.map(|(metadata, _)| metadata).ok_or(err)
             }
