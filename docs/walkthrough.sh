@@ -9,11 +9,13 @@
 set -eu
 
 ISSUER=${1:-http://localhost:8080}
+ISSUER=${ISSUER%/}
 CLIENT_ID=demo-app
 CLIENT_SECRET=demo-app-secret-change-me
 REDIRECT_URI=http://localhost:3000/callback
 JAR=$(mktemp)
 trap 'rm -f "$JAR"' EXIT
+trap 'exit 130' INT TERM
 
 # A browser: keeps cookies in $JAR, follows no redirect, prints where it was sent.
 browse() { curl -sS -o /dev/null -c "$JAR" -b "$JAR" -w '%{redirect_url}' "$@"; }
@@ -27,7 +29,7 @@ jwt_payload() {
     while [ $((${#payload} % 4)) -ne 0 ]; do payload="$payload="; done
     printf '%s' "$payload" | openssl base64 -d -A
 }
-fail() { echo "walkthrough: $*" >&2; exit 1; }
+fail() { printf 'walkthrough: %s\n' "$*" >&2; exit 1; }
 
 echo "1. The app makes a PKCE verifier and its S256 challenge, a state and a nonce."
 VERIFIER=$(openssl rand -base64 48 | tr '+/' '-_' | tr -d '=\n')
@@ -41,7 +43,7 @@ NEXT=$(browse -G "$ISSUER/oauth2/authorize" \
     -d response_type=code -d client_id=$CLIENT_ID --data-urlencode "redirect_uri=$REDIRECT_URI" \
     --data-urlencode "scope=openid profile email groups offline_access" \
     -d state="$STATE" -d nonce="$NONCE" -d code_challenge="$CHALLENGE" -d code_challenge_method=S256)
-echo "   -> $NEXT"
+printf '   -> %s\n' "$NEXT"
 case "$NEXT" in "$ISSUER/login"*) ;; *) fail "expected the sign-in page, got '$NEXT'" ;; esac
 
 echo "3. alice signs in with her password; Gatehouse redirects to the app with a code."
@@ -56,7 +58,7 @@ until case "$NEXT" in "$REDIRECT_URI"*) true ;; *) false ;; esac; do
     NEXT=$(browse "$NEXT")
     HOPS=$((HOPS + 1))
 done
-echo "   -> $NEXT"
+printf '   -> %s\n' "$NEXT"
 [ "$(param state "$NEXT")" = "$STATE" ] || fail "the state came back changed"
 CODE=$(param code "$NEXT")
 
@@ -69,12 +71,12 @@ ID_TOKEN=$(printf '%s' "$TOKENS" | json id_token)
 [ -n "$ACCESS_TOKEN" ] && [ -n "$REFRESH_TOKEN" ] && [ -n "$ID_TOKEN" ] || fail "no tokens: $TOKENS"
 echo "   expires_in=$(printf '%s' "$TOKENS" | json expires_in) scope=$(printf '%s' "$TOKENS" | json scope)"
 CLAIMS=$(jwt_payload "$ID_TOKEN")
-echo "   ID token: $CLAIMS"
+printf '   ID token: %s\n' "$CLAIMS"
 [ "$(printf '%s' "$CLAIMS" | json nonce)" = "$NONCE" ] || fail "the ID token carries another nonce"
 
 echo "5. The app asks UserInfo with the access token."
 USERINFO=$(curl -sS -H "Authorization: Bearer $ACCESS_TOKEN" "$ISSUER/oauth2/userinfo")
-echo "   $USERINFO"
+printf '   %s\n' "$USERINFO"
 [ "$(printf '%s' "$USERINFO" | json preferred_username)" = alice ] || fail "UserInfo is not alice's"
 
 echo "6. Later, the app refreshes: a new access token and a new refresh token (the old one is spent)."
@@ -91,6 +93,6 @@ echo "   revocation answered $STATUS"
 [ "$STATUS" = 200 ] || fail "revocation answered $STATUS"
 AFTER=$(curl -sS -u "$CLIENT_ID:$CLIENT_SECRET" "$ISSUER/oauth2/token" \
     -d grant_type=refresh_token --data-urlencode "refresh_token=$NEW_REFRESH_TOKEN")
-echo "   refreshing again: $AFTER"
+printf '   refreshing again: %s\n' "$AFTER"
 [ "$(printf '%s' "$AFTER" | json error)" = invalid_grant ] || fail "a revoked refresh token still works"
 echo "Done: code + PKCE, tokens, UserInfo, refresh and revocation all behaved as the README says."

@@ -22,6 +22,8 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
 const KEY_ENCRYPTION_KEY_LEN: usize = 32;
 const MIN_CLIENT_SECRET_LEN: usize = 16;
 const MAX_SP_METADATA_VALIDITY_SECS: i64 = 365 * 86_400;
+/// Each check asks every IdP; more often than this would be hammering them.
+const MIN_CONNECTOR_CHECK_INTERVAL_SECS: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -609,8 +611,16 @@ pub fn effective_toml(path: &Path, env: &[(String, String)]) -> Result<String, C
     let toml::Value::Table(mut root) = loaded.root else { return Err(ConfigError::Print(String::from("not a table"))) };
     write_defaults(&mut root, &config).map_err(|err| ConfigError::Print(err.to_string()))?;
     let mut root = toml::Value::Table(root);
-    mask_secrets(&mut root);
-    toml::to_string_pretty(&root).map_err(|err| ConfigError::Print(err.to_string()))
+    let masked = mask_secrets(&mut root);
+    let text = toml::to_string_pretty(&root).map_err(|err| ConfigError::Print(err.to_string()))?;
+    Ok(if masked {
+        format!(
+            "# Secrets are shown as {}: put them back (or use their *_file forms) before loading this.\n{text}",
+            crate::secret::MASK
+        )
+    } else {
+        text
+    })
 }
 
 /// The file with the environment laid over it, and which variable set which key, so an
@@ -659,9 +669,11 @@ impl Loaded {
     fn locate(&self, err: ConfigError) -> ConfigError {
         let ConfigError::Invalid { key, mut reason } = err else { return err };
         let dotted = key.replace('[', ".").replace(']', "");
-        if let Some((_, variable)) = self.set_by_env.iter().find(|(path, _)| {
-            dotted == *path || dotted.starts_with(&format!("{path}.")) || path.starts_with(&format!("{dotted}."))
-        }) {
+        // The variable that set the value at fault, or a table it lies in; never one that set
+        // a field inside an entry the file got wrong (the environment cannot add entries).
+        if let Some((_, variable)) =
+            self.set_by_env.iter().find(|(path, _)| dotted == *path || dotted.starts_with(&format!("{path}.")))
+        {
             reason.push_str(&format!(" (set by the environment variable {variable})"));
         }
         ConfigError::Invalid { key: name_list_entry(&key, &self.root), reason }
@@ -690,6 +702,7 @@ fn write_defaults(root: &mut toml::Table, config: &Config) -> Result<(), toml::s
         ("log_format", toml::Value::try_from(config.log_format)?),
         ("cleanup_interval_secs", toml::Value::try_from(config.cleanup_interval_secs)?),
         ("connector_check_interval_secs", toml::Value::try_from(config.connector_check_interval_secs)?),
+        ("trusted_proxies", toml::Value::Array(config.trusted_proxies.iter().map(|net| net.to_string().into()).collect())),
     ];
     for (key, value) in top {
         root.entry(key).or_insert(value);
@@ -754,21 +767,28 @@ fn write_defaults(root: &mut toml::Table, config: &Config) -> Result<(), toml::s
 
 /// Masks secret values wherever they are; a plain SQLite `database_url` is a file name, not a
 /// secret. Paths to secret files (`*_file`) are shown.
-fn mask_secrets(value: &mut toml::Value) {
+fn mask_secrets(value: &mut toml::Value) -> bool {
+    let mut masked = false;
     match value {
         toml::Value::Table(table) => {
             for (key, inner) in table.iter_mut() {
                 let shown_as_is = key == "database_url" && inner.as_str().is_some_and(|url| url.starts_with("sqlite:"));
                 if is_secret_key(key) && !shown_as_is {
                     *inner = toml::Value::String(crate::secret::MASK.to_owned());
+                    masked = true;
                 } else {
-                    mask_secrets(inner);
+                    masked |= mask_secrets(inner);
                 }
             }
         }
-        toml::Value::Array(items) => items.iter_mut().for_each(mask_secrets),
+        toml::Value::Array(items) => {
+            for item in items {
+                masked |= mask_secrets(item);
+            }
+        }
         _ => {}
     }
+    masked
 }
 
 /// Applies `GATEHOUSE_A__B=value` as `a.b = value`. Values that read as TOML numbers, booleans or
@@ -1023,7 +1043,13 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         return Err(invalid("cleanup_interval_secs", "must be at least 1"));
     }
 
-    let connector_check_interval_secs = raw.connector_check_interval_secs.unwrap_or(60);
+    let connector_check_interval_secs = raw.connector_check_interval_secs.unwrap_or(300);
+    if (1..MIN_CONNECTOR_CHECK_INTERVAL_SECS).contains(&connector_check_interval_secs) {
+        return Err(invalid(
+            "connector_check_interval_secs",
+            format!("must be 0 (no checks) or at least {MIN_CONNECTOR_CHECK_INTERVAL_SECS} seconds"),
+        ));
+    }
 
     let mut trusted_proxies = Vec::with_capacity(raw.trusted_proxies.len());
     for (index, text) in raw.trusted_proxies.iter().enumerate() {

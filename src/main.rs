@@ -254,7 +254,7 @@ fn check_connectors(config: &Config) -> ExitCode {
             Some((connector_type, finding)) => {
                 all_usable &= finding.is_usable();
                 println!("# connector {} ({kind}): {}: {}", connector.id, finding.code(), finding.detail());
-                if finding != check::Finding::Usable {
+                if finding.needs_attention() {
                     println!("#   fix: {}", finding.fix(connector_type));
                 }
             }

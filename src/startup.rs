@@ -228,6 +228,8 @@ async fn connector_check_loop(state: AppState) {
         return;
     }
     let mut interval = tokio::time::interval(Duration::from_secs(state.config.connector_check_interval_secs));
+    // A round slowed by unreachable IdPs is not made up for with rounds back to back.
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
         state.upstreams.check_all(state.clock.now()).await;

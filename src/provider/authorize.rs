@@ -169,8 +169,19 @@ impl Provider {
     ) -> ProviderResult<Result<(ClientRecord, String), UntrustedRequest>> {
         let found = self.find_authorization_client(params).await?;
         if let Err(refusal) = &found {
-            // Never the submitted values: an unregistered redirect URI may be an attacker's.
-            tracing::info!(reason = refusal.code(), "authorization request refused: {refusal}");
+            // Never the submitted redirect URI (it may be an attacker's); the client id only when
+            // it names a registered client.
+            let registered = match refusal {
+                UntrustedRequest::MissingRedirectUri | UntrustedRequest::UnregisteredRedirectUri => {
+                    params.get("client_id").ok().flatten()
+                }
+                _ => None,
+            };
+            tracing::info!(
+                client_id = registered.unwrap_or_default(),
+                reason = refusal.code(),
+                "authorization request refused: {refusal}"
+            );
         }
         Ok(found)
     }

@@ -83,6 +83,20 @@ struct IdTokenInput<'a> {
 
 impl Provider {
     pub async fn token(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
+        let answered = self.grant(client, params).await;
+        if let Err(crate::provider::ProviderError::OAuth(refusal)) = &answered {
+            // The fixed description, never the code, token or redirect URI presented.
+            tracing::info!(
+                client_id = %client.client_id,
+                reason = refusal.code.as_str(),
+                "token request refused: {}",
+                refusal.description
+            );
+        }
+        answered
+    }
+
+    async fn grant(&self, client: &ClientRecord, params: &Params) -> ProviderResult<TokenResponse> {
         params.check_all()?;
         let grant_type = params.require("grant_type", "grant_type is required")?;
         if !["authorization_code", "refresh_token", "client_credentials"].contains(&grant_type) {

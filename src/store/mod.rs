@@ -250,7 +250,17 @@ impl AuditOutcome {
     }
 }
 
-/// A security event. Never carries a secret: `detail` is a fixed reason code, not input.
+/// The reason code an audit `detail` starts with (`audience_mismatch: expected …` →
+/// `audience_mismatch`), or `unspecified` when it does not start with one.
+pub fn reason_code(detail: Option<&str>) -> &str {
+    let code = detail.unwrap_or_default().split(':').next().unwrap_or_default();
+    let is_code =
+        !code.is_empty() && code.len() <= 64 && code.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if is_code { code } else { "unspecified" }
+}
+
+/// A security event. Never carries a secret: `detail` is a fixed reason code, then for some
+/// refusals the values involved (what an IdP sent), for the administrator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     pub time: UnixTime,

@@ -1276,11 +1276,12 @@ macro_rules! impl_sql_store {
         impl $crate::store::AuditStore for $store {
             async fn record_audit(&self, event: &$crate::store::AuditEvent) -> $crate::store::StoreResult<()> {
                 // A refusal is in the log as well as the table, under the request's id (the
-                // span's); `detail` is a fixed reason code, never input.
+                // span's): its reason code only, since the rest of `detail` may quote what an
+                // IdP or a browser sent.
                 if event.outcome == $crate::store::AuditOutcome::Failure {
                     tracing::info!(
                         event = %event.kind,
-                        reason = event.detail.as_deref().unwrap_or_default(),
+                        reason = $crate::store::reason_code(event.detail.as_deref()),
                         client_id = event.client_id.as_deref().unwrap_or_default(),
                         connector = event.connector_id.as_deref().unwrap_or_default(),
                         "refused"

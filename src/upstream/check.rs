@@ -28,7 +28,7 @@ pub enum Finding {
     Unreachable(String),
     /// It answered with something Gatehouse cannot use.
     Unusable(String),
-    /// Every signing certificate in the IdP's metadata has expired.
+    /// Every signing certificate in the IdP's metadata has expired (sign-ins still work).
     CertificateExpired { not_after: UnixTime },
 }
 
@@ -44,9 +44,16 @@ impl Finding {
         }
     }
 
-    /// Whether sign-ins through the connector can work.
+    /// Whether sign-ins through the connector can work. Signatures are verified with the keys
+    /// the metadata pins, whatever their certificates' dates (IdPs sign with long-expired
+    /// certificates), so an expired one is a warning, not a failure.
     pub fn is_usable(&self) -> bool {
-        matches!(self, Self::Usable | Self::CertificateExpiresSoon { .. })
+        !matches!(self, Self::Unreachable(_) | Self::Unusable(_))
+    }
+
+    /// Whether the administrator should look: anything but a clean `ok`.
+    pub fn needs_attention(&self) -> bool {
+        *self != Self::Usable
     }
 
     /// What was found, for the administrator: the network's or the IdP's reason, bounded.
@@ -118,13 +125,12 @@ pub fn judge_saml(loaded: Result<&IdpMetadata, &SamlError>, now: UnixTime) -> Fi
         Err(other) => return Finding::Unusable(other.to_string()),
     };
     let expiries: Vec<UnixTime> = metadata.certificates.iter().filter_map(|c| c.not_after).collect();
-    let every_one_expired = !expiries.is_empty() && expiries.len() == metadata.certificates.len();
-    if let Some(&latest) = expiries.iter().max().filter(|latest| every_one_expired && **latest <= now) {
-        return Finding::CertificateExpired { not_after: latest };
-    }
-    // An expired certificate beside a current one is a rotation under way; the current one counts.
-    match expiries.into_iter().filter(|at| *at > now).min() {
-        Some(earliest) if earliest - now < EXPIRY_WARNING_SECS => Finding::CertificateExpiresSoon { not_after: earliest },
+    let every_one_dated = !expiries.is_empty() && expiries.len() == metadata.certificates.len();
+    // The latest expiry counts: a certificate about to expire beside its successor is a
+    // rotation under way, not a problem.
+    match expiries.iter().max().filter(|_| every_one_dated) {
+        Some(&latest) if latest <= now => Finding::CertificateExpired { not_after: latest },
+        Some(&latest) if latest - now < EXPIRY_WARNING_SECS => Finding::CertificateExpiresSoon { not_after: latest },
         _ => Finding::Usable,
     }
 }
@@ -174,20 +180,23 @@ mod tests {
     }
 
     #[test]
-    fn certificates_are_judged_by_their_expiry() {
+    fn certificates_are_judged_by_their_latest_expiry() {
         let now = 1_800_000_000;
-        assert_eq!(judge_saml(Ok(&metadata(&[Some(now + 365 * 86_400)])), now), Finding::Usable);
+        let year = 365 * 86_400;
+        assert_eq!(judge_saml(Ok(&metadata(&[Some(now + year)])), now), Finding::Usable);
         assert_eq!(judge_saml(Ok(&metadata(&[None])), now), Finding::Usable, "no expiry stated");
         let soon = now + EXPIRY_WARNING_SECS - 1;
-        let found = judge_saml(Ok(&metadata(&[Some(soon), Some(now + 365 * 86_400)])), now);
+        let found = judge_saml(Ok(&metadata(&[Some(soon)])), now);
         assert_eq!(found, Finding::CertificateExpiresSoon { not_after: soon });
-        assert!(found.is_usable());
+        assert!(found.is_usable() && found.needs_attention());
+        // A certificate about to expire (or expired) beside its successor is a rotation under way.
+        assert_eq!(judge_saml(Ok(&metadata(&[Some(soon), Some(now + year)])), now), Finding::Usable);
+        assert_eq!(judge_saml(Ok(&metadata(&[Some(now - 10), Some(now + year)])), now), Finding::Usable);
         let expired = judge_saml(Ok(&metadata(&[Some(now - 10), Some(now - 5)])), now);
         assert_eq!(expired, Finding::CertificateExpired { not_after: now - 5 });
-        assert!(!expired.is_usable());
+        assert!(expired.is_usable(), "signatures still verify with the pinned keys");
+        assert!(expired.needs_attention());
         assert!(expired.detail().contains("has expired"), "{}", expired.detail());
-        // One expired certificate beside a current one (a rotation under way) still works.
-        assert!(judge_saml(Ok(&metadata(&[Some(now - 10), Some(now + 365 * 86_400)])), now).is_usable());
     }
 
     #[test]

@@ -110,9 +110,9 @@ pub enum FetchFor {
 /// Names of received claims or attributes a warning lists at most.
 const MAX_NAMES_IN_WARNING: usize = 40;
 
-/// Warns once per connector and user field when the claim (or attribute) mapped to it never
-/// arrives, listing the names that did, so "groups are empty" has an answer in the log. Only
-/// names are logged, never values.
+/// Warns once per connector and user field when a sign-in lacks the claim (or attribute)
+/// mapped to it, listing the names that did arrive, so "groups are empty" has an answer in the
+/// log. Only names are logged, never values.
 #[derive(Debug, Default)]
 pub struct MissingClaims {
     warned: std::sync::Mutex<std::collections::HashSet<&'static str>>,
@@ -127,7 +127,9 @@ impl MissingClaims {
         if missing.is_empty() {
             return;
         }
-        let mut names = arrived();
+        // Names come from the IdP: no control characters reach the log.
+        let mut names: Vec<String> =
+            arrived().into_iter().map(|name| name.chars().filter(|c| !c.is_control()).take(100).collect()).collect();
         names.sort();
         names.dedup();
         let more = names.len().saturating_sub(MAX_NAMES_IN_WARNING);
@@ -140,8 +142,8 @@ impl MissingClaims {
                 field = *field,
                 mapped_from = %name,
                 arrived = %arrived,
-                "the identity provider sent no `{name}`, which `claims.{field}` maps; the users it signs in have no {field} \
-                 until it does (this is logged once per connector)"
+                "a sign-in carried no `{name}`, which `claims.{field}` maps, so its user got no {field}: check what the \
+                 identity provider sends (scopes, claim or attribute settings); logged once per connector"
             );
         }
     }
@@ -475,8 +477,8 @@ impl Upstreams {
     pub async fn check_all(&self, now: crate::clock::UnixTime) -> Vec<ConnectorFinding> {
         self.recheck().await;
         let live: Vec<(String, Live)> = self.built.read().await.iter().map(|(id, b)| (id.clone(), b.live.clone())).collect();
-        let mut found = Vec::with_capacity(live.len());
-        for (connector_id, connector) in live {
+        // At once, so one slow IdP does not delay the others' checks.
+        let checks = live.into_iter().map(|(connector_id, connector)| async move {
             let (kind, finding) = match connector {
                 Live::Oidc(connector) => (ConnectorType::Oidc, check::check_oidc(&connector, now).await),
                 Live::Saml(connector) => {
@@ -484,8 +486,9 @@ impl Upstreams {
                     (ConnectorType::Saml, check::judge_saml(loaded.as_deref(), now))
                 }
             };
-            found.push(ConnectorFinding { connector_id, kind, finding, checked_at: now });
-        }
+            ConnectorFinding { connector_id, kind, finding, checked_at: now }
+        });
+        let found = futures_util::future::join_all(checks).await;
         let Ok(mut findings) = self.findings.lock() else { return found };
         for gone in findings.keys().filter(|id| !found.iter().any(|f| &f.connector_id == *id)).cloned().collect::<Vec<_>>() {
             findings.remove(&gone);
@@ -546,7 +549,7 @@ fn report(found: &ConnectorFinding) {
     let (code, detail, fix) = (found.finding.code(), found.finding.detail(), found.finding.fix(found.kind));
     match &found.finding {
         check::Finding::Usable => tracing::info!(connector = %connector, "connector checked: {detail}"),
-        check::Finding::CertificateExpiresSoon { .. } => {
+        check::Finding::CertificateExpiresSoon { .. } | check::Finding::CertificateExpired { .. } => {
             tracing::warn!(connector = %connector, check = code, fix, "connector check: {detail}");
         }
         _ => tracing::warn!(connector = %connector, check = code, fix, "connector check failed: {detail}"),

@@ -459,8 +459,11 @@ impl OidcConnector {
         self.discover(now, FetchFor::SignIn).await
     }
 
+    /// A check asks the provider every time (and refreshes the cache when it answers); a
+    /// sign-in uses the cached copy while it is fresh.
     async fn discover(&self, now: UnixTime, fetch_for: FetchFor) -> Result<Discovered, OidcError> {
-        if let Some(found) = self.discovered.read().await.as_ref().filter(|d| now - d.fetched_at < DISCOVERY_TTL_SECS) {
+        let fresh = |d: &&Discovered| fetch_for == FetchFor::SignIn && now - d.fetched_at < DISCOVERY_TTL_SECS;
+        if let Some(found) = self.discovered.read().await.as_ref().filter(fresh) {
             return Ok(found.clone());
         }
         let pausing = self.failed_at.lock().is_ok_and(|failed| failed.is_some_and(|at| now - at < FAILURE_BACKOFF_SECS));
@@ -468,7 +471,7 @@ impl OidcConnector {
             return Err(OidcError::Unreachable(String::from("failed moments ago; not retrying yet")));
         }
         let _one_fetch = self.fetching.lock().await;
-        if let Some(found) = self.discovered.read().await.as_ref().filter(|d| now - d.fetched_at < DISCOVERY_TTL_SECS) {
+        if let Some(found) = self.discovered.read().await.as_ref().filter(fresh) {
             return Ok(found.clone());
         }
         let issuer = IssuerUrl::new(self.settings.issuer.clone()).map_err(|err| OidcError::Discovery(err.to_string()))?;
@@ -485,6 +488,10 @@ impl OidcConnector {
             }
             Err(err) => {
                 let err = discovery_error(err);
+                // Sign-ins go on with whatever copy there is; the check reports the failure.
+                if fetch_for == FetchFor::Check {
+                    return Err(err);
+                }
                 let mut cached = self.discovered.write().await;
                 match cached.as_mut() {
                     Some(stale) => {
@@ -494,9 +501,7 @@ impl OidcConnector {
                         Ok(stale.clone())
                     }
                     None => {
-                        if fetch_for == FetchFor::SignIn
-                            && let Ok(mut failed) = self.failed_at.lock()
-                        {
+                        if let Ok(mut failed) = self.failed_at.lock() {
                             *failed = Some(now);
                         }
                         Err(err)

@@ -18,7 +18,8 @@ pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) ->
     let database_up = state.store.ping().await.is_ok();
     let (status, verdict) =
         if database_up { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unreachable") };
-    let verbose = query.is_some_and(|query| query.split('&').any(|pair| pair.split('=').next() == Some("verbose")));
+    let verbose =
+        query.is_some_and(|query| query.split('&').any(|pair| matches!(pair, "verbose" | "verbose=1" | "verbose=true")));
     if !verbose {
         return (status, verdict).into_response();
     }

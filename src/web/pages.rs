@@ -114,7 +114,8 @@ pub struct SamlConnectorPage<'a> {
     pub metadata_url: &'a str,
     pub signing_fingerprints: Vec<String>,
     pub encryption_fingerprints: Vec<String>,
-    pub metadata_validity_days: i64,
+    /// "7 days", "12 hours".
+    pub metadata_validity: String,
 }
 
 pub struct ReturnLink {

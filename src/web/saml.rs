@@ -68,7 +68,12 @@ pub async fn page(State(state): State<AppState>, Path(id): Path<String>) -> Resu
         metadata_url: connector.metadata_url(),
         signing_fingerprints,
         encryption_fingerprints,
-        metadata_validity_days: connector.sp_metadata_validity_secs() / 86_400,
+        metadata_validity: match connector.sp_metadata_validity_secs() {
+            86_400 => String::from("a day"),
+            secs if secs % 86_400 == 0 => format!("{} days", secs / 86_400),
+            secs if secs < 7200 => String::from("an hour"),
+            secs => format!("{} hours", secs / 3600),
+        },
     };
     Ok(render_page(&page).into_response())
 }

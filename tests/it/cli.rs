@@ -376,6 +376,7 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
         ("refused", "invalid_credentials"),
         ("client authentication refused", "invalid_client"),
         ("authorization request refused", "unregistered_redirect_uri"),
+        ("token request refused", "invalid_grant"),
     ] {
         let line = refusal(message, reason);
         assert_eq!(line["level"], "INFO", "{line}");
@@ -560,7 +561,7 @@ fn check_config_connect_reports_each_connector_and_an_expired_certificate() {
     );
     let path = write_config(dir.path(), &text);
     let (code, stdout, stderr) = run(gatehouse().args(["--config", path.to_str().unwrap(), "check-config", "--connect"]));
-    assert_eq!(code, 1, "a connector that cannot be used fails the check: {stdout}{stderr}");
+    assert_eq!(code, 1, "the unreachable provider fails the check: {stdout}{stderr}");
     assert!(stdout.contains("# connector local (local): nothing to reach"), "{stdout}");
     assert!(stdout.contains("# connector old-saml (saml): certificate_expired: every signing certificate"), "{stdout}");
     assert!(stdout.contains("#   fix: renew the signing certificate at the IdP"), "{stdout}");

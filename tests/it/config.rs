@@ -312,9 +312,14 @@ fn an_error_names_the_list_entry_by_its_id_and_the_variable_that_set_the_value()
     let (key, reason) = named_error_of(MINIMAL, &[("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS", "-5")]);
     assert_eq!(key, "session.idle_timeout_secs");
     assert!(reason.contains("GATEHOUSE_SESSION__IDLE_TIMEOUT_SECS"), "{reason}");
-    // A file value that is wrong does not blame a variable that set something else.
+    // A file value that is wrong does not blame a variable that set something else, even one
+    // inside the entry at fault.
     let (_, reason) = named_error_of(&text, &[("GATEHOUSE_CLIENTS__0__NAME", "Renamed")]);
     assert!(!reason.contains("GATEHOUSE_"), "{reason}");
+    let untyped = format!("{MINIMAL}[[connectors]]\nid = \"corp\"\n");
+    let (key, reason) = named_error_of(&untyped, &[("GATEHOUSE_CONNECTORS__0__NAME", "Corp")]);
+    assert_eq!(key, "connectors[0] (id = \"corp\")");
+    assert!(reason.contains("missing field `type`") && !reason.contains("GATEHOUSE_"), "{reason}");
 }
 
 #[test]
@@ -359,16 +364,22 @@ fn check_config_output_loads_back_as_the_same_configuration() {
 
     // Inline secrets are masked; a PostgreSQL URL carries a password, so it is masked too.
     let printed = effective(&config_toml("postgres://gh:pw@db/gh", ""), &[]);
+    assert!(printed.starts_with("# Secrets are shown as ********: put them back"), "{printed}");
     assert!(printed.contains("database_url = \"********\""), "{printed}");
     assert!(printed.contains("key_encryption_key = \"********\""), "{printed}");
     assert!(printed.contains("client_secret = \"********\""), "{printed}");
 }
 
 #[test]
-fn the_sp_metadata_validity_is_configurable_within_bounds() {
+fn the_sp_metadata_validity_and_the_check_interval_are_configurable_within_bounds() {
     let config = load(&format!("{MINIMAL}[saml]\nsp_metadata_validity_secs = 2592000\n"), &[]).unwrap();
     assert_eq!(config.saml.sp_metadata_validity_secs, 30 * 86_400);
     assert_eq!(load(MINIMAL, &[]).unwrap().saml.sp_metadata_validity_secs, 7 * 86_400);
+    assert_eq!(load(MINIMAL, &[]).unwrap().connector_check_interval_secs, 300);
+    assert_eq!(load(&format!("connector_check_interval_secs = 0\n{MINIMAL}"), &[]).unwrap().connector_check_interval_secs, 0);
+    let (key, reason) = error_of(&format!("connector_check_interval_secs = 5\n{MINIMAL}"), &[]);
+    assert_eq!(key, "connector_check_interval_secs");
+    assert!(reason.contains("at least 10"), "{reason}");
     for wrong in ["60", "40000000"] {
         let (key, reason) = error_of(&format!("{MINIMAL}[saml]\nsp_metadata_validity_secs = {wrong}\n"), &[]);
         assert_eq!(key, "saml.sp_metadata_validity_secs");

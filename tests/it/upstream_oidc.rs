@@ -998,7 +998,7 @@ async fn a_mapped_claim_that_never_arrives_is_logged_once_with_the_names_that_di
     assert_eq!(missing_groups.len(), 1, "once per connector, not per sign-in: {ours:?}");
     let line = missing_groups[0];
     assert!(line.contains("WARN") && line.contains("connector=rogue"), "{line}");
-    assert!(line.contains("the identity provider sent no `groups`, which `claims.groups` maps"), "{line}");
+    assert!(line.contains("a sign-in carried no `groups`, which `claims.groups` maps"), "{line}");
     assert!(line.contains("arrived=") && line.contains("email") && line.contains("sub"), "names that did arrive: {line}");
     app.stop().await;
 }

@@ -1,7 +1,18 @@
 //! The README's walkthrough script, run against the demo configuration as a reader runs it.
 
 use std::io::BufRead;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The demo server, killed however the test ends.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
 
 #[test]
 fn the_readme_walkthrough_runs_against_the_demo() {
@@ -9,30 +20,33 @@ fn the_readme_walkthrough_runs_against_the_demo() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let issuer = format!("http://127.0.0.1:{port}");
     // The demo file itself; only where it listens and keeps its data differs.
-    let mut server = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-        .args(["--config", "config/gatehouse.toml", "serve"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("GATEHOUSE_ISSUER", &issuer)
-        .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
-        .env("GATEHOUSE_DATABASE_URL", format!("sqlite://{}/walkthrough.db", dir.path().display()))
-        .env("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", dir.path().join("kek"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(server.stdout.take().unwrap());
-    let mut line = String::new();
-    while !line.contains("Gatehouse is ready") {
-        line.clear();
-        if log.read_line(&mut line).unwrap() == 0 {
-            server.kill().ok();
-            panic!("the demo did not start");
+    let mut server = Server(
+        Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["--config", "config/gatehouse.toml", "serve"])
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("GATEHOUSE_ISSUER", &issuer)
+            .env("GATEHOUSE_LISTEN", format!("127.0.0.1:{port}"))
+            .env("GATEHOUSE_DATABASE_URL", format!("sqlite://{}/walkthrough.db", dir.path().display()))
+            .env("GATEHOUSE_KEY_ENCRYPTION_KEY_FILE", dir.path().join("kek"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The log is read on its own thread to the end, so a full pipe never blocks the server.
+    let log = std::io::BufReader::new(server.0.stdout.take().unwrap());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in log.lines().map_while(Result::ok) {
+            if line.contains("Gatehouse is ready") {
+                let _ = ready_tx.send(());
+            }
         }
-    }
-    let output = Command::new("sh").arg("docs/walkthrough.sh").arg(&issuer).output().unwrap();
-    server.kill().unwrap();
-    server.wait().unwrap();
+    });
+    ready_rx.recv_timeout(Duration::from_secs(60)).expect("the demo did not start within a minute");
+    let output = Command::new("sh").arg("docs/walkthrough.sh").arg(format!("{issuer}/")).output().unwrap();
+    drop(server);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");

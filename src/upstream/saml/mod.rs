@@ -387,29 +387,33 @@ impl SamlConnector {
     /// As `idp_metadata`, for a sign-in or for a check (which neither waits for the pause
     /// after a failed fetch nor starts one).
     pub async fn idp_metadata_for(&self, now: UnixTime, fetch_for: FetchFor) -> Result<Arc<IdpMetadata>, SamlError> {
+        // A check fetches every time (and refreshes the cache when the IdP answers); a sign-in
+        // uses the cached copy until it is due.
+        let sign_in = fetch_for == FetchFor::SignIn;
         let usable = |cached: &CachedMetadata| {
             cached.metadata.valid_until.is_none_or(|until| until > now) && now - cached.fetched_at <= METADATA_MAX_STALE_SECS
         };
         let last_good = match self.cached.read().await.as_ref() {
-            Some(cached) if cached.refresh_at > now && usable(cached) => return Ok(cached.metadata.clone()),
+            Some(cached) if sign_in && cached.refresh_at > now && usable(cached) => return Ok(cached.metadata.clone()),
             Some(cached) if usable(cached) => Some(cached.metadata.clone()),
             _ => None,
         };
         // One fetch at a time; while it runs, sign-ins go on with the last good copy.
         let _one_fetch = match (self.fetching.try_lock(), last_good) {
             (Ok(guard), _) => guard,
-            (Err(_), Some(metadata)) => return Ok(metadata),
-            (Err(_), None) => self.fetching.lock().await,
+            (Err(_), Some(metadata)) if sign_in => return Ok(metadata),
+            (Err(_), _) => self.fetching.lock().await,
         };
         let last_good = self.cached.read().await.as_ref().filter(|c| usable(c)).map(|c| (c.metadata.clone(), c.refresh_at));
         // Another caller may have refreshed it while this one waited.
-        if let Some((metadata, refresh_at)) = &last_good
+        if sign_in
+            && let Some((metadata, refresh_at)) = &last_good
             && *refresh_at > now
         {
             return Ok(metadata.clone());
         }
         let backing_off = self.failed_at.lock().ok().and_then(|failed| *failed).is_some_and(|at| now - at < METADATA_RETRY_SECS);
-        if backing_off && fetch_for == FetchFor::SignIn {
+        if backing_off && sign_in {
             return last_good
                 .map(|(metadata, _)| metadata)
                 .ok_or_else(|| SamlError::MetadataUnavailable("the last fetch failed moments ago".into()));
@@ -430,12 +434,13 @@ impl SamlConnector {
             }
             Err(err) => {
                 self.metadata_failures.get_or_create(&ConnectorLabels { connector: self.id.clone() }).inc();
-                // A check reports its own finding.
-                if fetch_for == FetchFor::SignIn {
-                    tracing::warn!(connector = %self.id, error = %err, "IdP metadata could not be refreshed; keeping the last good copy if there is one");
-                    if let Ok(mut failed) = self.failed_at.lock() {
-                        *failed = Some(now);
-                    }
+                // Sign-ins go on with the last good copy; a check reports the failure.
+                if !sign_in {
+                    return Err(err);
+                }
+                tracing::warn!(connector = %self.id, error = %err, "IdP metadata could not be refreshed; keeping the last good copy if there is one");
+                if let Ok(mut failed) = self.failed_at.lock() {
+                    *failed = Some(now);
                 }
                 last_good.map(|(metadata, _)| metadata).ok_or(err)
             }
