@@ -1,9 +1,12 @@
 -- wrk script of the Gatehouse load benchmark; bench/run.sh sets the environment it reads.
 --
---   BENCH_SCENARIO   client_credentials | introspect | authorize | code | refresh | portal
+--   BENCH_SCENARIO   client_credentials | introspect | mint_tokens | introspect_once | authorize |
+--                    code | refresh | portal
 --   BENCH_THREADS    the -t given to wrk (input files are split between threads by line)
 --   BENCH_SERVICE_BASIC, BENCH_APP_BASIC   base64(client_id:secret) of bench-service / bench-app
 --   BENCH_TOKEN_FILE     introspect: the access token to introspect in every request
+--   BENCH_TOKENS_OUT     mint_tokens: client-credentials grants, their access tokens into files
+--   BENCH_TOKENS_FILE    introspect_once: access tokens, each introspected exactly once
 --   BENCH_AUTHORIZE_PATH, BENCH_COOKIE, BENCH_CODES_OUT   authorize: mint codes into files
 --   BENCH_COOKIE         portal: the signed-in browser whose portal page is fetched
 --   BENCH_CODES_FILE, BENCH_VERIFIER   code: codes to redeem, each exactly once
@@ -80,6 +83,48 @@ elseif scenario == "introspect" then
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
     wrk.headers["Content-Type"] = FORM
     wrk.body = "token=" .. token
+  end
+
+elseif scenario == "mint_tokens" then
+  -- Client-credentials grants whose access tokens are kept, each to be introspected once.
+  expect_body = '"access_token":"'
+  local out
+  function init(args)
+    wrk.method = "POST"
+    wrk.path = "/oauth2/token"
+    wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
+    wrk.headers["Content-Type"] = FORM
+    wrk.body = "grant_type=client_credentials&scope=api%3Aread"
+    out = assert(io.open(env("BENCH_TOKENS_OUT") .. "." .. id, "w"))
+    out:setvbuf("line")
+  end
+  on_ok = function(status, headers, body)
+    local token = string.match(body, '"access_token":"([^"]+)"')
+    if not token then return false end
+    out:write(token, "\n")
+    return true
+  end
+
+elseif scenario == "introspect_once" then
+  -- Introspection of tokens the server has never seen: every request presents another one.
+  expect_body = '"active":true'
+  local tokens, pos
+  function init(args)
+    tokens, pos = my_lines(env("BENCH_TOKENS_FILE")), 0
+    wrk.method = "POST"
+    wrk.path = "/oauth2/introspect"
+    wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
+    wrk.headers["Content-Type"] = FORM
+  end
+  function request()
+    pos = pos + 1
+    local token = tokens[pos]
+    if not token then
+      exhausted = exhausted + 1
+      wrk.thread:stop()
+      return wrk.format("GET", "/healthz", {}, nil)
+    end
+    return wrk.format(nil, nil, nil, "token=" .. token)
   end
 
 elseif scenario == "authorize" then

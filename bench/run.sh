@@ -17,6 +17,8 @@
 # GET /readyz, then for each scenario a short warm-up and a measured wrk run:
 #   client_credentials  POST /oauth2/token grant_type=client_credentials (bench-service, Basic)
 #   introspect          POST /oauth2/introspect of one client-credentials access token
+#   introspect_once     POST /oauth2/introspect of tokens never introspected before, each once
+#                       (minted just before by a client-credentials run, mint_tokens)
 #   authorize           GET /oauth2/authorize with a signed-in session -> 302 with a code
 #                       (this is how the codes for the next scenario are minted; reported too)
 #   code                POST /oauth2/token grant_type=authorization_code, each code once (PKCE)
@@ -314,6 +316,16 @@ mint_codes() {
   ((R_ERRORS == 0)) || log "minting codes ($name) had $R_ERRORS errors (${R_NOTE%; })"
 }
 
+mint_tokens() {
+  local backend="$1" name="$2" seconds="$3"
+  local dir="$WORK/$backend"
+  rm -f "$dir/$name.tokens".*
+  run_wrk "$dir/$name.mint-tokens.txt" mint_tokens "$seconds" BENCH_TOKENS_OUT="$dir/$name.tokens"
+  cat "$dir/$name.tokens".* >"$dir/$name.tokens"
+  MINTED="$(wc -l <"$dir/$name.tokens")"
+  ((R_ERRORS == 0)) || log "minting tokens ($name) had $R_ERRORS errors (${R_NOTE%; })"
+}
+
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 run_backend() {
@@ -356,6 +368,14 @@ run_backend() {
   python3 "$BENCH/prepare.py" cc-token "$BASE" "$SERVICE_BASIC" >"$dir/access_token"
   warmup "$backend" introspect BENCH_TOKEN_FILE="$dir/access_token"
   measure "$backend" introspect "introspection" BENCH_TOKEN_FILE="$dir/access_token"
+
+  # 2b. introspection of tokens never seen before: each signature is verified, none is
+  #     remembered from an earlier request. Tokens are minted for twice the run's length.
+  mint_tokens "$backend" warm "$WARMUP"
+  warmup "$backend" introspect_once BENCH_TOKENS_FILE="$dir/warm.tokens"
+  mint_tokens "$backend" measured "$((DURATION * 2))"
+  log "$backend: minted $MINTED access tokens"
+  measure "$backend" introspect_once "introspection, first time (each token once)" BENCH_TOKENS_FILE="$dir/measured.tokens"
 
   # 3. the portal page, right after alice signs in; then authorization codes: mint codes
   #    with wrk, redeem each exactly once.

@@ -65,17 +65,18 @@ struct LoadedKey {
     alg: SigningAlg,
     retired_at: Option<UnixTime>,
     decoding: DecodingKey,
+    /// ES256: the public point (uncompressed), which `ring` verifies signatures with.
+    es256_public: Option<Vec<u8>>,
     /// Present only for active keys: retired keys never sign again.
     encoding: Option<Signer>,
 }
 
-/// An active key ready to sign. jsonwebtoken's RustCrypto backend re-parses an EC key from DER
-/// on every `encode`, which derives its public key again: a second scalar multiplication per
-/// token that doubles the cost of the token endpoint. So ES256 keeps the parsed `p256` key and
-/// signs the JWS itself. RS256 signs through `ring`, whose RSA is constant-time, not through
-/// the `rsa` crate that jsonwebtoken's backend uses (RUSTSEC-2023-0071).
+/// An active key ready to sign, parsed once. Both sign through `ring`: its P-256 is
+/// constant-time assembly, several times faster than the `p256` crate that jsonwebtoken's
+/// RustCrypto backend uses (which also re-parses the key on every token), and its RSA is
+/// constant-time, unlike the `rsa` crate (RUSTSEC-2023-0071). Gatehouse writes the JWS itself.
 enum Signer {
-    Es256(p256::ecdsa::SigningKey),
+    Es256(ring::signature::EcdsaKeyPair),
     Rs256(ring::rsa::KeyPair),
 }
 
@@ -247,10 +248,7 @@ impl KeyManager {
             let encoding = if record.retired_at.is_none() {
                 let der = self.kek.open(&record.sealed_private_key, &record.kid)?;
                 Some(match alg {
-                    SigningAlg::ES256 => Signer::Es256(
-                        p256::pkcs8::DecodePrivateKey::from_pkcs8_der(&der)
-                            .map_err(|_| TokenError::KeyMaterial("stored EC key is not PKCS#8"))?,
-                    ),
+                    SigningAlg::ES256 => Signer::Es256(es256_key_pair(&der)?),
                     SigningAlg::RS256 => Signer::Rs256(
                         ring::rsa::KeyPair::from_der(&der)
                             .map_err(|_| TokenError::KeyMaterial("stored RSA key is not PKCS#1"))?,
@@ -259,7 +257,18 @@ impl KeyManager {
             } else {
                 None
             };
-            keys.push(Arc::new(LoadedKey { kid: record.kid, alg, retired_at: record.retired_at, decoding, encoding }));
+            let es256_public = match alg {
+                SigningAlg::ES256 => Some(es256_public_point(&jwk)?),
+                SigningAlg::RS256 => None,
+            };
+            keys.push(Arc::new(LoadedKey {
+                kid: record.kid,
+                alg,
+                retired_at: record.retired_at,
+                decoding,
+                es256_public,
+                encoding,
+            }));
         }
         *self.cache.write().await = Some(KeyCache { loaded_at: now, keys });
         Ok(())
@@ -304,6 +313,26 @@ impl KeyManager {
         let key = key.ok_or(TokenError::UnknownKey)?;
         let mut validation = validation.clone();
         validation.algorithms = vec![jwt_alg(key.alg)];
+        // ES256 signatures are checked here with ring (several times faster than jsonwebtoken's
+        // backend), against the key the `kid` names and only with its algorithm; jsonwebtoken
+        // then checks the claims of the token whose signature just verified.
+        if let Some(public) = &key.es256_public {
+            if header.alg != Algorithm::ES256 {
+                return Err(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into()));
+            }
+            let (signing_input, signature) =
+                token.rsplit_once('.').ok_or(TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidToken.into()))?;
+            let signature = URL_SAFE_NO_PAD
+                .decode(signature)
+                .map_err(|_| TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidSignature.into()))?;
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, public)
+                .verify(signing_input.as_bytes(), &signature)
+                .map_err(|_| TokenError::Invalid(jsonwebtoken::errors::ErrorKind::InvalidSignature.into()))?;
+            // Deprecated in favour of a decode that checks nothing; this one still runs the claim
+            // checks (issuer, required claims), for the signature verified just above.
+            #[allow(deprecated)]
+            validation.insecure_disable_signature_validation();
+        }
         let (validate_exp, validate_nbf, leeway) = (validation.validate_exp, validation.validate_nbf, validation.leeway);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -324,14 +353,52 @@ impl KeyManager {
 }
 
 /// RFC 7515 compact serialization with an ES256 signature (RFC 7518 §3.4: `r || s`, 32 bytes each).
-fn es256_compact<T: Serialize>(header: &Header, claims: &T, key: &p256::ecdsa::SigningKey) -> Result<String, TokenError> {
-    use p256::ecdsa::signature::Signer as _;
+fn es256_compact<T: Serialize>(
+    header: &Header,
+    claims: &T,
+    key_pair: &ring::signature::EcdsaKeyPair,
+) -> Result<String, TokenError> {
     let encode = |value: &[u8]| URL_SAFE_NO_PAD.encode(value);
     let header = serde_json::to_vec(header).map_err(|_| TokenError::Claims)?;
     let claims = serde_json::to_vec(claims).map_err(|_| TokenError::Claims)?;
     let message = format!("{}.{}", encode(&header), encode(&claims));
-    let signature: p256::ecdsa::Signature = key.sign(message.as_bytes());
-    Ok(format!("{message}.{}", encode(&signature.to_bytes())))
+    let signature = key_pair
+        .sign(&ring::rand::SystemRandom::new(), message.as_bytes())
+        .map_err(|_| TokenError::KeyMaterial("ECDSA signing failed"))?;
+    Ok(format!("{message}.{}", encode(signature.as_ref())))
+}
+
+/// The stored ES256 key (PKCS#8, as `p256` wrote it) as a `ring` key pair, from its scalar and
+/// public point.
+fn es256_key_pair(der: &[u8]) -> Result<ring::signature::EcdsaKeyPair, TokenError> {
+    let key: p256::ecdsa::SigningKey = p256::pkcs8::DecodePrivateKey::from_pkcs8_der(der)
+        .map_err(|_| TokenError::KeyMaterial("stored EC key is not PKCS#8"))?;
+    let public = key.verifying_key().to_encoded_point(false);
+    ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+        &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        &key.to_bytes(),
+        public.as_bytes(),
+        &ring::rand::SystemRandom::new(),
+    )
+    .map_err(|_| TokenError::KeyMaterial("stored EC key is not a P-256 key"))
+}
+
+/// The uncompressed point (`04 || x || y`) of a published P-256 JWK.
+fn es256_public_point(jwk: &Jwk) -> Result<Vec<u8>, TokenError> {
+    let jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(params) = &jwk.algorithm else {
+        return Err(TokenError::KeyMaterial("stored ES256 public key is not an EC JWK"));
+    };
+    let coordinate = |value: &str| {
+        URL_SAFE_NO_PAD
+            .decode(value)
+            .ok()
+            .filter(|bytes| bytes.len() == 32)
+            .ok_or(TokenError::KeyMaterial("stored ES256 public key has a malformed coordinate"))
+    };
+    let mut point = vec![0x04];
+    point.extend(coordinate(&params.x)?);
+    point.extend(coordinate(&params.y)?);
+    Ok(point)
 }
 
 /// RFC 7515 compact serialization with an RS256 (RSASSA-PKCS1-v1_5 SHA-256) signature.
