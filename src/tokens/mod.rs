@@ -371,8 +371,8 @@ fn es256_compact<T: Serialize>(
 /// The stored ES256 key (PKCS#8, as `p256` wrote it) as a `ring` key pair, from its scalar and
 /// public point.
 fn es256_key_pair(der: &[u8]) -> Result<ring::signature::EcdsaKeyPair, TokenError> {
-    let key: p256::ecdsa::SigningKey = p256::pkcs8::DecodePrivateKey::from_pkcs8_der(der)
-        .map_err(|_| TokenError::KeyMaterial("stored EC key is not PKCS#8"))?;
+    let key: p256::ecdsa::SigningKey =
+        p256::pkcs8::DecodePrivateKey::from_pkcs8_der(der).map_err(|_| TokenError::KeyMaterial("stored EC key is not PKCS#8"))?;
     let public = key.verifying_key().to_encoded_point(false);
     ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
         &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
