@@ -62,15 +62,35 @@ end
 local expect_status, expect_body = 200, nil
 local on_ok = nil
 
+-- A client-credentials grant of bench-service, as every request of the thread.
+local function client_credentials_request()
+  wrk.method = "POST"
+  wrk.path = "/oauth2/token"
+  wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
+  wrk.headers["Content-Type"] = FORM
+  wrk.body = "grant_type=client_credentials&scope=api%3Aread"
+end
+
+-- A request function that presents each line of `lines` exactly once, as `prefix .. line`;
+-- out of lines, the run is not valid any more: it stops and says so. (wrk sends dynamic
+-- requests only when the script defines request() at load, so scenarios wrap it there.)
+local function each_line_once(lines, prefix)
+  local pos = 0
+  return function()
+    pos = pos + 1
+    local line = lines[pos]
+    if not line then
+      exhausted = exhausted + 1
+      wrk.thread:stop()
+      return wrk.format("GET", "/healthz", {}, nil)
+    end
+    return wrk.format(nil, nil, nil, prefix .. line)
+  end
+end
+
 if scenario == "client_credentials" then
   expect_body = '"access_token":"'
-  function init(args)
-    wrk.method = "POST"
-    wrk.path = "/oauth2/token"
-    wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
-    wrk.headers["Content-Type"] = FORM
-    wrk.body = "grant_type=client_credentials&scope=api%3Aread"
-  end
+  init = client_credentials_request
 
 elseif scenario == "introspect" then
   expect_body = '"active":true'
@@ -90,11 +110,7 @@ elseif scenario == "mint_tokens" then
   expect_body = '"access_token":"'
   local out
   function init(args)
-    wrk.method = "POST"
-    wrk.path = "/oauth2/token"
-    wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
-    wrk.headers["Content-Type"] = FORM
-    wrk.body = "grant_type=client_credentials&scope=api%3Aread"
+    client_credentials_request()
     out = assert(io.open(env("BENCH_TOKENS_OUT") .. "." .. id, "w"))
     out:setvbuf("line")
   end
@@ -108,24 +124,15 @@ elseif scenario == "mint_tokens" then
 elseif scenario == "introspect_once" then
   -- Introspection of tokens the server has never seen: every request presents another one.
   expect_body = '"active":true'
-  local tokens, pos
+  local next_request
   function init(args)
-    tokens, pos = my_lines(env("BENCH_TOKENS_FILE")), 0
+    next_request = each_line_once(my_lines(env("BENCH_TOKENS_FILE")), "token=")
     wrk.method = "POST"
     wrk.path = "/oauth2/introspect"
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
     wrk.headers["Content-Type"] = FORM
   end
-  function request()
-    pos = pos + 1
-    local token = tokens[pos]
-    if not token then
-      exhausted = exhausted + 1
-      wrk.thread:stop()
-      return wrk.format("GET", "/healthz", {}, nil)
-    end
-    return wrk.format(nil, nil, nil, "token=" .. token)
-  end
+  function request() return next_request() end
 
 elseif scenario == "authorize" then
   -- Mints authorization codes (the preparation of the code scenario, measured as a bonus).
@@ -148,26 +155,18 @@ elseif scenario == "authorize" then
 
 elseif scenario == "code" then
   expect_body = '"refresh_token":"'
-  local codes, pos, suffix
+  local next_request
   function init(args)
-    codes, pos = my_lines(env("BENCH_CODES_FILE")), 0
-    suffix = "&redirect_uri=" .. REDIRECT_URI .. "&code_verifier=" .. env("BENCH_VERIFIER")
+    local suffix = "&redirect_uri=" .. REDIRECT_URI .. "&code_verifier=" .. env("BENCH_VERIFIER")
+    local codes = {}
+    for i, code in ipairs(my_lines(env("BENCH_CODES_FILE"))) do codes[i] = code .. suffix end
+    next_request = each_line_once(codes, "grant_type=authorization_code&code=")
     wrk.method = "POST"
     wrk.path = "/oauth2/token"
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_APP_BASIC")
     wrk.headers["Content-Type"] = FORM
   end
-  function request()
-    pos = pos + 1
-    local code = codes[pos]
-    if not code then
-      -- Out of codes: the run is not valid any more; stop and say so.
-      exhausted = exhausted + 1
-      wrk.thread:stop()
-      return wrk.format("GET", "/healthz", {}, nil)
-    end
-    return wrk.format(nil, nil, nil, "grant_type=authorization_code&code=" .. code .. suffix)
-  end
+  function request() return next_request() end
 
 elseif scenario == "refresh" then
   -- A FIFO of live refresh tokens: each request takes one out (presenting it exactly once),

@@ -235,6 +235,11 @@ impl Provider {
         }
     }
 
+    /// Whether the database answers: what makes a node ready for traffic.
+    pub async fn database_answers(&self) -> bool {
+        self.store.ping().await.is_ok()
+    }
+
     pub fn issuer(&self) -> &str {
         &self.config.issuer
     }

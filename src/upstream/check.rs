@@ -61,11 +61,14 @@ impl Finding {
         let detail = match self {
             Self::Usable => String::from("the identity provider answers and its keys are usable"),
             Self::CertificateExpiresSoon { not_after } => {
-                format!("the IdP's signing certificate expires at {}", rfc3339(*not_after))
+                format!("the IdP's signing certificate expires at {}", crate::clock::utc(*not_after))
             }
             Self::Unreachable(reason) | Self::Unusable(reason) => reason.clone(),
             Self::CertificateExpired { not_after } => {
-                format!("every signing certificate in the IdP's metadata has expired (the last at {})", rfc3339(*not_after))
+                format!(
+                    "every signing certificate in the IdP's metadata has expired (the last at {})",
+                    crate::clock::utc(*not_after)
+                )
             }
         };
         detail.chars().filter(|c| !c.is_control()).take(MAX_DETAIL_CHARS).collect()
@@ -99,13 +102,6 @@ impl Finding {
             }
         }
     }
-}
-
-fn rfc3339(at: UnixTime) -> String {
-    time::OffsetDateTime::from_unix_timestamp(at)
-        .ok()
-        .and_then(|at| at.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_else(|| at.to_string())
 }
 
 /// Fetches (or reads from cache) the provider's discovery document and key set.

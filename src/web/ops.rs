@@ -15,7 +15,7 @@ pub async fn healthz() -> &'static str {
 /// Ready while the database answers. Connectors are listed with `?verbose` but never decide
 /// readiness: one IdP being down must not take every node out of the load balancer.
 pub async fn readyz(State(state): State<AppState>, RawQuery(query): RawQuery) -> Response {
-    let database_up = state.store.ping().await.is_ok();
+    let database_up = state.provider.database_answers().await;
     let (status, verdict) =
         if database_up { (StatusCode::OK, "ready") } else { (StatusCode::SERVICE_UNAVAILABLE, "database unreachable") };
     let verbose =
