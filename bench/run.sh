@@ -35,6 +35,9 @@
 #   raw wrk output) and prints its path. BENCH_POLICY=1 gives bench-app an access policy
 #   (allowed_groups, groups_claim_filter) and a portal tile, and alice the allowed group, so the
 #   authorize, refresh and portal scenarios check a policy (binaries from issue 13 on).
+#   BENCH_SQLITE_SYNCHRONOUS=full|normal sets `sqlite_synchronous` (default: the server's, full;
+#   binaries from issue 16 on). BENCH_PERF=<scenario> (e.g. code) records a `perf record -g`
+#   profile of the server during that scenario's measured run into the work dir (with BENCH_KEEP=1).
 #
 # A row's "errors" counts every non-expected status (non-2xx; non-302 for authorize), every
 # response without the expected body (`access_token`, `"active":true`, a new refresh_token),
@@ -116,6 +119,7 @@ listen = "127.0.0.1:$PORT"
 database_url = "$2"
 key_encryption_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 log_format = "json"
+$(sqlite_synchronous_key)
 
 [login]
 max_failures_per_username = 1000000
@@ -149,6 +153,11 @@ email = "alice@example.com"
 name = "Alice Example"
 $([[ "${BENCH_POLICY:-0}" == 1 ]] && echo 'groups = ["staff", "bench-users"]')
 EOF
+}
+
+sqlite_synchronous_key() {
+  [[ -n "${BENCH_SQLITE_SYNCHRONOUS:-}" ]] || return 0
+  printf 'sqlite_synchronous = "%s"\n' "$BENCH_SQLITE_SYNCHRONOUS"
 }
 
 policy_keys() {
@@ -238,6 +247,9 @@ run_wrk() {
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency \
     -s "$BENCH/gatehouse.lua" "$BASE" >"$out" 2>&1 &
   local wrk_pid=$! edge
+  if [[ -n "${BENCH_PERF:-}" && "$scenario" == "$BENCH_PERF" && "$seconds" == "$DURATION" ]]; then
+    perf record -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.$scenario.data" -- sleep "$seconds" >/dev/null 2>&1 &
+  fi
   edge="$(awk -v s="$seconds" 'BEGIN { print (s <= 2 ? 0.25 : 0.5) }')"
   sleep "$edge"
   snapshot "$out.cpu0"

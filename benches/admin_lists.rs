@@ -74,7 +74,8 @@ groups = ["admins"]
     let config = gatehouse::config::load(&config_path, &[]).expect("valid config");
 
     let seeded = Instant::now();
-    let (store, _) = gatehouse::startup::open_database(&database_url).await.expect("database");
+    let (store, _) =
+        gatehouse::startup::open_database(&database_url, gatehouse::store::SqliteDurability::default()).await.expect("database");
     drop(store);
     seed(&database_url).await;
     println!(
@@ -145,7 +146,9 @@ groups = ["admins"]
 
 async fn seed(database_url: &str) {
     if database_url.starts_with("sqlite") {
-        let store = gatehouse::store::SqliteStore::connect(database_url).await.expect("sqlite");
+        let store = gatehouse::store::SqliteStore::connect(database_url, gatehouse::store::SqliteDurability::default())
+            .await
+            .expect("sqlite");
         for statement in SEED {
             sqlx::query(statement).execute(store.pool()).await.expect("seed");
         }

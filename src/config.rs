@@ -15,6 +15,7 @@ use url::Url;
 
 use crate::access::{AccessPolicy, GroupsFilter, PortalEntry};
 use crate::secret::Secret;
+use crate::store::SqliteDurability;
 
 pub const ENV_PREFIX: &str = "GATEHOUSE_";
 pub const CONFIG_PATH_VAR: &str = "GATEHOUSE_CONFIG";
@@ -51,6 +52,7 @@ struct RawConfig {
     listen: Option<String>,
     database_url: Option<String>,
     database_url_file: Option<PathBuf>,
+    sqlite_synchronous: Option<SqliteDurability>,
     key_encryption_key: Option<String>,
     key_encryption_key_file: Option<PathBuf>,
     log_format: Option<String>,
@@ -253,6 +255,8 @@ pub struct Config {
     pub issuer: String,
     pub listen: SocketAddr,
     pub database_url: Secret<String>,
+    /// What a power loss may take from a `sqlite:` database (see `SqliteDurability`).
+    pub sqlite_synchronous: SqliteDurability,
     pub key_encryption_key: KeyEncryptionKeySource,
     pub log_format: LogFormat,
     /// A separate listener for `/metrics`; when set, the main listener does not serve them.
@@ -699,6 +703,7 @@ fn name_list_entry(key: &str, root: &toml::Value) -> String {
 fn write_defaults(root: &mut toml::Table, config: &Config) -> Result<(), toml::ser::Error> {
     let top = [
         ("listen", toml::Value::String(config.listen.to_string())),
+        ("sqlite_synchronous", toml::Value::try_from(config.sqlite_synchronous)?),
         ("log_format", toml::Value::try_from(config.log_format)?),
         ("cleanup_interval_secs", toml::Value::try_from(config.cleanup_interval_secs)?),
         ("connector_check_interval_secs", toml::Value::try_from(config.connector_check_interval_secs)?),
@@ -1110,6 +1115,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         issuer,
         listen,
         database_url: Secret::new(database_url),
+        sqlite_synchronous: raw.sqlite_synchronous.unwrap_or_default(),
         key_encryption_key,
         log_format,
         metrics_listen,

@@ -147,13 +147,13 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config, clock).await,
         Command::Migrate => {
-            startup::open_database(config.database_url.expose()).await?;
+            startup::open_database(config.database_url.expose(), config.sqlite_synchronous).await?;
             println!("database schema is up to date");
             Ok(())
         }
         Command::Keys { command } => {
             let kek = startup::load_key_encryption_key(&config.key_encryption_key)?;
-            let (store, _) = startup::open_database(config.database_url.expose()).await?;
+            let (store, _) = startup::open_database(config.database_url.expose(), config.sqlite_synchronous).await?;
             let keys = KeyManager::new(store, kek, clock, config.tokens.clone());
             let listed = match command {
                 KeysCommand::List => keys.list().await?,
@@ -175,7 +175,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Saml { command } => {
             let kek = startup::load_key_encryption_key(&config.key_encryption_key)?;
-            let (store, _) = startup::open_database(config.database_url.expose()).await?;
+            let (store, _) = startup::open_database(config.database_url.expose(), config.sqlite_synchronous).await?;
             let keys = SpKeys::new(store, kek, clock, config.tokens.key_cache_secs);
             match command {
                 SamlCommand::ListSpKeys => {}

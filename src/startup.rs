@@ -17,7 +17,7 @@ use crate::config::{Config, KeyEncryptionKeySource, SigningAlg, decode_key_encry
 use crate::metrics::Metrics;
 use crate::provider::Provider;
 use crate::provider::client_auth::ClientAuthGuard;
-use crate::store::{PostgresStore, SqliteStore, Store, StoreError};
+use crate::store::{PostgresStore, SqliteDurability, SqliteStore, Store, StoreError};
 use crate::throttle::WindowCounter;
 use crate::tokens::{KeyEncryptionKey, KeyManager, SecretHasher, TokenError};
 use crate::upstream::SamlShared;
@@ -52,9 +52,12 @@ const HASHING_QUEUE_WAIT: Duration = Duration::from_secs(2);
 const MAX_TRACKED_NETWORKS: usize = 100_000;
 
 /// Connects to the configured database and brings its schema up to date.
-pub async fn open_database(url: &str) -> Result<(Arc<dyn Store>, SessionBackend), StartupError> {
+pub async fn open_database(
+    url: &str,
+    sqlite_synchronous: SqliteDurability,
+) -> Result<(Arc<dyn Store>, SessionBackend), StartupError> {
     if url.starts_with("sqlite:") {
-        let store = SqliteStore::connect(url).await?;
+        let store = SqliteStore::connect(url, sqlite_synchronous).await?;
         store.migrate().await?;
         let sessions = SessionBackend::Sqlite(SqliteSessions::new(store.pool().clone()));
         sessions.migrate().await.map_err(StartupError::Sessions)?;
@@ -127,7 +130,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     let kek = load_key_encryption_key(&config.key_encryption_key)?;
     let secrets = SecretHasher::new(&kek);
     let forms = Arc::new(web::csrf::FormTokens::new(&kek, &config));
-    let (store, sessions) = open_database(config.database_url.expose()).await?;
+    let (store, sessions) = open_database(config.database_url.expose(), config.sqlite_synchronous).await?;
     let report = sync::sync(store.as_ref(), &config, &secrets, &kek, clock.now()).await?;
     for entry in report.changed.iter().chain(&report.removed) {
         tracing::info!(entry = %entry, "configuration synced");

@@ -2,6 +2,7 @@
 //!
 //! Times are Unix seconds from the caller's clock; the store never reads the time itself.
 
+mod group_sync;
 mod postgres;
 mod sql;
 mod sqlite;
@@ -47,6 +48,22 @@ impl From<serde_json::Error> for StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a power loss or operating-system crash may take from the embedded database. A crash of
+/// Gatehouse alone loses nothing either way: committed writes are in the operating system's
+/// cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteDurability {
+    /// Nothing Gatehouse answered for: every write is on disk before the request that made it
+    /// is answered (SQLite's `synchronous=FULL` guarantee, with one sync shared by the writes
+    /// committed meanwhile).
+    #[default]
+    Full,
+    /// SQLite's `synchronous=NORMAL`: the writes since the last checkpoint may be rolled back,
+    /// codes and refresh tokens already handed out among them. The file stays consistent.
+    Normal,
+}
 
 /// Holds no credential, so the admin API shows it as it is.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -4,7 +4,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::store::StoreResult;
+use crate::store::{AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -34,6 +34,77 @@ impl PostgresStore {
     /// PostgreSQL transactions run side by side; row locks order them.
     async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         None
+    }
+
+    /// A PostgreSQL commit returns once the server has made it durable (`synchronous_commit`).
+    async fn durable(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// `GrantStore::redeem_code`. The delete comes first: it takes the code's row lock, so a
+    /// concurrent replay of the code waits until the grant exists.
+    async fn spend_code(
+        &self,
+        code_hash: &str,
+        grant: &GrantRecord,
+        refresh_token: Option<(&str, &RefreshTokenRecord)>,
+        granted: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<i64> = sqlx::query_scalar("DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING expires_at")
+            .bind(SingleUseKind::AuthorizationCode.as_str())
+            .bind(code_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_none_or(|expires_at| expires_at <= now) {
+            // An expired code stays spent.
+            tx.commit().await?;
+            return Ok(false);
+        }
+        Self::insert_grant(&mut *tx, grant).await?;
+        if let Some((token_hash, record)) = refresh_token {
+            Self::insert_refresh(&mut *tx, token_hash, record).await?;
+        }
+        Self::insert_audit(&mut *tx, granted).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// `GrantStore::rotate_refresh_token`. The update comes first and takes the token's row lock.
+    async fn spend_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new: &RefreshTokenRecord,
+        now: i64,
+    ) -> StoreResult<Rotation> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query(
+            "UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
+             AND expires_at > $2",
+        )
+        .bind(old_hash)
+        .bind(now)
+        .bind(&new.grant_id)
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() == 0 {
+            let rotated: Option<Option<i64>> =
+                sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $2")
+                    .bind(old_hash)
+                    .bind(&new.grant_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Ok(match rotated {
+                Some(Some(_)) => Rotation::AlreadyRotated,
+                _ => Rotation::NotFound,
+            });
+        }
+        Self::insert_refresh(&mut *tx, new_hash, new).await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated)
     }
 }
 

@@ -559,7 +559,7 @@ macro_rules! impl_sql_store {
                     return Ok((self.get_user(&user_id).await?, false));
                 }
                 let id = uuid::Uuid::new_v4().to_string();
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO users (id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at) \
@@ -587,6 +587,8 @@ macro_rules! impl_sql_store {
                 match linked.map_err($crate::store::StoreError::from) {
                     Ok(_) => {
                         tx.commit().await?;
+                        drop(writer);
+                        self.durable().await?;
                         Ok((self.get_user(&id).await?, true))
                     }
                     // Another node linked this identity first: use its user, drop ours.
@@ -633,6 +635,7 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
@@ -640,7 +643,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn set_user_disabled(&self, id: &str, disabled: bool, now: i64) -> $crate::store::StoreResult<()> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let result = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
                     .bind(id)
@@ -659,6 +662,8 @@ macro_rules! impl_sql_store {
                         .await?;
                 }
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(())
             }
 
@@ -669,7 +674,7 @@ macro_rules! impl_sql_store {
                 subject: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<()> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let result = sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
                     .bind(id)
@@ -687,6 +692,8 @@ macro_rules! impl_sql_store {
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(())
             }
 
@@ -742,6 +749,7 @@ macro_rules! impl_sql_store {
                     .bind(to)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(result.rows_affected())
             }
 
@@ -762,6 +770,7 @@ macro_rules! impl_sql_store {
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -772,6 +781,7 @@ macro_rules! impl_sql_store {
                     .bind(user_id)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
@@ -809,6 +819,7 @@ macro_rules! impl_sql_store {
                     $crate::store::sql::CLIENT_PARAMS
                 );
                 Self::bind_client(&sql, client).execute(&self.pool).await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -819,6 +830,7 @@ macro_rules! impl_sql_store {
                     $crate::store::sql::CLIENT_PARAMS
                 );
                 Self::bind_client(&sql, client).execute(&self.pool).await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -833,7 +845,7 @@ macro_rules! impl_sql_store {
                 client_id: &str,
                 change: &(dyn Fn($crate::store::ClientRecord) -> $crate::store::StoreResult<$crate::store::ClientRecord> + Send + Sync),
             ) -> $crate::store::StoreResult<$crate::store::ClientRecord> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
                 let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&mut *tx).await?;
@@ -854,6 +866,8 @@ macro_rules! impl_sql_store {
                     return Err($crate::store::StoreError::Conflict);
                 }
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(new)
             }
 
@@ -869,7 +883,7 @@ macro_rules! impl_sql_store {
                 now: i64,
                 sid_of: for<'s> fn(&'s str) -> String,
             ) -> $crate::store::StoreResult<u64> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 // Revoking first takes the write lock and leaves exactly the grants this call ended.
                 let ended: Vec<(String, String)> = sqlx::query_as(
@@ -915,6 +929,8 @@ macro_rules! impl_sql_store {
                 }
                 sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(&mut *tx).await?;
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(queued)
             }
         }
@@ -930,11 +946,13 @@ macro_rules! impl_sql_store {
                     CONNECTOR_INSERT = $crate::store::sql::CONNECTOR_INSERT
                 );
                 Self::bind_connector(&sql, connector).execute(&self.pool).await?;
+                self.durable().await?;
                 Ok(())
             }
 
             async fn insert_connector(&self, connector: &$crate::store::ConnectorRecord) -> $crate::store::StoreResult<()> {
                 Self::bind_connector($crate::store::sql::CONNECTOR_INSERT, connector).execute(&self.pool).await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -961,6 +979,7 @@ macro_rules! impl_sql_store {
                 .bind(read_version)
                 .execute(&self.pool)
                 .await?;
+                self.durable().await?;
                 if result.rows_affected() == 1 {
                     return Ok(());
                 }
@@ -985,6 +1004,7 @@ macro_rules! impl_sql_store {
 
             async fn delete_connector(&self, id: &str) -> $crate::store::StoreResult<()> {
                 let result = sqlx::query("DELETE FROM connectors WHERE id = $1").bind(id).execute(&self.pool).await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
@@ -995,7 +1015,7 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::KeyStore for $store {
             async fn activate_signing_key(&self, key: &$crate::store::SigningKeyRecord) -> $crate::store::StoreResult<()> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE alg = $1 AND retired_at IS NULL")
                     .bind(&key.alg)
@@ -1014,6 +1034,8 @@ macro_rules! impl_sql_store {
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(())
             }
 
@@ -1032,6 +1054,7 @@ macro_rules! impl_sql_store {
                     .bind(kid)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(deleted.rows_affected() > 0)
             }
 
@@ -1073,11 +1096,12 @@ macro_rules! impl_sql_store {
                 .bind(key.retired_at)
                 .execute(&self.pool)
                 .await?;
+                self.durable().await?;
                 Ok(())
             }
 
             async fn activate_saml_sp_keys(&self, kids: &[String], now: i64) -> $crate::store::StoreResult<()> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 for kid in kids {
                     sqlx::query(
@@ -1101,11 +1125,14 @@ macro_rules! impl_sql_store {
                     }
                 }
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(())
             }
 
             async fn delete_saml_sp_key(&self, kid: &str) -> $crate::store::StoreResult<()> {
                 let result = sqlx::query("DELETE FROM saml_sp_keys WHERE kid = $1").bind(kid).execute(&self.pool).await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
@@ -1131,6 +1158,7 @@ macro_rules! impl_sql_store {
                 .bind(&session.user_agent)
                 .execute(&self.pool)
                 .await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -1146,6 +1174,7 @@ macro_rules! impl_sql_store {
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     self.get_sso_session(id).await?;
                 }
@@ -1158,6 +1187,7 @@ macro_rules! impl_sql_store {
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     self.get_sso_session(id).await?;
                     return Ok(false);
@@ -1173,6 +1203,7 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
+                self.durable().await?;
                 if result.rows_affected() == 0 {
                     return Err($crate::store::StoreError::NotFound);
                 }
@@ -1235,7 +1266,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn end_sso_session(&self, id: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let first_end: Option<String> =
                     sqlx::query_scalar("UPDATE sso_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id")
@@ -1268,6 +1299,8 @@ macro_rules! impl_sql_store {
                     None => 0,
                 };
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok(queued)
             }
         }
@@ -1287,7 +1320,8 @@ macro_rules! impl_sql_store {
                         "refused"
                     );
                 }
-                Self::insert_audit(&self.pool, event).await
+                Self::insert_audit(&self.pool, event).await?;
+                self.durable().await
             }
 
             async fn list_audit(&self, limit: u32) -> $crate::store::StoreResult<Vec<$crate::store::AuditEvent>> {
@@ -1367,6 +1401,7 @@ macro_rules! impl_sql_store {
                 .bind(expires_at)
                 .fetch_one(&self.pool)
                 .await?;
+                self.durable().await?;
                 Ok(u64::try_from(count).unwrap_or(0))
             }
 
@@ -1376,6 +1411,7 @@ macro_rules! impl_sql_store {
                     .bind(window_start)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(())
             }
         }
@@ -1396,6 +1432,7 @@ macro_rules! impl_sql_store {
                     .bind(expires_at)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -1429,6 +1466,7 @@ macro_rules! impl_sql_store {
                 .bind(key)
                 .fetch_optional(&self.pool)
                 .await?;
+                self.durable().await?;
                 Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(payload, _)| payload))
             }
         }
@@ -1436,7 +1474,8 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::GrantStore for $store {
             async fn create_grant(&self, grant: &$crate::store::GrantRecord) -> $crate::store::StoreResult<()> {
-                Self::insert_grant(&self.pool, grant).await
+                Self::insert_grant(&self.pool, grant).await?;
+                self.durable().await
             }
 
             async fn redeem_code(
@@ -1447,29 +1486,7 @@ macro_rules! impl_sql_store {
                 granted: &$crate::store::AuditEvent,
                 now: i64,
             ) -> $crate::store::StoreResult<bool> {
-                // The delete comes first: it takes the write lock (SQLite) and the code's row lock
-                // (PostgreSQL), so a concurrent replay of the code waits until the grant exists.
-                let _writer = self.one_writer().await;
-                let mut tx = self.pool.begin().await?;
-                let taken: Option<i64> = sqlx::query_scalar(
-                    "DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING expires_at",
-                )
-                .bind($crate::store::SingleUseKind::AuthorizationCode.as_str())
-                .bind(code_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if !taken.is_some_and(|expires_at| expires_at > now) {
-                    // An expired code stays spent.
-                    tx.commit().await?;
-                    return Ok(false);
-                }
-                Self::insert_grant(&mut *tx, grant).await?;
-                if let Some((token_hash, record)) = refresh_token {
-                    Self::insert_refresh(&mut *tx, token_hash, record).await?;
-                }
-                Self::insert_audit(&mut *tx, granted).await?;
-                tx.commit().await?;
-                Ok(true)
+                self.spend_code(code_hash, grant, refresh_token, granted, now).await
             }
 
             async fn grant_state(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::store::GrantState>> {
@@ -1562,6 +1579,7 @@ macro_rules! impl_sql_store {
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(result.rows_affected() > 0)
             }
 
@@ -1571,6 +1589,7 @@ macro_rules! impl_sql_store {
                     .bind(now)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(result.rows_affected())
             }
 
@@ -1581,6 +1600,7 @@ macro_rules! impl_sql_store {
                         .bind(now)
                         .fetch_optional(&self.pool)
                         .await?;
+                self.durable().await?;
                 Ok(id)
             }
 
@@ -1589,7 +1609,8 @@ macro_rules! impl_sql_store {
                 token_hash: &str,
                 record: &$crate::store::RefreshTokenRecord,
             ) -> $crate::store::StoreResult<()> {
-                Self::insert_refresh(&self.pool, token_hash, record).await
+                Self::insert_refresh(&self.pool, token_hash, record).await?;
+                self.durable().await
             }
 
             async fn find_refresh_token(&self, token_hash: &str) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenRecord>> {
@@ -1609,34 +1630,7 @@ macro_rules! impl_sql_store {
                 new: &$crate::store::RefreshTokenRecord,
                 now: i64,
             ) -> $crate::store::StoreResult<$crate::store::Rotation> {
-                // The write comes first so the transaction holds the write lock from its start.
-                let _writer = self.one_writer().await;
-                let mut tx = self.pool.begin().await?;
-                let spent = sqlx::query(
-                    "UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
-                     AND expires_at > $2",
-                )
-                .bind(old_hash)
-                .bind(now)
-                .bind(&new.grant_id)
-                .execute(&mut *tx)
-                .await?;
-                if spent.rows_affected() == 0 {
-                    let rotated: Option<Option<i64>> =
-                        sqlx::query_scalar("SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $2")
-                            .bind(old_hash)
-                            .bind(&new.grant_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
-                    tx.rollback().await?;
-                    return Ok(match rotated {
-                        Some(Some(_)) => $crate::store::Rotation::AlreadyRotated,
-                        _ => $crate::store::Rotation::NotFound,
-                    });
-                }
-                Self::insert_refresh(&mut *tx, new_hash, new).await?;
-                tx.commit().await?;
-                Ok($crate::store::Rotation::Rotated)
+                self.spend_refresh_token(old_hash, new_hash, new, now).await
             }
 
             async fn revoke_access_token(&self, jti: &str, expires_at: i64) -> $crate::store::StoreResult<()> {
@@ -1645,6 +1639,7 @@ macro_rules! impl_sql_store {
                     .bind(expires_at)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -1680,6 +1675,7 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .execute(&self.pool)
                 .await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -1689,7 +1685,7 @@ macro_rules! impl_sql_store {
                 client_id: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<$crate::store::ConsentWithdrawal> {
-                let _writer = self.one_writer().await;
+                let writer = self.one_writer().await;
                 let mut tx = self.pool.begin().await?;
                 let removed = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
                     .bind(user_id)
@@ -1704,6 +1700,8 @@ macro_rules! impl_sql_store {
                         .execute(&mut *tx)
                         .await?;
                 tx.commit().await?;
+                drop(writer);
+                self.durable().await?;
                 Ok($crate::store::ConsentWithdrawal {
                     consent_removed: removed.rows_affected() > 0,
                     grants_revoked: revoked.rows_affected(),
@@ -1743,11 +1741,13 @@ macro_rules! impl_sql_store {
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
+                self.durable().await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
             async fn delete_backchannel_logout(&self, id: &str) -> $crate::store::StoreResult<()> {
                 sqlx::query("DELETE FROM backchannel_logouts WHERE id = $1").bind(id).execute(&self.pool).await?;
+                self.durable().await?;
                 Ok(())
             }
 
@@ -1758,6 +1758,7 @@ macro_rules! impl_sql_store {
                     .bind(next_attempt_at)
                     .execute(&self.pool)
                     .await?;
+                self.durable().await?;
                 Ok(())
             }
         }
@@ -1782,6 +1783,7 @@ macro_rules! impl_sql_store {
                 sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
                 let revoked_access_tokens =
                     sqlx::query("DELETE FROM revoked_access_tokens WHERE expires_at <= $1").bind(now).execute(&self.pool).await?;
+                self.durable().await?;
                 Ok($crate::store::CleanupReport {
                     single_use: single_use.rows_affected(),
                     sessions: sessions.rows_affected(),

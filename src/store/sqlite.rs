@@ -1,42 +1,199 @@
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use crate::store::StoreResult;
+use crate::store::group_sync::{GroupSync, SyncFn};
+use crate::store::{
+    AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, StoreError, StoreResult,
+};
+
+/// `GrantStore::redeem_code` as one round trip to SQLite's thread. Every write is conditional on
+/// the code being there unexpired, which holds still inside the transaction; the code is deleted
+/// last, even when expired (an expired code stays spent).
+const REDEEM_CODE: &str = "BEGIN IMMEDIATE; \
+    INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
+    created_at, expires_at, revoked_at) SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
+    WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
+    INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) SELECT $17, $3, $18, $19, NULL \
+    WHERE $17 IS NOT NULL AND EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
+    INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+    SELECT $20, $21, $22, $23, $24, $25, $26, $27, $28 \
+    WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
+    SELECT COUNT(*) FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16; \
+    DELETE FROM single_use WHERE kind = $1 AND key = $2; \
+    COMMIT;";
+
+/// `GrantStore::rotate_refresh_token` as one round trip: the new token is stored only if this
+/// transaction spent the old one (`changes()` of the update).
+const ROTATE_REFRESH_TOKEN: &str = "BEGIN IMMEDIATE; \
+    UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
+    AND expires_at > $2; \
+    INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) \
+    SELECT $4, $3, $5, $6, $7 WHERE changes() = 1; \
+    SELECT changes(), (SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $3); \
+    COMMIT;";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The embedded database: one file, shared by the connections of one process.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     /// SQLite has one writer at a time. Transactions here take turns on this lock rather than
     /// in SQLite's busy handler, which sleeps in steps of up to 100 ms while another
     /// connection's transaction is open (the long tail of concurrent refreshes and redemptions).
-    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The connection also serves the hottest writes, each one statement list that begins and
+    /// commits its own transaction: one trip to SQLite's thread instead of one per statement.
+    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    options: SqliteConnectOptions,
+    /// With `SqliteDurability::Full`: SQLite commits without syncing (`synchronous=NORMAL`),
+    /// and each write waits for a shared sync of the WAL before it returns. Acknowledged writes
+    /// are then on disk exactly as with `synchronous=FULL`, which syncs once per transaction
+    /// while holding the write lock.
+    wal_sync: Option<Arc<GroupSync>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("group_sync", &self.wal_sync.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating when missing) the database file named by a `sqlite:` URL.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    pub async fn connect(url: &str, durability: SqliteDurability) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        if let Some(parent) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+        let file = options.get_filename().to_path_buf();
+        if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        Ok(Self { pool, writer: std::sync::Arc::default() })
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await?;
+        let writer = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
+        let in_memory = file.as_os_str() == ":memory:";
+        let wal_sync = (durability == SqliteDurability::Full && !in_memory).then(|| Arc::new(GroupSync::new(wal_syncer(&file))));
+        Ok(Self { pool, writer, options, wal_sync })
     }
 
     /// Held for the length of a write transaction.
-    async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+    async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, SqliteConnection>> {
         Some(self.writer.lock().await)
+    }
+
+    /// A statement list of the writer connection failed part-way, perhaps inside its
+    /// transaction: a fresh connection replaces it (closing the old one rolls back).
+    async fn replace_writer(&self, writer: &mut SqliteConnection) {
+        match SqliteConnection::connect_with(&self.options).await {
+            Ok(fresh) => *writer = fresh,
+            Err(err) => tracing::error!(error = %err, "cannot reopen the SQLite writer connection"),
+        }
+    }
+
+    /// `GrantStore::redeem_code`; the checks and writes of `REDEEM_CODE`.
+    async fn spend_code(
+        &self,
+        code_hash: &str,
+        grant: &GrantRecord,
+        refresh_token: Option<(&str, &RefreshTokenRecord)>,
+        granted: &AuditEvent,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut writer = self.writer.lock().await;
+        let (refresh_hash, refresh) = refresh_token.unzip();
+        let result: Result<Vec<(i64,)>, sqlx::Error> = sqlx::query_as(REDEEM_CODE)
+            .bind(SingleUseKind::AuthorizationCode.as_str())
+            .bind(code_hash)
+            .bind(&grant.id)
+            .bind(&grant.client_id)
+            .bind(&grant.user_id)
+            .bind(&grant.session_id)
+            .bind(&grant.code_hash)
+            .bind(&grant.scope)
+            .bind(&grant.audience)
+            .bind(grant.auth_time)
+            .bind(super::sql::to_json(&grant.amr))
+            .bind(&grant.idp)
+            .bind(grant.created_at)
+            .bind(grant.expires_at)
+            .bind(grant.revoked_at)
+            .bind(now)
+            .bind(refresh_hash)
+            .bind(refresh.map(|r| r.issued_at))
+            .bind(refresh.map(|r| r.expires_at))
+            .bind(granted.time)
+            .bind(&granted.kind)
+            .bind(granted.outcome.as_str())
+            .bind(&granted.actor)
+            .bind(&granted.user_id)
+            .bind(&granted.client_id)
+            .bind(&granted.connector_id)
+            .bind(&granted.ip)
+            .bind(&granted.detail)
+            .fetch_all(&mut *writer)
+            .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(err) => {
+                self.replace_writer(&mut writer).await;
+                return Err(err.into());
+            }
+        };
+        drop(writer);
+        self.durable().await?;
+        Ok(rows.first().is_some_and(|(granted,)| *granted == 1))
+    }
+
+    /// `GrantStore::rotate_refresh_token`; the checks and writes of `ROTATE_REFRESH_TOKEN`.
+    async fn spend_refresh_token(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new: &RefreshTokenRecord,
+        now: i64,
+    ) -> StoreResult<Rotation> {
+        let mut writer = self.writer.lock().await;
+        let result: Result<Vec<(i64, Option<i64>)>, sqlx::Error> = sqlx::query_as(ROTATE_REFRESH_TOKEN)
+            .bind(old_hash)
+            .bind(now)
+            .bind(&new.grant_id)
+            .bind(new_hash)
+            .bind(new.issued_at)
+            .bind(new.expires_at)
+            .bind(new.rotated_at)
+            .fetch_all(&mut *writer)
+            .await;
+        let rows = match result {
+            Ok(rows) => rows,
+            Err(err) => {
+                self.replace_writer(&mut writer).await;
+                return Err(err.into());
+            }
+        };
+        drop(writer);
+        match rows.first() {
+            Some((1, _)) => {
+                self.durable().await?;
+                Ok(Rotation::Rotated)
+            }
+            Some((_, Some(_))) => Ok(Rotation::AlreadyRotated),
+            _ => Ok(Rotation::NotFound),
+        }
+    }
+
+    /// Called after every write that committed, before its result is returned.
+    async fn durable(&self) -> StoreResult<()> {
+        match &self.wal_sync {
+            Some(group) => group.after_commit().await.map_err(|err| StoreError::Database(sqlx::Error::Io(err))),
+            None => Ok(()),
+        }
     }
 
     pub async fn migrate(&self) -> StoreResult<()> {
@@ -49,4 +206,55 @@ impl SqliteStore {
     }
 }
 
+/// Syncs the WAL file `<database>-wal`, and its directory whenever the file is new (SQLite
+/// deletes it when the last connection closes and creates it again on the next open). A missing
+/// WAL needs nothing: SQLite checkpoints it into the database, synced, before deleting it.
+fn wal_syncer(database: &Path) -> SyncFn {
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = PathBuf::from(wal);
+    let directory = database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+    let synced_entry = std::sync::Mutex::new(None::<u64>);
+    Arc::new(move || {
+        use std::os::unix::fs::MetadataExt;
+        let file = match std::fs::File::open(&wal) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(err) => return Err(err),
+        };
+        file.sync_data()?;
+        let inode = file.metadata()?.ino();
+        let mut synced_entry = synced_entry.lock().map_err(|_| std::io::Error::other("WAL sync state poisoned"))?;
+        if *synced_entry != Some(inode) {
+            std::fs::File::open(&directory)?.sync_all()?;
+            *synced_entry = Some(inode);
+        }
+        Ok(())
+    })
+}
+
 super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{SingleUseKind, SingleUseStore};
+
+    #[tokio::test]
+    async fn with_full_durability_every_write_waits_for_a_wal_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/durable.db", dir.path().display());
+        let store = SqliteStore::connect(&url, SqliteDurability::Full).await.unwrap();
+        store.migrate().await.unwrap();
+        let group = store.wal_sync.clone().unwrap();
+        let before = group.syncs();
+        store.put_single_use(SingleUseKind::AuthorizationCode, "k", "v", i64::MAX).await.unwrap();
+        assert_eq!(group.syncs(), before + 1);
+        assert!(dir.path().join("durable.db-wal").exists(), "the synced file is SQLite's WAL");
+
+        let relaxed = SqliteStore::connect(&format!("sqlite://{}/relaxed.db", dir.path().display()), SqliteDurability::Normal)
+            .await
+            .unwrap();
+        assert!(relaxed.wal_sync.is_none());
+    }
+}

@@ -388,6 +388,19 @@ fn the_sp_metadata_validity_and_the_check_interval_are_configurable_within_bound
 }
 
 #[test]
+fn sqlite_durability_defaults_to_full_and_refuses_off() {
+    use gatehouse::store::SqliteDurability;
+    assert_eq!(load(MINIMAL, &[]).unwrap().sqlite_synchronous, SqliteDurability::Full);
+    let relaxed = load(&format!("sqlite_synchronous = \"normal\"\n{MINIMAL}"), &[]).unwrap();
+    assert_eq!(relaxed.sqlite_synchronous, SqliteDurability::Normal);
+    let from_env = load(MINIMAL, &[("GATEHOUSE_SQLITE_SYNCHRONOUS", "normal")]).unwrap();
+    assert_eq!(from_env.sqlite_synchronous, SqliteDurability::Normal);
+    let refused = load(&format!("sqlite_synchronous = \"off\"\n{MINIMAL}"), &[]).unwrap_err().to_string();
+    assert!(refused.contains("sqlite_synchronous") && refused.contains("`full`"), "{refused}");
+    assert!(effective(MINIMAL, &[]).contains("sqlite_synchronous = \"full\""), "check-config writes the default out");
+}
+
+#[test]
 fn the_config_path_comes_from_flag_then_environment_then_default() {
     let vars = env(&[("GATEHOUSE_CONFIG", "/etc/gatehouse.toml")]);
     assert_eq!(config::resolve_path(Some(std::path::Path::new("a.toml")), &vars), std::path::PathBuf::from("a.toml"));

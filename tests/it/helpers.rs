@@ -56,7 +56,7 @@ impl TestDb {
 
     /// The store as the app opens it: connected and migrated.
     pub async fn open_store(&self) -> Arc<dyn Store> {
-        startup::open_database(&self.url).await.unwrap().0
+        startup::open_database(&self.url, gatehouse::store::SqliteDurability::Full).await.unwrap().0
     }
 }
 

@@ -461,6 +461,76 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
     assert!(store.find_refresh_token("h2").await.unwrap().is_none(), "refresh tokens go with their grant");
 }
 
+/// A code is spent by exactly one redemption, which stores the grant, its first refresh token
+/// and the audit event together; a replayed, expired or unknown code stores nothing.
+async fn code_redemption(store: &Arc<dyn Store>) {
+    let (user, _) = store.get_or_create_linked_user("local", "alice", &profile("alice"), NOW).await.unwrap();
+    store.create_sso_session(&sso("s1", &user.id, NOW + 1000)).await.unwrap();
+    let code = SingleUseKind::AuthorizationCode;
+    let granted = |grant_id: &str| AuditEvent {
+        time: NOW,
+        kind: "token_granted".into(),
+        outcome: AuditOutcome::Success,
+        actor: Some("alice".into()),
+        user_id: Some(user.id.clone()),
+        client_id: Some("app".into()),
+        connector_id: None,
+        ip: None,
+        detail: Some(grant_id.into()),
+    };
+    let granted_events = || async {
+        let events = store.list_audit(100).await.unwrap();
+        events.into_iter().filter(|e| e.kind == "token_granted").filter_map(|e| e.detail).collect::<Vec<_>>()
+    };
+
+    store.put_single_use(code, "code-of-g1", "{}", NOW + 60).await.unwrap();
+    let g1 = grant("g1", &user.id, "s1", "app");
+    assert!(store.redeem_code("code-of-g1", &g1, Some(("r1", &refresh("g1", NOW))), &granted("g1"), NOW).await.unwrap());
+    assert_eq!(store.grant_state("g1").await.unwrap().unwrap().grant, g1);
+    assert_eq!(store.find_refresh_token("r1").await.unwrap().unwrap(), refresh("g1", NOW));
+    assert!(store.peek_single_use(code, "code-of-g1", NOW).await.unwrap().is_none(), "the code is spent");
+    assert_eq!(granted_events().await, ["g1"]);
+
+    let replayed = store.redeem_code("code-of-g1", &g1, Some(("r1b", &refresh("g1", NOW))), &granted("g1"), NOW + 1).await;
+    assert!(!replayed.unwrap());
+    assert!(store.find_refresh_token("r1b").await.unwrap().is_none(), "a replay stores no refresh token");
+    assert_eq!(granted_events().await, ["g1"], "nor an audit event");
+
+    // Expired: refused, and spent all the same.
+    store.put_single_use(code, "code-of-g2", "{}", NOW + 60).await.unwrap();
+    let g2 = grant("g2", &user.id, "s1", "app");
+    assert!(!store.redeem_code("code-of-g2", &g2, Some(("r2", &refresh("g2", NOW))), &granted("g2"), NOW + 60).await.unwrap());
+    assert!(store.grant_state("g2").await.unwrap().is_none());
+    assert!(store.find_refresh_token("r2").await.unwrap().is_none());
+    assert!(store.peek_single_use(code, "code-of-g2", NOW).await.unwrap().is_none(), "an expired code stays spent");
+    assert!(!store.redeem_code("never-issued", &g2, None, &granted("g2"), NOW).await.unwrap());
+
+    // Without a refresh token.
+    store.put_single_use(code, "code-of-g3", "{}", NOW + 60).await.unwrap();
+    let g3 = grant("g3", &user.id, "s1", "app");
+    assert!(store.redeem_code("code-of-g3", &g3, None, &granted("g3"), NOW).await.unwrap());
+    assert!(store.grant_state("g3").await.unwrap().is_some());
+    assert_eq!(granted_events().await.len(), 2);
+
+    // Eight concurrent redemptions of one code: one wins.
+    store.put_single_use(code, "code-of-g4", "{}", NOW + 60).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, g4, event) = (store.clone(), grant("g4", &user.id, "s1", "app"), granted("g4"));
+            tokio::spawn(async move {
+                let hash = format!("r4-{i}");
+                store.redeem_code("code-of-g4", &g4, Some((&hash, &refresh("g4", NOW))), &event, NOW).await.unwrap()
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for task in tasks {
+        won += usize::from(task.await.unwrap());
+    }
+    assert_eq!(won, 1);
+    assert_eq!(granted_events().await.iter().filter(|g| *g == "g4").count(), 1);
+}
+
 async fn run_suite(db: &TestDb) {
     // Each part gets a fresh schema so parts cannot lean on each other's rows.
     macro_rules! part {
@@ -481,6 +551,7 @@ async fn run_suite(db: &TestDb) {
     part!(single_use_is_taken_once_under_concurrency);
     part!(expired_rows_are_deleted);
     part!(grants_and_refresh_tokens);
+    part!(code_redemption);
     part!(client_compare_and_swap);
     part!(admin_listings);
     part!(links_by_hand_and_by_email);

@@ -1,0 +1,102 @@
+//! Group commit: one `fsync` makes every transaction committed before it durable, so writers
+//! that commit while a sync is running share the next one instead of paying one each.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// What makes the committed writes durable (for SQLite: an `fsync` of the WAL file). It blocks,
+/// so it runs on the blocking pool.
+pub(super) type SyncFn = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+
+pub(super) struct GroupSync {
+    sync: SyncFn,
+    /// Tickets handed out, each after its writer's commit returned.
+    committed: AtomicU64,
+    /// The highest ticket known durable. The lock also makes syncs take turns, so writers that
+    /// arrive during one sync are all covered by the next.
+    synced: tokio::sync::Mutex<u64>,
+    syncs: AtomicU64,
+}
+
+impl GroupSync {
+    pub(super) fn new(sync: SyncFn) -> Self {
+        Self { sync, committed: AtomicU64::new(0), synced: tokio::sync::Mutex::new(0), syncs: AtomicU64::new(0) }
+    }
+
+    /// Returns once a sync that started after the caller's commit has completed. Call it after
+    /// every commit and before telling anyone the write happened.
+    pub(super) async fn after_commit(&self) -> std::io::Result<()> {
+        let ticket = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self.synced.lock().await;
+        if *synced >= ticket {
+            return Ok(());
+        }
+        // Every ticket up to `covered` was taken after its commit, so before this sync starts.
+        let covered = self.committed.load(Ordering::SeqCst);
+        let sync = Arc::clone(&self.sync);
+        tokio::task::spawn_blocking(move || sync()).await.map_err(std::io::Error::other)??;
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        *synced = covered;
+        Ok(())
+    }
+
+    #[cfg(test)]
+    pub(super) fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Each writer "commits" (raises `commits`), then waits; the fake sync records how many
+    /// commits existed when it started. A writer may only return after a sync that saw its commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_writer_returns_after_a_sync_that_started_after_its_commit() {
+        let commits = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(AtomicU64::new(0));
+        let sync: SyncFn = {
+            let (commits, durable) = (Arc::clone(&commits), Arc::clone(&durable));
+            Arc::new(move || {
+                let seen = commits.load(Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(5));
+                durable.fetch_max(seen, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        let group = Arc::new(GroupSync::new(sync));
+        let writers: Vec<_> = (0..64)
+            .map(|_| {
+                let (group, commits, durable) = (Arc::clone(&group), Arc::clone(&commits), Arc::clone(&durable));
+                tokio::spawn(async move {
+                    let mine = commits.fetch_add(1, Ordering::SeqCst) + 1;
+                    group.after_commit().await.unwrap();
+                    assert!(durable.load(Ordering::SeqCst) >= mine, "commit {mine} acknowledged before a sync covered it");
+                })
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap();
+        }
+        let syncs = group.syncs();
+        assert!((1..64).contains(&syncs), "64 writers took {syncs} syncs; they should share them");
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_is_reported_and_the_next_writer_syncs_again() {
+        let fail = Arc::new(AtomicBool::new(true));
+        let sync: SyncFn = {
+            let fail = Arc::clone(&fail);
+            Arc::new(move || if fail.load(Ordering::SeqCst) { Err(std::io::Error::other("disk gone")) } else { Ok(()) })
+        };
+        let group = GroupSync::new(sync);
+        assert!(group.after_commit().await.is_err());
+        fail.store(false, Ordering::SeqCst);
+        group.after_commit().await.unwrap();
+        assert_eq!(group.syncs(), 1);
+    }
+}
