@@ -3,6 +3,8 @@
 --   BENCH_SCENARIO   client_credentials | introspect | mint_tokens | introspect_once | authorize |
 --                    code | refresh | portal
 --   BENCH_THREADS    the -t given to wrk (input files are split between threads by line)
+--   BENCH_TOKEN_PATH, BENCH_INTROSPECT_PATH   the two endpoints (default Gatehouse's
+--                    /oauth2/token and /oauth2/introspect; oidc-provider's differ)
 --   BENCH_SERVICE_BASIC, BENCH_APP_BASIC   base64(client_id:secret) of bench-service / bench-app
 --   BENCH_TOKEN_FILE     introspect: the access token to introspect in every request
 --   BENCH_TOKENS_OUT     mint_tokens: client-credentials grants, their access tokens into files
@@ -22,6 +24,8 @@ local scenario = os.getenv("BENCH_SCENARIO") or error("BENCH_SCENARIO is not set
 local nthreads = tonumber(os.getenv("BENCH_THREADS") or "1")
 local FORM = "application/x-www-form-urlencoded"
 local REDIRECT_URI = "http%3A%2F%2F127.0.0.1%3A9%2Fcb"
+local TOKEN_PATH = os.getenv("BENCH_TOKEN_PATH") or "/oauth2/token"
+local INTROSPECT_PATH = os.getenv("BENCH_INTROSPECT_PATH") or "/oauth2/introspect"
 
 -- Per-thread counters: globals, so done() (main state) reads them with thread:get().
 ok, bad_status, bad_body, exhausted, first_error = 0, 0, 0, 0, ""
@@ -65,7 +69,7 @@ local on_ok = nil
 -- A client-credentials grant of bench-service, as every request of the thread.
 local function client_credentials_request()
   wrk.method = "POST"
-  wrk.path = "/oauth2/token"
+  wrk.path = TOKEN_PATH
   wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
   wrk.headers["Content-Type"] = FORM
   wrk.body = "grant_type=client_credentials&scope=api%3Aread"
@@ -99,7 +103,7 @@ elseif scenario == "introspect" then
     local token = f:read("*l")
     f:close()
     wrk.method = "POST"
-    wrk.path = "/oauth2/introspect"
+    wrk.path = INTROSPECT_PATH
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
     wrk.headers["Content-Type"] = FORM
     wrk.body = "token=" .. token
@@ -128,7 +132,7 @@ elseif scenario == "introspect_once" then
   function init(args)
     next_request = each_line_once(my_lines(env("BENCH_TOKENS_FILE")), "token=")
     wrk.method = "POST"
-    wrk.path = "/oauth2/introspect"
+    wrk.path = INTROSPECT_PATH
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_SERVICE_BASIC")
     wrk.headers["Content-Type"] = FORM
   end
@@ -162,7 +166,7 @@ elseif scenario == "code" then
     for i, code in ipairs(my_lines(env("BENCH_CODES_FILE"))) do codes[i] = code .. suffix end
     next_request = each_line_once(codes, "grant_type=authorization_code&code=")
     wrk.method = "POST"
-    wrk.path = "/oauth2/token"
+    wrk.path = TOKEN_PATH
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_APP_BASIC")
     wrk.headers["Content-Type"] = FORM
   end
@@ -178,7 +182,7 @@ elseif scenario == "refresh" then
       tail = tail + 1
     end
     wrk.method = "POST"
-    wrk.path = "/oauth2/token"
+    wrk.path = TOKEN_PATH
     wrk.headers["Authorization"] = "Basic " .. env("BENCH_APP_BASIC")
     wrk.headers["Content-Type"] = FORM
   end

@@ -6,7 +6,8 @@ browser or a client application would; nothing reads the database.
 
     prepare.py pkce VERIFIER                     print the S256 code challenge of VERIFIER
     prepare.py login BASE                        sign alice in; print the Cookie header value
-    prepare.py cc-token BASE BASIC               one client-credentials access token
+    prepare.py cc-token BASE BASIC [PATH]        one client-credentials access token (from the
+                                                 token endpoint PATH, default /oauth2/token)
     prepare.py refresh-seeds BASE COOKIE BASIC VERIFIER N OUT
                                                  N refresh tokens, each from its own code
                                                  redemption (its own grant), one per line
@@ -84,12 +85,12 @@ def login(base: str) -> str:
     return cookie_header(jar)
 
 
-def cc_token(base: str, basic: str) -> str:
+def cc_token(base: str, basic: str, path: str = "/oauth2/token") -> str:
     conn = connect(base)
     _, data = call(
         conn,
         "POST",
-        "/oauth2/token",
+        path,
         body="grant_type=client_credentials&scope=api%3Aread",
         headers={"Authorization": f"Basic {basic}"},
     )
@@ -162,7 +163,7 @@ def main(argv: list) -> int:
         elif step == "login":
             print(login(args[0]))
         elif step == "cc-token":
-            print(cc_token(args[0], args[1]))
+            print(cc_token(*args[:3]))
         elif step == "refresh-seeds":
             base, cookie, basic, verifier, count, out = args
             tokens = refresh_seeds(base, cookie, basic, verifier, int(count))

@@ -8,6 +8,10 @@
 #   apt-get install -y wrk           # the load generator (C, one event-loop thread per -t)
 #   bench/run.sh                     # both backends: sqlite, then postgres
 #   bench/run.sh sqlite              # or one of them
+#   bench/run.sh oidc-provider       # panva's oidc-provider (bench/oidc-provider.mjs, Node.js,
+#                                    # in memory) under the same client-credentials and
+#                                    # introspection scenarios; `all` runs it after the two
+#                                    # backends and prints Gatehouse-on-SQLite / oidc-provider
 #
 # Needs: wrk, python3 (standard library), curl; for postgres also psql and a PostgreSQL server
 # that the admin URL below can create databases on. A fresh database (or SQLite file) is used
@@ -68,9 +72,10 @@ SERVICE_BASIC="$(printf '%s' 'bench-service:bench-service-secret-0123456789' | b
 APP_BASIC="$(printf '%s' 'bench-app:bench-app-secret-0123456789' | base64 -w0)"
 
 backends=("$@")
-if [[ ${#backends[@]} -eq 0 || "${backends[0]}" == "all" ]]; then backends=(sqlite postgres); fi
+if [[ ${#backends[@]} -eq 0 || "${backends[0]}" == "all" ]]; then backends=(sqlite postgres oidc-provider); fi
 for b in "${backends[@]}"; do
-  [[ "$b" == sqlite || "$b" == postgres ]] || { echo "usage: $0 [sqlite|postgres|all]..." >&2; exit 2; }
+  [[ "$b" == sqlite || "$b" == postgres || "$b" == oidc-provider ]] ||
+    { echo "usage: $0 [sqlite|postgres|oidc-provider|all]..." >&2; exit 2; }
 done
 [[ -x "$BIN" ]] || { echo "no server binary at $BIN (cargo build --release)" >&2; exit 1; }
 for tool in wrk python3 curl; do
@@ -81,6 +86,7 @@ WORK="$(mktemp -d /tmp/gatehouse-bench.XXXXXX)"
 SERVER_PID=""
 PG_DB=""
 FAILED=0
+declare -A RPS=() # "backend scenario" -> requests/s, for the ratio lines
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
@@ -291,6 +297,7 @@ row() {
     errors="**$R_ERRORS** (${R_NOTE%; })"
     FAILED=1
   fi
+  RPS["$backend $label"]="$R_RPS"
   printf '| %s | %s | %.0f | %.2f | %.2f | %s | %s | %s |\n' "$backend" "$label" "$R_RPS" "$R_P50" "$R_P99" \
     "$R_REQ" "$errors" "$R_CPU" >>"$file"
   log "$backend $label: $R_RPS req/s, p50 $R_P50 ms, p99 $R_P99 ms, $R_REQ requests, errors $R_ERRORS," \
@@ -328,11 +335,12 @@ mint_codes() {
   ((R_ERRORS == 0)) || log "minting codes ($name) had $R_ERRORS errors (${R_NOTE%; })"
 }
 
-mint_tokens() {
+mint_tokens() { # BACKEND NAME SECONDS [VAR=value ...]
   local backend="$1" name="$2" seconds="$3"
+  shift 3
   local dir="$WORK/$backend"
   rm -f "$dir/$name.tokens".*
-  run_wrk "$dir/$name.mint-tokens.txt" mint_tokens "$seconds" BENCH_TOKENS_OUT="$dir/$name.tokens"
+  run_wrk "$dir/$name.mint-tokens.txt" mint_tokens "$seconds" BENCH_TOKENS_OUT="$dir/$name.tokens" "$@"
   cat "$dir/$name.tokens".* >"$dir/$name.tokens"
   MINTED="$(wc -l <"$dir/$name.tokens")"
   ((R_ERRORS == 0)) || log "minting tokens ($name) had $R_ERRORS errors (${R_NOTE%; })"
@@ -449,9 +457,54 @@ run_backend() {
   drop_db
 }
 
+# The comparison: panva's oidc-provider, one Node.js process keeping its opaque tokens in
+# memory, under the scenarios both servers have. Its CPU shows in the "server" column.
+run_oidc_provider() {
+  local backend=oidc-provider dir="$WORK/oidc-provider"
+  local paths=(BENCH_TOKEN_PATH=/token BENCH_INTROSPECT_PATH=/token/introspection)
+  mkdir -p "$dir"
+  command -v node >/dev/null || { echo "node is required for the oidc-provider comparison" >&2; exit 1; }
+  [[ -d "$ROOT/tests/browser/node_modules/oidc-provider" ]] ||
+    { echo "oidc-provider is not installed: (cd tests/browser && npm ci)" >&2; exit 1; }
+  wait_idle
+  log "$backend: starting node bench/oidc-provider.mjs"
+  node "$BENCH/oidc-provider.mjs" "$PORT" >"$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  local ready=0
+  for _ in $(seq 1 100); do
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    if [[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/.well-known/openid-configuration")" == 200 ]]; then ready=1; break; fi
+    sleep 0.2
+  done
+  ((ready == 1)) || { log "oidc-provider did not start; its log:"; cat "$dir/server.log" >&2; exit 1; }
+  local rss_ready
+  rss_ready="$(proc_status VmRSS)"
+
+  warmup "$backend" client_credentials "${paths[@]}"
+  measure "$backend" client_credentials "client-credentials grant" "${paths[@]}"
+  python3 "$BENCH/prepare.py" cc-token "$BASE" "$SERVICE_BASIC" /token >"$dir/access_token"
+  warmup "$backend" introspect BENCH_TOKEN_FILE="$dir/access_token" "${paths[@]}"
+  measure "$backend" introspect "introspection" BENCH_TOKEN_FILE="$dir/access_token" "${paths[@]}"
+  mint_tokens "$backend" warm "$WARMUP" "${paths[@]}"
+  warmup "$backend" introspect_once BENCH_TOKENS_FILE="$dir/warm.tokens" "${paths[@]}"
+  mint_tokens "$backend" measured "$((DURATION * 2))" "${paths[@]}"
+  log "$backend: minted $MINTED access tokens"
+  measure "$backend" introspect_once "introspection, first time (each token once)" \
+    BENCH_TOKENS_FILE="$dir/measured.tokens" "${paths[@]}"
+
+  local hwm rss
+  hwm="$(proc_status VmHWM)"
+  rss="$(proc_status VmRSS)"
+  printf '| %s | **peak RSS (VmHWM) %s MiB**; RSS when ready %s MiB, after the runs %s MiB | | | | | | |\n' \
+    "$backend" "$(mib "$hwm")" "$(mib "$rss_ready")" "$(mib "$rss")" >>"$WORK/rows.md"
+  stop_server
+}
+
 CPU_MODEL="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 log "wrk -t$THREADS -c$CONNECTIONS, warm-up ${WARMUP} s, measured ${DURATION} s; $(nproc) CPUs: $CPU_MODEL"
-for backend in "${backends[@]}"; do run_backend "$backend"; done
+for backend in "${backends[@]}"; do
+  if [[ "$backend" == oidc-provider ]]; then run_oidc_provider; else run_backend "$backend"; fi
+done
 
 echo
 echo "wrk -t$THREADS -c$CONNECTIONS --timeout 5s, measured ${DURATION} s after a ${WARMUP} s warm-up;" \
@@ -460,6 +513,15 @@ echo
 echo '| backend | scenario | requests/s | p50 ms | p99 ms | requests | errors | CPU cores: server / wrk / postgres / irq / other |'
 echo '|---|---|---:|---:|---:|---:|---|---|'
 cat "$WORK/rows.md"
+for scenario in "client-credentials grant" "introspection" "introspection, first time (each token once)"; do
+  for backend in sqlite postgres; do
+    if [[ -n "${RPS["$backend $scenario"]:-}" && -n "${RPS["oidc-provider $scenario"]:-}" ]]; then
+      [[ -n "${ratios:-}" ]] || { echo; echo "Gatehouse / oidc-provider, requests/s:"; echo; ratios=1; }
+      awk -v g="${RPS["$backend $scenario"]}" -v o="${RPS["oidc-provider $scenario"]}" -v s="$scenario" -v b="$backend" \
+        'BEGIN { printf "- %s: Gatehouse on %s %.0f / oidc-provider %.0f = %.1f×\n", s, b, g, o, g / o }'
+    fi
+  done
+done
 if [[ -s "$WORK/notes.md" ]]; then
   echo
   echo "Notes:"
