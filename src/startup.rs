@@ -158,6 +158,7 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         backchannel: Arc::new(tokio::sync::Notify::new()),
         clients: crate::provider::ClientCache::default(),
         verified: crate::provider::VerifiedTokens::default(),
+        revoked: crate::provider::RevokedAccessTokens::default(),
         hashing: hashing.clone(),
         client_auth: ClientAuthGuard::new(&config.client_auth),
     });

@@ -49,7 +49,7 @@ impl Provider {
         if self.client(&claims.client_id).await?.is_none_or(|client| claims.iat < client.created_at) {
             return Ok(None);
         }
-        if self.store.is_access_token_revoked(&claims.jti).await? {
+        if self.access_token_revoked(&claims.jti).await? {
             return Ok(None);
         }
         let live = match &claims.gid {
@@ -178,6 +178,7 @@ impl Provider {
                 return Err(oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client").into());
             }
             self.store.revoke_access_token(&claims.jti, claims.exp).await?;
+            self.revoked.add(&claims.jti);
             if let Some(grant_id) = claims.gid.as_deref()
                 && let Some(state) = self.store.grant_state(grant_id).await?
             {
@@ -246,6 +247,7 @@ impl Provider {
             // Signature and issuer checked; an expired token can still be revoked.
             let Some(claims) = self.verified_access_token(token, false).await? else { return Ok(None) };
             self.store.revoke_access_token(&claims.jti, claims.exp).await?;
+            self.revoked.add(&claims.jti);
             if let Some(grant_id) = &claims.gid {
                 self.store.revoke_grant(grant_id, now).await?;
             }

@@ -18,7 +18,7 @@ use crate::access::AccessPolicy;
 use crate::clock::{SharedClock, UnixTime};
 use crate::config::{Config, SigningAlg};
 use crate::store::{ClientRecord, Store, StoreError, User};
-use crate::tokens::{KeyManager, SecretHasher, TokenError, random_token};
+use crate::tokens::{KeyManager, SecretHasher, TokenError};
 
 /// Authorization codes live this long (the and RFC 6749's "short-lived").
 pub const CODE_LIFETIME_SECS: i64 = 60;
@@ -140,6 +140,7 @@ pub struct Provider {
     pub backchannel: Arc<tokio::sync::Notify>,
     pub clients: ClientCache,
     pub verified: VerifiedTokens,
+    pub revoked: RevokedAccessTokens,
     /// Where argon2 checks of client secrets run, a bounded number at once.
     pub hashing: crate::work::BlockingPool,
     pub client_auth: client_auth::ClientAuthGuard,
@@ -183,6 +184,55 @@ impl VerifiedTokens {
 /// endpoints read the calling client on every request, and a change made elsewhere reaches
 /// every node this soon.
 const CLIENT_CACHE_SECS: UnixTime = 2;
+
+/// How long (seconds) a node reuses its copy of the revoked access tokens: a revocation made at
+/// another node applies here this soon; one made here applies here at once.
+const REVOKED_LIST_SECS: UnixTime = 2;
+/// Past this many unexpired revoked access tokens, each introspection asks the database instead.
+const REVOKED_LIST_MAX: usize = 10_000;
+
+/// This node's copy of the unexpired revoked access tokens (their `jti`), read whole from the
+/// database at most every `REVOKED_LIST_SECS`, so introspecting a token costs no database read.
+/// `None` inside: more than `REVOKED_LIST_MAX` of them, and the database is asked per token.
+#[derive(Default)]
+pub struct RevokedAccessTokens {
+    copy: std::sync::RwLock<Option<(UnixTime, Option<std::collections::HashSet<String>>)>>,
+    reading: tokio::sync::Mutex<()>,
+}
+
+impl RevokedAccessTokens {
+    /// `Some(revoked)` when a fresh copy answers for `jti`.
+    fn answer(&self, jti: &str, now: UnixTime) -> Option<bool> {
+        let copy = self.copy.read().ok()?;
+        match copy.as_ref()? {
+            (read_at, Some(jtis)) if (*read_at..*read_at + REVOKED_LIST_SECS).contains(&now) => Some(jtis.contains(jti)),
+            _ => None,
+        }
+    }
+
+    fn is_fresh(&self, now: UnixTime) -> bool {
+        self.copy
+            .read()
+            .ok()
+            .and_then(|copy| copy.as_ref().map(|(read_at, _)| (*read_at..*read_at + REVOKED_LIST_SECS).contains(&now)))
+            == Some(true)
+    }
+
+    /// A revocation made on this node, applied to its copy at once.
+    fn add(&self, jti: &str) {
+        if let Ok(mut copy) = self.copy.write()
+            && let Some((_, Some(jtis))) = copy.as_mut()
+        {
+            jtis.insert(jti.to_owned());
+        }
+    }
+}
+
+impl std::fmt::Debug for RevokedAccessTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevokedAccessTokens").finish_non_exhaustive()
+    }
+}
 
 /// Registered clients recently read, by id. Only clients that exist are kept, so the map is
 /// bounded by the number of registered clients.
@@ -235,6 +285,30 @@ impl Provider {
         }
     }
 
+    /// Whether the access token `jti` was revoked, from this node's copy of the list when it is
+    /// fresh and not too long, else from the database.
+    pub async fn access_token_revoked(&self, jti: &str) -> ProviderResult<bool> {
+        let now = self.clock.now();
+        if let Some(revoked) = self.revoked.answer(jti, now) {
+            return Ok(revoked);
+        }
+        if !self.revoked.is_fresh(now) {
+            let _reading = self.revoked.reading.lock().await;
+            // Another request may have read it while this one waited.
+            if !self.revoked.is_fresh(now) {
+                let jtis = self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await?;
+                let jtis = (jtis.len() <= REVOKED_LIST_MAX).then(|| jtis.into_iter().collect());
+                if let Ok(mut copy) = self.revoked.copy.write() {
+                    *copy = Some((now, jtis));
+                }
+            }
+            if let Some(revoked) = self.revoked.answer(jti, now) {
+                return Ok(revoked);
+            }
+        }
+        Ok(self.store.is_access_token_revoked(jti).await?)
+    }
+
     /// Whether the database answers: what makes a node ready for traffic.
     pub async fn database_answers(&self) -> bool {
         self.store.ping().await.is_ok()
@@ -262,14 +336,13 @@ impl Provider {
             aud: grant.audience,
             client_id: &client.client_id,
             scope: grant.scope,
-            jti: random_token(),
             iat: now,
             exp: expires_at,
             sid: grant.sid.as_deref(),
             auth_time: grant.auth_time,
             gid: grant.grant_id,
         };
-        let token = self.keys.sign(&claims, client_alg(client), "at+jwt").await?;
+        let token = self.keys.sign_access_token(&claims, client_alg(client)).await?;
         Ok(MintedAccessToken { token, expires_in: expires_at - now })
     }
 }
@@ -314,7 +387,8 @@ pub struct MintedAccessToken {
     pub expires_in: i64,
 }
 
-/// RFC 9068 claims. `gid` names the grant so revoking the grant deactivates the token.
+/// RFC 9068 claims. `gid` names the grant so revoking the grant deactivates the token. The
+/// `jti` is added by `KeyManager::sign_access_token`.
 #[derive(Debug, Serialize)]
 pub struct AccessTokenClaims<'a> {
     pub iss: &'a str,
@@ -322,7 +396,6 @@ pub struct AccessTokenClaims<'a> {
     pub aud: &'a str,
     pub client_id: &'a str,
     pub scope: &'a str,
-    pub jti: String,
     pub iat: UnixTime,
     pub exp: UnixTime,
     #[serde(skip_serializing_if = "Option::is_none")]

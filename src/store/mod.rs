@@ -708,6 +708,8 @@ pub trait GrantStore: Send + Sync {
     ) -> StoreResult<Rotation>;
     async fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> StoreResult<()>;
     async fn is_access_token_revoked(&self, jti: &str) -> StoreResult<bool>;
+    /// The `jti` of revoked access tokens not yet expired at `now`, at most `limit` of them.
+    async fn list_revoked_access_tokens(&self, now: UnixTime, limit: usize) -> StoreResult<Vec<String>>;
 }
 
 /// Consent.

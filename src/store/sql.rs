@@ -1643,6 +1643,15 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
+            async fn list_revoked_access_tokens(&self, now: i64, limit: usize) -> $crate::store::StoreResult<Vec<String>> {
+                let jtis: Vec<String> = sqlx::query_scalar("SELECT jti FROM revoked_access_tokens WHERE expires_at > $1 LIMIT $2")
+                    .bind(now)
+                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                    .fetch_all(&self.pool)
+                    .await?;
+                Ok(jtis)
+            }
+
             async fn is_access_token_revoked(&self, jti: &str) -> $crate::store::StoreResult<bool> {
                 let found: Option<i64> = sqlx::query_scalar("SELECT expires_at FROM revoked_access_tokens WHERE jti = $1")
                     .bind(jti)

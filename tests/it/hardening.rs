@@ -133,6 +133,29 @@ async fn a_replayed_code_racing_its_redemption_revokes_the_winner() {
     }
 }
 
+/// Introspection reads revocations from each node's copy of the list: a revocation applies at
+/// once on the node that made it and within 2 seconds on the others.
+#[tokio::test]
+async fn a_revoked_access_token_is_inactive_at_once_here_and_within_two_seconds_elsewhere() {
+    let db = TestDb::sqlite();
+    let node_a = start(&db, "").await;
+    let config = load_config(db.dir.path(), &config_toml(&db.url, &format!("\n{CLIENTS}\n{MORE_CLIENTS}")));
+    let node_b = TestApp::start_config(config, std::sync::Arc::new(gatehouse::clock::ManualClock::new(START))).await;
+    let service = ("service", SERVICE_SECRET);
+    let access = demo_tokens(&node_a).await["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(introspect_as(&node_b, service, &access).await["active"], true);
+
+    let revoked = node_a.http.post(node_a.url("/oauth2/revoke")).basic_auth(DEMO.0, Some(DEMO.1)).form(&[("token", &access)]);
+    assert_eq!(revoked.send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(introspect_as(&node_a, service, &access).await["active"], false, "at once on the node that revoked it");
+    node_b.clock.advance(1);
+    assert_eq!(introspect_as(&node_b, service, &access).await["active"], true, "node B's copy is still fresh");
+    node_b.clock.advance(1);
+    assert_eq!(introspect_as(&node_b, service, &access).await["active"], false, "within 2 s on node B");
+    node_a.stop().await;
+    node_b.stop().await;
+}
+
 #[tokio::test]
 async fn a_code_is_redeemed_only_for_the_resource_it_was_authorized_for() {
     let db = TestDb::sqlite();

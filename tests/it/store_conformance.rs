@@ -422,6 +422,12 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
     store.revoke_access_token("jti-1", NOW + 50).await.unwrap();
     assert!(store.is_access_token_revoked("jti-1").await.unwrap());
     assert!(!store.is_access_token_revoked("jti-2").await.unwrap());
+    store.revoke_access_token("jti-3", NOW + 60).await.unwrap();
+    let mut listed = store.list_revoked_access_tokens(NOW, 10).await.unwrap();
+    listed.sort();
+    assert_eq!(listed, ["jti-1", "jti-3"]);
+    assert_eq!(store.list_revoked_access_tokens(NOW + 50, 10).await.unwrap(), ["jti-3"], "expired ones are left out");
+    assert_eq!(store.list_revoked_access_tokens(NOW, 1).await.unwrap().len(), 1, "at most the limit");
 
     // Ending the session: its grants are revoked and one notification is queued per client with
     // a back-channel URI, once, and leased to one caller at a time.
@@ -457,7 +463,7 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
 
     let report = store.delete_expired(NOW + 1000, 0).await.unwrap();
     assert_eq!(report.grants, 2);
-    assert_eq!(report.revoked_access_tokens, 1);
+    assert_eq!(report.revoked_access_tokens, 2);
     assert!(store.find_refresh_token("h2").await.unwrap().is_none(), "refresh tokens go with their grant");
 }
 
