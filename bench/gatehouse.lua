@@ -14,6 +14,8 @@
 --   BENCH_CODES_FILE, BENCH_VERIFIER   code: codes to redeem, each exactly once
 --   BENCH_SEEDS_FILE     refresh: starting refresh tokens; every response's new refresh token
 --                        is queued and presented once in a later request (never twice)
+--   BENCH_DELAY_MS       client_credentials: wait this long before each request (an open-ish
+--                        loop below the peak, for the soak run)
 --
 -- done() prints one parseable line:
 --   RESULT scenario=… requests=… duration_s=… rps=… p50_ms=… p90_ms=… p99_ms=… max_ms=…
@@ -95,6 +97,10 @@ end
 if scenario == "client_credentials" then
   expect_body = '"access_token":"'
   init = client_credentials_request
+  local pause = tonumber(os.getenv("BENCH_DELAY_MS") or "0")
+  if pause > 0 then
+    function delay() return pause end
+  end
 
 elseif scenario == "introspect" then
   expect_body = '"active":true'

@@ -8,6 +8,9 @@
 #   apt-get install -y wrk           # the load generator (C, one event-loop thread per -t)
 #   bench/run.sh                     # both backends: sqlite, then postgres
 #   bench/run.sh sqlite              # or one of them
+#   bench/run.sh soak                # SQLite: the client-credentials peak, then a long run at
+#                                    # about 70 % of it (BENCH_SOAK_SECS=600) with the server's
+#                                    # RSS sampled every 10 s; reports rate, errors, RSS drift
 #   bench/run.sh oidc-provider       # panva's oidc-provider (bench/oidc-provider.mjs, Node.js,
 #                                    # in memory) under the same client-credentials and
 #                                    # introspection scenarios; `all` runs it after the two
@@ -74,8 +77,8 @@ APP_BASIC="$(printf '%s' 'bench-app:bench-app-secret-0123456789' | base64 -w0)"
 backends=("$@")
 if [[ ${#backends[@]} -eq 0 || "${backends[0]}" == "all" ]]; then backends=(sqlite postgres oidc-provider); fi
 for b in "${backends[@]}"; do
-  [[ "$b" == sqlite || "$b" == postgres || "$b" == oidc-provider ]] ||
-    { echo "usage: $0 [sqlite|postgres|oidc-provider|all]..." >&2; exit 2; }
+  [[ "$b" == sqlite || "$b" == postgres || "$b" == oidc-provider || "$b" == soak ]] ||
+    { echo "usage: $0 [sqlite|postgres|oidc-provider|soak|all]..." >&2; exit 2; }
 done
 [[ -x "$BIN" ]] || { echo "no server binary at $BIN (cargo build --release)" >&2; exit 1; }
 for tool in wrk python3 curl; do
@@ -189,7 +192,9 @@ snapshot() {
   {
     awk '{ printf "machine %s ", $1 }' /proc/uptime
     awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $7 + $8 }' /proc/stat
-    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+    # A process that exits between the glob and the read makes cat fail; under pipefail that
+    # would end the whole run.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk '{
       match($0, /.*\) /); open = index($0, "(")
       comm = substr($0, open + 1, RLENGTH - open - 2); split(substr($0, RLENGTH + 1), f, " ")
       sub(/\/.*/, "", comm); gsub(/ /, "_", comm); print $1, comm, f[12] + f[13]
@@ -457,6 +462,49 @@ run_backend() {
   drop_db
 }
 
+# The soak: is the server steady under long load? Client-credentials grants on SQLite for
+# BENCH_SOAK_SECS (600) at about 70 % of the peak measured just before: each of N connections
+# waits 1 ms before each request, N chosen from the peak. RSS is sampled every 10 s.
+run_soak() {
+  local backend=sqlite dir="$WORK/soak" soak_secs="${BENCH_SOAK_SECS:-600}"
+  mkdir -p "$dir"
+  write_config "$dir/gatehouse.toml" "sqlite://$dir/bench.db"
+  wait_idle
+  RUST_LOG=warn "$BIN" serve --config "$dir/gatehouse.toml" >"$dir/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 300); do
+    [[ "$(curl -s -o /dev/null -w '%{http_code}' "$BASE/readyz")" == 200 ]] && break
+    sleep 0.2
+  done
+  local rss_ready peak connections
+  rss_ready="$(proc_status VmRSS)"
+  warmup soak client_credentials
+  run_wrk "$dir/peak.txt" client_credentials "$DURATION"
+  row "$WORK/rows.md" soak "client-credentials grant, peak"
+  peak="$R_RPS"
+  connections="$(awk -v p="$peak" 'BEGIN { c = int(0.7 * p / 700 + 0.5); print (c < 1 ? 1 : c) }')"
+  log "soak: peak $peak/s; $soak_secs s with $connections connections, 1 ms apart"
+  : >"$dir/rss.txt"
+  ( while kill -0 "$SERVER_PID" 2>/dev/null; do echo "$(date +%s) $(proc_status VmRSS)" >>"$dir/rss.txt"; sleep 10; done ) &
+  local sampler=$!
+  local saved_connections="$CONNECTIONS" saved_duration="$DURATION"
+  CONNECTIONS="$connections"
+  DURATION="$soak_secs"
+  run_wrk "$dir/soak.txt" client_credentials "$soak_secs" BENCH_DELAY_MS=1
+  CONNECTIONS="$saved_connections"
+  DURATION="$saved_duration"
+  kill "$sampler" 2>/dev/null || true
+  row "$WORK/rows.md" soak "client-credentials grant, ${soak_secs} s at $(awk -v r="$R_RPS" -v p="$peak" 'BEGIN { printf "%.0f", 100 * r / p }') % of the peak (-c$connections, 1 ms apart)"
+  # RSS after the first minute: first and last sample, lowest and highest.
+  local first last low high
+  read -r first last low high < <(awk -v t0="$(head -1 "$dir/rss.txt" | cut -d' ' -f1)" '$1 - t0 >= 60 && $2 != "" {
+      if (n++ == 0) { f = $2; lo = $2; hi = $2 } ; l = $2; if ($2 < lo) lo = $2; if ($2 > hi) hi = $2
+    } END { print f, l, lo, hi }' "$dir/rss.txt")
+  printf '| soak | **RSS** when ready %s MiB; from minute 1 to the end of the run: first %s, last %s, lowest %s, highest %s MiB (%s samples every 10 s) | | | | | | |\n' \
+    "$(mib "$rss_ready")" "$(mib "$first")" "$(mib "$last")" "$(mib "$low")" "$(mib "$high")" "$(wc -l <"$dir/rss.txt")" >>"$WORK/rows.md"
+  stop_server
+}
+
 # The comparison: panva's oidc-provider, one Node.js process keeping its opaque tokens in
 # memory, under the scenarios both servers have. Its CPU shows in the "server" column.
 run_oidc_provider() {
@@ -503,7 +551,11 @@ run_oidc_provider() {
 CPU_MODEL="$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)"
 log "wrk -t$THREADS -c$CONNECTIONS, warm-up ${WARMUP} s, measured ${DURATION} s; $(nproc) CPUs: $CPU_MODEL"
 for backend in "${backends[@]}"; do
-  if [[ "$backend" == oidc-provider ]]; then run_oidc_provider; else run_backend "$backend"; fi
+  case "$backend" in
+    oidc-provider) run_oidc_provider ;;
+    soak) run_soak ;;
+    *) run_backend "$backend" ;;
+  esac
 done
 
 echo

@@ -177,8 +177,7 @@ impl Provider {
             if claims.client_id != client.client_id {
                 return Err(oauth(ErrorCode::UnauthorizedClient, "the token was issued to another client").into());
             }
-            self.store.revoke_access_token(&claims.jti, claims.exp).await?;
-            self.revoked.add(&claims.jti);
+            self.revoke_access_token(&claims.jti, claims.exp).await?;
             if let Some(grant_id) = claims.gid.as_deref()
                 && let Some(state) = self.store.grant_state(grant_id).await?
             {
@@ -246,8 +245,7 @@ impl Provider {
         if looks_like_jwt(token) {
             // Signature and issuer checked; an expired token can still be revoked.
             let Some(claims) = self.verified_access_token(token, false).await? else { return Ok(None) };
-            self.store.revoke_access_token(&claims.jti, claims.exp).await?;
-            self.revoked.add(&claims.jti);
+            self.revoke_access_token(&claims.jti, claims.exp).await?;
             if let Some(grant_id) = &claims.gid {
                 self.store.revoke_grant(grant_id, now).await?;
             }

@@ -197,6 +197,9 @@ const REVOKED_LIST_MAX: usize = 10_000;
 #[derive(Default)]
 pub struct RevokedAccessTokens {
     copy: std::sync::RwLock<Option<(UnixTime, Option<std::collections::HashSet<String>>)>>,
+    /// Revocations made on this node lately, with when: a read of the list that started before
+    /// one committed must not drop it from the copy.
+    made_here: std::sync::Mutex<Vec<(UnixTime, String)>>,
     reading: tokio::sync::Mutex<()>,
 }
 
@@ -211,19 +214,35 @@ impl RevokedAccessTokens {
     }
 
     fn is_fresh(&self, now: UnixTime) -> bool {
-        self.copy
-            .read()
-            .ok()
-            .and_then(|copy| copy.as_ref().map(|(read_at, _)| (*read_at..*read_at + REVOKED_LIST_SECS).contains(&now)))
-            == Some(true)
+        let copy = self.copy.read().ok();
+        copy.as_ref()
+            .and_then(|copy| copy.as_ref())
+            .is_some_and(|(read_at, _)| (*read_at..*read_at + REVOKED_LIST_SECS).contains(&now))
     }
 
-    /// A revocation made on this node, applied to its copy at once.
-    fn add(&self, jti: &str) {
+    /// A revocation made on this node (and committed), applied to its copy at once.
+    fn add(&self, jti: &str, now: UnixTime) {
+        if let Ok(mut made_here) = self.made_here.lock() {
+            made_here.push((now, jti.to_owned()));
+        }
         if let Ok(mut copy) = self.copy.write()
             && let Some((_, Some(jtis))) = copy.as_mut()
         {
             jtis.insert(jti.to_owned());
+        }
+    }
+
+    /// Replaces the copy with a list read at `now`, keeping this node's recent revocations.
+    fn replace(&self, listed: Option<Vec<String>>, now: UnixTime) {
+        let mut listed: Option<std::collections::HashSet<String>> = listed.map(|jtis| jtis.into_iter().collect());
+        if let Ok(mut made_here) = self.made_here.lock() {
+            made_here.retain(|(at, _)| now - at <= REVOKED_LIST_SECS);
+            if let Some(jtis) = listed.as_mut() {
+                jtis.extend(made_here.iter().map(|(_, jti)| jti.clone()));
+            }
+        }
+        if let Ok(mut copy) = self.copy.write() {
+            *copy = Some((now, listed));
         }
     }
 }
@@ -286,27 +305,30 @@ impl Provider {
     }
 
     /// Whether the access token `jti` was revoked, from this node's copy of the list when it is
-    /// fresh and not too long, else from the database.
+    /// fresh and not too long, else from the database. One request at a time reads the list;
+    /// the others meanwhile ask the database about their token.
     pub async fn access_token_revoked(&self, jti: &str) -> ProviderResult<bool> {
-        let now = self.clock.now();
-        if let Some(revoked) = self.revoked.answer(jti, now) {
+        if let Some(revoked) = self.revoked.answer(jti, self.clock.now()) {
             return Ok(revoked);
         }
-        if !self.revoked.is_fresh(now) {
-            let _reading = self.revoked.reading.lock().await;
-            // Another request may have read it while this one waited.
+        if let Ok(_reading) = self.revoked.reading.try_lock() {
+            let now = self.clock.now();
             if !self.revoked.is_fresh(now) {
-                let jtis = self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await?;
-                let jtis = (jtis.len() <= REVOKED_LIST_MAX).then(|| jtis.into_iter().collect());
-                if let Ok(mut copy) = self.revoked.copy.write() {
-                    *copy = Some((now, jtis));
-                }
+                let listed = self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await?;
+                self.revoked.replace((listed.len() <= REVOKED_LIST_MAX).then_some(listed), now);
             }
             if let Some(revoked) = self.revoked.answer(jti, now) {
                 return Ok(revoked);
             }
         }
         Ok(self.store.is_access_token_revoked(jti).await?)
+    }
+
+    /// Records a revocation of an access token and applies it to this node's copy at once.
+    pub async fn revoke_access_token(&self, jti: &str, expires_at: UnixTime) -> ProviderResult<()> {
+        self.store.revoke_access_token(jti, expires_at).await?;
+        self.revoked.add(jti, self.clock.now());
+        Ok(())
     }
 
     /// Whether the database answers: what makes a node ready for traffic.

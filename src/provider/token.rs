@@ -399,6 +399,8 @@ impl Provider {
         if grace > 0 && now - rotated_at <= grace && state.is_live(now) {
             let next = self.store.find_refresh_token(&digest(successor)).await?;
             if next.is_some_and(|next| next.rotated_at.is_none() && next.expires_at > now && next.grant_id == state.grant.id) {
+                // The successor was stored by another request, perhaps not yet durably.
+                self.store.sync_writes().await?;
                 let (user, scopes, grant) = self.refreshable(client, params, state).await?;
                 return self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(successor.to_owned())).await;
             }

@@ -12,32 +12,55 @@ pub(super) struct GroupSync {
     sync: SyncFn,
     /// Tickets handed out, each after its writer's commit returned.
     committed: AtomicU64,
-    /// The highest ticket known durable. The lock also makes syncs take turns, so writers that
-    /// arrive during one sync are all covered by the next.
-    synced: tokio::sync::Mutex<u64>,
+    /// The highest ticket known durable, or the sync failure that stopped all writes. The lock
+    /// also makes syncs take turns, so writers that arrive during one sync share the next.
+    synced: tokio::sync::Mutex<Result<u64, String>>,
+    #[cfg(test)]
     syncs: AtomicU64,
 }
 
 impl GroupSync {
     pub(super) fn new(sync: SyncFn) -> Self {
-        Self { sync, committed: AtomicU64::new(0), synced: tokio::sync::Mutex::new(0), syncs: AtomicU64::new(0) }
+        Self {
+            sync,
+            committed: AtomicU64::new(0),
+            synced: tokio::sync::Mutex::new(Ok(0)),
+            #[cfg(test)]
+            syncs: AtomicU64::new(0),
+        }
     }
 
     /// Returns once a sync that started after the caller's commit has completed. Call it after
     /// every commit and before telling anyone the write happened.
+    ///
+    /// A failed sync fails this and every later call: after a failed `fsync` Linux may mark the
+    /// unwritten pages clean, so a later sync can succeed without the data (as PostgreSQL
+    /// learned); the process has to restart and let SQLite recover from what is on disk.
     pub(super) async fn after_commit(&self) -> std::io::Result<()> {
         let ticket = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
         let mut synced = self.synced.lock().await;
-        if *synced >= ticket {
-            return Ok(());
+        match &*synced {
+            Err(failure) => return Err(std::io::Error::other(failure.clone())),
+            Ok(durable) if *durable >= ticket => return Ok(()),
+            Ok(_) => {}
         }
         // Every ticket up to `covered` was taken after its commit, so before this sync starts.
         let covered = self.committed.load(Ordering::SeqCst);
         let sync = Arc::clone(&self.sync);
-        tokio::task::spawn_blocking(move || sync()).await.map_err(std::io::Error::other)??;
-        self.syncs.fetch_add(1, Ordering::Relaxed);
-        *synced = covered;
-        Ok(())
+        let outcome = tokio::task::spawn_blocking(move || sync()).await.map_err(std::io::Error::other).and_then(|done| done);
+        match outcome {
+            Ok(()) => {
+                #[cfg(test)]
+                self.syncs.fetch_add(1, Ordering::Relaxed);
+                *synced = Ok(covered);
+                Ok(())
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "the database's write-ahead log could not be synced to disk: every write fails until Gatehouse restarts");
+                *synced = Err(format!("an earlier sync of the write-ahead log failed: {err}"));
+                Err(err)
+            }
+        }
     }
 
     #[cfg(test)]
@@ -87,7 +110,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_sync_is_reported_and_the_next_writer_syncs_again() {
+    async fn after_a_failed_sync_every_write_fails_even_if_a_later_sync_would_succeed() {
         let fail = Arc::new(AtomicBool::new(true));
         let sync: SyncFn = {
             let fail = Arc::clone(&fail);
@@ -96,7 +119,8 @@ mod tests {
         let group = GroupSync::new(sync);
         assert!(group.after_commit().await.is_err());
         fail.store(false, Ordering::SeqCst);
-        group.after_commit().await.unwrap();
-        assert_eq!(group.syncs(), 1);
+        let later = group.after_commit().await.unwrap_err().to_string();
+        assert!(later.contains("an earlier sync") && later.contains("disk gone"), "{later}");
+        assert_eq!(group.syncs(), 0);
     }
 }

@@ -755,6 +755,9 @@ pub trait Store:
     + 'static
 {
     async fn ping(&self) -> StoreResult<()>;
+    /// Returns once every write committed so far is durable: for an answer that rests on a
+    /// write another request made and may not have synced yet.
+    async fn sync_writes(&self) -> StoreResult<()>;
     /// Deletes expired single-use records, sessions past their end, attempt counters of past
     /// windows, and retired signing keys retired before `retired_key_cutoff`.
     async fn delete_expired(&self, now: UnixTime, retired_key_cutoff: UnixTime) -> StoreResult<CleanupReport>;

@@ -594,6 +594,9 @@ macro_rules! impl_sql_store {
                     // Another node linked this identity first: use its user, drop ours.
                     Err($crate::store::StoreError::AlreadyExists) => {
                         tx.rollback().await?;
+                        drop(writer);
+                        // The other request's link may not be on disk yet.
+                        self.durable().await?;
                         let user_id = self
                             .find_linked_user_id(connector_id, subject)
                             .await?
@@ -1774,6 +1777,10 @@ macro_rules! impl_sql_store {
 
         #[async_trait::async_trait]
         impl $crate::store::Store for $store {
+            async fn sync_writes(&self) -> $crate::store::StoreResult<()> {
+                self.durable().await
+            }
+
             async fn ping(&self) -> $crate::store::StoreResult<()> {
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())

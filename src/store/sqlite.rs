@@ -11,6 +11,9 @@ use crate::store::{
     AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, StoreError, StoreResult,
 };
 
+/// A statement list for `SqliteStore::run_on_writer`, its arguments owned.
+type WriterQuery<O> = sqlx::query::QueryAs<'static, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'static>>;
+
 /// `GrantStore::redeem_code` as one round trip to SQLite's thread. Every write is conditional on
 /// the code being there unexpired, which holds still inside the transaction; the code is deleted
 /// last, even when expired (an expired code stays spent).
@@ -18,7 +21,7 @@ const REDEEM_CODE: &str = "BEGIN IMMEDIATE; \
     INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
     created_at, expires_at, revoked_at) SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
     WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
-    INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) SELECT $17, $3, $18, $19, NULL \
+    INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) SELECT $17, $29, $18, $19, $30 \
     WHERE $17 IS NOT NULL AND EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
     INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
     SELECT $20, $21, $22, $23, $24, $25, $26, $27, $28 \
@@ -28,7 +31,8 @@ const REDEEM_CODE: &str = "BEGIN IMMEDIATE; \
     COMMIT;";
 
 /// `GrantStore::rotate_refresh_token` as one round trip: the new token is stored only if this
-/// transaction spent the old one (`changes()` of the update).
+/// transaction spent the old one (`changes()` of the update, read by the insert); the `changes()`
+/// selected at the end is the insert's own count.
 const ROTATE_REFRESH_TOKEN: &str = "BEGIN IMMEDIATE; \
     UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
     AND expires_at > $2; \
@@ -51,9 +55,10 @@ pub struct SqliteStore {
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     options: SqliteConnectOptions,
     /// With `SqliteDurability::Full`: SQLite commits without syncing (`synchronous=NORMAL`),
-    /// and each write waits for a shared sync of the WAL before it returns. Acknowledged writes
-    /// are then on disk exactly as with `synchronous=FULL`, which syncs once per transaction
-    /// while holding the write lock.
+    /// and each write waits for a shared sync of the WAL before it returns, so a write is on
+    /// disk before anyone is told of it, as with `synchronous=FULL` (which syncs once per
+    /// transaction while holding the write lock). Unlike there, other connections can read a
+    /// commit before its sync; answers resting on another request's write call `durable` too.
     wal_sync: Option<Arc<GroupSync>>,
 }
 
@@ -78,8 +83,15 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await?;
         let writer = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
-        let in_memory = file.as_os_str() == ":memory:";
-        let wal_sync = (durability == SqliteDurability::Full && !in_memory).then(|| Arc::new(GroupSync::new(wal_syncer(&file))));
+        // sqlx renames an in-memory database, so the URL tells.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let wal_sync = if durability == SqliteDurability::Full && !in_memory {
+            // SQLite puts the WAL beside the file a symbolic link points to.
+            let file = std::fs::canonicalize(&file).map_err(sqlx::Error::Io)?;
+            Some(Arc::new(GroupSync::new(wal_syncer(&file))))
+        } else {
+            None
+        };
         Ok(Self { pool, writer, options, wal_sync })
     }
 
@@ -88,13 +100,28 @@ impl SqliteStore {
         Some(self.writer.lock().await)
     }
 
-    /// A statement list of the writer connection failed part-way, perhaps inside its
-    /// transaction: a fresh connection replaces it (closing the old one rolls back).
-    async fn replace_writer(&self, writer: &mut SqliteConnection) {
-        match SqliteConnection::connect_with(&self.options).await {
-            Ok(fresh) => *writer = fresh,
-            Err(err) => tracing::error!(error = %err, "cannot reopen the SQLite writer connection"),
-        }
+    /// Runs a statement list that begins and commits its own transaction on the writer
+    /// connection, in a task of its own: a request that goes away half-way cannot leave the
+    /// transaction open and SQLite's write lock held. After a failure part-way the transaction
+    /// is rolled back, and the connection replaced if even that fails.
+    async fn run_on_writer<O>(&self, statements: WriterQuery<O>) -> StoreResult<Vec<O>>
+    where
+        O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + 'static,
+    {
+        let writer = Arc::clone(&self.writer);
+        let options = self.options.clone();
+        let run = tokio::spawn(async move {
+            let mut connection = writer.lock_owned().await;
+            let result = statements.fetch_all(&mut *connection).await;
+            if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *connection).await.is_err() {
+                match SqliteConnection::connect_with(&options).await {
+                    Ok(fresh) => *connection = fresh,
+                    Err(err) => tracing::error!(error = %err, "cannot reopen the SQLite writer connection"),
+                }
+            }
+            result
+        });
+        Ok(run.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))??)
     }
 
     /// `GrantStore::redeem_code`; the checks and writes of `REDEEM_CODE`.
@@ -106,47 +133,39 @@ impl SqliteStore {
         granted: &AuditEvent,
         now: i64,
     ) -> StoreResult<bool> {
-        let mut writer = self.writer.lock().await;
         let (refresh_hash, refresh) = refresh_token.unzip();
-        let result: Result<Vec<(i64,)>, sqlx::Error> = sqlx::query_as(REDEEM_CODE)
+        let statements = sqlx::query_as(REDEEM_CODE)
             .bind(SingleUseKind::AuthorizationCode.as_str())
-            .bind(code_hash)
-            .bind(&grant.id)
-            .bind(&grant.client_id)
-            .bind(&grant.user_id)
-            .bind(&grant.session_id)
-            .bind(&grant.code_hash)
-            .bind(&grant.scope)
-            .bind(&grant.audience)
+            .bind(code_hash.to_owned())
+            .bind(grant.id.clone())
+            .bind(grant.client_id.clone())
+            .bind(grant.user_id.clone())
+            .bind(grant.session_id.clone())
+            .bind(grant.code_hash.clone())
+            .bind(grant.scope.clone())
+            .bind(grant.audience.clone())
             .bind(grant.auth_time)
             .bind(super::sql::to_json(&grant.amr))
-            .bind(&grant.idp)
+            .bind(grant.idp.clone())
             .bind(grant.created_at)
             .bind(grant.expires_at)
             .bind(grant.revoked_at)
             .bind(now)
-            .bind(refresh_hash)
+            .bind(refresh_hash.map(str::to_owned))
             .bind(refresh.map(|r| r.issued_at))
             .bind(refresh.map(|r| r.expires_at))
             .bind(granted.time)
-            .bind(&granted.kind)
+            .bind(granted.kind.clone())
             .bind(granted.outcome.as_str())
-            .bind(&granted.actor)
-            .bind(&granted.user_id)
-            .bind(&granted.client_id)
-            .bind(&granted.connector_id)
-            .bind(&granted.ip)
-            .bind(&granted.detail)
-            .fetch_all(&mut *writer)
-            .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(err) => {
-                self.replace_writer(&mut writer).await;
-                return Err(err.into());
-            }
-        };
-        drop(writer);
+            .bind(granted.actor.clone())
+            .bind(granted.user_id.clone())
+            .bind(granted.client_id.clone())
+            .bind(granted.connector_id.clone())
+            .bind(granted.ip.clone())
+            .bind(granted.detail.clone())
+            .bind(refresh.map(|r| r.grant_id.clone()))
+            .bind(refresh.and_then(|r| r.rotated_at));
+        let rows: Vec<(i64,)> = self.run_on_writer(statements).await?;
         self.durable().await?;
         Ok(rows.first().is_some_and(|(granted,)| *granted == 1))
     }
@@ -159,37 +178,28 @@ impl SqliteStore {
         new: &RefreshTokenRecord,
         now: i64,
     ) -> StoreResult<Rotation> {
-        let mut writer = self.writer.lock().await;
-        let result: Result<Vec<(i64, Option<i64>)>, sqlx::Error> = sqlx::query_as(ROTATE_REFRESH_TOKEN)
-            .bind(old_hash)
+        let statements = sqlx::query_as(ROTATE_REFRESH_TOKEN)
+            .bind(old_hash.to_owned())
             .bind(now)
-            .bind(&new.grant_id)
-            .bind(new_hash)
+            .bind(new.grant_id.clone())
+            .bind(new_hash.to_owned())
             .bind(new.issued_at)
             .bind(new.expires_at)
-            .bind(new.rotated_at)
-            .fetch_all(&mut *writer)
-            .await;
-        let rows = match result {
-            Ok(rows) => rows,
-            Err(err) => {
-                self.replace_writer(&mut writer).await;
-                return Err(err.into());
-            }
-        };
-        drop(writer);
-        match rows.first() {
-            Some((1, _)) => {
-                self.durable().await?;
-                Ok(Rotation::Rotated)
-            }
-            Some((_, Some(_))) => Ok(Rotation::AlreadyRotated),
-            _ => Ok(Rotation::NotFound),
-        }
+            .bind(new.rotated_at);
+        let rows: Vec<(i64, Option<i64>)> = self.run_on_writer(statements).await?;
+        // Also when another request rotated it: its rotation may not be on disk yet, and this
+        // answer (a reuse, or the grace period's successor) is only as good as that write.
+        self.durable().await?;
+        Ok(match rows.first() {
+            Some((1, _)) => Rotation::Rotated,
+            Some((_, Some(_))) => Rotation::AlreadyRotated,
+            _ => Rotation::NotFound,
+        })
     }
 
-    /// Called after every write that committed, before its result is returned.
-    async fn durable(&self) -> StoreResult<()> {
+    /// Called after every write that committed, before its result is returned, and before an
+    /// answer that rests on another request's write.
+    pub(super) async fn durable(&self) -> StoreResult<()> {
         match &self.wal_sync {
             Some(group) => group.after_commit().await.map_err(|err| StoreError::Database(sqlx::Error::Io(err))),
             None => Ok(()),
@@ -206,30 +216,32 @@ impl SqliteStore {
     }
 }
 
-/// Syncs the WAL file `<database>-wal`, and its directory whenever the file is new (SQLite
-/// deletes it when the last connection closes and creates it again on the next open). A missing
-/// WAL needs nothing: SQLite checkpoints it into the database, synced, before deleting it.
+/// Syncs the WAL file `<database>-wal` through one descriptor kept open (so an earlier write-back
+/// error is reported to it), opened again if SQLite replaced the file; the directory is synced
+/// whenever the file is new. The store's writer connection keeps the WAL in place, so a missing
+/// one is an error, not nothing to do.
 fn wal_syncer(database: &Path) -> SyncFn {
     let mut wal = database.as_os_str().to_owned();
     wal.push("-wal");
     let wal = PathBuf::from(wal);
     let directory = database.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-    let synced_entry = std::sync::Mutex::new(None::<u64>);
+    let open_wal = std::sync::Mutex::new(None::<(u64, std::fs::File)>);
     Arc::new(move || {
         use std::os::unix::fs::MetadataExt;
-        let file = match std::fs::File::open(&wal) {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(err) => return Err(err),
-        };
-        file.sync_data()?;
-        let inode = file.metadata()?.ino();
-        let mut synced_entry = synced_entry.lock().map_err(|_| std::io::Error::other("WAL sync state poisoned"))?;
-        if *synced_entry != Some(inode) {
+        let current = std::fs::metadata(&wal)
+            .map_err(|err| std::io::Error::new(err.kind(), format!("the SQLite WAL {} is missing: {err}", wal.display())))?
+            .ino();
+        let mut open_wal = open_wal.lock().map_err(|_| std::io::Error::other("WAL sync state poisoned"))?;
+        if open_wal.as_ref().is_none_or(|(inode, _)| *inode != current) {
+            let file = std::fs::File::open(&wal)?;
+            let inode = file.metadata()?.ino();
             std::fs::File::open(&directory)?.sync_all()?;
-            *synced_entry = Some(inode);
+            *open_wal = Some((inode, file));
         }
-        Ok(())
+        match open_wal.as_ref() {
+            Some((_, file)) => file.sync_data(),
+            None => Err(std::io::Error::other("the SQLite WAL is not open")),
+        }
     })
 }
 

@@ -272,10 +272,9 @@ impl KeyManager {
 
     /// Signs an RFC 9068 access token: `claims` (a JSON object without `jti`) plus a `jti`,
     /// written last, of 16 random bytes and an HMAC-SHA256 tag over the header, those bytes and
-    /// every other claim, under a key derived from the key-encryption key and the signing key's
-    /// id. Only Gatehouse nodes can make the tag, so introspection can authenticate its own
-    /// tokens with one HMAC instead of a signature verification (`verify`); everyone else
-    /// verifies the signature as usual.
+    /// every other claim, under a key derived from the signing key's private key. Only what can
+    /// sign can make the tag, so introspection can authenticate Gatehouse's own tokens with one
+    /// HMAC instead of a signature verification (`verify`); everyone else verifies the signature.
     pub async fn sign_access_token<T: Serialize + Sync>(&self, claims: &T, alg: SigningAlg) -> Result<String, TokenError> {
         let key = self.active_key(alg).await?;
         let header = encoded_header(&key, "at+jwt")?;
@@ -366,9 +365,13 @@ const TAG_NONCE_LEN: usize = 16;
 /// How an access token's payload ends: `…,"jti":"<nonce and tag>"}`.
 const JTI_MEMBER: &str = ",\"jti\":\"";
 
-fn access_token_tag_key(kek: &KeyEncryptionKey, kid: &str) -> ring::hmac::Key {
-    let secret = kek.derive::<32>(format!("gatehouse access-token tag v1 {kid}").as_bytes());
-    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.expose())
+/// The tag key of a signing key, derived (HKDF-SHA256) from its private key: making a tag takes
+/// what making a signature takes.
+fn access_token_tag_key(private_key_der: &[u8]) -> ring::hmac::Key {
+    let mut secret = [0u8; 32];
+    // 32 bytes is far below HKDF-SHA256's limit, so expanding cannot fail.
+    let _ = hkdf::Hkdf::<Sha256>::new(None, private_key_der).expand(b"gatehouse access-token tag v1", &mut secret);
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret)
 }
 
 /// What the tag covers: the encoded header, the random bytes and the claims before `jti` (the
@@ -386,13 +389,14 @@ fn encoded_header(key: &LoadedKey, typ: &str) -> Result<String, TokenError> {
 }
 
 impl LoadedKey {
-    /// A stored key, parsed once; only an active key's private half is unsealed.
+    /// A stored key, parsed once. Its private half is unsealed for the tag key; only an active key
+    /// keeps a signer.
     fn load(record: SigningKeyRecord, alg: SigningAlg, kek: &KeyEncryptionKey) -> Result<Self, TokenError> {
         let jwk: Jwk =
             serde_json::from_str(&record.public_jwk).map_err(|_| TokenError::KeyMaterial("stored public key is not a JWK"))?;
         let decoding = DecodingKey::from_jwk(&jwk).map_err(TokenError::Invalid)?;
+        let der = kek.open(&record.sealed_private_key, &record.kid)?;
         let encoding = if record.retired_at.is_none() {
-            let der = kek.open(&record.sealed_private_key, &record.kid)?;
             Some(match alg {
                 SigningAlg::ES256 => Signer::Es256(es256_key_pair(&der)?),
                 SigningAlg::RS256 => Signer::Rs256(
@@ -406,7 +410,7 @@ impl LoadedKey {
             SigningAlg::ES256 => Some(es256_public_point(&jwk)?),
             SigningAlg::RS256 => None,
         };
-        let tag_key = access_token_tag_key(kek, &record.kid);
+        let tag_key = access_token_tag_key(&der);
         Ok(Self { kid: record.kid, alg, retired_at: record.retired_at, decoding, es256_public, encoding, tag_key })
     }
 
@@ -542,11 +546,8 @@ mod tests {
             let mut header_changed = token.clone();
             header_changed.insert(3, 'x');
             assert!(!key.tag_verifies(&header_changed));
-            // Another key (another kid, or the same kid under another key-encryption key) does not accept it.
+            // Another signing key does not accept it.
             assert!(!loaded(alg, &kek).tag_verifies(&token));
-            let other_kek = KeyEncryptionKey::generate();
-            let same_kid = LoadedKey { tag_key: access_token_tag_key(&other_kek, &key.kid), ..loaded(alg, &kek) };
-            assert!(!same_kid.tag_verifies(&token));
             // A signature part that is not one of this key's signatures: refused.
             let (signed, _) = token.rsplit_once('.').unwrap();
             assert!(!key.tag_verifies(&format!("{signed}.AAAA")));

@@ -518,6 +518,16 @@ async fn code_redemption(store: &Arc<dyn Store>) {
     assert!(store.grant_state("g3").await.unwrap().is_some());
     assert_eq!(granted_events().await.len(), 2);
 
+    // A redemption that fails half-way (its grant id is taken) changes nothing and leaves the
+    // database writable.
+    store.create_grant(&grant("g5", &user.id, "s1", "app")).await.unwrap();
+    store.put_single_use(code, "code-of-g5", "{}", NOW + 60).await.unwrap();
+    let clash = grant("g5", &user.id, "s1", "app");
+    assert!(store.redeem_code("code-of-g5", &clash, Some(("r5", &refresh("g5", NOW))), &granted("g5"), NOW).await.is_err());
+    assert!(store.peek_single_use(code, "code-of-g5", NOW).await.unwrap().is_some(), "the code is left");
+    assert!(store.find_refresh_token("r5").await.unwrap().is_none());
+    store.put_single_use(code, "after-the-failure", "{}", NOW + 60).await.unwrap();
+
     // Eight concurrent redemptions of one code: one wins.
     store.put_single_use(code, "code-of-g4", "{}", NOW + 60).await.unwrap();
     let tasks: Vec<_> = (0..8)
