@@ -188,6 +188,8 @@ const CLIENT_CACHE_SECS: UnixTime = 2;
 /// How long (seconds) a node reuses its copy of the revoked access tokens: a revocation made at
 /// another node applies here this soon; one made here applies here at once.
 const REVOKED_LIST_SECS: UnixTime = 2;
+/// How long a node keeps its own revocations beside its copy of the list, for `replace`.
+const MADE_HERE_KEPT_SECS: UnixTime = 60;
 /// Past this many unexpired revoked access tokens, each introspection asks the database instead.
 const REVOKED_LIST_MAX: usize = 10_000;
 
@@ -223,6 +225,8 @@ impl RevokedAccessTokens {
     /// A revocation made on this node (and committed), applied to its copy at once.
     fn add(&self, jti: &str, now: UnixTime) {
         if let Ok(mut made_here) = self.made_here.lock() {
+            // Far longer than any read of the list takes; bounds a node that only revokes.
+            made_here.retain(|(at, _)| now - at <= MADE_HERE_KEPT_SECS);
             made_here.push((now, jti.to_owned()));
         }
         if let Ok(mut copy) = self.copy.write()

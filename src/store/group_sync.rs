@@ -6,17 +6,30 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What makes the committed writes durable (for SQLite: an `fsync` of the WAL file). It blocks,
 /// so it runs on the blocking pool.
-pub(super) type SyncFn = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
+pub(super) type SyncFn = Arc<dyn Fn() -> Result<(), SyncError> + Send + Sync>;
+
+#[derive(Debug)]
+pub(super) enum SyncError {
+    /// The sync could not start (the file could not be opened, say): nothing is known lost, and
+    /// the next writer tries again.
+    NotStarted(std::io::Error),
+    /// The `fsync` itself failed. Linux may then mark the unwritten pages clean, so a later sync
+    /// can succeed without the data (as PostgreSQL learned in 2018): no write is acknowledged
+    /// again until the process restarts and SQLite recovers from what is on disk.
+    DataMayBeLost(std::io::Error),
+}
 
 pub(super) struct GroupSync {
     sync: SyncFn,
     /// Tickets handed out, each after its writer's commit returned.
     committed: AtomicU64,
-    /// The highest ticket known durable, or the sync failure that stopped all writes. The lock
-    /// also makes syncs take turns, so writers that arrive during one sync share the next.
-    synced: tokio::sync::Mutex<Result<u64, String>>,
+    /// The highest ticket known durable. The lock also makes syncs take turns, so writers that
+    /// arrive during one sync share the next.
+    synced: Arc<tokio::sync::Mutex<u64>>,
+    /// Set for good by a failed `fsync`.
+    failure: Arc<std::sync::OnceLock<String>>,
     #[cfg(test)]
-    syncs: AtomicU64,
+    syncs: Arc<AtomicU64>,
 }
 
 impl GroupSync {
@@ -24,43 +37,61 @@ impl GroupSync {
         Self {
             sync,
             committed: AtomicU64::new(0),
-            synced: tokio::sync::Mutex::new(Ok(0)),
+            synced: Arc::default(),
+            failure: Arc::default(),
             #[cfg(test)]
-            syncs: AtomicU64::new(0),
+            syncs: Arc::default(),
         }
     }
 
+    /// Why writes stopped, once an `fsync` failed.
+    pub(super) fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
     /// Returns once a sync that started after the caller's commit has completed. Call it after
-    /// every commit and before telling anyone the write happened.
-    ///
-    /// A failed sync fails this and every later call: after a failed `fsync` Linux may mark the
-    /// unwritten pages clean, so a later sync can succeed without the data (as PostgreSQL
-    /// learned); the process has to restart and let SQLite recover from what is on disk.
+    /// every commit and before telling anyone the write happened. The sync and its bookkeeping
+    /// run in a task of their own, so a caller that goes away cannot lose a failure.
     pub(super) async fn after_commit(&self) -> std::io::Result<()> {
+        let stopped = |failure: &str| std::io::Error::other(format!("writes stopped: {failure}"));
+        if let Some(failure) = self.failure() {
+            return Err(stopped(failure));
+        }
         let ticket = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut synced = self.synced.lock().await;
-        match &*synced {
-            Err(failure) => return Err(std::io::Error::other(failure.clone())),
-            Ok(durable) if *durable >= ticket => return Ok(()),
-            Ok(_) => {}
+        let mut synced = Arc::clone(&self.synced).lock_owned().await;
+        if let Some(failure) = self.failure() {
+            return Err(stopped(failure));
+        }
+        if *synced >= ticket {
+            return Ok(());
         }
         // Every ticket up to `covered` was taken after its commit, so before this sync starts.
         let covered = self.committed.load(Ordering::SeqCst);
-        let sync = Arc::clone(&self.sync);
-        let outcome = tokio::task::spawn_blocking(move || sync()).await.map_err(std::io::Error::other).and_then(|done| done);
-        match outcome {
-            Ok(()) => {
-                #[cfg(test)]
-                self.syncs.fetch_add(1, Ordering::Relaxed);
-                *synced = Ok(covered);
-                Ok(())
+        let (sync, failure) = (Arc::clone(&self.sync), Arc::clone(&self.failure));
+        #[cfg(test)]
+        let syncs = Arc::clone(&self.syncs);
+        let run = tokio::spawn(async move {
+            match tokio::task::spawn_blocking(move || sync()).await {
+                Ok(Ok(())) => {
+                    #[cfg(test)]
+                    syncs.fetch_add(1, Ordering::Relaxed);
+                    *synced = covered;
+                    Ok(())
+                }
+                Ok(Err(SyncError::NotStarted(err))) => Err(err),
+                Ok(Err(SyncError::DataMayBeLost(err))) => {
+                    tracing::error!(
+                        error = %err,
+                        "the database's write-ahead log could not be synced to disk: this node answers not ready and refuses \
+                         every write until it restarts"
+                    );
+                    let _ = failure.set(format!("a sync of the write-ahead log failed: {err}"));
+                    Err(err)
+                }
+                Err(join) => Err(std::io::Error::other(join)),
             }
-            Err(err) => {
-                tracing::error!(error = %err, "the database's write-ahead log could not be synced to disk: every write fails until Gatehouse restarts");
-                *synced = Err(format!("an earlier sync of the write-ahead log failed: {err}"));
-                Err(err)
-            }
-        }
+        });
+        run.await.map_err(std::io::Error::other)?
     }
 
     #[cfg(test)]
@@ -71,7 +102,6 @@ impl GroupSync {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicBool;
     use std::time::Duration;
 
     use super::*;
@@ -110,17 +140,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn after_a_failed_sync_every_write_fails_even_if_a_later_sync_would_succeed() {
-        let fail = Arc::new(AtomicBool::new(true));
+    async fn a_failed_fsync_stops_every_later_write_and_a_sync_that_did_not_start_does_not() {
+        let outcome = Arc::new(std::sync::Mutex::new(vec![
+            Ok(()),
+            Err(SyncError::DataMayBeLost(std::io::Error::other("disk gone"))),
+            Err(SyncError::NotStarted(std::io::Error::other("too many open files"))),
+        ]));
         let sync: SyncFn = {
-            let fail = Arc::clone(&fail);
-            Arc::new(move || if fail.load(Ordering::SeqCst) { Err(std::io::Error::other("disk gone")) } else { Ok(()) })
+            let outcome = Arc::clone(&outcome);
+            Arc::new(move || outcome.lock().unwrap().pop().unwrap_or(Ok(())))
         };
         let group = GroupSync::new(sync);
-        assert!(group.after_commit().await.is_err());
-        fail.store(false, Ordering::SeqCst);
+        assert!(group.after_commit().await.is_err(), "could not start");
+        assert!(group.failure().is_none());
+        let lost = group.after_commit().await.unwrap_err().to_string();
+        assert!(lost.contains("disk gone"), "{lost}");
         let later = group.after_commit().await.unwrap_err().to_string();
-        assert!(later.contains("an earlier sync") && later.contains("disk gone"), "{later}");
-        assert_eq!(group.syncs(), 0);
+        assert!(later.contains("writes stopped") && later.contains("disk gone"), "{later}");
+        assert!(group.failure().is_some());
+        assert_eq!(group.syncs(), 0, "the sync that would succeed never runs");
     }
 }

@@ -32,8 +32,13 @@ impl PostgresStore {
     }
 
     /// PostgreSQL transactions run side by side; row locks order them.
-    async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        None
+    async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
+        Ok(None)
+    }
+
+    /// PostgreSQL reports its own failures, per statement.
+    fn writes_allowed(&self) -> StoreResult<()> {
+        Ok(())
     }
 
     /// A PostgreSQL commit returns once the server has made it durable (`synchronous_commit`).

@@ -559,7 +559,7 @@ macro_rules! impl_sql_store {
                     return Ok((self.get_user(&user_id).await?, false));
                 }
                 let id = uuid::Uuid::new_v4().to_string();
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO users (id, username, email, email_verified, display_name, groups_json, disabled, created_at, updated_at) \
@@ -646,7 +646,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn set_user_disabled(&self, id: &str, disabled: bool, now: i64) -> $crate::store::StoreResult<()> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 let result = sqlx::query("UPDATE users SET disabled = $2, updated_at = $3 WHERE id = $1")
                     .bind(id)
@@ -677,7 +677,7 @@ macro_rules! impl_sql_store {
                 subject: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<()> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 let result = sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
                     .bind(id)
@@ -848,7 +848,7 @@ macro_rules! impl_sql_store {
                 client_id: &str,
                 change: &(dyn Fn($crate::store::ClientRecord) -> $crate::store::StoreResult<$crate::store::ClientRecord> + Send + Sync),
             ) -> $crate::store::StoreResult<$crate::store::ClientRecord> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
                 let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&mut *tx).await?;
@@ -886,7 +886,7 @@ macro_rules! impl_sql_store {
                 now: i64,
                 sid_of: for<'s> fn(&'s str) -> String,
             ) -> $crate::store::StoreResult<u64> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 // Revoking first takes the write lock and leaves exactly the grants this call ended.
                 let ended: Vec<(String, String)> = sqlx::query_as(
@@ -1018,7 +1018,7 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::KeyStore for $store {
             async fn activate_signing_key(&self, key: &$crate::store::SigningKeyRecord) -> $crate::store::StoreResult<()> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 sqlx::query("UPDATE signing_keys SET retired_at = $2 WHERE alg = $1 AND retired_at IS NULL")
                     .bind(&key.alg)
@@ -1104,7 +1104,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn activate_saml_sp_keys(&self, kids: &[String], now: i64) -> $crate::store::StoreResult<()> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 for kid in kids {
                     sqlx::query(
@@ -1269,7 +1269,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn end_sso_session(&self, id: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 let first_end: Option<String> =
                     sqlx::query_scalar("UPDATE sso_sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING user_id")
@@ -1697,7 +1697,7 @@ macro_rules! impl_sql_store {
                 client_id: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<$crate::store::ConsentWithdrawal> {
-                let writer = self.one_writer().await;
+                let writer = self.one_writer().await?;
                 let mut tx = self.pool.begin().await?;
                 let removed = sqlx::query("DELETE FROM consents WHERE user_id = $1 AND client_id = $2")
                     .bind(user_id)
@@ -1782,6 +1782,7 @@ macro_rules! impl_sql_store {
             }
 
             async fn ping(&self) -> $crate::store::StoreResult<()> {
+                self.writes_allowed()?;
                 sqlx::query("SELECT 1").execute(&self.pool).await?;
                 Ok(())
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, SqliteConnection, SqlitePool};
 
-use crate::store::group_sync::{GroupSync, SyncFn};
+use crate::store::group_sync::{GroupSync, SyncError, SyncFn};
 use crate::store::{
     AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, StoreError, StoreResult,
 };
@@ -96,8 +96,19 @@ impl SqliteStore {
     }
 
     /// Held for the length of a write transaction.
-    async fn one_writer(&self) -> Option<tokio::sync::MutexGuard<'_, SqliteConnection>> {
-        Some(self.writer.lock().await)
+    async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, SqliteConnection>>> {
+        self.writes_allowed()?;
+        Ok(Some(self.writer.lock().await))
+    }
+
+    /// Refuses once a sync of the WAL failed (see `GroupSync`): writes, and readiness.
+    fn writes_allowed(&self) -> StoreResult<()> {
+        match self.wal_sync.as_ref().and_then(|group| group.failure()) {
+            Some(failure) => {
+                Err(StoreError::Database(sqlx::Error::Io(std::io::Error::other(format!("writes stopped: {failure}")))))
+            }
+            None => Ok(()),
+        }
     }
 
     /// Runs a statement list that begins and commits its own transaction on the writer
@@ -108,9 +119,10 @@ impl SqliteStore {
     where
         O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + 'static,
     {
+        self.writes_allowed()?;
         let writer = Arc::clone(&self.writer);
         let options = self.options.clone();
-        let run = tokio::spawn(async move {
+        let run = tokio::spawn(tracing::Instrument::in_current_span(async move {
             let mut connection = writer.lock_owned().await;
             let result = statements.fetch_all(&mut *connection).await;
             if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *connection).await.is_err() {
@@ -120,8 +132,12 @@ impl SqliteStore {
                 }
             }
             result
-        });
-        Ok(run.await.map_err(|_| StoreError::Database(sqlx::Error::WorkerCrashed))??)
+        }));
+        let finished = run.await.map_err(|err| {
+            tracing::error!(error = %err, "a write on the SQLite writer connection did not finish");
+            StoreError::Database(sqlx::Error::WorkerCrashed)
+        })?;
+        Ok(finished?)
     }
 
     /// `GrantStore::redeem_code`; the checks and writes of `REDEEM_CODE`.
@@ -228,19 +244,23 @@ fn wal_syncer(database: &Path) -> SyncFn {
     let open_wal = std::sync::Mutex::new(None::<(u64, std::fs::File)>);
     Arc::new(move || {
         use std::os::unix::fs::MetadataExt;
+        let not_started = SyncError::NotStarted;
         let current = std::fs::metadata(&wal)
-            .map_err(|err| std::io::Error::new(err.kind(), format!("the SQLite WAL {} is missing: {err}", wal.display())))?
+            .map_err(|err| {
+                not_started(std::io::Error::new(err.kind(), format!("the SQLite WAL {} is missing: {err}", wal.display())))
+            })?
             .ino();
-        let mut open_wal = open_wal.lock().map_err(|_| std::io::Error::other("WAL sync state poisoned"))?;
+        let mut open_wal = open_wal.lock().map_err(|_| not_started(std::io::Error::other("WAL sync state poisoned")))?;
         if open_wal.as_ref().is_none_or(|(inode, _)| *inode != current) {
-            let file = std::fs::File::open(&wal)?;
-            let inode = file.metadata()?.ino();
-            std::fs::File::open(&directory)?.sync_all()?;
+            let file = std::fs::File::open(&wal).map_err(not_started)?;
+            let inode = file.metadata().map_err(not_started)?.ino();
+            let directory = std::fs::File::open(&directory).map_err(not_started)?;
+            directory.sync_all().map_err(SyncError::DataMayBeLost)?;
             *open_wal = Some((inode, file));
         }
         match open_wal.as_ref() {
-            Some((_, file)) => file.sync_data(),
-            None => Err(std::io::Error::other("the SQLite WAL is not open")),
+            Some((_, file)) => file.sync_data().map_err(SyncError::DataMayBeLost),
+            None => Err(not_started(std::io::Error::other("the SQLite WAL is not open"))),
         }
     })
 }

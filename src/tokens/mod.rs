@@ -69,8 +69,9 @@ struct LoadedKey {
     es256_public: Option<Vec<u8>>,
     /// Present only for active keys: retired keys never sign again.
     encoding: Option<Signer>,
-    /// Authenticates the access tokens this key signs (see `sign_access_token`).
-    tag_key: ring::hmac::Key,
+    /// Authenticates the access tokens this key signs (see `sign_access_token`). `None` for a
+    /// retired key whose private half cannot be unsealed: its tokens have their signature checked.
+    tag_key: Option<ring::hmac::Key>,
 }
 
 /// An active key ready to sign, parsed once. Both sign through `ring`: its P-256 is
@@ -284,7 +285,8 @@ impl KeyManager {
         }
         let mut nonce = [0u8; TAG_NONCE_LEN];
         OsRng.fill_bytes(&mut nonce);
-        let tag = ring::hmac::sign(&key.tag_key, &tag_input(&header, &nonce, &payload));
+        let tag_key = key.tag_key.as_ref().ok_or(TokenError::NoActiveKey(alg.as_str()))?;
+        let tag = ring::hmac::sign(tag_key, &tag_input(&header, &nonce, &payload));
         let jti = URL_SAFE_NO_PAD.encode([nonce.as_slice(), tag.as_ref()].concat());
         payload.extend_from_slice(format!("{JTI_MEMBER}{jti}\"}}").as_bytes());
         key.sign_compact(&header, &payload)
@@ -395,22 +397,29 @@ impl LoadedKey {
         let jwk: Jwk =
             serde_json::from_str(&record.public_jwk).map_err(|_| TokenError::KeyMaterial("stored public key is not a JWK"))?;
         let decoding = DecodingKey::from_jwk(&jwk).map_err(TokenError::Invalid)?;
-        let der = kek.open(&record.sealed_private_key, &record.kid)?;
-        let encoding = if record.retired_at.is_none() {
-            Some(match alg {
-                SigningAlg::ES256 => Signer::Es256(es256_key_pair(&der)?),
+        let der = match kek.open(&record.sealed_private_key, &record.kid) {
+            Ok(der) => Some(der),
+            // A retired key only verifies, which needs no private half.
+            Err(err) if record.retired_at.is_some() => {
+                tracing::warn!(kid = %record.kid, error = %err, "a retired signing key cannot be unsealed; its tokens are checked by signature");
+                None
+            }
+            Err(err) => return Err(err),
+        };
+        let encoding = match (&der, record.retired_at) {
+            (Some(der), None) => Some(match alg {
+                SigningAlg::ES256 => Signer::Es256(es256_key_pair(der)?),
                 SigningAlg::RS256 => Signer::Rs256(
-                    ring::rsa::KeyPair::from_der(&der).map_err(|_| TokenError::KeyMaterial("stored RSA key is not PKCS#1"))?,
+                    ring::rsa::KeyPair::from_der(der).map_err(|_| TokenError::KeyMaterial("stored RSA key is not PKCS#1"))?,
                 ),
-            })
-        } else {
-            None
+            }),
+            _ => None,
         };
         let es256_public = match alg {
             SigningAlg::ES256 => Some(es256_public_point(&jwk)?),
             SigningAlg::RS256 => None,
         };
-        let tag_key = access_token_tag_key(&der);
+        let tag_key = der.as_deref().map(access_token_tag_key);
         Ok(Self { kid: record.kid, alg, retired_at: record.retired_at, decoding, es256_public, encoding, tag_key })
     }
 
@@ -441,6 +450,7 @@ impl LoadedKey {
     /// key's signatures. The signature itself is not examined: only a holder of the genuine
     /// token could present a copy with other signature bytes, and it would gain nothing.
     fn tag_verifies(&self, token: &str) -> bool {
+        let Some(tag_key) = &self.tag_key else { return false };
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
@@ -462,7 +472,7 @@ impl LoadedKey {
         };
         let Ok(jti) = URL_SAFE_NO_PAD.decode(jti) else { return false };
         let Some((nonce, tag)) = jti.split_at_checked(TAG_NONCE_LEN) else { return false };
-        ring::hmac::verify(&self.tag_key, &tag_input(header, nonce, claims_before_jti), tag).is_ok()
+        ring::hmac::verify(tag_key, &tag_input(header, nonce, claims_before_jti), tag).is_ok()
     }
 }
 
@@ -519,7 +529,7 @@ mod tests {
         let header = encoded_header(key, "at+jwt").unwrap();
         let mut payload = br#"{"iss":"https://sso.example","sub":"svc","scope":"api:read""#.to_vec();
         let nonce = [7u8; TAG_NONCE_LEN];
-        let tag = ring::hmac::sign(&key.tag_key, &tag_input(&header, &nonce, &payload));
+        let tag = ring::hmac::sign(key.tag_key.as_ref().unwrap(), &tag_input(&header, &nonce, &payload));
         let jti = URL_SAFE_NO_PAD.encode([nonce.as_slice(), tag.as_ref()].concat());
         payload.extend_from_slice(format!("{JTI_MEMBER}{jti}\"}}").as_bytes());
         key.sign_compact(&header, &payload).unwrap()
@@ -529,6 +539,17 @@ mod tests {
         let parts: Vec<&str> = token.split('.').collect();
         let payload = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
         format!("{}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(change(payload)), parts[2])
+    }
+
+    #[test]
+    fn a_retired_key_that_cannot_be_unsealed_still_verifies_by_signature_and_an_active_one_fails() {
+        let (kek, other) = (KeyEncryptionKey::generate(), KeyEncryptionKey::generate());
+        let mut record = keys::generate(SigningAlg::ES256, &kek, 1_700_000_000).unwrap();
+        assert!(LoadedKey::load(record.clone(), SigningAlg::ES256, &other).is_err(), "an active key must unseal");
+        record.retired_at = Some(1_700_000_100);
+        let retired = LoadedKey::load(record, SigningAlg::ES256, &other).unwrap();
+        assert!(retired.tag_key.is_none() && retired.encoding.is_none() && retired.es256_public.is_some());
+        assert!(!retired.tag_verifies(&tagged(&loaded(SigningAlg::ES256, &kek))));
     }
 
     #[test]
