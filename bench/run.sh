@@ -464,7 +464,7 @@ run_backend() {
 
 # The soak: is the server steady under long load? Client-credentials grants on SQLite for
 # BENCH_SOAK_SECS (600) at about 70 % of the peak measured just before: each of N connections
-# waits 1 ms before each request, N chosen from the peak. RSS is sampled every 10 s.
+# waits 1 ms before each request, N chosen from the peak and its p50. RSS is sampled every 10 s.
 run_soak() {
   local backend=sqlite dir="$WORK/soak" soak_secs="${BENCH_SOAK_SECS:-600}"
   mkdir -p "$dir"
@@ -482,7 +482,8 @@ run_soak() {
   run_wrk "$dir/peak.txt" client_credentials "$DURATION"
   row "$WORK/rows.md" soak "client-credentials grant, peak"
   peak="$R_RPS"
-  connections="$(awk -v p="$peak" 'BEGIN { c = int(0.7 * p / 700 + 0.5); print (c < 1 ? 1 : c) }')"
+  # A connection sends one request per (1 ms + its latency); the peak's p50 stands in for it.
+  connections="$(awk -v p="$peak" -v l="$R_P50" 'BEGIN { c = int(0.7 * p * (1 + l) / 1000 + 0.5); print (c < 1 ? 1 : c) }')"
   log "soak: peak $peak/s; $soak_secs s with $connections connections, 1 ms apart"
   : >"$dir/rss.txt"
   ( while kill -0 "$SERVER_PID" 2>/dev/null; do echo "$(date +%s) $(proc_status VmRSS)" >>"$dir/rss.txt"; sleep 10; done ) &
