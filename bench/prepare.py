@@ -11,6 +11,12 @@ browser or a client application would; nothing reads the database.
     prepare.py refresh-seeds BASE COOKIE BASIC VERIFIER N OUT
                                                  N refresh tokens, each from its own code
                                                  redemption (its own grant), one per line
+    prepare.py saml-starts BASE CONNECTOR VERIFIER N OUT
+                                                 N brokered sign-ins started as N browsers
+                                                 would: bench-app's authorization request,
+                                                 then the SAML connector's redirect to the IdP.
+                                                 One line each: request_id TAB relay_state TAB
+                                                 the browser's Cookie header value
 
 BASIC is base64(client_id:secret). Any unexpected response stops the step with the request
 and the response printed on stderr, so a server problem is reported rather than hidden.
@@ -23,6 +29,7 @@ import json
 import re
 import sys
 import urllib.parse
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 REDIRECT_URI = "http://127.0.0.1:9/cb"
@@ -150,6 +157,41 @@ def refresh_seeds(base: str, cookie: str, basic: str, verifier: str, count: int)
     return [t for part in results for t in part]
 
 
+def saml_start(conn, connector: str, verifier: str) -> str:
+    """One browser: the app sends it to Gatehouse, which sends it on to the IdP."""
+    jar: dict = {}
+    resp, _ = call(conn, "GET", authorize_path(verifier), expect=302)
+    session_cookie(resp, jar)
+    login = resp.getheader("Location") or ""
+    req = urllib.parse.parse_qs(urllib.parse.urlsplit(login).query).get("req")
+    if not req:
+        raise Unexpected(f"GET /oauth2/authorize without a session -> 302 to {login!r}, not the login page")
+    path = f"/saml/{connector}/login?req={urllib.parse.quote(req[0])}"
+    resp, _ = call(conn, "GET", path, headers={"Cookie": cookie_header(jar)}, expect=303)
+    session_cookie(resp, jar)
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(resp.getheader("Location") or "").query)
+    if "SAMLRequest" not in query or "RelayState" not in query:
+        raise Unexpected(f"GET {path} -> 303 without SAMLRequest and RelayState: {resp.getheader('Location')!r}")
+    # HTTP-Redirect binding: raw DEFLATE, then base64.
+    request = zlib.decompress(base64.b64decode(query["SAMLRequest"][0]), -15).decode()
+    request_id = re.search(r'\sID="([^"]+)"', request)
+    if not request_id:
+        raise Unexpected(f"AuthnRequest without an ID: {request[:500]}")
+    return f"{request_id.group(1)}\t{query['RelayState'][0]}\t{cookie_header(jar)}"
+
+
+def saml_starts(base: str, connector: str, verifier: str, count: int) -> list:
+    def worker(n: int) -> list:
+        conn = connect(base)
+        return [saml_start(conn, connector, verifier) for _ in range(n)]
+
+    workers = 8
+    shares = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
+    with ThreadPoolExecutor(workers) as pool:
+        results = list(pool.map(worker, shares))
+    return [line for part in results for line in part]
+
+
 def main(argv: list) -> int:
     if len(argv) < 2:
         print(__doc__, file=sys.stderr)
@@ -171,6 +213,10 @@ def main(argv: list) -> int:
                 raise Unexpected("duplicate refresh tokens")
             with open(out, "w") as f:
                 f.write("\n".join(tokens) + "\n")
+        elif step == "saml-starts":
+            base, connector, verifier, count, out = args
+            with open(out, "w") as f:
+                f.write("\n".join(saml_starts(base, connector, verifier, int(count))) + "\n")
         else:
             print(f"unknown step {step}\n{__doc__}", file=sys.stderr)
             return 2

@@ -33,6 +33,16 @@
 #                       the rotated one it returns goes back in the queue for a later request
 #   portal              GET / with alice's session: right after she signs in (one session, no
 #                       grants), and again after the runs above (thousands of live grants)
+#   saml                brokered SAML sign-ins, each as its browser makes it: the IdP's signed
+#                       response POSTed to the ACS -> GET the finish step with the browser's
+#                       cookie -> GET the app's waiting authorization request -> 302 with a code.
+#                       Reported in sign-ins/s (three requests each); latency is per request.
+#                       The sign-ins are started beforehand (prepare.py saml-starts: the app's
+#                       authorization request, then the connector's redirect to the IdP), and
+#                       the IdP's answers signed for them (RSA-2048, the test fixtures' IdP key)
+#                       by target/release/examples/bench_saml, which is also this scenario's
+#                       load generator instead of wrk (one thread; see examples/bench_saml.rs).
+#                       Build it with `cargo build --release --example bench_saml`
 # then read the server's peak RSS (VmHWM) and stop it with SIGTERM.
 #
 # Knobs (environment): BENCH_DURATION=10 (s, measured run), BENCH_WARMUP=3 (s),
@@ -45,6 +55,9 @@
 #   BENCH_SQLITE_SYNCHRONOUS=full|normal sets `sqlite_synchronous` (default: the server's, full;
 #   binaries from issue 16 on). BENCH_PERF=<scenario> (e.g. code) records a `perf record -g`
 #   profile of the server during that scenario's measured run into the work dir (with BENCH_KEEP=1).
+#   BENCH_SAML_RATE=2000: sign-ins prepared per second of run (warm-up and measured); a run that
+#   runs out of them is marked invalid. BENCH_SAML_USERS=1000: distinct people signing in (the
+#   first sign-in of each creates the local user). BENCH_SAML_TOOL: the signer and load generator.
 #
 # A row's "errors" counts every non-expected status (non-2xx; non-302 for authorize), every
 # response without the expected body (`access_token`, `"active":true`, a new refresh_token),
@@ -52,7 +65,7 @@
 # the script then exits with status 1.
 #
 # The CPU column is read from /proc over the run less its first and last half second, in cores
-# (this machine has `nproc` of them): the server process, wrk, all `postgres` processes,
+# (this machine has `nproc` of them): the server process, wrk (or the SAML tool), all `postgres` processes,
 # interrupt time (irq + softirq, mostly loopback networking; some of it is also charged to the
 # processes), and whatever else was busy. A non-zero "other" means the machine was not quiet;
 # the processes behind it are listed under the table. Before each backend the script waits
@@ -73,6 +86,9 @@ BASE="http://127.0.0.1:$PORT"
 VERIFIER="bench-pkce-verifier-0123456789-abcdefghijklmnopqrstuvwxyz"
 SERVICE_BASIC="$(printf '%s' 'bench-service:bench-service-secret-0123456789' | base64 -w0)"
 APP_BASIC="$(printf '%s' 'bench-app:bench-app-secret-0123456789' | base64 -w0)"
+SAML_KEYS="$ROOT/tests/fixtures/saml/keys"
+SAML_TOOL="${BENCH_SAML_TOOL:-$ROOT/target/release/examples/bench_saml}"
+SAML_RATE="${BENCH_SAML_RATE:-2000}"
 
 backends=("$@")
 if [[ ${#backends[@]} -eq 0 || "${backends[0]}" == "all" ]]; then backends=(sqlite postgres oidc-provider); fi
@@ -81,6 +97,10 @@ for b in "${backends[@]}"; do
     { echo "usage: $0 [sqlite|postgres|oidc-provider|soak|all]..." >&2; exit 2; }
 done
 [[ -x "$BIN" ]] || { echo "no server binary at $BIN (cargo build --release)" >&2; exit 1; }
+if [[ " ${backends[*]} " == *" sqlite "* || " ${backends[*]} " == *" postgres "* ]]; then
+  [[ -x "$SAML_TOOL" ]] ||
+    { echo "no SAML response signer at $SAML_TOOL (cargo build --release --example bench_saml)" >&2; exit 1; }
+fi
 for tool in wrk python3 curl; do
   command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
@@ -133,6 +153,7 @@ $(sqlite_synchronous_key)
 [login]
 max_failures_per_username = 1000000
 max_failures_per_ip = 1000000
+max_starts_per_ip_per_minute = 100000000
 
 [[clients]]
 client_id = "bench-service"
@@ -161,6 +182,12 @@ password_hash = "\$argon2id\$v=19\$m=19456,t=2,p=1\$uVHQekRhPbu6UhtrGd89bg\$wFZw
 email = "alice@example.com"
 name = "Alice Example"
 $([[ "${BENCH_POLICY:-0}" == 1 ]] && echo 'groups = ["staff", "bench-users"]')
+
+[[connectors]]
+id = "bench-saml"
+type = "saml"
+name = "Bench IdP"
+idp_metadata_file = "$SAML_KEYS/idp-metadata.xml"
 EOF
 }
 
@@ -213,7 +240,7 @@ cpu_use() {
     NR == FNR { before[$1] = $3; next }
     {
       d = $3 - before[$1]; if (d < 0) d = 0
-      if ($1 == server) s += d; else if ($2 == "postgres") pg += d; else if ($2 == "wrk") w += d; else use[$2] += d
+      if ($1 == server) s += d; else if ($2 == "postgres") pg += d; else if ($2 == "wrk" || $2 == "bench_saml") w += d; else use[$2] += d
     }
     END {
       secs = t1 - t0; c = t * secs
@@ -248,15 +275,20 @@ wait_idle() {
   done
 }
 
-# run_wrk OUT_FILE SCENARIO SECONDS [VAR=value ...]: one wrk run; sets R_* from its RESULT line
-# and the CPU use (R_CPU, R_OTHERS) over the run less its first and last half second.
+# run_wrk OUT_FILE SCENARIO SECONDS [VAR=value ...]: one wrk run (for saml, one run of the SAML
+# tool, given BENCH_SAML_FILE=…); sets R_* from its RESULT line and the CPU use (R_CPU, R_OTHERS)
+# over the run less its first and last half second.
 run_wrk() {
   local out="$1" scenario="$2" seconds="$3"
   shift 3
-  env "$@" BENCH_SCENARIO="$scenario" BENCH_THREADS="$THREADS" \
-    BENCH_SERVICE_BASIC="$SERVICE_BASIC" BENCH_APP_BASIC="$APP_BASIC" BENCH_VERIFIER="$VERIFIER" \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency \
-    -s "$BENCH/gatehouse.lua" "$BASE" >"$out" 2>&1 &
+  if [[ "$scenario" == saml ]]; then
+    "$SAML_TOOL" run "$BASE" bench-saml "$seconds" "$CONNECTIONS" "${1#BENCH_SAML_FILE=}" >"$out" 2>&1 &
+  else
+    env "$@" BENCH_SCENARIO="$scenario" BENCH_THREADS="$THREADS" \
+      BENCH_SERVICE_BASIC="$SERVICE_BASIC" BENCH_APP_BASIC="$APP_BASIC" BENCH_VERIFIER="$VERIFIER" \
+      wrk -t"$THREADS" -c"$CONNECTIONS" -d"${seconds}s" --timeout 5s --latency \
+      -s "$BENCH/gatehouse.lua" "$BASE" >"$out" 2>&1 &
+  fi
   local wrk_pid=$! edge
   if [[ -n "${BENCH_PERF:-}" && "$scenario" == "$BENCH_PERF" && "$seconds" == "$DURATION" ]]; then
     perf record -F 499 -g -p "$SERVER_PID" -o "$WORK/perf.$scenario.data" -- sleep "$seconds" >/dev/null 2>&1 &
@@ -279,6 +311,8 @@ run_wrk() {
   R_P99="$(sed -E 's/.* p99_ms=([^ ]+).*/\1/' <<<"$line")"
   R_REQ="$(sed -E 's/.* requests=([^ ]+).*/\1/' <<<"$line")"
   R_EXHAUSTED="$(sed -E 's/.* exhausted=([^ ]+).*/\1/' <<<"$line")"
+  R_COMPLETED="$(sed -E 's/.* completed=([^ ]+).*/\1/' <<<"$line")"
+  R_SECONDS="$(sed -E 's/.* duration_s=([^ ]+).*/\1/' <<<"$line")"
   local bad_status bad_body sock
   bad_status="$(sed -E 's/.* bad_status=([^ ]+).*/\1/' <<<"$line")"
   bad_body="$(sed -E 's/.* bad_body=([^ ]+).*/\1/' <<<"$line")"
@@ -349,6 +383,30 @@ mint_tokens() { # BACKEND NAME SECONDS [VAR=value ...]
   cat "$dir/$name.tokens".* >"$dir/$name.tokens"
   MINTED="$(wc -l <"$dir/$name.tokens")"
   ((R_ERRORS == 0)) || log "minting tokens ($name) had $R_ERRORS errors (${R_NOTE%; })"
+}
+
+# saml_signins BACKEND NAME N: N started sign-ins and the IdP's signed answers to them, into
+# $WORK/BACKEND/NAME.saml
+saml_signins() {
+  local backend="$1" name="$2" n="$3" dir="$WORK/$1"
+  python3 "$BENCH/prepare.py" saml-starts "$BASE" bench-saml "$VERIFIER" "$n" "$dir/$name.saml-starts"
+  "$SAML_TOOL" sign "$(date +%s)" "$SAML_KEYS/idp-rsa.key" https://idp.test/saml/metadata "$BASE/saml/bench-saml" \
+    "$BASE/saml/bench-saml/acs" "${BENCH_SAML_USERS:-1000}" <"$dir/$name.saml-starts" >"$dir/$name.saml"
+}
+
+# run_saml BACKEND: the brokered sign-in scenario; the row's rate is completed sign-ins per second.
+run_saml() {
+  local backend="$1" dir="$WORK/$1" started
+  started="$(date +%s)"
+  saml_signins "$backend" warm $((WARMUP * SAML_RATE))
+  saml_signins "$backend" measured $((DURATION * SAML_RATE))
+  log "$backend: started and signed $(((WARMUP + DURATION) * SAML_RATE)) SAML sign-ins in $(($(date +%s) - started)) s"
+  warmup "$backend" saml BENCH_SAML_FILE="$dir/warm.saml"
+  run_wrk "$dir/saml.txt" saml "$DURATION" BENCH_SAML_FILE="$dir/measured.saml"
+  local requests_per_second="$R_RPS"
+  R_RPS="$(awk -v c="$R_COMPLETED" -v s="$R_SECONDS" 'BEGIN { printf "%.1f", c / s }')"
+  row "$WORK/rows.md" "$backend" "brokered SAML sign-in: ACS → finish → code (sign-ins/s, 3 requests each; latency per request)"
+  log "$backend: $R_COMPLETED SAML sign-ins completed, $requests_per_second requests/s"
 }
 
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
@@ -436,6 +494,9 @@ run_backend() {
   warmup "$backend" refresh BENCH_SEEDS_FILE="$dir/warm.seeds"
   measure "$backend" refresh "refresh rotation" BENCH_SEEDS_FILE="$dir/measured.seeds"
   measure "$backend" portal "portal page (after the runs: thousands of live grants)" BENCH_COOKIE="$cookie"
+
+  # 5. brokered SAML sign-ins
+  run_saml "$backend"
 
   cat "$dir/authorize-row.md" >>"$WORK/rows.md"
 

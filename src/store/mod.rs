@@ -6,6 +6,7 @@ mod group_sync;
 mod postgres;
 mod sql;
 mod sqlite;
+mod write_batch;
 
 use async_trait::async_trait;
 

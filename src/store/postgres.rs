@@ -46,6 +46,55 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// `SingleUseStore::put_single_use`.
+    async fn store_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(kind.as_str())
+            .bind(key)
+            .bind(payload)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// `SingleUseStore::take_single_use`: the payload and expiry the key had, if any. One
+    /// statement: of two concurrent callers, only one gets the row back.
+    async fn spend_single_use(&self, kind: SingleUseKind, key: &str) -> StoreResult<Option<(String, i64)>> {
+        Ok(sqlx::query_as("DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING payload, expires_at")
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// `AuditStore::record_audit`'s row.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        Self::insert_audit(&self.pool, event).await
+    }
+
+    async fn insert_audit<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
+        executor: E,
+        event: &AuditEvent,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(event.time)
+        .bind(&event.kind)
+        .bind(event.outcome.as_str())
+        .bind(&event.actor)
+        .bind(&event.user_id)
+        .bind(&event.client_id)
+        .bind(&event.connector_id)
+        .bind(&event.ip)
+        .bind(&event.detail)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
     /// `GrantStore::redeem_code`. The delete comes first: it takes the code's row lock, so a
     /// concurrent replay of the code waits until the grant exists.
     async fn spend_code(

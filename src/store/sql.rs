@@ -471,28 +471,6 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn insert_audit<'c, E: sqlx::Executor<'c, Database = $db>>(
-                executor: E,
-                event: &$crate::store::AuditEvent,
-            ) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(event.time)
-                .bind(&event.kind)
-                .bind(event.outcome.as_str())
-                .bind(&event.actor)
-                .bind(&event.user_id)
-                .bind(&event.client_id)
-                .bind(&event.connector_id)
-                .bind(&event.ip)
-                .bind(&event.detail)
-                .execute(executor)
-                .await?;
-                Ok(())
-            }
-
             /// `sql` with a client's columns bound as `$1`…`$23`, in `CLIENT_COLUMNS` order.
             fn bind_client<'q>(
                 sql: &'q str,
@@ -1323,8 +1301,7 @@ macro_rules! impl_sql_store {
                         "refused"
                     );
                 }
-                Self::insert_audit(&self.pool, event).await?;
-                self.durable().await
+                self.append_audit(event).await
             }
 
             async fn list_audit(&self, limit: u32) -> $crate::store::StoreResult<Vec<$crate::store::AuditEvent>> {
@@ -1428,15 +1405,7 @@ macro_rules! impl_sql_store {
                 payload: &str,
                 expires_at: i64,
             ) -> $crate::store::StoreResult<()> {
-                sqlx::query("INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4)")
-                    .bind(kind.as_str())
-                    .bind(key)
-                    .bind(payload)
-                    .bind(expires_at)
-                    .execute(&self.pool)
-                    .await?;
-                self.durable().await?;
-                Ok(())
+                self.store_single_use(kind, key, payload, expires_at).await
             }
 
             async fn peek_single_use(
@@ -1461,15 +1430,7 @@ macro_rules! impl_sql_store {
                 key: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<Option<String>> {
-                // One statement: of two concurrent callers, only one gets the row back.
-                let taken: Option<(String, i64)> = sqlx::query_as(
-                    "DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING payload, expires_at",
-                )
-                .bind(kind.as_str())
-                .bind(key)
-                .fetch_optional(&self.pool)
-                .await?;
-                self.durable().await?;
+                let taken = self.spend_single_use(kind, key).await?;
                 Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(payload, _)| payload))
             }
         }

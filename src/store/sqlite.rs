@@ -4,20 +4,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
 use crate::store::group_sync::{GroupSync, SyncError, SyncFn};
+use crate::store::write_batch::{Arg, BatchedWrite, Writer};
 use crate::store::{
     AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, StoreError, StoreResult,
 };
 
-/// A statement list for `SqliteStore::run_on_writer`, its arguments owned.
-type WriterQuery<O> = sqlx::query::QueryAs<'static, sqlx::Sqlite, O, sqlx::sqlite::SqliteArguments<'static>>;
-
-/// `GrantStore::redeem_code` as one round trip to SQLite's thread. Every write is conditional on
-/// the code being there unexpired, which holds still inside the transaction; the code is deleted
-/// last, even when expired (an expired code stays spent).
-const REDEEM_CODE: &str = "BEGIN IMMEDIATE; \
+/// `GrantStore::redeem_code`, batched (`write_batch`). Every write is conditional on the code
+/// being there unexpired, which holds still inside the transaction; the code is deleted last,
+/// even when expired (an expired code stays spent). Answers 1 when this write spent the code.
+const REDEEM_CODE: &str = "\
     INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
     created_at, expires_at, revoked_at) SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
     WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
@@ -27,19 +25,32 @@ const REDEEM_CODE: &str = "BEGIN IMMEDIATE; \
     SELECT $20, $21, $22, $23, $24, $25, $26, $27, $28 \
     WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
     SELECT COUNT(*) FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16; \
-    DELETE FROM single_use WHERE kind = $1 AND key = $2; \
-    COMMIT;";
+    DELETE FROM single_use WHERE kind = $1 AND key = $2;";
+const REDEEM_CODE_ARITY: usize = 30;
 
-/// `GrantStore::rotate_refresh_token` as one round trip: the new token is stored only if this
-/// transaction spent the old one (`changes()` of the update, read by the insert); the `changes()`
-/// selected at the end is the insert's own count.
-const ROTATE_REFRESH_TOKEN: &str = "BEGIN IMMEDIATE; \
+/// `GrantStore::rotate_refresh_token`, batched: the new token is stored only if this write spent
+/// the old one (`changes()` of the update, read by the insert); the `changes()` selected at the
+/// end is the insert's own count, beside when the old token was rotated.
+const ROTATE_REFRESH_TOKEN: &str = "\
     UPDATE refresh_tokens SET rotated_at = $2 WHERE token_hash = $1 AND grant_id = $3 AND rotated_at IS NULL \
     AND expires_at > $2; \
     INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) \
     SELECT $4, $3, $5, $6, $7 WHERE changes() = 1; \
-    SELECT changes(), (SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $3); \
-    COMMIT;";
+    SELECT changes(), (SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $3);";
+const ROTATE_REFRESH_TOKEN_ARITY: usize = 7;
+
+/// `SingleUseStore::put_single_use`, batched. A key taken already fails the batch, which then
+/// runs again one write at a time, so that only this write fails.
+const PUT_SINGLE_USE: &str = "INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4); SELECT changes();";
+
+/// `SingleUseStore::take_single_use`, batched: the value as it was, then gone.
+const TAKE_SINGLE_USE: &str = "SELECT (SELECT payload FROM single_use WHERE kind = $1 AND key = $2), \
+    (SELECT expires_at FROM single_use WHERE kind = $1 AND key = $2); \
+    DELETE FROM single_use WHERE kind = $1 AND key = $2;";
+
+/// `AuditStore::record_audit`, batched.
+const APPEND_AUDIT: &str = "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -50,16 +61,48 @@ pub struct SqliteStore {
     /// SQLite has one writer at a time. Transactions here take turns on this lock rather than
     /// in SQLite's busy handler, which sleeps in steps of up to 100 ms while another
     /// connection's transaction is open (the long tail of concurrent refreshes and redemptions).
-    /// The connection also serves the hottest writes, each one statement list that begins and
-    /// commits its own transaction: one trip to SQLite's thread instead of one per statement.
-    writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
-    options: SqliteConnectOptions,
+    /// The connection also serves the hottest writes, batched (`write_batch`).
+    writer: Arc<Writer>,
+    redeem_code: Arc<BatchedWrite>,
+    rotate_refresh_token: Arc<BatchedWrite>,
+    put_single_use: Arc<BatchedWrite>,
+    take_single_use: Arc<BatchedWrite>,
+    append_audit: Arc<BatchedWrite>,
     /// With `SqliteDurability::Full`: SQLite commits without syncing (`synchronous=NORMAL`),
     /// and each write waits for a shared sync of the WAL before it returns, so a write is on
     /// disk before anyone is told of it, as with `synchronous=FULL` (which syncs once per
     /// transaction while holding the write lock). Unlike there, other connections can read a
     /// commit before its sync; answers resting on another request's write call `durable` too.
     wal_sync: Option<Arc<GroupSync>>,
+    _checkpointer: Arc<Checkpointer>,
+}
+
+/// How often the WAL is copied back into the database file. Between checkpoints the WAL grows
+/// by what was written meanwhile; SQLite's own default (every 1,000 pages) is about as often
+/// under a load of a few thousand writes per second.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The checkpoint task, stopped with the last clone of its store.
+struct Checkpointer(tokio::task::JoinHandle<()>);
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Passive checkpoints: they copy what no reader still needs and wait for no one, so writers
+/// and readers go on meanwhile. With `synchronous=NORMAL` SQLite syncs the WAL before and the
+/// database file after each one, so a checkpoint loses nothing whichever connection runs it.
+async fn checkpoints(mut connection: SqliteConnection) {
+    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut connection).await {
+            tracing::warn!(error = %err, "SQLite WAL checkpoint failed");
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -76,13 +119,17 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
+            .busy_timeout(Duration::from_secs(5))
+            // Checkpoints run on a connection of their own (`checkpoints`), not inside the
+            // commit that crosses the threshold while every other write waits for it.
+            .pragma("wal_autocheckpoint", "0");
         let file = options.get_filename().to_path_buf();
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await?;
-        let writer = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
+        let connection = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
+        let checkpointer = Arc::new(Checkpointer(tokio::spawn(checkpoints(SqliteConnection::connect_with(&options).await?))));
         // sqlx renames an in-memory database, so the URL tells.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let wal_sync = if durability == SqliteDurability::Full && !in_memory {
@@ -92,13 +139,23 @@ impl SqliteStore {
         } else {
             None
         };
-        Ok(Self { pool, writer, options, wal_sync })
+        Ok(Self {
+            pool,
+            writer: Arc::new(Writer { connection, options }),
+            redeem_code: BatchedWrite::new(REDEEM_CODE, REDEEM_CODE_ARITY),
+            rotate_refresh_token: BatchedWrite::new(ROTATE_REFRESH_TOKEN, ROTATE_REFRESH_TOKEN_ARITY),
+            put_single_use: BatchedWrite::new(PUT_SINGLE_USE, 4),
+            take_single_use: BatchedWrite::new(TAKE_SINGLE_USE, 2),
+            append_audit: BatchedWrite::new(APPEND_AUDIT, 9),
+            wal_sync,
+            _checkpointer: checkpointer,
+        })
     }
 
     /// Held for the length of a write transaction.
     async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, SqliteConnection>>> {
         self.writes_allowed()?;
-        Ok(Some(self.writer.lock().await))
+        Ok(Some(self.writer.connection.lock().await))
     }
 
     /// Refuses once a sync of the WAL failed (see `GroupSync`): writes, and readiness.
@@ -111,35 +168,6 @@ impl SqliteStore {
         }
     }
 
-    /// Runs a statement list that begins and commits its own transaction on the writer
-    /// connection, in a task of its own: a request that goes away half-way cannot leave the
-    /// transaction open and SQLite's write lock held. After a failure part-way the transaction
-    /// is rolled back, and the connection replaced if even that fails.
-    async fn run_on_writer<O>(&self, statements: WriterQuery<O>) -> StoreResult<Vec<O>>
-    where
-        O: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + 'static,
-    {
-        self.writes_allowed()?;
-        let writer = Arc::clone(&self.writer);
-        let options = self.options.clone();
-        let run = tokio::spawn(tracing::Instrument::in_current_span(async move {
-            let mut connection = writer.lock_owned().await;
-            let result = statements.fetch_all(&mut *connection).await;
-            if result.is_err() && sqlx::query("ROLLBACK").execute(&mut *connection).await.is_err() {
-                match SqliteConnection::connect_with(&options).await {
-                    Ok(fresh) => *connection = fresh,
-                    Err(err) => tracing::error!(error = %err, "cannot reopen the SQLite writer connection"),
-                }
-            }
-            result
-        }));
-        let finished = run.await.map_err(|err| {
-            tracing::error!(error = %err, "a write on the SQLite writer connection did not finish");
-            StoreError::Database(sqlx::Error::WorkerCrashed)
-        })?;
-        Ok(finished?)
-    }
-
     /// `GrantStore::redeem_code`; the checks and writes of `REDEEM_CODE`.
     async fn spend_code(
         &self,
@@ -149,41 +177,45 @@ impl SqliteStore {
         granted: &AuditEvent,
         now: i64,
     ) -> StoreResult<bool> {
+        self.writes_allowed()?;
         let (refresh_hash, refresh) = refresh_token.unzip();
-        let statements = sqlx::query_as(REDEEM_CODE)
-            .bind(SingleUseKind::AuthorizationCode.as_str())
-            .bind(code_hash.to_owned())
-            .bind(grant.id.clone())
-            .bind(grant.client_id.clone())
-            .bind(grant.user_id.clone())
-            .bind(grant.session_id.clone())
-            .bind(grant.code_hash.clone())
-            .bind(grant.scope.clone())
-            .bind(grant.audience.clone())
-            .bind(grant.auth_time)
-            .bind(super::sql::to_json(&grant.amr))
-            .bind(grant.idp.clone())
-            .bind(grant.created_at)
-            .bind(grant.expires_at)
-            .bind(grant.revoked_at)
-            .bind(now)
-            .bind(refresh_hash.map(str::to_owned))
-            .bind(refresh.map(|r| r.issued_at))
-            .bind(refresh.map(|r| r.expires_at))
-            .bind(granted.time)
-            .bind(granted.kind.clone())
-            .bind(granted.outcome.as_str())
-            .bind(granted.actor.clone())
-            .bind(granted.user_id.clone())
-            .bind(granted.client_id.clone())
-            .bind(granted.connector_id.clone())
-            .bind(granted.ip.clone())
-            .bind(granted.detail.clone())
-            .bind(refresh.map(|r| r.grant_id.clone()))
-            .bind(refresh.and_then(|r| r.rotated_at));
-        let rows: Vec<(i64,)> = self.run_on_writer(statements).await?;
+        let text = |value: &str| Arg::Text(Some(value.to_owned()));
+        let optional = |value: Option<&str>| Arg::Text(value.map(str::to_owned));
+        let arguments = vec![
+            text(SingleUseKind::AuthorizationCode.as_str()),
+            text(code_hash),
+            text(&grant.id),
+            text(&grant.client_id),
+            text(&grant.user_id),
+            optional(grant.session_id.as_deref()),
+            optional(grant.code_hash.as_deref()),
+            text(&grant.scope),
+            text(&grant.audience),
+            Arg::Int(Some(grant.auth_time)),
+            Arg::Text(Some(super::sql::to_json(&grant.amr))),
+            text(&grant.idp),
+            Arg::Int(Some(grant.created_at)),
+            Arg::Int(Some(grant.expires_at)),
+            Arg::Int(grant.revoked_at),
+            Arg::Int(Some(now)),
+            optional(refresh_hash),
+            Arg::Int(refresh.map(|r| r.issued_at)),
+            Arg::Int(refresh.map(|r| r.expires_at)),
+            Arg::Int(Some(granted.time)),
+            text(&granted.kind),
+            text(granted.outcome.as_str()),
+            optional(granted.actor.as_deref()),
+            optional(granted.user_id.as_deref()),
+            optional(granted.client_id.as_deref()),
+            optional(granted.connector_id.as_deref()),
+            optional(granted.ip.as_deref()),
+            optional(granted.detail.as_deref()),
+            optional(refresh.map(|r| r.grant_id.as_str())),
+            Arg::Int(refresh.and_then(|r| r.rotated_at)),
+        ];
+        let answer = self.redeem_code.run(&self.writer, arguments).await?;
         self.durable().await?;
-        Ok(rows.first().is_some_and(|(granted,)| *granted == 1))
+        Ok(answer.try_get::<i64, _>(0)? == 1)
     }
 
     /// `GrantStore::rotate_refresh_token`; the checks and writes of `ROTATE_REFRESH_TOKEN`.
@@ -194,23 +226,66 @@ impl SqliteStore {
         new: &RefreshTokenRecord,
         now: i64,
     ) -> StoreResult<Rotation> {
-        let statements = sqlx::query_as(ROTATE_REFRESH_TOKEN)
-            .bind(old_hash.to_owned())
-            .bind(now)
-            .bind(new.grant_id.clone())
-            .bind(new_hash.to_owned())
-            .bind(new.issued_at)
-            .bind(new.expires_at)
-            .bind(new.rotated_at);
-        let rows: Vec<(i64, Option<i64>)> = self.run_on_writer(statements).await?;
+        self.writes_allowed()?;
+        let arguments = vec![
+            Arg::Text(Some(old_hash.to_owned())),
+            Arg::Int(Some(now)),
+            Arg::Text(Some(new.grant_id.clone())),
+            Arg::Text(Some(new_hash.to_owned())),
+            Arg::Int(Some(new.issued_at)),
+            Arg::Int(Some(new.expires_at)),
+            Arg::Int(new.rotated_at),
+        ];
+        let answer = self.rotate_refresh_token.run(&self.writer, arguments).await?;
         // Also when another request rotated it: its rotation may not be on disk yet, and this
         // answer (a reuse, or the grace period's successor) is only as good as that write.
         self.durable().await?;
-        Ok(match rows.first() {
-            Some((1, _)) => Rotation::Rotated,
-            Some((_, Some(_))) => Rotation::AlreadyRotated,
+        Ok(match (answer.try_get::<i64, _>(0)?, answer.try_get::<Option<i64>, _>(1)?) {
+            (1, _) => Rotation::Rotated,
+            (_, Some(_)) => Rotation::AlreadyRotated,
             _ => Rotation::NotFound,
         })
+    }
+
+    /// `SingleUseStore::put_single_use`.
+    async fn store_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: i64) -> StoreResult<()> {
+        self.writes_allowed()?;
+        let arguments = vec![
+            Arg::Text(Some(kind.as_str().to_owned())),
+            Arg::Text(Some(key.to_owned())),
+            Arg::Text(Some(payload.to_owned())),
+            Arg::Int(Some(expires_at)),
+        ];
+        self.put_single_use.run(&self.writer, arguments).await?;
+        self.durable().await
+    }
+
+    /// `SingleUseStore::take_single_use`: the payload and expiry the key had, if any.
+    async fn spend_single_use(&self, kind: SingleUseKind, key: &str) -> StoreResult<Option<(String, i64)>> {
+        self.writes_allowed()?;
+        let arguments = vec![Arg::Text(Some(kind.as_str().to_owned())), Arg::Text(Some(key.to_owned()))];
+        let answer = self.take_single_use.run(&self.writer, arguments).await?;
+        self.durable().await?;
+        Ok(answer.try_get::<Option<String>, _>(0)?.zip(answer.try_get::<Option<i64>, _>(1)?))
+    }
+
+    /// `AuditStore::record_audit`'s row.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        self.writes_allowed()?;
+        let optional = |value: &Option<String>| Arg::Text(value.clone());
+        let arguments = vec![
+            Arg::Int(Some(event.time)),
+            Arg::Text(Some(event.kind.clone())),
+            Arg::Text(Some(event.outcome.as_str().to_owned())),
+            optional(&event.actor),
+            optional(&event.user_id),
+            optional(&event.client_id),
+            optional(&event.connector_id),
+            optional(&event.ip),
+            optional(&event.detail),
+        ];
+        self.append_audit.run(&self.writer, arguments).await?;
+        self.durable().await
     }
 
     /// Called after every write that committed, before its result is returned, and before an
@@ -271,6 +346,26 @@ super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);
 mod tests {
     use super::*;
     use crate::store::{SingleUseKind, SingleUseStore};
+
+    #[tokio::test]
+    async fn the_wal_is_copied_into_the_database_file_by_the_checkpoint_task_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("checkpoints.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", file.display()), SqliteDurability::Normal).await.unwrap();
+        store.migrate().await.unwrap();
+        let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(store.pool()).await.unwrap();
+        assert_eq!(automatic, 0, "no commit checkpoints on its own");
+        let before = std::fs::metadata(&file).unwrap().len();
+        let payload = "x".repeat(2000);
+        for i in 0..200 {
+            store.put_single_use(SingleUseKind::PendingLogin, &format!("k{i}"), &payload, i64::MAX).await.unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(&file).unwrap().len() < before + 200 * 2000 {
+            assert!(tokio::time::Instant::now() < deadline, "the checkpoint task did not copy the WAL back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 
     #[tokio::test]
     async fn with_full_durability_every_write_waits_for_a_wal_sync() {

@@ -547,6 +547,71 @@ async fn code_redemption(store: &Arc<dyn Store>) {
     assert_eq!(granted_events().await.iter().filter(|g| *g == "g4").count(), 1);
 }
 
+/// Writes that arrive together may share one transaction (SQLite batches the hottest ones):
+/// each still gets its own answer, and one that fails fails alone.
+async fn concurrent_writes_answer_alone(store: &Arc<dyn Store>) {
+    let (user, _) = store.get_or_create_linked_user("local", "batch", &profile("batch"), NOW).await.unwrap();
+    store.create_sso_session(&sso("s1", &user.id, NOW + 1000)).await.unwrap();
+    let code = SingleUseKind::AuthorizationCode;
+    store.put_single_use(code, "taken", "first", NOW + 60).await.unwrap();
+    for i in 0..16 {
+        store.put_single_use(code, &format!("code-{i}"), "{}", NOW + 60).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let store = store.clone();
+        let key = if i == 7 { String::from("taken") } else { format!("new-{i}") };
+        tasks.push(tokio::spawn(async move { (key.clone(), store.put_single_use(code, &key, &key, NOW + 60).await) }));
+    }
+    let mut redemptions = Vec::new();
+    for i in 0..16 {
+        let (store, user_id) = (store.clone(), user.id.clone());
+        redemptions.push(tokio::spawn(async move {
+            let id = format!("g{i}");
+            let event = AuditEvent {
+                time: NOW,
+                kind: "token_granted".into(),
+                outcome: AuditOutcome::Success,
+                actor: None,
+                user_id: Some(user_id.clone()),
+                client_id: Some("app".into()),
+                connector_id: None,
+                ip: None,
+                detail: Some(id.clone()),
+            };
+            let hash = format!("r{i}");
+            store
+                .redeem_code(
+                    &format!("code-{i}"),
+                    &grant(&id, &user_id, "s1", "app"),
+                    Some((&hash, &refresh(&id, NOW))),
+                    &event,
+                    NOW,
+                )
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        let (key, put) = task.await.unwrap();
+        if key == "taken" {
+            assert!(matches!(put, Err(StoreError::AlreadyExists)), "the taken key fails: {put:?}");
+            assert_eq!(store.peek_single_use(code, "taken", NOW).await.unwrap().as_deref(), Some("first"));
+        } else {
+            put.unwrap();
+            assert_eq!(store.peek_single_use(code, &key, NOW).await.unwrap().as_deref(), Some(key.as_str()));
+        }
+    }
+    for task in redemptions {
+        assert!(task.await.unwrap(), "every code of its own is redeemed");
+    }
+    for i in 0..16 {
+        assert_eq!(store.find_refresh_token(&format!("r{i}")).await.unwrap().unwrap().grant_id, format!("g{i}"));
+    }
+    let granted = store.list_audit(100).await.unwrap().into_iter().filter(|e| e.kind == "token_granted").count();
+    assert_eq!(granted, 16);
+}
+
 async fn run_suite(db: &TestDb) {
     // Each part gets a fresh schema so parts cannot lean on each other's rows.
     macro_rules! part {
@@ -568,6 +633,7 @@ async fn run_suite(db: &TestDb) {
     part!(expired_rows_are_deleted);
     part!(grants_and_refresh_tokens);
     part!(code_redemption);
+    part!(concurrent_writes_answer_alone);
     part!(client_compare_and_swap);
     part!(admin_listings);
     part!(links_by_hand_and_by_email);
