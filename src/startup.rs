@@ -59,7 +59,7 @@ pub async fn open_database(
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url, sqlite_synchronous).await?;
         store.migrate().await?;
-        let sessions = SessionBackend::Sqlite(SqliteSessions::new(store.pool().clone()));
+        let sessions = SessionBackend::Sqlite(SqliteSessions::new(store.pool().clone()), store.clone());
         sessions.migrate().await.map_err(StartupError::Sessions)?;
         Ok((Arc::new(store), sessions))
     } else {

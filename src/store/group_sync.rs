@@ -23,9 +23,11 @@ pub(super) struct GroupSync {
     sync: SyncFn,
     /// Tickets handed out, each after its writer's commit returned.
     committed: AtomicU64,
-    /// The highest ticket known durable. The lock also makes syncs take turns, so writers that
-    /// arrive during one sync share the next.
-    synced: Arc<tokio::sync::Mutex<u64>>,
+    /// The highest ticket known durable. Every sync that ends announces itself here, so all
+    /// the writers it covered go on at once, and the others try for the next one.
+    synced: tokio::sync::watch::Sender<u64>,
+    /// Held by the one sync running; writers that commit meanwhile share the next.
+    running: Arc<tokio::sync::Mutex<()>>,
     /// Set for good by a failed `fsync`.
     failure: Arc<std::sync::OnceLock<String>>,
     #[cfg(test)]
@@ -37,7 +39,8 @@ impl GroupSync {
         Self {
             sync,
             committed: AtomicU64::new(0),
-            synced: Arc::default(),
+            synced: tokio::sync::watch::Sender::new(0),
+            running: Arc::default(),
             failure: Arc::default(),
             #[cfg(test)]
             syncs: Arc::default(),
@@ -54,28 +57,40 @@ impl GroupSync {
     /// run in a task of their own, so a caller that goes away cannot lose a failure.
     pub(super) async fn after_commit(&self) -> std::io::Result<()> {
         let stopped = |failure: &str| std::io::Error::other(format!("writes stopped: {failure}"));
-        if let Some(failure) = self.failure() {
-            return Err(stopped(failure));
-        }
         let ticket = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut synced = Arc::clone(&self.synced).lock_owned().await;
-        if let Some(failure) = self.failure() {
-            return Err(stopped(failure));
+        let mut synced = self.synced.subscribe();
+        loop {
+            if let Some(failure) = self.failure() {
+                return Err(stopped(failure));
+            }
+            if *synced.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            let Ok(running) = Arc::clone(&self.running).try_lock_owned() else {
+                // A sync is running, perhaps one that started before this commit: after it
+                // ends, this writer is covered or tries for the next one.
+                synced.changed().await.map_err(std::io::Error::other)?;
+                continue;
+            };
+            // The sync that held the lock may have ended since the look above.
+            if *synced.borrow_and_update() >= ticket {
+                return Ok(());
+            }
+            return self.run_sync(running).await;
         }
-        if *synced >= ticket {
-            return Ok(());
-        }
-        // Every ticket up to `covered` was taken after its commit, so before this sync starts.
+    }
+
+    /// One sync, covering every ticket taken before it starts.
+    async fn run_sync(&self, running: tokio::sync::OwnedMutexGuard<()>) -> std::io::Result<()> {
         let covered = self.committed.load(Ordering::SeqCst);
-        let (sync, failure) = (Arc::clone(&self.sync), Arc::clone(&self.failure));
+        let (sync, failure, synced) = (Arc::clone(&self.sync), Arc::clone(&self.failure), self.synced.clone());
         #[cfg(test)]
         let syncs = Arc::clone(&self.syncs);
         let run = tokio::spawn(async move {
-            match tokio::task::spawn_blocking(move || sync()).await {
+            let outcome = match tokio::task::spawn_blocking(move || sync()).await {
                 Ok(Ok(())) => {
                     #[cfg(test)]
                     syncs.fetch_add(1, Ordering::Relaxed);
-                    *synced = covered;
                     Ok(())
                 }
                 Ok(Err(SyncError::NotStarted(err))) => Err(err),
@@ -89,7 +104,15 @@ impl GroupSync {
                     Err(err)
                 }
                 Err(join) => Err(std::io::Error::other(join)),
-            }
+            };
+            drop(running);
+            // Announced whatever the outcome, so that the writers waiting look again.
+            synced.send_modify(|durable| {
+                if outcome.is_ok() {
+                    *durable = (*durable).max(covered);
+                }
+            });
+            outcome
         });
         run.await.map_err(std::io::Error::other)?
     }

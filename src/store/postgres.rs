@@ -4,7 +4,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::store::{AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, StoreResult};
+use crate::store::{AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SsoSession, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -66,6 +66,26 @@ impl PostgresStore {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// `SsoSessionStore::create_sso_session`.
+    async fn insert_sso_session(&self, session: &SsoSession) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&session.id)
+        .bind(&session.user_id)
+        .bind(&session.connector_id)
+        .bind(session.auth_time)
+        .bind(session.last_seen_at)
+        .bind(session.expires_at)
+        .bind(session.revoked_at)
+        .bind(&session.ip)
+        .bind(&session.user_agent)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// `AuditStore::record_audit`'s row.

@@ -1124,23 +1124,7 @@ macro_rules! impl_sql_store {
         #[async_trait::async_trait]
         impl $crate::store::SsoSessionStore for $store {
             async fn create_sso_session(&self, session: &$crate::store::SsoSession) -> $crate::store::StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(&session.id)
-                .bind(&session.user_id)
-                .bind(&session.connector_id)
-                .bind(session.auth_time)
-                .bind(session.last_seen_at)
-                .bind(session.expires_at)
-                .bind(session.revoked_at)
-                .bind(&session.ip)
-                .bind(&session.user_agent)
-                .execute(&self.pool)
-                .await?;
-                self.durable().await?;
-                Ok(())
+                self.insert_sso_session(session).await
             }
 
             async fn get_sso_session(&self, id: &str) -> $crate::store::StoreResult<$crate::store::SsoSession> {

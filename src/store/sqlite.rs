@@ -9,7 +9,7 @@ use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 use crate::store::group_sync::{GroupSync, SyncError, SyncFn};
 use crate::store::write_batch::{Arg, BatchedWrite, Writer};
 use crate::store::{
-    AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, StoreError, StoreResult,
+    AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, SsoSession, StoreError, StoreResult,
 };
 
 /// `GrantStore::redeem_code`, batched (`write_batch`). Every write is conditional on the code
@@ -48,6 +48,19 @@ const TAKE_SINGLE_USE: &str = "SELECT (SELECT payload FROM single_use WHERE kind
     (SELECT expires_at FROM single_use WHERE kind = $1 AND key = $2); \
     DELETE FROM single_use WHERE kind = $1 AND key = $2;";
 
+/// The browser sessions' records, in the table and encoding of `tower-sessions-sqlx-store`
+/// (which still reads them), batched: a new record, a changed one, a deleted one.
+const CREATE_BROWSER_SESSION: &str =
+    "INSERT OR ABORT INTO tower_sessions (id, data, expiry_date) VALUES ($1, $2, $3); SELECT changes();";
+const SAVE_BROWSER_SESSION: &str = "INSERT INTO tower_sessions (id, data, expiry_date) VALUES ($1, $2, $3) \
+    ON CONFLICT (id) DO UPDATE SET data = excluded.data, expiry_date = excluded.expiry_date; SELECT changes();";
+const DELETE_BROWSER_SESSION: &str = "DELETE FROM tower_sessions WHERE id = $1; SELECT changes();";
+
+/// `SsoSessionStore::create_sso_session`, batched.
+const CREATE_SSO_SESSION: &str = "INSERT INTO sso_sessions \
+    (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
+
 /// `AuditStore::record_audit`, batched.
 const APPEND_AUDIT: &str = "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
@@ -68,6 +81,10 @@ pub struct SqliteStore {
     put_single_use: Arc<BatchedWrite>,
     take_single_use: Arc<BatchedWrite>,
     append_audit: Arc<BatchedWrite>,
+    create_sso_session: Arc<BatchedWrite>,
+    create_browser_session: Arc<BatchedWrite>,
+    save_browser_session: Arc<BatchedWrite>,
+    delete_browser_session: Arc<BatchedWrite>,
     /// With `SqliteDurability::Full`: SQLite commits without syncing (`synchronous=NORMAL`),
     /// and each write waits for a shared sync of the WAL before it returns, so a write is on
     /// disk before anyone is told of it, as with `synchronous=FULL` (which syncs once per
@@ -147,6 +164,10 @@ impl SqliteStore {
             put_single_use: BatchedWrite::new(PUT_SINGLE_USE, 4),
             take_single_use: BatchedWrite::new(TAKE_SINGLE_USE, 2),
             append_audit: BatchedWrite::new(APPEND_AUDIT, 9),
+            create_sso_session: BatchedWrite::new(CREATE_SSO_SESSION, 9),
+            create_browser_session: BatchedWrite::new(CREATE_BROWSER_SESSION, 3),
+            save_browser_session: BatchedWrite::new(SAVE_BROWSER_SESSION, 3),
+            delete_browser_session: BatchedWrite::new(DELETE_BROWSER_SESSION, 1),
             wal_sync,
             _checkpointer: checkpointer,
         })
@@ -286,6 +307,48 @@ impl SqliteStore {
         ];
         self.append_audit.run(&self.writer, arguments).await?;
         self.durable().await
+    }
+
+    /// `SsoSessionStore::create_sso_session`.
+    async fn insert_sso_session(&self, session: &SsoSession) -> StoreResult<()> {
+        self.writes_allowed()?;
+        let arguments = vec![
+            Arg::Text(Some(session.id.clone())),
+            Arg::Text(Some(session.user_id.clone())),
+            Arg::Text(Some(session.connector_id.clone())),
+            Arg::Int(Some(session.auth_time)),
+            Arg::Int(Some(session.last_seen_at)),
+            Arg::Int(Some(session.expires_at)),
+            Arg::Int(session.revoked_at),
+            Arg::Text(session.ip.clone()),
+            Arg::Text(session.user_agent.clone()),
+        ];
+        self.create_sso_session.run(&self.writer, arguments).await?;
+        self.durable().await
+    }
+
+    /// Writes a browser session's record (`tower_sessions::session::Record`, as
+    /// `tower-sessions-sqlx-store` encodes it) through the batched writer rather than as one
+    /// more connection competing for SQLite's write lock. With `only_if_new`, fails with
+    /// `AlreadyExists` when the id is taken. Not waited on for a sync (see the README: a power
+    /// loss can sign people out).
+    pub async fn write_browser_session(
+        &self,
+        id: String,
+        data: Vec<u8>,
+        expiry: time::OffsetDateTime,
+        only_if_new: bool,
+    ) -> StoreResult<()> {
+        self.writes_allowed()?;
+        let write = if only_if_new { &self.create_browser_session } else { &self.save_browser_session };
+        write.run(&self.writer, vec![Arg::Text(Some(id)), Arg::Blob(data), Arg::Time(expiry)]).await?;
+        Ok(())
+    }
+
+    pub async fn delete_browser_session(&self, id: String) -> StoreResult<()> {
+        self.writes_allowed()?;
+        self.delete_browser_session.run(&self.writer, vec![Arg::Text(Some(id))]).await?;
+        Ok(())
     }
 
     /// Called after every write that committed, before its result is returned, and before an

@@ -19,6 +19,8 @@ const MAX_BATCH: usize = 8;
 pub(super) enum Arg {
     Text(Option<String>),
     Int(Option<i64>),
+    Blob(Vec<u8>),
+    Time(time::OffsetDateTime),
 }
 
 /// The one row a write's `SELECT` returned.
@@ -156,6 +158,8 @@ impl BatchedWrite {
             query = match argument {
                 Arg::Text(text) => query.bind(text.as_deref()),
                 Arg::Int(int) => query.bind(*int),
+                Arg::Blob(blob) => query.bind(blob.as_slice()),
+                Arg::Time(time) => query.bind(*time),
             };
         }
         let rows = match query.fetch_all(&mut *connection).await {

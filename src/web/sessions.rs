@@ -16,21 +16,31 @@ const SSO_KEY: &str = "sso";
 
 #[derive(Debug, Clone)]
 pub enum SessionBackend {
-    Sqlite(SqliteSessions),
+    /// Records are read by `tower-sessions-sqlx-store` and written by the store's batched
+    /// writer, so that they do not compete with it for SQLite's write lock.
+    Sqlite(SqliteSessions, crate::store::SqliteStore),
     Postgres(PgSessions),
+}
+
+fn backend_error(err: crate::store::StoreError) -> session_store::Error {
+    session_store::Error::Backend(err.to_string())
+}
+
+fn encoded(record: &Record) -> session_store::Result<Vec<u8>> {
+    rmp_serde::to_vec(record).map_err(|err| session_store::Error::Encode(err.to_string()))
 }
 
 impl SessionBackend {
     pub async fn migrate(&self) -> Result<(), sqlx::Error> {
         match self {
-            Self::Sqlite(store) => store.migrate().await,
+            Self::Sqlite(store, _) => store.migrate().await,
             Self::Postgres(store) => store.migrate().await,
         }
     }
 
     pub async fn delete_expired(&self) -> session_store::Result<()> {
         match self {
-            Self::Sqlite(store) => store.delete_expired().await,
+            Self::Sqlite(store, _) => store.delete_expired().await,
             Self::Postgres(store) => store.delete_expired().await,
         }
     }
@@ -40,28 +50,36 @@ impl SessionBackend {
 impl SessionStore for SessionBackend {
     async fn create(&self, record: &mut Record) -> session_store::Result<()> {
         match self {
-            Self::Sqlite(store) => store.create(record).await,
+            Self::Sqlite(_, store) => loop {
+                match store.write_browser_session(record.id.to_string(), encoded(record)?, record.expiry_date, true).await {
+                    Err(crate::store::StoreError::AlreadyExists) => record.id = Id::default(),
+                    written => return written.map_err(backend_error),
+                }
+            },
             Self::Postgres(store) => store.create(record).await,
         }
     }
 
     async fn save(&self, record: &Record) -> session_store::Result<()> {
         match self {
-            Self::Sqlite(store) => store.save(record).await,
+            Self::Sqlite(_, store) => store
+                .write_browser_session(record.id.to_string(), encoded(record)?, record.expiry_date, false)
+                .await
+                .map_err(backend_error),
             Self::Postgres(store) => store.save(record).await,
         }
     }
 
     async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
         match self {
-            Self::Sqlite(store) => store.load(id).await,
+            Self::Sqlite(store, _) => store.load(id).await,
             Self::Postgres(store) => store.load(id).await,
         }
     }
 
     async fn delete(&self, id: &Id) -> session_store::Result<()> {
         match self {
-            Self::Sqlite(store) => store.delete(id).await,
+            Self::Sqlite(_, store) => store.delete_browser_session(id.to_string()).await.map_err(backend_error),
             Self::Postgres(store) => store.delete(id).await,
         }
     }
