@@ -105,6 +105,8 @@ impl GroupSync {
                 }
                 Err(join) => Err(std::io::Error::other(join)),
             };
+            // Released before the announcement: a writer it wakes that is not covered must find
+            // the lock free, or it would wait for an announcement that may never come.
             drop(running);
             // Announced whatever the outcome, so that the writers waiting look again.
             synced.send_modify(|durable| {

@@ -662,7 +662,8 @@ pub trait SingleUseStore: Send + Sync {
     /// Fails with `AlreadyExists` when the key is already stored and unexpired.
     async fn put_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: UnixTime) -> StoreResult<()>;
     async fn peek_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
-    /// Deletes and returns the record in one statement; `None` when absent, expired or already taken.
+    /// Deletes and returns the record atomically (one statement, or one transaction); `None`
+    /// when absent, expired or already taken.
     async fn take_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
 }
 

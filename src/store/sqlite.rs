@@ -26,7 +26,6 @@ const REDEEM_CODE: &str = "\
     WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
     SELECT COUNT(*) FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16; \
     DELETE FROM single_use WHERE kind = $1 AND key = $2;";
-const REDEEM_CODE_ARITY: usize = 30;
 
 /// `GrantStore::rotate_refresh_token`, batched: the new token is stored only if this write spent
 /// the old one (`changes()` of the update, read by the insert); the `changes()` selected at the
@@ -37,7 +36,6 @@ const ROTATE_REFRESH_TOKEN: &str = "\
     INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) \
     SELECT $4, $3, $5, $6, $7 WHERE changes() = 1; \
     SELECT changes(), (SELECT rotated_at FROM refresh_tokens WHERE token_hash = $1 AND grant_id = $3);";
-const ROTATE_REFRESH_TOKEN_ARITY: usize = 7;
 
 /// `SingleUseStore::put_single_use`, batched. A key taken already fails the batch, which then
 /// runs again one write at a time, so that only this write fails.
@@ -98,6 +96,8 @@ pub struct SqliteStore {
 /// by what was written meanwhile; SQLite's own default (every 1,000 pages) is about as often
 /// under a load of a few thousand writes per second.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// A checkpoint that keeps failing is logged this often, not every time.
+const CHECKPOINT_WARNING_EVERY: Duration = Duration::from_secs(60);
 
 /// The checkpoint task, stopped with the last clone of its store.
 struct Checkpointer(tokio::task::JoinHandle<()>);
@@ -111,13 +111,28 @@ impl Drop for Checkpointer {
 /// Passive checkpoints: they copy what no reader still needs and wait for no one, so writers
 /// and readers go on meanwhile. With `synchronous=NORMAL` SQLite syncs the WAL before and the
 /// database file after each one, so a checkpoint loses nothing whichever connection runs it.
-async fn checkpoints(mut connection: SqliteConnection) {
+async fn checkpoints(mut own: SqliteConnection, writer: Arc<tokio::sync::Mutex<SqliteConnection>>) {
     let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned: Option<tokio::time::Instant> = None;
     loop {
         ticks.tick().await;
-        if let Err(err) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut connection).await {
+        let pass: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut own).await;
+        let outcome = match pass {
+            // What was written during the pass is copied between two writes, so that the next
+            // write can start the WAL over from its beginning instead of growing it.
+            Ok((_, log, copied)) if copied < log => {
+                let mut writer = writer.lock().await;
+                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *writer).await.map(drop)
+            }
+            Ok(_) => Ok(()),
+            Err(err) => Err(err),
+        };
+        if let Err(err) = outcome
+            && warned.is_none_or(|at| at.elapsed() >= CHECKPOINT_WARNING_EVERY)
+        {
             tracing::warn!(error = %err, "SQLite WAL checkpoint failed");
+            warned = Some(tokio::time::Instant::now());
         }
     }
 }
@@ -139,14 +154,19 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             // Checkpoints run on a connection of their own (`checkpoints`), not inside the
             // commit that crosses the threshold while every other write waits for it.
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            // A WAL that grew under a burst shrinks back to this when it starts over.
+            .pragma("journal_size_limit", "67108864");
         let file = options.get_filename().to_path_buf();
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await?;
         let connection = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
-        let checkpointer = Arc::new(Checkpointer(tokio::spawn(checkpoints(SqliteConnection::connect_with(&options).await?))));
+        let checkpointer = Arc::new(Checkpointer(tokio::spawn(checkpoints(
+            SqliteConnection::connect_with(&options).await?,
+            Arc::clone(&connection),
+        ))));
         // sqlx renames an in-memory database, so the URL tells.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let wal_sync = if durability == SqliteDurability::Full && !in_memory {
@@ -159,15 +179,15 @@ impl SqliteStore {
         Ok(Self {
             pool,
             writer: Arc::new(Writer { connection, options }),
-            redeem_code: BatchedWrite::new(REDEEM_CODE, REDEEM_CODE_ARITY),
-            rotate_refresh_token: BatchedWrite::new(ROTATE_REFRESH_TOKEN, ROTATE_REFRESH_TOKEN_ARITY),
-            put_single_use: BatchedWrite::new(PUT_SINGLE_USE, 4),
-            take_single_use: BatchedWrite::new(TAKE_SINGLE_USE, 2),
-            append_audit: BatchedWrite::new(APPEND_AUDIT, 9),
-            create_sso_session: BatchedWrite::new(CREATE_SSO_SESSION, 9),
-            create_browser_session: BatchedWrite::new(CREATE_BROWSER_SESSION, 3),
-            save_browser_session: BatchedWrite::new(SAVE_BROWSER_SESSION, 3),
-            delete_browser_session: BatchedWrite::new(DELETE_BROWSER_SESSION, 1),
+            redeem_code: BatchedWrite::new(REDEEM_CODE),
+            rotate_refresh_token: BatchedWrite::new(ROTATE_REFRESH_TOKEN),
+            put_single_use: BatchedWrite::new(PUT_SINGLE_USE),
+            take_single_use: BatchedWrite::new(TAKE_SINGLE_USE),
+            append_audit: BatchedWrite::new(APPEND_AUDIT),
+            create_sso_session: BatchedWrite::new(CREATE_SSO_SESSION),
+            create_browser_session: BatchedWrite::new(CREATE_BROWSER_SESSION),
+            save_browser_session: BatchedWrite::new(SAVE_BROWSER_SESSION),
+            delete_browser_session: BatchedWrite::new(DELETE_BROWSER_SESSION),
             wal_sync,
             _checkpointer: checkpointer,
         })

@@ -28,10 +28,11 @@ pub(super) type Answer = SqliteRow;
 
 /// One kind of batched write.
 pub(super) struct BatchedWrite {
-    /// The write's statements, with arguments `$1` to `$arity`. Every write must be conditional
-    /// in SQL (it cannot fail for a reason of its own short of a database error), and exactly
-    /// one statement may return rows, exactly one: the write's answer.
+    /// The write's statements, with arguments `$1` to `$n`. Exactly one statement returns rows,
+    /// exactly one: the write's answer. A write that can fail on its own (a taken key) fails
+    /// its batch, which then runs again one write at a time.
     statements: &'static str,
+    /// The highest `$n` in `statements`: the arguments each write takes.
     arity: usize,
     /// The statement lists for 1 to `MAX_BATCH` writes, each in one transaction.
     lists: OnceLock<Vec<String>>,
@@ -57,7 +58,8 @@ pub(super) struct Writer {
 }
 
 impl BatchedWrite {
-    pub(super) fn new(statements: &'static str, arity: usize) -> Arc<Self> {
+    pub(super) fn new(statements: &'static str) -> Arc<Self> {
+        let arity = arguments_in(statements).max().unwrap_or(0);
         Arc::new(Self { statements, arity, lists: OnceLock::new(), queue: Mutex::default() })
     }
 
@@ -86,8 +88,17 @@ impl BatchedWrite {
 
     /// Runs one write, in a batch with whatever else is waiting, in a task of its own: a
     /// request that goes away cannot leave the transaction open and SQLite's write lock held.
+    /// The task runs in the span of the request that started it, whose log lines it may carry.
     pub(super) async fn run(self: &Arc<Self>, writer: &Arc<Writer>, arguments: Vec<Arg>) -> StoreResult<Answer> {
-        debug_assert_eq!(arguments.len(), self.arity);
+        // sqlx binds a missing argument as NULL, and an extra one would shift every later
+        // write's: in a batch, either would mix up requests.
+        if arguments.len() != self.arity {
+            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+                "a batched write takes {} arguments, not {}",
+                self.arity,
+                arguments.len()
+            ))));
+        }
         let (answer, answered) = tokio::sync::oneshot::channel();
         let lead = {
             let mut queue = self.queue();
@@ -104,9 +115,11 @@ impl BatchedWrite {
         })?
     }
 
+    /// Runs the waiting writes a batch at a time, letting go of the connection after each, so
+    /// that other writes (the tokio lock is first come, first served) take their turn.
     async fn lead(&self, writer: &Writer) {
-        let mut connection = writer.connection.lock().await;
         loop {
+            let mut connection = writer.connection.lock().await;
             let (batch, more) = {
                 let mut queue = self.queue();
                 let count = queue.waiting.len().min(MAX_BATCH);
@@ -115,6 +128,7 @@ impl BatchedWrite {
                 (batch, queue.leader)
             };
             self.run_batch(&mut connection, &writer.options, batch).await;
+            drop(connection);
             if !more {
                 return;
             }
@@ -129,17 +143,27 @@ impl BatchedWrite {
                     let _ = answer.send(Ok(row));
                 }
             }
-            // The batch was rolled back as a whole: each write again on its own, so that only
-            // one at fault fails.
-            Err(_) if arguments.len() > 1 => {
+            Err(failed) if answers.len() == 1 => {
+                if let Some(answer) = answers.into_iter().next() {
+                    let _ = answer.send(Err(failed.into_error()));
+                }
+            }
+            // A write refused by a constraint (a taken key) rolled the batch back as a whole:
+            // each write again on its own, so that only the one at fault fails.
+            Err(Failed::Refused(_)) => {
                 for (arguments, answer) in arguments.into_iter().zip(answers) {
                     let alone = self.execute(connection, options, std::slice::from_ref(&arguments)).await;
+                    let alone = alone.map_err(Failed::into_error);
                     let _ = answer.send(alone.and_then(|rows| rows.into_iter().next().ok_or(StoreError::NotFound)));
                 }
             }
-            Err(err) => {
-                if let Some(answer) = answers.into_iter().next() {
-                    let _ = answer.send(Err(err));
+            // Anything else is no write's own fault, and a batch that committed must not run
+            // again: every write gets the error.
+            Err(failed) => {
+                let message = failed.into_error().to_string();
+                for answer in answers {
+                    let error = sqlx::Error::Io(std::io::Error::other(message.clone()));
+                    let _ = answer.send(Err(StoreError::Database(error)));
                 }
             }
         }
@@ -152,7 +176,7 @@ impl BatchedWrite {
         connection: &mut SqliteConnection,
         options: &SqliteConnectOptions,
         writes: &[Vec<Arg>],
-    ) -> StoreResult<Vec<Answer>> {
+    ) -> Result<Vec<Answer>, Failed> {
         let mut query = sqlx::query(self.list(writes.len()));
         for argument in writes.iter().flatten() {
             query = match argument {
@@ -165,25 +189,52 @@ impl BatchedWrite {
         let rows = match query.fetch_all(&mut *connection).await {
             Ok(rows) => rows,
             Err(err) => {
-                if sqlx::query("ROLLBACK").execute(&mut *connection).await.is_err() {
-                    match SqliteConnection::connect_with(options).await {
-                        Ok(fresh) => *connection = fresh,
-                        Err(err) => tracing::error!(error = %err, "cannot reopen the SQLite writer connection"),
+                if let Err(rollback) = sqlx::query("ROLLBACK").execute(&mut *connection).await {
+                    // A `BEGIN` that failed (the lock busy too long) left nothing to roll back.
+                    if !rollback.to_string().contains("no transaction is active") {
+                        match SqliteConnection::connect_with(options).await {
+                            Ok(fresh) => *connection = fresh,
+                            Err(err) => tracing::error!(error = %err, "cannot reopen the SQLite writer connection"),
+                        }
                     }
                 }
-                return Err(err.into());
+                let refused = matches!(&err, sqlx::Error::Database(db) if db.kind() != sqlx::error::ErrorKind::Other);
+                return Err(if refused { Failed::Refused(err.into()) } else { Failed::Other(err.into()) });
             }
         };
-        // Committed: from here on an error must not make anyone run a write again.
         if rows.len() != writes.len() {
-            return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            return Err(Failed::Other(StoreError::Database(sqlx::Error::Protocol(format!(
                 "{} writes in one batch answered {} rows",
                 writes.len(),
                 rows.len()
-            ))));
+            )))));
         }
         Ok(rows)
     }
+}
+
+/// Why a batch did not answer.
+enum Failed {
+    /// A constraint refused one of its writes; the transaction was rolled back.
+    Refused(StoreError),
+    /// Anything else, before or after the commit.
+    Other(StoreError),
+}
+
+impl Failed {
+    fn into_error(self) -> StoreError {
+        match self {
+            Self::Refused(err) | Self::Other(err) => err,
+        }
+    }
+}
+
+/// The numbers of the `$n` arguments in `statements`.
+fn arguments_in(statements: &str) -> impl Iterator<Item = usize> + '_ {
+    statements.split('$').skip(1).filter_map(|after| {
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        after.get(..digits).and_then(|number| number.parse().ok())
+    })
 }
 
 /// `statements` with every `$n` made `$(n + offset)`.
@@ -208,6 +259,18 @@ fn renumber(statements: &str, offset: usize) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_write_with_the_wrong_number_of_arguments_is_refused_before_it_runs() {
+        let options = SqliteConnectOptions::new().in_memory(true);
+        let connection = SqliteConnection::connect_with(&options).await.unwrap();
+        let writer = Arc::new(Writer { connection: Arc::new(tokio::sync::Mutex::new(connection)), options });
+        let write = BatchedWrite::new("SELECT $1 + $2;");
+        assert!(write.run(&writer, vec![Arg::Int(Some(1))]).await.is_err());
+        assert!(write.run(&writer, vec![Arg::Int(Some(1)), Arg::Int(Some(2)), Arg::Int(Some(3))]).await.is_err());
+        let sum = write.run(&writer, vec![Arg::Int(Some(1)), Arg::Int(Some(2))]).await.unwrap();
+        assert_eq!(sqlx::Row::try_get::<i64, _>(&sum, 0).unwrap(), 3);
+    }
+
     #[test]
     fn renumbering_moves_every_argument_past_the_earlier_writes() {
         assert_eq!(renumber("SELECT $1, $2 WHERE x = $12 AND y = '$'", 30), "SELECT $31, $32 WHERE x = $42 AND y = '$'");
@@ -216,7 +279,8 @@ mod tests {
 
     #[test]
     fn each_batch_size_has_its_own_list_in_one_transaction() {
-        let write = BatchedWrite::new("INSERT INTO t VALUES ($1, $2); SELECT changes();", 2);
+        let write = BatchedWrite::new("INSERT INTO t VALUES ($1, $2); SELECT changes();");
+        assert_eq!(write.arity, 2);
         let three = write.list(3);
         assert!(three.starts_with("BEGIN IMMEDIATE; ") && three.ends_with("COMMIT;"));
         assert_eq!(three.matches("INSERT").count(), 3);

@@ -16,8 +16,9 @@ const SSO_KEY: &str = "sso";
 
 #[derive(Debug, Clone)]
 pub enum SessionBackend {
-    /// Records are read by `tower-sessions-sqlx-store` and written by the store's batched
-    /// writer, so that they do not compete with it for SQLite's write lock.
+    /// Records are read (and the expired ones deleted) by `tower-sessions-sqlx-store`, and
+    /// written by the store's batched writer, so that sign-ins do not compete with it for
+    /// SQLite's write lock.
     Sqlite(SqliteSessions, crate::store::SqliteStore),
     Postgres(PgSessions),
 }
