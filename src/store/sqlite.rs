@@ -89,52 +89,6 @@ pub struct SqliteStore {
     /// transaction while holding the write lock). Unlike there, other connections can read a
     /// commit before its sync; answers resting on another request's write call `durable` too.
     wal_sync: Option<Arc<GroupSync>>,
-    _checkpointer: Arc<Checkpointer>,
-}
-
-/// How often the WAL is copied back into the database file. Between checkpoints the WAL grows
-/// by what was written meanwhile; SQLite's own default (every 1,000 pages) is about as often
-/// under a load of a few thousand writes per second.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
-/// A checkpoint that keeps failing is logged this often, not every time.
-const CHECKPOINT_WARNING_EVERY: Duration = Duration::from_secs(60);
-
-/// The checkpoint task, stopped with the last clone of its store.
-struct Checkpointer(tokio::task::JoinHandle<()>);
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Passive checkpoints: they copy what no reader still needs and wait for no one, so writers
-/// and readers go on meanwhile. With `synchronous=NORMAL` SQLite syncs the WAL before and the
-/// database file after each one, so a checkpoint loses nothing whichever connection runs it.
-async fn checkpoints(mut own: SqliteConnection, writer: Arc<tokio::sync::Mutex<SqliteConnection>>) {
-    let mut ticks = tokio::time::interval(CHECKPOINT_EVERY);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut warned: Option<tokio::time::Instant> = None;
-    loop {
-        ticks.tick().await;
-        let pass: Result<(i64, i64, i64), _> = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&mut own).await;
-        let outcome = match pass {
-            // What was written during the pass is copied between two writes, so that the next
-            // write can start the WAL over from its beginning instead of growing it.
-            Ok((_, log, copied)) if copied < log => {
-                let mut writer = writer.lock().await;
-                sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *writer).await.map(drop)
-            }
-            Ok(_) => Ok(()),
-            Err(err) => Err(err),
-        };
-        if let Err(err) = outcome
-            && warned.is_none_or(|at| at.elapsed() >= CHECKPOINT_WARNING_EVERY)
-        {
-            tracing::warn!(error = %err, "SQLite WAL checkpoint failed");
-            warned = Some(tokio::time::Instant::now());
-        }
-    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -151,22 +105,13 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5))
-            // Checkpoints run on a connection of their own (`checkpoints`), not inside the
-            // commit that crosses the threshold while every other write waits for it.
-            .pragma("wal_autocheckpoint", "0")
-            // A WAL that grew under a burst shrinks back to this when it starts over.
-            .pragma("journal_size_limit", "67108864");
+            .busy_timeout(Duration::from_secs(5));
         let file = options.get_filename().to_path_buf();
         if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(sqlx::Error::Io)?;
         }
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await?;
         let connection = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
-        let checkpointer = Arc::new(Checkpointer(tokio::spawn(checkpoints(
-            SqliteConnection::connect_with(&options).await?,
-            Arc::clone(&connection),
-        ))));
         // sqlx renames an in-memory database, so the URL tells.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let wal_sync = if durability == SqliteDurability::Full && !in_memory {
@@ -189,7 +134,6 @@ impl SqliteStore {
             save_browser_session: BatchedWrite::new(SAVE_BROWSER_SESSION),
             delete_browser_session: BatchedWrite::new(DELETE_BROWSER_SESSION),
             wal_sync,
-            _checkpointer: checkpointer,
         })
     }
 
@@ -429,26 +373,6 @@ super::sql::impl_sql_store!(SqliteStore, sqlx::Sqlite);
 mod tests {
     use super::*;
     use crate::store::{SingleUseKind, SingleUseStore};
-
-    #[tokio::test]
-    async fn the_wal_is_copied_into_the_database_file_by_the_checkpoint_task_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("checkpoints.db");
-        let store = SqliteStore::connect(&format!("sqlite://{}", file.display()), SqliteDurability::Normal).await.unwrap();
-        store.migrate().await.unwrap();
-        let automatic: i64 = sqlx::query_scalar("PRAGMA wal_autocheckpoint").fetch_one(store.pool()).await.unwrap();
-        assert_eq!(automatic, 0, "no commit checkpoints on its own");
-        let before = std::fs::metadata(&file).unwrap().len();
-        let payload = "x".repeat(2000);
-        for i in 0..200 {
-            store.put_single_use(SingleUseKind::PendingLogin, &format!("k{i}"), &payload, i64::MAX).await.unwrap();
-        }
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while std::fs::metadata(&file).unwrap().len() < before + 200 * 2000 {
-            assert!(tokio::time::Instant::now() < deadline, "the checkpoint task did not copy the WAL back");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 
     #[tokio::test]
     async fn with_full_durability_every_write_waits_for_a_wal_sync() {
