@@ -128,9 +128,32 @@ pub async fn map_identity(
     now: UnixTime,
 ) -> Result<User, MappingError> {
     let profile = profile_of(identity);
-    let linked = store.find_linked_user_id(&identity.connector_id, &identity.subject).await?;
-    if linked.is_none()
-        && let Some(email) = identity.email.as_deref()
+    let (mut user, created) = match store.find_linked_user(&identity.connector_id, &identity.subject).await? {
+        Some(user) => (user, false),
+        None => first_sign_in_user(store, identity, policy, &profile, now).await?,
+    };
+    if user.disabled {
+        return Err(MappingError::Disabled);
+    }
+    if !created && UserProfile::from(&user) != profile {
+        user = store.update_user_profile(&user.id, &profile, now).await?;
+    }
+    store.record_user_login(&user.id, &identity.connector_id, &identity.subject, now).await?;
+    user.last_login_at = Some(now);
+    Ok(user)
+}
+
+/// The user of an identity seen for the first time: linked to an existing one by email when the
+/// connector's policy allows, else created (`created` is true then). Another node may link or
+/// create it meanwhile; whichever won is used.
+async fn first_sign_in_user(
+    store: &dyn Store,
+    identity: &UpstreamIdentity,
+    policy: LinkPolicy,
+    profile: &UserProfile,
+    now: UnixTime,
+) -> Result<(User, bool), MappingError> {
+    if let Some(email) = identity.email.as_deref()
         && (policy.link_by_email || policy.refuse_when_email_taken)
     {
         let same_email = store.find_users_by_email(email).await?;
@@ -158,16 +181,7 @@ pub async fn map_identity(
             FirstSignIn::Create => {}
         }
     }
-    let (mut user, created) = store.get_or_create_linked_user(&identity.connector_id, &identity.subject, &profile, now).await?;
-    if user.disabled {
-        return Err(MappingError::Disabled);
-    }
-    if !created && UserProfile::from(&user) != profile {
-        user = store.update_user_profile(&user.id, &profile, now).await?;
-    }
-    store.record_user_login(&user.id, &identity.connector_id, &identity.subject, now).await?;
-    user.last_login_at = Some(now);
-    Ok(user)
+    Ok(store.get_or_create_linked_user(&identity.connector_id, &identity.subject, profile, now).await?)
 }
 
 #[cfg(test)]

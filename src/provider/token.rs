@@ -16,7 +16,8 @@ use crate::provider::{
 };
 use crate::session::public_sid;
 use crate::store::{
-    AuditOutcome, ClientRecord, GrantRecord, GrantState, RefreshTokenRecord, Rotation, SingleUseKind, StoreError, User,
+    AuditOutcome, ClientRecord, GrantRecord, GrantState, PeekedCode, RefreshTokenRecord, RefreshTokenState, Rotation, StoreError,
+    User,
 };
 use crate::tokens::{digest, random_token};
 
@@ -119,7 +120,7 @@ impl Provider {
         let now = self.clock.now();
         let code_hash = digest(code);
 
-        let Some(payload) = self.store.peek_single_use(SingleUseKind::AuthorizationCode, &code_hash, now).await? else {
+        let Some(PeekedCode { payload, signed_in }) = self.store.peek_code(&code_hash, now).await? else {
             return Err(self.code_replayed(&code_hash, None).await);
         };
         let bound: CodeGrant = serde_json::from_str(&payload).map_err(StoreError::from)?;
@@ -145,16 +146,13 @@ impl Provider {
             (None, Some(_)) => return Err(invalid_grant("the authorization request had no code challenge")),
             (None, None) => {}
         }
-        let gone = || invalid_grant("the user's sign-in is no longer valid");
-        let user = match self.store.get_user(&bound.user_id).await {
-            Ok(user) if !user.disabled => user,
-            Ok(_) | Err(StoreError::NotFound) => return Err(gone()),
-            Err(err) => return Err(err.into()),
-        };
-        let session = match self.store.get_sso_session(&bound.session_id).await {
-            Ok(session) if session.revoked_at.is_none() && session.expires_at > now => session,
-            Ok(_) | Err(StoreError::NotFound) => return Err(gone()),
-            Err(err) => return Err(err.into()),
+        let (session, user) = match signed_in {
+            Some((session, user))
+                if user.id == bound.user_id && !user.disabled && session.revoked_at.is_none() && session.expires_at > now =>
+            {
+                (session, user)
+            }
+            _ => return Err(invalid_grant("the user's sign-in is no longer valid")),
         };
         // RFC 8707 §2.2: the token endpoint may only narrow the resource authorized, and one
         // resource is all an authorization here carries.
@@ -309,10 +307,8 @@ impl Provider {
         let presented = params.require("refresh_token", "refresh_token is required")?;
         let now = self.clock.now();
         let old_hash = digest(presented);
-        let Some(record) = self.store.find_refresh_token(&old_hash).await? else {
-            return Err(invalid_grant("the refresh token is invalid"));
-        };
-        let Some(state) = self.store.grant_state(&record.grant_id).await? else {
+        let Some(RefreshTokenState { token: record, grant: state, user }) = self.store.refresh_token_state(&old_hash).await?
+        else {
             return Err(invalid_grant("the refresh token is invalid"));
         };
         if state.grant.client_id != client.client_id {
@@ -320,14 +316,14 @@ impl Provider {
         }
         let successor = self.secrets.refresh_successor(presented);
         if let Some(rotated_at) = record.rotated_at {
-            return self.rotated_token_presented(client, params, &state, &successor, rotated_at).await;
+            return self.rotated_token_presented(client, params, &state, &user, &successor, rotated_at).await;
         }
         if record.expires_at <= now || !state.is_live(now) {
             return Err(invalid_grant("the refresh token has expired or was revoked"));
         }
         // Everything that can refuse the request, and the new tokens themselves, come before the
         // presented token is spent: a refused or failed refresh leaves it usable.
-        let (user, scopes, grant) = self.refreshable(client, params, &state).await?;
+        let (scopes, grant) = self.refreshable(client, params, &state, &user).await?;
         let response = self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(successor.clone())).await?;
         let new_record = RefreshTokenRecord {
             grant_id: state.grant.id.clone(),
@@ -337,19 +333,20 @@ impl Provider {
         };
         match self.store.rotate_refresh_token(&old_hash, &digest(&successor), &new_record, now).await? {
             Rotation::Rotated => Ok(response),
-            Rotation::AlreadyRotated => self.rotated_token_presented(client, params, &state, &successor, now).await,
+            Rotation::AlreadyRotated => self.rotated_token_presented(client, params, &state, &user, &successor, now).await,
             Rotation::NotFound => Err(invalid_grant("the refresh token has expired or was revoked")),
         }
     }
 
-    /// The user, scopes and grant a refresh issues for, or why it may not. The scopes are the
-    /// granted ones the client still may use, narrowed further by `scope`.
+    /// The scopes and grant a refresh issues for, or why it may not. The scopes are the granted
+    /// ones the client still may use, narrowed further by `scope`.
     async fn refreshable(
         &self,
         client: &ClientRecord,
         params: &Params,
         state: &GrantState,
-    ) -> ProviderResult<(User, Vec<String>, GrantRecord)> {
+        user: &User,
+    ) -> ProviderResult<(Vec<String>, GrantRecord)> {
         let granted: Vec<String> = split_scope(&state.grant.scope).into_iter().filter(|s| client.scopes.contains(s)).collect();
         if granted.is_empty() {
             return Err(invalid_grant("this client may no longer use any scope of this grant"));
@@ -365,14 +362,13 @@ impl Provider {
             }
         };
         let grant = GrantRecord { audience: token_audience(params, &state.grant.audience, &[])?, ..state.grant.clone() };
-        let user = match self.store.get_user(&state.grant.user_id).await {
-            Ok(user) if !user.disabled => user,
-            Ok(_) | Err(StoreError::NotFound) => return Err(invalid_grant("the refresh token has expired or was revoked")),
-            Err(err) => return Err(err.into()),
-        };
-        // Group membership is read afresh: someone removed from the allowed groups loses the
-        // application now, and the grant with it, rather than when the refresh token expires.
-        if self.check_access(client, &user, &state.grant.idp, "refresh").await?.is_err() {
+        if user.disabled {
+            return Err(invalid_grant("the refresh token has expired or was revoked"));
+        }
+        // Group membership is read afresh, with the token: someone removed from the allowed
+        // groups loses the application now, and the grant with it, rather than when the refresh
+        // token expires.
+        if self.check_access(client, user, &state.grant.idp, "refresh").await?.is_err() {
             let now = self.clock.now();
             if self.store.revoke_grant(&state.grant.id, now).await? {
                 let event = grant_event(AUDIT_GRANT_REVOKED, AuditOutcome::Success, &state.grant, "access_policy", now);
@@ -380,7 +376,7 @@ impl Provider {
             }
             return Err(invalid_grant("the user may no longer use this application"));
         }
-        Ok((user, scopes, grant))
+        Ok((scopes, grant))
     }
 
     /// A refresh token that was already exchanged. Within `refresh_token_reuse_grace_secs` of
@@ -391,6 +387,7 @@ impl Provider {
         client: &ClientRecord,
         params: &Params,
         state: &GrantState,
+        user: &User,
         successor: &str,
         rotated_at: UnixTime,
     ) -> ProviderResult<TokenResponse> {
@@ -401,8 +398,8 @@ impl Provider {
             if next.is_some_and(|next| next.rotated_at.is_none() && next.expires_at > now && next.grant_id == state.grant.id) {
                 // The successor was stored by another request, perhaps not yet durably.
                 self.store.sync_writes().await?;
-                let (user, scopes, grant) = self.refreshable(client, params, state).await?;
-                return self.tokens_for_grant(client, &user, &grant, &scopes, None, Some(successor.to_owned())).await;
+                let (scopes, grant) = self.refreshable(client, params, state, user).await?;
+                return self.tokens_for_grant(client, user, &grant, &scopes, None, Some(successor.to_owned())).await;
             }
         }
         Err(self.refresh_token_reused(&state.grant).await)

@@ -49,12 +49,8 @@ pub async fn start(store: &dyn Store, new: NewSession<'_>, settings: &SessionSet
 /// The session and its user when the session is still good; `None` once it is revoked, past
 /// its absolute end, idle too long, or its user is disabled.
 pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now: UnixTime) -> StoreResult<Option<Resumed>> {
-    let session = match store.get_sso_session(id).await {
-        Ok(session) => session,
-        Err(StoreError::NotFound) => return Ok(None),
-        Err(err) => return Err(err),
-    };
-    if session.revoked_at.is_some() || session.expires_at <= now {
+    let Some((session, user)) = store.session_with_user(id).await? else { return Ok(None) };
+    if session.revoked_at.is_some() || session.expires_at <= now || user.disabled {
         return Ok(None);
     }
     // Idleness ends the browser's sign-in, not the grants made under it: an app holding an
@@ -62,11 +58,6 @@ pub async fn resume(store: &dyn Store, id: &str, settings: &SessionSettings, now
     if session.last_seen_at + settings.idle_timeout_secs <= now {
         return Ok(None);
     }
-    let user = match store.get_user(&session.user_id).await {
-        Ok(user) if !user.disabled => user,
-        Ok(_) | Err(StoreError::NotFound) => return Ok(None),
-        Err(err) => return Err(err),
-    };
     let touched = now - session.last_seen_at >= touch_interval(settings);
     if touched {
         store.touch_sso_session(&session.id, now).await?;

@@ -1,8 +1,40 @@
 //! Group commit: one `fsync` makes every transaction committed before it durable, so writers
 //! that commit while a sync is running share the next one instead of paying one each.
 
+use std::cell::RefCell;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+tokio::task_local! {
+    /// Set by `durable_before_answer` for the length of a request: its writes wait for a sync
+    /// once, when its answer is ready, rather than each before the next step.
+    static ANSWER_WAITS: RefCell<Option<Pending>>;
+}
+
+/// The last commit a request made, and the syncs that cover it.
+struct Pending {
+    group: Arc<GroupSync>,
+    ticket: u64,
+}
+
+/// Runs `work` (a request) so that the writes it commits need not each wait for their sync:
+/// the sync starts at once, and the answer waits for the one that covers its last commit. The
+/// error, if that sync fails, must replace the answer, since its writes may be lost. Writes in
+/// tasks that `work` spawns wait as usual.
+pub async fn durable_before_answer<F: Future>(work: F) -> (F::Output, std::io::Result<()>) {
+    ANSWER_WAITS
+        .scope(RefCell::new(None), async move {
+            let answer = work.await;
+            let pending = ANSWER_WAITS.with(|pending| pending.borrow_mut().take());
+            let durable = match pending {
+                Some(Pending { group, ticket }) => group.wait_for(ticket).await,
+                None => Ok(()),
+            };
+            (answer, durable)
+        })
+        .await
+}
 
 /// What makes the committed writes durable (for SQLite: an `fsync` of the WAL file). It blocks,
 /// so it runs on the blocking pool.
@@ -54,10 +86,30 @@ impl GroupSync {
 
     /// Returns once a sync that started after the caller's commit has completed. Call it after
     /// every commit and before telling anyone the write happened. The sync and its bookkeeping
-    /// run in a task of their own, so a caller that goes away cannot lose a failure.
-    pub(super) async fn after_commit(&self) -> std::io::Result<()> {
-        let stopped = |failure: &str| std::io::Error::other(format!("writes stopped: {failure}"));
+    /// run in a task of their own, so a caller that goes away cannot lose a failure. Inside
+    /// `durable_before_answer`, returns at once: a sync is started, and the answer waits.
+    pub(super) async fn after_commit(self: &Arc<Self>) -> std::io::Result<()> {
+        if let Some(failure) = self.failure() {
+            return Err(std::io::Error::other(format!("writes stopped: {failure}")));
+        }
         let ticket = self.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        let deferred = ANSWER_WAITS.try_with(|pending| {
+            *pending.borrow_mut() = Some(Pending { group: Arc::clone(self), ticket });
+        });
+        if deferred.is_ok() {
+            if let Ok(running) = Arc::clone(&self.running).try_lock_owned() {
+                let group = Arc::clone(self);
+                // Its outcome reaches the answer through `synced` and `failure`.
+                tokio::spawn(async move { group.run_sync(running).await });
+            }
+            return Ok(());
+        }
+        self.wait_for(ticket).await
+    }
+
+    /// Returns once a sync that started after `ticket` was taken has completed.
+    async fn wait_for(&self, ticket: u64) -> std::io::Result<()> {
+        let stopped = |failure: &str| std::io::Error::other(format!("writes stopped: {failure}"));
         let mut synced = self.synced.subscribe();
         loop {
             if let Some(failure) = self.failure() {
@@ -175,7 +227,7 @@ mod tests {
             let outcome = Arc::clone(&outcome);
             Arc::new(move || outcome.lock().unwrap().pop().unwrap_or(Ok(())))
         };
-        let group = GroupSync::new(sync);
+        let group = Arc::new(GroupSync::new(sync));
         assert!(group.after_commit().await.is_err(), "could not start");
         assert!(group.failure().is_none());
         let lost = group.after_commit().await.unwrap_err().to_string();
@@ -184,5 +236,42 @@ mod tests {
         assert!(later.contains("writes stopped") && later.contains("disk gone"), "{later}");
         assert!(group.failure().is_some());
         assert_eq!(group.syncs(), 0, "the sync that would succeed never runs");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inside_a_request_commits_go_on_and_the_answer_waits_for_the_sync_of_the_last() {
+        let commits = Arc::new(AtomicU64::new(0));
+        let durable = Arc::new(AtomicU64::new(0));
+        let sync: SyncFn = {
+            let (commits, durable) = (Arc::clone(&commits), Arc::clone(&durable));
+            Arc::new(move || {
+                let seen = commits.load(Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(20));
+                durable.fetch_max(seen, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        let group = Arc::new(GroupSync::new(sync));
+        let (last, synced) = durable_before_answer(async {
+            for _ in 0..3 {
+                commits.fetch_add(1, Ordering::SeqCst);
+                group.after_commit().await.unwrap();
+            }
+            assert!(durable.load(Ordering::SeqCst) < 3, "a commit inside a request does not wait for its sync");
+            commits.load(Ordering::SeqCst)
+        })
+        .await;
+        synced.unwrap();
+        assert!(durable.load(Ordering::SeqCst) >= last, "the answer waited for a sync covering its last commit");
+
+        // Outside a request, each commit waits.
+        commits.fetch_add(1, Ordering::SeqCst);
+        group.after_commit().await.unwrap();
+        assert_eq!(durable.load(Ordering::SeqCst), 4);
+
+        let failing = Arc::new(GroupSync::new(Arc::new(|| Err(SyncError::DataMayBeLost(std::io::Error::other("disk gone"))))));
+        let ((), synced) = durable_before_answer(async { failing.after_commit().await.unwrap() }).await;
+        assert!(synced.unwrap_err().to_string().contains("disk gone"), "a failed sync replaces the answer");
+        assert!(failing.after_commit().await.is_err(), "and stops later writes");
     }
 }

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::clock::UnixTime;
 
+pub use group_sync::durable_before_answer;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -325,6 +326,21 @@ pub struct GrantState {
     pub session_revoked: bool,
 }
 
+/// An authorization code's payload, and the session and user it names (`GrantStore::peek_code`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeekedCode {
+    pub payload: String,
+    pub signed_in: Option<(SsoSession, User)>,
+}
+
+/// A refresh token with what a refresh decides on: its grant's state and the grant's user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshTokenState {
+    pub token: RefreshTokenRecord,
+    pub grant: GrantState,
+    pub user: User,
+}
+
 impl GrantState {
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.grant.revoked_at.is_none() && self.grant.expires_at > now && !self.user_disabled && !self.session_revoked
@@ -534,6 +550,8 @@ pub trait UserStore: Send + Sync {
     /// Records a sign-in of the user through the identity `(connector_id, subject)`.
     async fn record_user_login(&self, id: &str, connector_id: &str, subject: &str, now: UnixTime) -> StoreResult<()>;
     async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;
+    /// The user linked to the identity `(connector_id, subject)`, in one read.
+    async fn find_linked_user(&self, connector_id: &str, subject: &str) -> StoreResult<Option<User>>;
     async fn search_users(&self, query: &UserQuery) -> StoreResult<Vec<User>>;
     async fn count_users(&self) -> StoreResult<u64>;
     async fn list_user_links(&self, user_id: &str) -> StoreResult<Vec<IdentityLink>>;
@@ -611,6 +629,8 @@ pub trait KeyStore: Send + Sync {
 pub trait SsoSessionStore: Send + Sync {
     async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;
     async fn get_sso_session(&self, id: &str) -> StoreResult<SsoSession>;
+    /// The session and its user in one read: `None` when either is gone.
+    async fn session_with_user(&self, id: &str) -> StoreResult<Option<(SsoSession, User)>>;
     async fn touch_sso_session(&self, id: &str, now: UnixTime) -> StoreResult<()>;
     /// Revokes the session; revoking an already revoked session keeps the first time. True when
     /// this call did the revoking, so exactly one caller acts on a session's end.
@@ -683,6 +703,11 @@ pub trait GrantStore: Send + Sync {
         granted: &AuditEvent,
         now: UnixTime,
     ) -> StoreResult<bool>;
+    /// The unexpired authorization code `code_hash` (`SingleUseKind::AuthorizationCode`): its
+    /// payload as stored, with the SSO session the payload's `session_id` names and that
+    /// session's user, in one read (a redemption needs all three). `None` when the code is
+    /// unknown, spent or expired; no session when the session or its user is gone.
+    async fn peek_code(&self, code_hash: &str, now: UnixTime) -> StoreResult<Option<PeekedCode>>;
     async fn grant_state(&self, id: &str) -> StoreResult<Option<GrantState>>;
     /// Grants that are neither revoked nor expired.
     async fn search_grants(&self, query: &GrantQuery, now: UnixTime) -> StoreResult<Vec<GrantListing>>;
@@ -699,6 +724,9 @@ pub trait GrantStore: Send + Sync {
     async fn revoke_grant_by_code(&self, code_hash: &str, now: UnixTime) -> StoreResult<Option<String>>;
     async fn insert_refresh_token(&self, token_hash: &str, record: &RefreshTokenRecord) -> StoreResult<()>;
     async fn find_refresh_token(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenRecord>>;
+    /// `find_refresh_token`, `grant_state` and the grant's user in one read: `None` when the
+    /// token, its grant or the user is gone.
+    async fn refresh_token_state(&self, token_hash: &str) -> StoreResult<Option<RefreshTokenState>>;
     /// Spends the unexpired, unrotated token `old_hash` and stores `new` in its place, atomically:
     /// of two concurrent rotations of one token, exactly one gets `Rotated`.
     async fn rotate_refresh_token(

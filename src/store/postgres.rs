@@ -31,6 +31,9 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// The session id in an authorization code's payload (`c.payload`), for `peek_code`.
+    const CODE_SESSION_ID: &str = "(c.payload::json ->> 'session_id')";
+
     /// PostgreSQL transactions run side by side; row locks order them.
     async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
         Ok(None)
@@ -43,6 +46,25 @@ impl PostgresStore {
 
     /// A PostgreSQL commit returns once the server has made it durable (`synchronous_commit`).
     async fn durable(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// `UserStore::record_user_login`.
+    async fn note_user_login(&self, id: &str, connector_id: &str, subject: &str, now: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        let result =
+            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1").bind(id).bind(now).execute(&mut *tx).await?;
+        if result.rows_affected() == 0 {
+            return Err(crate::store::StoreError::NotFound);
+        }
+        sqlx::query("UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $1 AND subject = $2 AND user_id = $3")
+            .bind(connector_id)
+            .bind(subject)
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -4,7 +4,8 @@
 
 use crate::store::{
     AuditEvent, AuditListing, AuditOutcome, BackchannelLogout, ClientRecord, ConnectorRecord, GrantListing, GrantRecord,
-    GrantState, IdentityLink, RefreshTokenRecord, SessionListing, SigningKeyRecord, SsoSession, StoreError, StoreResult, User,
+    GrantState, IdentityLink, RefreshTokenRecord, RefreshTokenState, SessionListing, SigningKeyRecord, SsoSession, StoreError,
+    StoreResult, User,
 };
 
 pub(super) fn to_json(list: &[String]) -> String {
@@ -194,6 +195,83 @@ impl From<SsoSessionRow> for SsoSession {
             ip: row.ip,
             user_agent: row.user_agent,
         }
+    }
+}
+
+/// A user's columns beside another table's, each named `user_<column>` (`JOINED_USER_COLUMNS`).
+#[derive(sqlx::FromRow)]
+pub(super) struct JoinedUserRow {
+    user_row_id: String,
+    user_username: String,
+    user_email: Option<String>,
+    user_email_verified: bool,
+    user_display_name: Option<String>,
+    user_groups_json: String,
+    user_disabled: bool,
+    user_created_at: i64,
+    user_updated_at: i64,
+    user_last_login_at: Option<i64>,
+}
+
+impl TryFrom<JoinedUserRow> for User {
+    type Error = StoreError;
+    fn try_from(row: JoinedUserRow) -> StoreResult<Self> {
+        UserRow {
+            id: row.user_row_id,
+            username: row.user_username,
+            email: row.user_email,
+            email_verified: row.user_email_verified,
+            display_name: row.user_display_name,
+            groups_json: row.user_groups_json,
+            disabled: row.user_disabled,
+            created_at: row.user_created_at,
+            updated_at: row.user_updated_at,
+            last_login_at: row.user_last_login_at,
+        }
+        .try_into()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct SessionWithUserRow {
+    #[sqlx(flatten)]
+    session: SsoSessionRow,
+    #[sqlx(flatten)]
+    user: JoinedUserRow,
+}
+
+impl TryFrom<SessionWithUserRow> for (SsoSession, User) {
+    type Error = StoreError;
+    fn try_from(row: SessionWithUserRow) -> StoreResult<Self> {
+        Ok((row.session.into(), row.user.try_into()?))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct RefreshTokenStateRow {
+    token_issued_at: i64,
+    token_expires_at: i64,
+    token_rotated_at: Option<i64>,
+    #[sqlx(flatten)]
+    grant: GrantStateRow,
+    #[sqlx(flatten)]
+    user: JoinedUserRow,
+}
+
+impl TryFrom<RefreshTokenStateRow> for RefreshTokenState {
+    type Error = StoreError;
+    fn try_from(row: RefreshTokenStateRow) -> StoreResult<Self> {
+        let grant: GrantState = row.grant.try_into()?;
+        Ok(RefreshTokenState {
+            token: RefreshTokenRecord {
+                grant_id: grant.grant.id.clone(),
+                issued_at: row.token_issued_at,
+                expires_at: row.token_expires_at,
+                rotated_at: row.token_rotated_at,
+            },
+            grant,
+            user: row.user.try_into()?,
+        })
     }
 }
 
@@ -421,6 +499,35 @@ pub(super) const CONNECTOR_COLUMNS: &str =
     "id, kind, name, email_domains_json, settings, managed_by_config, created_at, updated_at, version, disabled, sealed_secret";
 pub(super) const SESSION_COLUMNS: &str =
     "id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent";
+/// `USER_COLUMNS` of `users u`, for `JoinedUserRow`.
+pub(super) const JOINED_USER_COLUMNS: &str = "u.id AS user_row_id, u.username AS user_username, u.email AS user_email, \
+     u.email_verified AS user_email_verified, u.display_name AS user_display_name, u.groups_json AS user_groups_json, \
+     u.disabled AS user_disabled, u.created_at AS user_created_at, u.updated_at AS user_updated_at, \
+     u.last_login_at AS user_last_login_at";
+/// The user an identity is linked to (`UserStore::find_linked_user`).
+pub(super) static LINKED_USER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {JOINED_USER_COLUMNS} FROM identity_links l JOIN users u ON u.id = l.user_id \
+         WHERE l.connector_id = $1 AND l.subject = $2"
+    )
+});
+/// A session and its user, in one read (`SsoSessionStore::session_with_user`).
+pub(super) static SESSION_WITH_USER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT s.id, s.user_id, s.connector_id, s.auth_time, s.last_seen_at, s.expires_at, s.revoked_at, s.ip, \
+         s.user_agent, {JOINED_USER_COLUMNS} FROM sso_sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1"
+    )
+});
+/// A refresh token with its grant's state and the grant's user (`GrantStore::refresh_token_state`).
+/// As in `grant_state`, a session row cleaned up after its natural end does not revoke the grant.
+pub(super) static REFRESH_TOKEN_STATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT r.issued_at AS token_issued_at, r.expires_at AS token_expires_at, r.rotated_at AS token_rotated_at, \
+         {GRANT_COLUMNS}, (s.revoked_at IS NOT NULL) AS session_revoked, {JOINED_USER_COLUMNS} \
+         FROM refresh_tokens r JOIN grants g ON g.id = r.grant_id JOIN users u ON u.id = g.user_id \
+         LEFT JOIN sso_sessions s ON s.id = g.session_id WHERE r.token_hash = $1"
+    )
+});
 
 /// Implements `Store` for a struct with a `pool` field of the given sqlx database.
 macro_rules! impl_sql_store {
@@ -533,8 +640,8 @@ macro_rules! impl_sql_store {
                 profile: &$crate::store::UserProfile,
                 now: i64,
             ) -> $crate::store::StoreResult<($crate::store::User, bool)> {
-                if let Some(user_id) = self.find_linked_user_id(connector_id, subject).await? {
-                    return Ok((self.get_user(&user_id).await?, false));
+                if let Some(user) = self.find_linked_user(connector_id, subject).await? {
+                    return Ok((user, false));
                 }
                 let id = uuid::Uuid::new_v4().to_string();
                 let writer = self.one_writer().await?;
@@ -575,11 +682,9 @@ macro_rules! impl_sql_store {
                         drop(writer);
                         // The other request's link may not be on disk yet.
                         self.durable().await?;
-                        let user_id = self
-                            .find_linked_user_id(connector_id, subject)
-                            .await?
-                            .ok_or($crate::store::StoreError::NotFound)?;
-                        Ok((self.get_user(&user_id).await?, false))
+                        let user =
+                            self.find_linked_user(connector_id, subject).await?.ok_or($crate::store::StoreError::NotFound)?;
+                        Ok((user, false))
                     }
                     Err(err) => Err(err),
                 }
@@ -655,27 +760,7 @@ macro_rules! impl_sql_store {
                 subject: &str,
                 now: i64,
             ) -> $crate::store::StoreResult<()> {
-                let writer = self.one_writer().await?;
-                let mut tx = self.pool.begin().await?;
-                let result = sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                if result.rows_affected() == 0 {
-                    return Err($crate::store::StoreError::NotFound);
-                }
-                sqlx::query("UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $1 AND subject = $2 AND user_id = $3")
-                    .bind(connector_id)
-                    .bind(subject)
-                    .bind(id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                drop(writer);
-                self.durable().await?;
-                Ok(())
+                self.note_user_login(id, connector_id, subject, now).await
             }
 
             async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> $crate::store::StoreResult<Option<String>> {
@@ -686,6 +771,17 @@ macro_rules! impl_sql_store {
                         .fetch_optional(&self.pool)
                         .await?;
                 Ok(user_id)
+            }
+
+            async fn find_linked_user(
+                &self,
+                connector_id: &str,
+                subject: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::User>> {
+                let sql = $crate::store::sql::LINKED_USER.as_str();
+                let row: Option<$crate::store::sql::JoinedUserRow> =
+                    sqlx::query_as(sql).bind(connector_id).bind(subject).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn search_users(&self, query: &$crate::store::UserQuery) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
@@ -1133,6 +1229,16 @@ macro_rules! impl_sql_store {
                 Ok(row.into())
             }
 
+            async fn session_with_user(
+                &self,
+                id: &str,
+            ) -> $crate::store::StoreResult<Option<($crate::store::SsoSession, $crate::store::User)>> {
+                let sql = $crate::store::sql::SESSION_WITH_USER.as_str();
+                let row: Option<$crate::store::sql::SessionWithUserRow> =
+                    sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
             async fn touch_sso_session(&self, id: &str, now: i64) -> $crate::store::StoreResult<()> {
                 let result = sqlx::query("UPDATE sso_sessions SET last_seen_at = $2 WHERE id = $1 AND last_seen_at < $2")
                     .bind(id)
@@ -1437,6 +1543,38 @@ macro_rules! impl_sql_store {
                 self.spend_code(code_hash, grant, refresh_token, granted, now).await
             }
 
+            async fn peek_code(
+                &self,
+                code_hash: &str,
+                now: i64,
+            ) -> $crate::store::StoreResult<Option<$crate::store::PeekedCode>> {
+                use sqlx::Row as _;
+                let sql = format!(
+                    "SELECT c.payload, s.id, s.user_id, s.connector_id, s.auth_time, s.last_seen_at, s.expires_at, \
+                     s.revoked_at, s.ip, s.user_agent, {} FROM single_use c \
+                     LEFT JOIN sso_sessions s ON s.id = {} LEFT JOIN users u ON u.id = s.user_id \
+                     WHERE c.kind = $1 AND c.key = $2 AND c.expires_at > $3",
+                    $crate::store::sql::JOINED_USER_COLUMNS,
+                    Self::CODE_SESSION_ID,
+                );
+                let row = sqlx::query(&sql)
+                    .bind($crate::store::SingleUseKind::AuthorizationCode.as_str())
+                    .bind(code_hash)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                let Some(row) = row else { return Ok(None) };
+                let found = row.try_get::<Option<String>, _>("id")?.is_some()
+                    && row.try_get::<Option<String>, _>("user_row_id")?.is_some();
+                let signed_in = if found {
+                    let joined: $crate::store::sql::SessionWithUserRow = sqlx::FromRow::from_row(&row)?;
+                    Some(joined.try_into()?)
+                } else {
+                    None
+                };
+                Ok(Some($crate::store::PeekedCode { payload: row.try_get("payload")?, signed_in }))
+            }
+
             async fn grant_state(&self, id: &str) -> $crate::store::StoreResult<Option<$crate::store::GrantState>> {
                 // A session row that was cleaned up after its natural end does not revoke the
                 // grant; only an explicit revocation does.
@@ -1569,6 +1707,16 @@ macro_rules! impl_sql_store {
                 .fetch_optional(&self.pool)
                 .await?;
                 Ok(row.map(Into::into))
+            }
+
+            async fn refresh_token_state(
+                &self,
+                token_hash: &str,
+            ) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenState>> {
+                let sql = $crate::store::sql::REFRESH_TOKEN_STATE.as_str();
+                let row: Option<$crate::store::sql::RefreshTokenStateRow> =
+                    sqlx::query_as(sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn rotate_refresh_token(

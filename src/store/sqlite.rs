@@ -59,6 +59,12 @@ const CREATE_SSO_SESSION: &str = "INSERT INTO sso_sessions \
     (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
 
+/// `UserStore::record_user_login`, batched: the link first, so that the answer is the user's
+/// `changes()` (0: no such user, and no link of theirs either).
+const RECORD_USER_LOGIN: &str = "\
+    UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $2 AND subject = $3 AND user_id = $1; \
+    UPDATE users SET last_login_at = $4 WHERE id = $1; SELECT changes();";
+
 /// `AuditStore::record_audit`, batched.
 const APPEND_AUDIT: &str = "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
@@ -79,6 +85,7 @@ pub struct SqliteStore {
     put_single_use: Arc<BatchedWrite>,
     take_single_use: Arc<BatchedWrite>,
     append_audit: Arc<BatchedWrite>,
+    record_user_login: Arc<BatchedWrite>,
     create_sso_session: Arc<BatchedWrite>,
     create_browser_session: Arc<BatchedWrite>,
     save_browser_session: Arc<BatchedWrite>,
@@ -129,6 +136,7 @@ impl SqliteStore {
             put_single_use: BatchedWrite::new(PUT_SINGLE_USE),
             take_single_use: BatchedWrite::new(TAKE_SINGLE_USE),
             append_audit: BatchedWrite::new(APPEND_AUDIT),
+            record_user_login: BatchedWrite::new(RECORD_USER_LOGIN),
             create_sso_session: BatchedWrite::new(CREATE_SSO_SESSION),
             create_browser_session: BatchedWrite::new(CREATE_BROWSER_SESSION),
             save_browser_session: BatchedWrite::new(SAVE_BROWSER_SESSION),
@@ -136,6 +144,9 @@ impl SqliteStore {
             wal_sync,
         })
     }
+
+    /// The session id in an authorization code's payload (`c.payload`), for `peek_code`.
+    const CODE_SESSION_ID: &str = "json_extract(c.payload, '$.session_id')";
 
     /// Held for the length of a write transaction.
     async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, SqliteConnection>>> {
@@ -271,6 +282,19 @@ impl SqliteStore {
         ];
         self.append_audit.run(&self.writer, arguments).await?;
         self.durable().await
+    }
+
+    /// `UserStore::record_user_login`.
+    async fn note_user_login(&self, id: &str, connector_id: &str, subject: &str, now: i64) -> StoreResult<()> {
+        self.writes_allowed()?;
+        let text = |value: &str| Arg::Text(Some(value.to_owned()));
+        let arguments = vec![text(id), text(connector_id), text(subject), Arg::Int(Some(now))];
+        let answer = self.record_user_login.run(&self.writer, arguments).await?;
+        self.durable().await?;
+        match answer.try_get::<i64, _>(0)? {
+            0 => Err(StoreError::NotFound),
+            _ => Ok(()),
+        }
     }
 
     /// `SsoSessionStore::create_sso_session`.

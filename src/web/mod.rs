@@ -179,10 +179,12 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let started = Instant::now();
     // The handler runs as its own task, so a client that disconnects cannot cancel it halfway:
     // sqlx leaves a PostgreSQL connection inside an open transaction when a `begin` is dropped
-    // mid-flight (transact-rs/sqlx#4385), and half-done writes help no one.
-    let handler = tokio::spawn(next.run(request).instrument(span.clone()));
+    // mid-flight (transact-rs/sqlx#4385), and half-done writes help no one. Its writes are on
+    // disk before its answer leaves (`durable_before_answer`).
+    let handler = tokio::spawn(crate::store::durable_before_answer(next.run(request)).instrument(span.clone()));
     let mut response = match handler.await {
-        Ok(response) => response,
+        Ok((response, Ok(()))) => response,
+        Ok((_, Err(err))) => WebError::Internal(format!("the request's writes could not be made durable: {err}")).into_response(),
         Err(_) => WebError::Internal(String::from("the request handler stopped unexpectedly")).into_response(),
     };
     let elapsed = started.elapsed();

@@ -41,6 +41,9 @@ async fn users_and_links(store: &Arc<dyn Store>) {
 
     assert_eq!(store.find_linked_user_id("corp", "sub-1").await.unwrap(), Some(alice.id.clone()));
     assert_eq!(store.find_linked_user_id("corp", "sub-2").await.unwrap(), None);
+    assert_eq!(store.find_linked_user("corp", "sub-1").await.unwrap(), Some(alice.clone()), "every field");
+    assert_eq!(store.find_linked_user("corp", "sub-2").await.unwrap(), None);
+    assert_eq!(store.find_linked_user("other", "sub-1").await.unwrap(), Some(other_connector.clone()));
     assert_eq!(store.list_identity_links("corp").await.unwrap(), vec![("sub-1".to_owned(), alice.id.clone())]);
     assert!(store.list_identity_links("nowhere").await.unwrap().is_empty());
 
@@ -61,6 +64,8 @@ async fn users_and_links(store: &Arc<dyn Store>) {
 
     assert!(matches!(store.get_user("missing").await, Err(StoreError::NotFound)));
     assert!(matches!(store.set_user_disabled("missing", true, NOW).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.record_user_login("missing", "corp", "sub-1", NOW + 8).await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_user_links(&alice.id).await.unwrap()[0].last_login_at, Some(NOW + 7), "a refused login writes nothing");
     assert!(matches!(store.update_user_profile("missing", &changed, NOW).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_users().await.unwrap().len(), 2);
 }
@@ -194,6 +199,13 @@ async fn sessions(store: &Arc<dyn Store>) {
     store.create_sso_session(&sso("s2", &user.id, NOW + 10)).await.unwrap();
     store.create_sso_session(&sso("s3", &other.id, NOW + 100)).await.unwrap();
     assert!(matches!(store.create_sso_session(&sso("s1", &user.id, NOW)).await, Err(StoreError::AlreadyExists)));
+
+    let (session, its_user) = store.session_with_user("s1").await.unwrap().unwrap();
+    assert_eq!(session, store.get_sso_session("s1").await.unwrap());
+    assert_eq!(its_user, user, "the session's own user, every field");
+    let (_, other_user) = store.session_with_user("s3").await.unwrap().unwrap();
+    assert_eq!(other_user, other);
+    assert!(store.session_with_user("nope").await.unwrap().is_none());
 
     store.touch_sso_session("s1", NOW + 5).await.unwrap();
     store.touch_sso_session("s1", NOW + 3).await.unwrap();
@@ -384,6 +396,33 @@ async fn grants_and_refresh_tokens(store: &Arc<dyn Store>) {
     store.insert_refresh_token("h1", &refresh("g1", NOW)).await.unwrap();
     assert_eq!(store.rotate_refresh_token("h1", "h2", &refresh("g1", NOW + 1), NOW + 1).await.unwrap(), Rotation::Rotated);
     assert_eq!(store.find_refresh_token("h1").await.unwrap().unwrap().rotated_at, Some(NOW + 1));
+    // The joined read answers as its three parts do, and follows the user and the session.
+    for hash in ["h1", "h2"] {
+        let found = store.refresh_token_state(hash).await.unwrap().unwrap();
+        assert_eq!(Some(found.token), store.find_refresh_token(hash).await.unwrap());
+        assert_eq!(Some(found.grant), store.grant_state("g1").await.unwrap());
+        assert_eq!(found.user, store.get_user(&user.id).await.unwrap());
+    }
+    assert!(store.refresh_token_state("nope").await.unwrap().is_none());
+    let (bob, _) = store.get_or_create_linked_user("local", "bob", &profile("bob"), NOW).await.unwrap();
+    store.create_sso_session(&sso("s-bob", &bob.id, NOW + 1000)).await.unwrap();
+    // These two outlive the cleanup and the counts below.
+    store.create_grant(&GrantRecord { expires_at: NOW + 5000, ..grant("g-bob", &bob.id, "s-bob", "elsewhere") }).await.unwrap();
+    store.insert_refresh_token("h-bob", &refresh("g-bob", NOW)).await.unwrap();
+    assert_eq!(store.refresh_token_state("h-bob").await.unwrap().unwrap().user, bob);
+    store.set_user_disabled(&bob.id, true, NOW + 1).await.unwrap();
+    let found = store.refresh_token_state("h-bob").await.unwrap().unwrap();
+    assert!(found.user.disabled && found.grant.user_disabled && !found.grant.is_live(NOW + 1));
+    store.create_sso_session(&sso("s-gone", &user.id, NOW + 1000)).await.unwrap();
+    store
+        .create_grant(&GrantRecord { expires_at: NOW + 5000, ..grant("g-gone", &user.id, "s-gone", "elsewhere") })
+        .await
+        .unwrap();
+    store.insert_refresh_token("h-gone", &refresh("g-gone", NOW)).await.unwrap();
+    store.revoke_sso_session("s-gone", NOW + 1).await.unwrap();
+    let found = store.refresh_token_state("h-gone").await.unwrap().unwrap();
+    assert!(found.grant.session_revoked && !found.grant.is_live(NOW + 1));
+    assert!(store.refresh_token_state("h2").await.unwrap().unwrap().grant.is_live(NOW + 1));
     assert_eq!(store.rotate_refresh_token("h1", "h3", &refresh("g1", NOW + 2), NOW + 2).await.unwrap(), Rotation::AlreadyRotated);
     assert!(store.find_refresh_token("h3").await.unwrap().is_none(), "a refused rotation stores nothing");
     assert_eq!(
@@ -489,12 +528,25 @@ async fn code_redemption(store: &Arc<dyn Store>) {
         events.into_iter().filter(|e| e.kind == "token_granted").filter_map(|e| e.detail).collect::<Vec<_>>()
     };
 
-    store.put_single_use(code, "code-of-g1", "{}", NOW + 60).await.unwrap();
+    // A code is read with the session and user its payload names, while it is unspent and
+    // unexpired; a session or user that is gone reads as none.
+    let payload = r#"{"session_id":"s1","user_id":"x"}"#;
+    store.put_single_use(code, "code-of-g1", payload, NOW + 60).await.unwrap();
+    let peeked = store.peek_code("code-of-g1", NOW).await.unwrap().unwrap();
+    assert_eq!(peeked.payload, payload);
+    assert_eq!(peeked.signed_in, Some((store.get_sso_session("s1").await.unwrap(), user.clone())));
+    assert!(store.peek_code("code-of-g1", NOW + 60).await.unwrap().is_none(), "expired");
+    assert!(store.peek_code("code-of-nothing", NOW).await.unwrap().is_none());
+    store.put_single_use(code, "code-of-nobody", r#"{"session_id":"no-such-session"}"#, NOW + 60).await.unwrap();
+    assert_eq!(store.peek_code("code-of-nobody", NOW).await.unwrap().unwrap().signed_in, None);
+    store.put_single_use(SingleUseKind::PendingLogin, "code-of-g1-elsewhere", payload, NOW + 60).await.unwrap();
+    assert!(store.peek_code("code-of-g1-elsewhere", NOW).await.unwrap().is_none(), "only authorization codes");
     let g1 = grant("g1", &user.id, "s1", "app");
     assert!(store.redeem_code("code-of-g1", &g1, Some(("r1", &refresh("g1", NOW))), &granted("g1"), NOW).await.unwrap());
     assert_eq!(store.grant_state("g1").await.unwrap().unwrap().grant, g1);
     assert_eq!(store.find_refresh_token("r1").await.unwrap().unwrap(), refresh("g1", NOW));
     assert!(store.peek_single_use(code, "code-of-g1", NOW).await.unwrap().is_none(), "the code is spent");
+    assert!(store.peek_code("code-of-g1", NOW).await.unwrap().is_none(), "the code is spent");
     assert_eq!(granted_events().await, ["g1"]);
 
     let replayed = store.redeem_code("code-of-g1", &g1, Some(("r1b", &refresh("g1", NOW))), &granted("g1"), NOW + 1).await;
