@@ -553,7 +553,7 @@ run_soak() {
   CONNECTIONS="$connections"
   run_wrk "$dir/trial.txt" client_credentials "$trial_secs" BENCH_DELAY_MS=1
   row "$WORK/rows.md" soak "client-credentials grant, ${trial_secs} s trial with -c$connections, 1 ms apart"
-  connections="$(awk -v p="$peak" -v r="$R_RPS" -v c="$connections" 'BEGIN { n = int(0.7 * p * c / r + 0.5); print (n < 1 ? 1 : n) }')"
+  connections="$(awk -v p="$peak" -v r="$R_RPS" -v c="$connections" 'BEGIN { n = (r > 0) ? int(0.7 * p * c / r + 0.5) : c; print (n < 1 ? 1 : n) }')"
   log "soak: peak $peak/s; $soak_secs s with $connections connections, 1 ms apart"
   : >"$dir/rss.txt"
   ( while kill -0 "$SERVER_PID" 2>/dev/null; do echo "$(date +%s) $(proc_status VmRSS)" >>"$dir/rss.txt"; sleep 10; done ) &

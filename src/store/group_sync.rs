@@ -112,11 +112,12 @@ impl GroupSync {
         let stopped = |failure: &str| std::io::Error::other(format!("writes stopped: {failure}"));
         let mut synced = self.synced.subscribe();
         loop {
-            if let Some(failure) = self.failure() {
-                return Err(stopped(failure));
-            }
+            // A commit that a good sync covered is on disk, whatever failed after it.
             if *synced.borrow_and_update() >= ticket {
                 return Ok(());
+            }
+            if let Some(failure) = self.failure() {
+                return Err(stopped(failure));
             }
             let Ok(running) = Arc::clone(&self.running).try_lock_owned() else {
                 // A sync is running, perhaps one that started before this commit: after it
@@ -273,5 +274,28 @@ mod tests {
         let ((), synced) = durable_before_answer(async { failing.after_commit().await.unwrap() }).await;
         assert!(synced.unwrap_err().to_string().contains("disk gone"), "a failed sync replaces the answer");
         assert!(failing.after_commit().await.is_err(), "and stops later writes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_answer_whose_commit_a_good_sync_covered_stands_after_a_later_sync_fails() {
+        let outcome =
+            Arc::new(std::sync::Mutex::new(vec![Err(SyncError::DataMayBeLost(std::io::Error::other("disk gone"))), Ok(())]));
+        let sync: SyncFn = {
+            let outcome = Arc::clone(&outcome);
+            Arc::new(move || outcome.lock().unwrap().pop().unwrap_or(Ok(())))
+        };
+        let group = Arc::new(GroupSync::new(sync));
+        let ((), synced) = durable_before_answer(async {
+            group.after_commit().await.unwrap();
+            while group.syncs() == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Another request, outside this one, commits and its sync fails.
+            let other = Arc::clone(&group);
+            assert!(tokio::spawn(async move { other.after_commit().await }).await.unwrap().is_err());
+        })
+        .await;
+        assert!(synced.is_ok(), "this request's write was on disk before the failure");
+        assert!(group.after_commit().await.is_err(), "later writes stop");
     }
 }

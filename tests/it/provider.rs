@@ -747,6 +747,26 @@ async fn a_disabled_user_loses_tokens_and_refreshes() {
 }
 
 #[tokio::test]
+async fn a_code_is_refused_once_its_session_is_revoked_or_its_user_disabled() {
+    let db = TestDb::sqlite();
+    let app = start(&db).await;
+    let store = &app.state.store;
+    let code = demo_code(&app, &[]).await;
+    let alice = store.find_linked_user_id("local", "alice").await.unwrap().unwrap();
+    for session in store.list_unrevoked_sso_sessions(None, Some(&alice)).await.unwrap() {
+        store.revoke_sso_session(&session, app.clock.now()).await.unwrap();
+    }
+    assert_eq!(error_code(redeem(&app, &code).await).await, (StatusCode::BAD_REQUEST, "invalid_grant".to_owned()));
+
+    let code = demo_code(&app, &[]).await;
+    assert!(json(redeem(&app, &code).await).await["id_token"].is_string(), "a code of a live session is redeemed");
+    let code = demo_code(&app, &[]).await;
+    store.set_user_disabled(&alice, true, app.clock.now()).await.unwrap();
+    assert_eq!(error_code(redeem(&app, &code).await).await, (StatusCode::BAD_REQUEST, "invalid_grant".to_owned()));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn consent_is_asked_remembered_refused_and_withdrawn() {
     let db = TestDb::sqlite();
     let app = start(&db).await;
