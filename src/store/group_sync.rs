@@ -184,21 +184,28 @@ mod tests {
 
     use super::*;
 
-    /// Each writer "commits" (raises `commits`), then waits; the fake sync records how many
-    /// commits existed when it started. A writer may only return after a sync that saw its commit.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_writer_returns_after_a_sync_that_started_after_its_commit() {
+    /// A fake sync that takes `pause` and then marks durable the commits (counted by the test
+    /// in `commits`) that existed when it started.
+    fn recording_sync(pause: Duration) -> (Arc<AtomicU64>, Arc<AtomicU64>, SyncFn) {
         let commits = Arc::new(AtomicU64::new(0));
         let durable = Arc::new(AtomicU64::new(0));
         let sync: SyncFn = {
             let (commits, durable) = (Arc::clone(&commits), Arc::clone(&durable));
             Arc::new(move || {
                 let seen = commits.load(Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(5));
+                std::thread::sleep(pause);
                 durable.fetch_max(seen, Ordering::SeqCst);
                 Ok(())
             })
         };
+        (commits, durable, sync)
+    }
+
+    /// Each writer "commits" (raises `commits`), then waits; the fake sync records how many
+    /// commits existed when it started. A writer may only return after a sync that saw its commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_writer_returns_after_a_sync_that_started_after_its_commit() {
+        let (commits, durable, sync) = recording_sync(Duration::from_millis(5));
         let group = Arc::new(GroupSync::new(sync));
         let writers: Vec<_> = (0..64)
             .map(|_| {
@@ -241,17 +248,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn inside_a_request_commits_go_on_and_the_answer_waits_for_the_sync_of_the_last() {
-        let commits = Arc::new(AtomicU64::new(0));
-        let durable = Arc::new(AtomicU64::new(0));
-        let sync: SyncFn = {
-            let (commits, durable) = (Arc::clone(&commits), Arc::clone(&durable));
-            Arc::new(move || {
-                let seen = commits.load(Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(20));
-                durable.fetch_max(seen, Ordering::SeqCst);
-                Ok(())
-            })
-        };
+        let (commits, durable, sync) = recording_sync(Duration::from_millis(20));
         let group = Arc::new(GroupSync::new(sync));
         let (last, synced) = durable_before_answer(async {
             for _ in 0..3 {
