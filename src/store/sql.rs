@@ -1549,15 +1549,18 @@ macro_rules! impl_sql_store {
                 now: i64,
             ) -> $crate::store::StoreResult<Option<$crate::store::PeekedCode>> {
                 use sqlx::Row as _;
-                let sql = format!(
-                    "SELECT c.payload, s.id, s.user_id, s.connector_id, s.auth_time, s.last_seen_at, s.expires_at, \
-                     s.revoked_at, s.ip, s.user_agent, {} FROM single_use c \
-                     LEFT JOIN sso_sessions s ON s.id = {} LEFT JOIN users u ON u.id = s.user_id \
-                     WHERE c.kind = $1 AND c.key = $2 AND c.expires_at > $3",
-                    $crate::store::sql::JOINED_USER_COLUMNS,
-                    Self::CODE_SESSION_ID,
-                );
-                let row = sqlx::query(&sql)
+                // One per database: only the JSON accessor differs.
+                static PEEK_CODE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+                    format!(
+                        "SELECT c.payload, s.id, s.user_id, s.connector_id, s.auth_time, s.last_seen_at, s.expires_at, \
+                         s.revoked_at, s.ip, s.user_agent, {} FROM single_use c \
+                         LEFT JOIN sso_sessions s ON s.id = {} LEFT JOIN users u ON u.id = s.user_id \
+                         WHERE c.kind = $1 AND c.key = $2 AND c.expires_at > $3",
+                        $crate::store::sql::JOINED_USER_COLUMNS,
+                        <$store>::CODE_SESSION_ID,
+                    )
+                });
+                let row = sqlx::query(PEEK_CODE.as_str())
                     .bind($crate::store::SingleUseKind::AuthorizationCode.as_str())
                     .bind(code_hash)
                     .bind(now)
