@@ -23,7 +23,7 @@ use crate::tokens::{KeyEncryptionKey, KeyManager, SecretHasher, TokenError};
 use crate::upstream::SamlShared;
 use crate::upstream::saml::SpKeys;
 use crate::web::sessions::SessionBackend;
-use crate::web::{self, AppState};
+use crate::web::{self, AppState, Services};
 use crate::work::BlockingPool;
 
 #[derive(Debug, thiserror::Error)]
@@ -157,7 +157,6 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
         clock: clock.clone(),
         backchannel: Arc::new(tokio::sync::Notify::new()),
         clients: crate::provider::ClientCache::default(),
-        verified: crate::provider::VerifiedTokens::default(),
         revoked: crate::provider::RevokedAccessTokens::default(),
         hashing: hashing.clone(),
         client_auth: ClientAuthGuard::new(&config.client_auth),
@@ -176,7 +175,8 @@ pub async fn build(config: Config, clock: SharedClock) -> Result<App, StartupErr
     };
     let starts = Arc::new(WindowCounter::new(60, MAX_TRACKED_NETWORKS));
     let admin = Arc::new(crate::admin::Admin::new(provider.clone(), upstreams.clone()));
-    let state = AppState { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts, admin };
+    let state =
+        AppState::new(Services { config, store, keys, clock, metrics, provider, upstreams, hashing, forms, starts, admin });
     let router = web::router(state.clone(), sessions.clone());
     Ok(App { state, sessions, router, http, metrics_listener })
 }

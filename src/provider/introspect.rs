@@ -63,14 +63,7 @@ impl Provider {
         if !looks_like_jwt(token) {
             return Ok(None);
         }
-        let token_digest = digest(token);
-        if let Some((kid, claims)) = self.verified.get(&token_digest) {
-            let expired = check_exp && claims.exp <= self.clock.now();
-            let withdrawn = !self.keys.verifies_with(&kid).await?;
-            return Ok((!expired && !withdrawn).then_some(claims));
-        }
         let Ok(header) = jsonwebtoken::decode_header(token) else { return Ok(None) };
-        let Some(kid) = header.kid.clone() else { return Ok(None) };
         if !header
             .typ
             .as_deref()
@@ -86,10 +79,7 @@ impl Provider {
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         match self.keys.verify::<AccessClaims>(token, &validation).await {
-            Ok(claims) => {
-                self.verified.remember(token_digest, kid, &claims);
-                Ok(Some(claims))
-            }
+            Ok(claims) => Ok(Some(claims)),
             Err(TokenError::Store(err)) => Err(err.into()),
             Err(_) => Ok(None),
         }

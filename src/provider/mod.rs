@@ -139,45 +139,10 @@ pub struct Provider {
     /// Woken when back-channel logout notifications are queued.
     pub backchannel: Arc<tokio::sync::Notify>,
     pub clients: ClientCache,
-    pub verified: VerifiedTokens,
     pub revoked: RevokedAccessTokens,
     /// Where argon2 checks of client secrets run, a bounded number at once.
     pub hashing: crate::work::BlockingPool,
     pub client_auth: client_auth::ClientAuthGuard,
-}
-
-/// At most this many verified access tokens are remembered; past it the memory starts over.
-const VERIFIED_TOKENS_MAX: usize = 10_000;
-
-/// Access tokens whose signature and claims were already checked, by digest, with the key that
-/// signed them. Resource servers introspect the same token again and again, and the ES256
-/// verification is most of the work; what can change (revocation, the grant, the user, the key
-/// being withdrawn) is still checked each time.
-#[derive(Default)]
-pub struct VerifiedTokens {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (String, introspect::AccessClaims)>>,
-}
-
-impl std::fmt::Debug for VerifiedTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerifiedTokens").finish_non_exhaustive()
-    }
-}
-
-impl VerifiedTokens {
-    /// The signing key's id and the claims.
-    fn get(&self, digest: &str) -> Option<(String, introspect::AccessClaims)> {
-        self.entries.lock().ok()?.get(digest).cloned()
-    }
-
-    fn remember(&self, digest: String, kid: String, claims: &introspect::AccessClaims) {
-        if let Ok(mut entries) = self.entries.lock() {
-            if entries.len() >= VERIFIED_TOKENS_MAX {
-                entries.clear();
-            }
-            entries.insert(digest, (kid, claims.clone()));
-        }
-    }
 }
 
 /// How long (seconds) a node reuses a client record it read: the token and introspection
@@ -215,11 +180,12 @@ impl RevokedAccessTokens {
         }
     }
 
-    fn is_fresh(&self, now: UnixTime) -> bool {
+    /// Whether the list should be read again: in the copy's last second of freshness, or later.
+    fn due(&self, now: UnixTime) -> bool {
         let copy = self.copy.read().ok();
         copy.as_ref()
             .and_then(|copy| copy.as_ref())
-            .is_some_and(|(read_at, _)| (*read_at..*read_at + REVOKED_LIST_SECS).contains(&now))
+            .is_none_or(|(read_at, _)| !(*read_at..*read_at + REVOKED_LIST_SECS - 1).contains(&now))
     }
 
     /// A revocation made on this node (and committed), applied to its copy at once.
@@ -261,10 +227,58 @@ impl std::fmt::Debug for RevokedAccessTokens {
 /// bounded by the number of registered clients.
 #[derive(Default)]
 pub struct ClientCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, (UnixTime, ClientRecord)>>,
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedClient>>,
+}
+
+struct CachedClient {
+    read_at: UnixTime,
+    client: ClientRecord,
+    /// A request is reading the client again (see `ClientCache::look_up`).
+    reading: bool,
+}
+
+/// What the cache holds for a client id.
+enum CachedLookup {
+    Fresh(Box<ClientRecord>),
+    /// Still fresh, in its last second: the caller reads the client again, the one request to.
+    ReadAgain,
+    Missing,
 }
 
 impl ClientCache {
+    /// Like the revoked-token list, a copy is read again in its last second of freshness by one
+    /// request while the others still use it: when it expired for every request at once, each
+    /// read the client, a burst on the database every two seconds.
+    fn look_up(&self, client_id: &str, now: UnixTime) -> CachedLookup {
+        let Ok(mut entries) = self.entries.lock() else { return CachedLookup::Missing };
+        match entries.get_mut(client_id) {
+            Some(cached) if (cached.read_at..cached.read_at + CLIENT_CACHE_SECS).contains(&now) => {
+                if now >= cached.read_at + CLIENT_CACHE_SECS - 1 && !cached.reading {
+                    cached.reading = true;
+                    CachedLookup::ReadAgain
+                } else {
+                    CachedLookup::Fresh(Box::new(cached.client.clone()))
+                }
+            }
+            _ => CachedLookup::Missing,
+        }
+    }
+
+    fn keep(&self, client: &ClientRecord, now: UnixTime) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.insert(client.client_id.clone(), CachedClient { read_at: now, client: client.clone(), reading: false });
+        }
+    }
+
+    /// Lets a later request read the client again after this one could not.
+    fn reading_failed(&self, client_id: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(cached) = entries.get_mut(client_id)
+        {
+            cached.reading = false;
+        }
+    }
+
     /// Drops this node's copy of a client changed here, so the change applies on this node at
     /// once; other nodes pick it up when their copy expires.
     pub fn forget(&self, client_id: &str) {
@@ -290,42 +304,51 @@ impl Provider {
     /// The client with this id, if registered, read through a short-lived cache.
     pub async fn client(&self, client_id: &str) -> ProviderResult<Option<ClientRecord>> {
         let now = self.clock.now();
-        if let Ok(entries) = self.clients.entries.lock()
-            && let Some((read_at, client)) = entries.get(client_id)
-            && (*read_at..*read_at + CLIENT_CACHE_SECS).contains(&now)
-        {
-            return Ok(Some(client.clone()));
-        }
+        let reading_again = match self.clients.look_up(client_id, now) {
+            CachedLookup::Fresh(client) => return Ok(Some(*client)),
+            CachedLookup::ReadAgain => true,
+            CachedLookup::Missing => false,
+        };
         match self.store.get_client(client_id).await {
             Ok(client) => {
-                if let Ok(mut entries) = self.clients.entries.lock() {
-                    entries.insert(client_id.to_owned(), (now, client.clone()));
-                }
+                self.clients.keep(&client, now);
                 Ok(Some(client))
             }
-            Err(StoreError::NotFound) => Ok(None),
-            Err(err) => Err(err.into()),
+            Err(StoreError::NotFound) => {
+                self.clients.forget(client_id);
+                Ok(None)
+            }
+            Err(err) => {
+                if reading_again {
+                    self.clients.reading_failed(client_id);
+                }
+                Err(err.into())
+            }
         }
     }
 
     /// Whether the access token `jti` was revoked, from this node's copy of the list when it is
-    /// fresh and not too long, else from the database. One request at a time reads the list;
-    /// the others meanwhile ask the database about their token.
+    /// fresh and not too long, else from the database. One request at a time reads the list,
+    /// starting a second before the copy goes stale: under steady load the others go on
+    /// answering from the copy and none waits for the database (when every request found the
+    /// copy stale at once, each asked the database, a burst every two seconds).
     pub async fn access_token_revoked(&self, jti: &str) -> ProviderResult<bool> {
-        if let Some(revoked) = self.revoked.answer(jti, self.clock.now()) {
-            return Ok(revoked);
-        }
-        if let Ok(_reading) = self.revoked.reading.try_lock() {
-            let now = self.clock.now();
-            if !self.revoked.is_fresh(now) {
-                let listed = self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await?;
-                self.revoked.replace((listed.len() <= REVOKED_LIST_MAX).then_some(listed), now);
-            }
+        let now = self.clock.now();
+        let from_copy = self.revoked.answer(jti, now);
+        if self.revoked.due(now)
+            && let Ok(_reading) = self.revoked.reading.try_lock()
+            && self.revoked.due(now)
+        {
+            let listed = self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await?;
+            self.revoked.replace((listed.len() <= REVOKED_LIST_MAX).then_some(listed), now);
             if let Some(revoked) = self.revoked.answer(jti, now) {
                 return Ok(revoked);
             }
         }
-        Ok(self.store.is_access_token_revoked(jti).await?)
+        match from_copy {
+            Some(revoked) => Ok(revoked),
+            None => Ok(self.store.is_access_token_revoked(jti).await?),
+        }
     }
 
     /// Records a revocation of an access token and applies it to this node's copy at once.

@@ -1288,24 +1288,40 @@ macro_rules! impl_sql_store {
                 idle_timeout_secs: i64,
             ) -> $crate::store::StoreResult<Vec<$crate::store::SessionListing>> {
                 let columns = $crate::store::sql::SESSION_COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ");
-                let (before_time, before_id) = query.before.clone().unzip();
+                // Only the filters given, each plainly: behind `$n IS NULL OR …` the planner
+                // cannot use a person's index, and every page would read every session.
+                let mut conditions = String::new();
+                let mut placeholder = 2;
+                let mut next = || {
+                    placeholder += 1;
+                    placeholder
+                };
+                if query.user_id.is_some() {
+                    conditions.push_str(&format!(" AND s.user_id = ${}", next()));
+                }
+                if query.connector_id.is_some() {
+                    conditions.push_str(&format!(" AND s.connector_id = ${}", next()));
+                }
+                if query.before.is_some() {
+                    conditions.push_str(&format!(" AND (s.auth_time, s.id) < (${}, ${})", next(), next()));
+                }
                 let sql = format!(
                     "SELECT {columns}, u.username FROM sso_sessions s JOIN users u ON u.id = s.user_id \
-                     WHERE s.revoked_at IS NULL AND s.expires_at > $1 AND s.last_seen_at > $2 \
-                     AND ($3 IS NULL OR s.user_id = $3) AND ($4 IS NULL OR s.connector_id = $4) \
-                     AND ($5 IS NULL OR s.auth_time < $5 OR (s.auth_time = $5 AND s.id < $6)) \
-                     ORDER BY s.auth_time DESC, s.id DESC LIMIT $7"
+                     WHERE s.revoked_at IS NULL AND s.expires_at > $1 AND s.last_seen_at > $2{conditions} \
+                     ORDER BY s.auth_time DESC, s.id DESC LIMIT ${}",
+                    next()
                 );
-                let rows: Vec<$crate::store::sql::SessionListingRow> = sqlx::query_as(&sql)
-                    .bind(now)
-                    .bind(now - idle_timeout_secs)
-                    .bind(&query.user_id)
-                    .bind(&query.connector_id)
-                    .bind(before_time)
-                    .bind(before_id)
-                    .bind(i64::from(query.limit))
-                    .fetch_all(&self.pool)
-                    .await?;
+                let mut select = sqlx::query_as::<_, $crate::store::sql::SessionListingRow>(&sql).bind(now).bind(now - idle_timeout_secs);
+                if let Some(user_id) = &query.user_id {
+                    select = select.bind(user_id);
+                }
+                if let Some(connector_id) = &query.connector_id {
+                    select = select.bind(connector_id);
+                }
+                if let Some((before_time, before_id)) = &query.before {
+                    select = select.bind(before_time).bind(before_id);
+                }
+                let rows = select.bind(i64::from(query.limit)).fetch_all(&self.pool).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
@@ -1325,15 +1341,24 @@ macro_rules! impl_sql_store {
                 connector_id: Option<&str>,
                 user_id: Option<&str>,
             ) -> $crate::store::StoreResult<Vec<String>> {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM sso_sessions WHERE ($1 IS NULL OR connector_id = $1) AND ($2 IS NULL OR user_id = $2) \
-                     AND revoked_at IS NULL ORDER BY id",
-                )
-                .bind(connector_id)
-                .bind(user_id)
-                .fetch_all(&self.pool)
-                .await?;
-                Ok(ids)
+                // As in `search_sso_sessions`: a person's sessions through their index.
+                let select = match (connector_id, user_id) {
+                    (Some(connector_id), Some(user_id)) => sqlx::query_scalar(
+                        "SELECT id FROM sso_sessions WHERE user_id = $1 AND connector_id = $2 AND revoked_at IS NULL ORDER BY id",
+                    )
+                    .bind(user_id)
+                    .bind(connector_id),
+                    (None, Some(user_id)) => {
+                        sqlx::query_scalar("SELECT id FROM sso_sessions WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id")
+                            .bind(user_id)
+                    }
+                    (Some(connector_id), None) => {
+                        sqlx::query_scalar("SELECT id FROM sso_sessions WHERE connector_id = $1 AND revoked_at IS NULL ORDER BY id")
+                            .bind(connector_id)
+                    }
+                    (None, None) => sqlx::query_scalar("SELECT id FROM sso_sessions WHERE revoked_at IS NULL ORDER BY id"),
+                };
+                Ok(select.fetch_all(&self.pool).await?)
             }
 
             async fn end_sso_session(&self, id: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {

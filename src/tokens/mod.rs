@@ -97,6 +97,9 @@ pub struct KeyManager {
     clock: SharedClock,
     settings: TokenSettings,
     cache: RwLock<Option<KeyCache>>,
+    /// Held by the one request that reads the keys again once they are stale; the others wait
+    /// for its result instead of each reading and unsealing them too.
+    refreshing: tokio::sync::Mutex<()>,
     /// The longest access token lifetime any stored client has (the console's clients
     /// included), read with the keys: a retired key stays published while such tokens live.
     longest_client_lifetime: std::sync::atomic::AtomicI64,
@@ -122,7 +125,15 @@ pub struct KeySummary {
 impl KeyManager {
     pub fn new(store: Arc<dyn Store>, kek: KeyEncryptionKey, clock: SharedClock, settings: TokenSettings) -> Self {
         let longest_client_lifetime = std::sync::atomic::AtomicI64::new(settings.longest_client_access_token_secs);
-        Self { store, kek, clock, settings, cache: RwLock::new(None), longest_client_lifetime }
+        Self {
+            store,
+            kek,
+            clock,
+            settings,
+            cache: RwLock::new(None),
+            refreshing: tokio::sync::Mutex::new(()),
+            longest_client_lifetime,
+        }
     }
 
     /// Makes sure each algorithm in `algs` has an active key, generating the missing ones.
@@ -210,11 +221,6 @@ impl KeyManager {
         Ok(withdrawn)
     }
 
-    /// Whether this node still verifies tokens signed by `kid`.
-    pub async fn verifies_with(&self, kid: &str) -> Result<bool, TokenError> {
-        Ok(self.cached_keys(false).await?.iter().any(|k| k.kid == kid))
-    }
-
     pub async fn list(&self) -> Result<Vec<KeySummary>, TokenError> {
         Ok(self.store.list_signing_keys().await?.iter().map(|k| self.summary(k)).collect())
     }
@@ -239,28 +245,44 @@ impl KeyManager {
         let longest = self.store.list_clients().await?.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or(0);
         // The highest seen: tokens a removed or shortened client was issued are still valid.
         self.longest_client_lifetime.fetch_max(longest, std::sync::atomic::Ordering::Relaxed);
+        // A key's material never changes under its kid, so a key already loaded in the same
+        // state is kept: unsealing and parsing (an RSA key takes milliseconds) happen once.
+        let loaded = self.cache.read().await.as_ref().map(|cache| cache.keys.clone()).unwrap_or_default();
         let mut keys = Vec::new();
         for record in self.store.list_signing_keys().await? {
             let Some(alg) = SigningAlg::parse(&record.alg) else { continue };
             if record.retired_at.is_some_and(|retired| self.publication_end(retired) <= now) {
                 continue;
             }
-            keys.push(Arc::new(LoadedKey::load(record, alg, &self.kek)?));
+            let unchanged =
+                loaded.iter().find(|key| key.kid == record.kid && key.alg == alg && key.retired_at == record.retired_at);
+            keys.push(match unchanged {
+                Some(key) => Arc::clone(key),
+                None => Arc::new(LoadedKey::load(record, alg, &self.kek)?),
+            });
         }
         *self.cache.write().await = Some(KeyCache { loaded_at: now, keys });
         Ok(())
     }
 
     async fn cached_keys(&self, force: bool) -> Result<Vec<Arc<LoadedKey>>, TokenError> {
-        let now = self.clock.now();
         let fresh_for = if force { MIN_FORCED_REFRESH_SECS } else { self.settings.key_cache_secs };
-        if let Some(cache) = self.cache.read().await.as_ref()
-            && now - cache.loaded_at < fresh_for
-        {
-            return Ok(cache.keys.clone());
+        if let Some(keys) = self.fresh_keys(fresh_for).await {
+            return Ok(keys);
+        }
+        let _refreshing = self.refreshing.lock().await;
+        if let Some(keys) = self.fresh_keys(fresh_for).await {
+            return Ok(keys);
         }
         self.refresh().await?;
         Ok(self.cache.read().await.as_ref().map(|c| c.keys.clone()).unwrap_or_default())
+    }
+
+    /// The cached keys, if read less than `fresh_for` seconds ago.
+    async fn fresh_keys(&self, fresh_for: UnixTime) -> Option<Vec<Arc<LoadedKey>>> {
+        let now = self.clock.now();
+        let cache = self.cache.read().await;
+        cache.as_ref().filter(|cache| now - cache.loaded_at < fresh_for).map(|cache| cache.keys.clone())
     }
 
     /// Signs `claims` with the active key of `alg`; `typ` goes in the header (`JWT`, `at+jwt`, …).

@@ -336,7 +336,17 @@ async fn a_full_sign_in_leaves_no_secret_in_the_logs_and_sigterm_stops_cleanly()
 
     // The request log is there, with route and status…
     assert!(log.contains("\"route\":\"/login\""), "{log}");
-    assert!(log.contains("request finished"), "{log}");
+    let finished_login = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["fields"]["message"] == "request finished")
+        .find_map(|v| {
+            let spans = v["spans"].as_array()?;
+            spans.iter().find(|s| s["name"] == "request" && s["route"] == "/login" && s["method"] == "POST").cloned()
+        })
+        .unwrap_or_else(|| panic!("no `request finished` line for POST /login with its request span:\n{log}"));
+    assert!(finished_login["status"].as_u64().is_some_and(|status| (200..600).contains(&status)), "{finished_login}");
+    assert_eq!(finished_login["request_id"].as_str().map(str::len), Some(32), "{finished_login}");
     assert!(log.contains("shutting down"), "{log}");
     // …and nothing secret is.
     let cookie_value = |c: &str| c.split(';').next().unwrap().split('=').nth(1).unwrap().to_owned();

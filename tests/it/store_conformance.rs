@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use gatehouse::store::{
     AuditEvent, AuditOutcome, AuditQuery, ClientRecord, ConnectorRecord, GrantQuery, GrantRecord, RefreshTokenRecord, Rotation,
-    SessionQuery, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError, UserProfile, UserQuery,
+    SessionListing, SessionQuery, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError, UserProfile, UserQuery,
 };
 
 use crate::helpers::{START, TestDb, client_record};
@@ -234,6 +234,29 @@ async fn sessions(store: &Arc<dyn Store>) {
     let unrevoked = store.list_unrevoked_sso_sessions(Some("local"), None).await.unwrap();
     assert_eq!(unrevoked, vec!["s2".to_owned(), "s3".to_owned()], "s1 is revoked; expired s2 still holds grants");
     assert_eq!(store.list_unrevoked_sso_sessions(Some("corp"), None).await.unwrap(), vec!["s4".to_owned()]);
+
+    // Pages of one person's sessions, newest first by (auth_time, id), with and without a
+    // connector; the ties at NOW + 2 and NOW are broken by id.
+    for (id, auth_time) in [("p1", NOW + 1), ("p2", NOW + 2), ("p3", NOW + 2), ("p4", NOW + 3)] {
+        let mut session = sso(id, &other.id, NOW + 100);
+        session.connector_id = "corp".into();
+        session.auth_time = auth_time;
+        store.create_sso_session(&session).await.unwrap();
+    }
+    let ids = |listed: Vec<SessionListing>| listed.into_iter().map(|s| s.session.id).collect::<Vec<_>>();
+    let mut page =
+        SessionQuery { user_id: Some(other.id.clone()), connector_id: Some("corp".into()), limit: 2, ..SessionQuery::default() };
+    assert_eq!(ids(store.search_sso_sessions(&page, NOW + 20, 1000).await.unwrap()), ["p4", "p3"]);
+    page.before = Some((NOW + 2, "p3".into()));
+    assert_eq!(ids(store.search_sso_sessions(&page, NOW + 20, 1000).await.unwrap()), ["p2", "p1"]);
+    page.before = Some((NOW + 1, "p1".into()));
+    assert_eq!(ids(store.search_sso_sessions(&page, NOW + 20, 1000).await.unwrap()), ["s4"]);
+    let of_other = SessionQuery { user_id: Some(other.id.clone()), limit: 50, ..SessionQuery::default() };
+    assert_eq!(ids(store.search_sso_sessions(&of_other, NOW + 20, 1000).await.unwrap()), ["p4", "p3", "p2", "p1", "s4", "s3"]);
+    let through_corp = SessionQuery { connector_id: Some("corp".into()), limit: 50, ..SessionQuery::default() };
+    assert_eq!(ids(store.search_sso_sessions(&through_corp, NOW + 20, 1000).await.unwrap()), ["p4", "p3", "p2", "p1", "s4"]);
+    assert_eq!(store.list_unrevoked_sso_sessions(None, Some(&other.id)).await.unwrap(), ["p1", "p2", "p3", "p4", "s3", "s4"]);
+    assert_eq!(store.list_unrevoked_sso_sessions(None, None).await.unwrap(), ["p1", "p2", "p3", "p4", "s2", "s3", "s4"]);
 }
 
 fn audit(kind: &str, outcome: AuditOutcome, actor: &str, ip: &str, time: i64) -> AuditEvent {
