@@ -81,6 +81,7 @@ impl Provider {
         match self.keys.verify::<AccessClaims>(token, &validation).await {
             Ok(claims) => Ok(Some(claims)),
             Err(TokenError::Store(err)) => Err(err.into()),
+            Err(TokenError::KeysUnreadable) => Err(TokenError::KeysUnreadable.into()),
             Err(_) => Ok(None),
         }
     }

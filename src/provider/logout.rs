@@ -65,6 +65,7 @@ impl Provider {
                 match self.keys.verify::<Value>(token, &validation).await {
                     Ok(claims) => Some(claims),
                     Err(TokenError::Store(err)) => return Err(err.into()),
+                    Err(TokenError::KeysUnreadable) => return Err(TokenError::KeysUnreadable.into()),
                     Err(_) => {
                         return Ok(Err(oauth(
                             ErrorCode::InvalidRequest,

@@ -227,7 +227,15 @@ impl std::fmt::Debug for RevokedAccessTokens {
 /// bounded by the number of registered clients.
 #[derive(Default)]
 pub struct ClientCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, CachedClient>>,
+    entries: std::sync::Mutex<ClientEntries>,
+}
+
+#[derive(Default)]
+struct ClientEntries {
+    by_id: std::collections::HashMap<String, CachedClient>,
+    /// Raised by every `forget`: a read that started before a change made here must not put
+    /// the old record back.
+    changes: u64,
 }
 
 struct CachedClient {
@@ -237,12 +245,13 @@ struct CachedClient {
     reading: bool,
 }
 
-/// What the cache holds for a client id.
+/// What the cache holds for a client id, with the count of changes when it was looked at.
 enum CachedLookup {
     Fresh(Box<ClientRecord>),
-    /// Still fresh, in its last second: the caller reads the client again, the one request to.
-    ReadAgain,
-    Missing,
+    /// Still fresh, in its last second: the caller reads the client again, the one request to,
+    /// and answers from this copy if it cannot.
+    ReadAgain(Box<ClientRecord>, u64),
+    Missing(u64),
 }
 
 impl ClientCache {
@@ -250,30 +259,34 @@ impl ClientCache {
     /// request while the others still use it: when it expired for every request at once, each
     /// read the client, a burst on the database every two seconds.
     fn look_up(&self, client_id: &str, now: UnixTime) -> CachedLookup {
-        let Ok(mut entries) = self.entries.lock() else { return CachedLookup::Missing };
-        match entries.get_mut(client_id) {
+        let Ok(mut entries) = self.entries.lock() else { return CachedLookup::Missing(u64::MAX) };
+        let changes = entries.changes;
+        match entries.by_id.get_mut(client_id) {
             Some(cached) if (cached.read_at..cached.read_at + CLIENT_CACHE_SECS).contains(&now) => {
                 if now >= cached.read_at + CLIENT_CACHE_SECS - 1 && !cached.reading {
                     cached.reading = true;
-                    CachedLookup::ReadAgain
+                    CachedLookup::ReadAgain(Box::new(cached.client.clone()), changes)
                 } else {
                     CachedLookup::Fresh(Box::new(cached.client.clone()))
                 }
             }
-            _ => CachedLookup::Missing,
+            _ => CachedLookup::Missing(changes),
         }
     }
 
-    fn keep(&self, client: &ClientRecord, now: UnixTime) {
-        if let Ok(mut entries) = self.entries.lock() {
-            entries.insert(client.client_id.clone(), CachedClient { read_at: now, client: client.clone(), reading: false });
+    /// Keeps a record read at `now`, unless a change was made here since the read began.
+    fn keep(&self, client: &ClientRecord, now: UnixTime, changes_before_reading: u64) {
+        if let Ok(mut entries) = self.entries.lock()
+            && entries.changes == changes_before_reading
+        {
+            entries.by_id.insert(client.client_id.clone(), CachedClient { read_at: now, client: client.clone(), reading: false });
         }
     }
 
     /// Lets a later request read the client again after this one could not.
     fn reading_failed(&self, client_id: &str) {
         if let Ok(mut entries) = self.entries.lock()
-            && let Some(cached) = entries.get_mut(client_id)
+            && let Some(cached) = entries.by_id.get_mut(client_id)
         {
             cached.reading = false;
         }
@@ -283,7 +296,8 @@ impl ClientCache {
     /// once; other nodes pick it up when their copy expires.
     pub fn forget(&self, client_id: &str) {
         if let Ok(mut entries) = self.entries.lock() {
-            entries.remove(client_id);
+            entries.by_id.remove(client_id);
+            entries.changes += 1;
         }
     }
 }
@@ -304,26 +318,26 @@ impl Provider {
     /// The client with this id, if registered, read through a short-lived cache.
     pub async fn client(&self, client_id: &str) -> ProviderResult<Option<ClientRecord>> {
         let now = self.clock.now();
-        let reading_again = match self.clients.look_up(client_id, now) {
+        let (fresh_copy, changes) = match self.clients.look_up(client_id, now) {
             CachedLookup::Fresh(client) => return Ok(Some(*client)),
-            CachedLookup::ReadAgain => true,
-            CachedLookup::Missing => false,
+            CachedLookup::ReadAgain(client, changes) => (Some(client), changes),
+            CachedLookup::Missing(changes) => (None, changes),
         };
         match self.store.get_client(client_id).await {
             Ok(client) => {
-                self.clients.keep(&client, now);
+                self.clients.keep(&client, now, changes);
                 Ok(Some(client))
             }
             Err(StoreError::NotFound) => {
                 self.clients.forget(client_id);
                 Ok(None)
             }
-            Err(err) => {
-                if reading_again {
-                    self.clients.reading_failed(client_id);
-                }
-                Err(err.into())
+            // The copy is still within its 2 s.
+            Err(_) if fresh_copy.is_some() => {
+                self.clients.reading_failed(client_id);
+                Ok(fresh_copy.map(|client| *client))
             }
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -339,10 +353,16 @@ impl Provider {
             && let Ok(_reading) = self.revoked.reading.try_lock()
             && self.revoked.due(now)
         {
-            let listed = self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await?;
-            self.revoked.replace((listed.len() <= REVOKED_LIST_MAX).then_some(listed), now);
-            if let Some(revoked) = self.revoked.answer(jti, now) {
-                return Ok(revoked);
+            match self.store.list_revoked_access_tokens(now, REVOKED_LIST_MAX + 1).await {
+                Ok(listed) => {
+                    self.revoked.replace((listed.len() <= REVOKED_LIST_MAX).then_some(listed), now);
+                    if let Some(revoked) = self.revoked.answer(jti, now) {
+                        return Ok(revoked);
+                    }
+                }
+                // The copy is still within its 2 s; a later request tries again.
+                Err(_) if from_copy.is_some() => {}
+                Err(err) => return Err(err.into()),
             }
         }
         match from_copy {

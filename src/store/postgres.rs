@@ -34,6 +34,17 @@ impl PostgresStore {
     /// The session id in an authorization code's payload (`c.payload`), for `peek_code`.
     const CODE_SESSION_ID: &str = "(c.payload::json ->> 'session_id')";
 
+    /// `GrantStore::latest_user_grants`, one index walk per application (`LATERAL … LIMIT 1`).
+    /// SQLite's form, joined on a subquery, became a hash join over every grant of every
+    /// person here (10 ms with 20,000 grants; 0.2 ms this way).
+    const LATEST_USER_GRANTS: &str = "SELECT g.client_id, g.scope, g.created_at, \
+        (SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.id) \
+        FROM clients c CROSS JOIN LATERAL ( \
+          SELECT l.id, l.client_id, l.scope, l.created_at FROM grants l \
+          WHERE l.user_id = $1 AND l.client_id = c.client_id AND l.revoked_at IS NULL AND l.expires_at > $2 \
+          ORDER BY l.created_at DESC, l.id DESC LIMIT 1) g \
+        ORDER BY c.client_id";
+
     /// PostgreSQL transactions run side by side; row locks order them.
     async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, ()>>> {
         Ok(None)

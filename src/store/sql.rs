@@ -1653,15 +1653,7 @@ macro_rules! impl_sql_store {
                 // Per application, the newest unrevoked grant from the partial index, walked
                 // from its newest end: a person with thousands of grants costs what one with a
                 // few does.
-                let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(
-                    "SELECT g.client_id, g.scope, g.created_at, \
-                     (SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.id) \
-                     FROM clients c JOIN grants g ON g.id = ( \
-                       SELECT l.id FROM grants l \
-                       WHERE l.user_id = $1 AND l.client_id = c.client_id AND l.revoked_at IS NULL AND l.expires_at > $2 \
-                       ORDER BY l.created_at DESC, l.id DESC LIMIT 1) \
-                     ORDER BY c.client_id",
-                )
+                let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(<$store>::LATEST_USER_GRANTS)
                 .bind(user_id)
                 .bind(now)
                 .fetch_all(&self.pool)

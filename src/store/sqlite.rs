@@ -148,6 +148,16 @@ impl SqliteStore {
     /// The session id in an authorization code's payload (`c.payload`), for `peek_code`.
     const CODE_SESSION_ID: &str = "json_extract(c.payload, '$.session_id')";
 
+    /// `GrantStore::latest_user_grants`: each application's newest live grant of `$1`, found
+    /// by id through the partial index.
+    const LATEST_USER_GRANTS: &str = "SELECT g.client_id, g.scope, g.created_at, \
+        (SELECT MAX(r.issued_at) FROM refresh_tokens r WHERE r.grant_id = g.id) \
+        FROM clients c JOIN grants g ON g.id = ( \
+          SELECT l.id FROM grants l \
+          WHERE l.user_id = $1 AND l.client_id = c.client_id AND l.revoked_at IS NULL AND l.expires_at > $2 \
+          ORDER BY l.created_at DESC, l.id DESC LIMIT 1) \
+        ORDER BY c.client_id";
+
     /// Held for the length of a write transaction.
     async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, SqliteConnection>>> {
         self.writes_allowed()?;

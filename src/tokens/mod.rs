@@ -46,6 +46,9 @@ pub enum TokenError {
     UnknownKey,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The keys could not be read again just now (another request's attempt failed).
+    #[error("the signing keys could not be read")]
+    KeysUnreadable,
 }
 
 /// A fresh opaque value with 256 bits of randomness, URL-safe.
@@ -97,9 +100,13 @@ pub struct KeyManager {
     clock: SharedClock,
     settings: TokenSettings,
     cache: RwLock<Option<KeyCache>>,
-    /// Held by the one request that reads the keys again once they are stale; the others wait
-    /// for its result instead of each reading and unsealing them too.
+    /// Held while the keys are read again: once they are stale one request reads them and the
+    /// others wait for its result instead of each reading and unsealing them too; a rotation
+    /// or withdrawal reading them cannot be overwritten by a read that started before it.
     refreshing: tokio::sync::Mutex<()>,
+    /// Reads of the keys finished, successful or not: a waiter that sees another's attempt
+    /// fail gives up at once instead of each waiting out the database in turn.
+    read_attempts: std::sync::atomic::AtomicU64,
     /// The longest access token lifetime any stored client has (the console's clients
     /// included), read with the keys: a retired key stays published while such tokens live.
     longest_client_lifetime: std::sync::atomic::AtomicI64,
@@ -132,6 +139,7 @@ impl KeyManager {
             settings,
             cache: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
+            read_attempts: 0.into(),
             longest_client_lifetime,
         }
     }
@@ -241,6 +249,14 @@ impl KeyManager {
     }
 
     async fn refresh(&self) -> Result<(), TokenError> {
+        let _refreshing = self.refreshing.lock().await;
+        let read = self.read_keys().await;
+        self.read_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        read
+    }
+
+    /// Reads the keys from the database into the cache; the caller holds `refreshing`.
+    async fn read_keys(&self) -> Result<(), TokenError> {
         let now = self.clock.now();
         let longest = self.store.list_clients().await?.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or(0);
         // The highest seen: tokens a removed or shortened client was issued are still valid.
@@ -270,11 +286,17 @@ impl KeyManager {
         if let Some(keys) = self.fresh_keys(fresh_for).await {
             return Ok(keys);
         }
+        let attempts = self.read_attempts.load(std::sync::atomic::Ordering::Relaxed);
         let _refreshing = self.refreshing.lock().await;
         if let Some(keys) = self.fresh_keys(fresh_for).await {
             return Ok(keys);
         }
-        self.refresh().await?;
+        if self.read_attempts.load(std::sync::atomic::Ordering::Relaxed) != attempts {
+            return Err(TokenError::KeysUnreadable);
+        }
+        let read = self.read_keys().await;
+        self.read_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        read?;
         Ok(self.cache.read().await.as_ref().map(|c| c.keys.clone()).unwrap_or_default())
     }
 
