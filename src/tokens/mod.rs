@@ -250,13 +250,18 @@ impl KeyManager {
 
     async fn refresh(&self) -> Result<(), TokenError> {
         let _refreshing = self.refreshing.lock().await;
-        let read = self.read_keys().await;
+        self.read_keys().await
+    }
+
+    /// Reads the keys from the database into the cache, counted in `read_attempts` whether it
+    /// succeeds or not; the caller holds `refreshing`.
+    async fn read_keys(&self) -> Result<(), TokenError> {
+        let read = self.read_keys_uncounted().await;
         self.read_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         read
     }
 
-    /// Reads the keys from the database into the cache; the caller holds `refreshing`.
-    async fn read_keys(&self) -> Result<(), TokenError> {
+    async fn read_keys_uncounted(&self) -> Result<(), TokenError> {
         let now = self.clock.now();
         let longest = self.store.list_clients().await?.iter().filter_map(|c| c.access_token_lifetime_secs).max().unwrap_or(0);
         // The highest seen: tokens a removed or shortened client was issued are still valid.
@@ -294,9 +299,7 @@ impl KeyManager {
         if self.read_attempts.load(std::sync::atomic::Ordering::Relaxed) != attempts {
             return Err(TokenError::KeysUnreadable);
         }
-        let read = self.read_keys().await;
-        self.read_attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        read?;
+        self.read_keys().await?;
         Ok(self.cache.read().await.as_ref().map(|c| c.keys.clone()).unwrap_or_default())
     }
 

@@ -133,14 +133,20 @@ async fn a_replayed_code_racing_its_redemption_revokes_the_winner() {
     }
 }
 
+/// Two nodes on one database; node B's clock is set by hand.
+async fn two_nodes(db: &TestDb) -> (TestApp, TestApp) {
+    let node_a = start(db, "").await;
+    let config = load_config(db.dir.path(), &config_toml(&db.url, &format!("\n{CLIENTS}\n{MORE_CLIENTS}")));
+    let node_b = TestApp::start_config(config, std::sync::Arc::new(gatehouse::clock::ManualClock::new(START))).await;
+    (node_a, node_b)
+}
+
 /// Introspection reads revocations from each node's copy of the list: a revocation applies at
 /// once on the node that made it and within 2 seconds on the others.
 #[tokio::test]
 async fn a_revoked_access_token_is_inactive_at_once_here_and_within_two_seconds_elsewhere() {
     let db = TestDb::sqlite();
-    let node_a = start(&db, "").await;
-    let config = load_config(db.dir.path(), &config_toml(&db.url, &format!("\n{CLIENTS}\n{MORE_CLIENTS}")));
-    let node_b = TestApp::start_config(config, std::sync::Arc::new(gatehouse::clock::ManualClock::new(START))).await;
+    let (node_a, node_b) = two_nodes(&db).await;
     let service = ("service", SERVICE_SECRET);
     let access = demo_tokens(&node_a).await["access_token"].as_str().unwrap().to_owned();
     assert_eq!(introspect_as(&node_b, service, &access).await["active"], true);
@@ -165,9 +171,7 @@ async fn a_revoked_access_token_is_inactive_at_once_here_and_within_two_seconds_
 #[tokio::test]
 async fn a_client_removed_elsewhere_stops_within_two_seconds() {
     let db = TestDb::sqlite();
-    let node_a = start(&db, "").await;
-    let config = load_config(db.dir.path(), &config_toml(&db.url, &format!("\n{CLIENTS}\n{MORE_CLIENTS}")));
-    let node_b = TestApp::start_config(config, std::sync::Arc::new(gatehouse::clock::ManualClock::new(START))).await;
+    let (node_a, node_b) = two_nodes(&db).await;
     let grant =
         || token_request(&node_b, Some(("rs-api", "resource-server-secret-0123")), &[("grant_type", "client_credentials")]);
     assert_eq!(grant().await.status(), StatusCode::OK);
