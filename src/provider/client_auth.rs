@@ -2,6 +2,7 @@
 //! `client_secret_basic`, `client_secret_post`, and `none` for public clients.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use base64::Engine;
 use subtle::ConstantTimeEq as _;
@@ -163,7 +164,7 @@ impl Provider {
         params: &Params,
         allow_public: bool,
         ip: IpAddr,
-    ) -> Result<ClientRecord, ClientAuthFailure> {
+    ) -> Result<Arc<ClientRecord>, ClientAuthFailure> {
         let method = match (&basic, params.get("client_secret")) {
             (Some(_), _) => AuthMethod::Basic,
             (None, Ok(Some(_))) => AuthMethod::Post,
@@ -190,7 +191,7 @@ impl Provider {
         params: &Params,
         allow_public: bool,
         ip: IpAddr,
-    ) -> ProviderResult<ClientRecord> {
+    ) -> ProviderResult<Arc<ClientRecord>> {
         let body_id = params.get("client_id")?;
         let body_secret = params.get("client_secret")?;
         let (client_id, presented) = match basic {
@@ -215,7 +216,7 @@ impl Provider {
             && presented.is_none()
         {
             return if allow_public {
-                Ok(client.clone())
+                Ok(Arc::clone(client))
             } else {
                 Err(oauth(ErrorCode::InvalidClient, "this endpoint needs an authenticated client").into())
             };
@@ -227,7 +228,7 @@ impl Provider {
             && accepted_secrets(client, now)
                 .any(|stored| guard.recently_verified(&client.client_id, stored, presented.expose(), now))
         {
-            return Ok(client.clone());
+            return Ok(Arc::clone(client));
         }
         if let Some(retry_after_secs) = guard.throttled(&client_id, &network, now) {
             return Err(ProviderError::Throttled { retry_after_secs });
@@ -236,7 +237,7 @@ impl Provider {
             for stored in accepted_secrets(&client, now) {
                 if self.secret_matches(stored, &presented).await? {
                     guard.remember(&client.client_id, stored, presented.expose(), now);
-                    return Ok(client.clone());
+                    return Ok(Arc::clone(&client));
                 }
             }
         }

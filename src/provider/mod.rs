@@ -240,17 +240,17 @@ struct ClientEntries {
 
 struct CachedClient {
     read_at: UnixTime,
-    client: ClientRecord,
+    client: Arc<ClientRecord>,
     /// A request is reading the client again (see `ClientCache::look_up`).
     reading: bool,
 }
 
 /// What the cache holds for a client id, with the count of changes when it was looked at.
 enum CachedLookup {
-    Fresh(Box<ClientRecord>),
+    Fresh(Arc<ClientRecord>),
     /// Still fresh, in its last second: the caller reads the client again, the one request to,
     /// and answers from this copy if it cannot.
-    ReadAgain(Box<ClientRecord>, u64),
+    ReadAgain(Arc<ClientRecord>, u64),
     Missing(u64),
 }
 
@@ -265,9 +265,9 @@ impl ClientCache {
             Some(cached) if (cached.read_at..cached.read_at + CLIENT_CACHE_SECS).contains(&now) => {
                 if now >= cached.read_at + CLIENT_CACHE_SECS - 1 && !cached.reading {
                     cached.reading = true;
-                    CachedLookup::ReadAgain(Box::new(cached.client.clone()), changes)
+                    CachedLookup::ReadAgain(Arc::clone(&cached.client), changes)
                 } else {
-                    CachedLookup::Fresh(Box::new(cached.client.clone()))
+                    CachedLookup::Fresh(Arc::clone(&cached.client))
                 }
             }
             _ => CachedLookup::Missing(changes),
@@ -275,11 +275,13 @@ impl ClientCache {
     }
 
     /// Keeps a record read at `now`, unless a change was made here since the read began.
-    fn keep(&self, client: &ClientRecord, now: UnixTime, changes_before_reading: u64) {
+    fn keep(&self, client: &Arc<ClientRecord>, now: UnixTime, changes_before_reading: u64) {
         if let Ok(mut entries) = self.entries.lock()
             && entries.changes == changes_before_reading
         {
-            entries.by_id.insert(client.client_id.clone(), CachedClient { read_at: now, client: client.clone(), reading: false });
+            entries
+                .by_id
+                .insert(client.client_id.clone(), CachedClient { read_at: now, client: Arc::clone(client), reading: false });
         }
     }
 
@@ -315,16 +317,18 @@ impl std::fmt::Debug for Provider {
 }
 
 impl Provider {
-    /// The client with this id, if registered, read through a short-lived cache.
-    pub async fn client(&self, client_id: &str) -> ProviderResult<Option<ClientRecord>> {
+    /// The client with this id, if registered, read through a short-lived cache. Shared, not
+    /// copied: a request reads it and changes nothing.
+    pub async fn client(&self, client_id: &str) -> ProviderResult<Option<Arc<ClientRecord>>> {
         let now = self.clock.now();
         let (fresh_copy, changes) = match self.clients.look_up(client_id, now) {
-            CachedLookup::Fresh(client) => return Ok(Some(*client)),
+            CachedLookup::Fresh(client) => return Ok(Some(client)),
             CachedLookup::ReadAgain(client, changes) => (Some(client), changes),
             CachedLookup::Missing(changes) => (None, changes),
         };
         match self.store.get_client(client_id).await {
             Ok(client) => {
+                let client = Arc::new(client);
                 self.clients.keep(&client, now, changes);
                 Ok(Some(client))
             }
@@ -335,7 +339,7 @@ impl Provider {
             // The copy is still within its 2 s.
             Err(_) if fresh_copy.is_some() => {
                 self.clients.reading_failed(client_id);
-                Ok(fresh_copy.map(|client| *client))
+                Ok(fresh_copy)
             }
             Err(err) => Err(err.into()),
         }

@@ -331,7 +331,8 @@ impl KeyManager {
             return Err(TokenError::Claims);
         }
         let mut nonce = [0u8; TAG_NONCE_LEN];
-        OsRng.fill_bytes(&mut nonce);
+        // The thread's CSPRNG (ChaCha, seeded from the OS): no system call per token.
+        rand::thread_rng().fill_bytes(&mut nonce);
         let tag_key = key.tag_key.as_ref().ok_or(TokenError::NoActiveKey(alg.as_str()))?;
         let tag = ring::hmac::sign(tag_key, &tag_input(&header, &nonce, &payload));
         let jti = URL_SAFE_NO_PAD.encode([nonce.as_slice(), tag.as_ref()].concat());

@@ -121,6 +121,9 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route(USERINFO_PATH, get(oauth::userinfo_get).post(oauth::userinfo_post))
         .route(REVOKE_PATH, post(oauth::revoke))
         .layer(cors);
+    // The endpoints apps and resource servers call read no cookie: the session layer, which
+    // parses cookies and readies a session for every request it sees, stays off their path.
+    let machine = cross_origin.route(INTROSPECT_PATH, post(oauth::introspect));
 
     let mut routes = Router::new()
         .route("/", get(portal::home))
@@ -130,11 +133,9 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
         .route("/logout", get(login::logout_page).post(login::logout))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
-        .merge(cross_origin)
         .route(AUTHORIZE_PATH, get(oauth::authorize_get).post(oauth::authorize_post))
         .route("/oauth2/authorize/resume", get(oauth::authorize_resume))
         .route("/oauth2/consent", get(oauth::consent_page).post(oauth::consent_submit))
-        .route(INTROSPECT_PATH, post(oauth::introspect))
         .route(LOGOUT_PATH, get(oauth::logout_get).post(oauth::logout_post))
         .route("/consents/revoke", post(portal::revoke_consent))
         .route("/sessions/sign-out", post(portal::end_session))
@@ -155,9 +156,10 @@ pub fn router(state: AppState, sessions: SessionBackend) -> Router {
     if state.config.metrics_listen.is_none() {
         routes = routes.route("/metrics", get(ops::metrics));
     }
-    // The admin API reads no cookie, so it sits outside the session layer.
+    // The admin API reads no cookie either.
     let mut router = routes
         .layer(session_layer)
+        .merge(machine)
         .merge(admin_api::router())
         .fallback(ops::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -2,6 +2,7 @@
 //! the RFCs prescribe (redirects, JSON errors, bearer challenges).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -163,7 +164,7 @@ async fn calling_client(
     headers: &HeaderMap,
     params: &Params,
     allow_public: bool,
-) -> Result<ClientRecord, JsonError> {
+) -> Result<Arc<ClientRecord>, JsonError> {
     let basic = match headers.get(header::AUTHORIZATION) {
         None => None,
         Some(value) => {
@@ -377,7 +378,10 @@ async fn send_to_sign_in(
 }
 
 /// The stored request an id names, with its client; an error page when either is gone.
-async fn stored_request(state: &AppState, id: Option<&str>) -> Result<(String, AuthorizationRequest, ClientRecord), WebError> {
+async fn stored_request(
+    state: &AppState,
+    id: Option<&str>,
+) -> Result<(String, AuthorizationRequest, Arc<ClientRecord>), WebError> {
     let id = id.filter(|id| id.len() <= 128).ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
     let request = state.provider.load_request(id).await.map_err(WebError::from)?.ok_or(WebError::BadRequest(EXPIRED_REQUEST))?;
     let client =
