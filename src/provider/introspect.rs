@@ -10,7 +10,7 @@ use crate::provider::{
     oauth, split_scope, user_claims,
 };
 use crate::store::{AuditOutcome, ClientRecord, StoreError};
-use crate::tokens::{TokenError, digest};
+use crate::tokens::digest;
 
 /// The claims Gatehouse puts in its access tokens, as read back.
 #[derive(Debug, Clone, Deserialize)]
@@ -80,8 +80,7 @@ impl Provider {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         match self.keys.verify::<AccessClaims>(token, &validation).await {
             Ok(claims) => Ok(Some(claims)),
-            Err(TokenError::Store(err)) => Err(err.into()),
-            Err(TokenError::KeysUnreadable) => Err(TokenError::KeysUnreadable.into()),
+            Err(err) if err.is_server_fault() => Err(err.into()),
             Err(_) => Ok(None),
         }
     }

@@ -7,7 +7,6 @@ use serde_json::Value;
 use crate::provider::params::Params;
 use crate::provider::{ErrorCode, OAuthError, Provider, ProviderResult, oauth};
 use crate::store::{ClientRecord, StoreError};
-use crate::tokens::TokenError;
 
 /// A validated logout request.
 #[derive(Debug, Clone)]
@@ -64,8 +63,7 @@ impl Provider {
                 validation.set_required_spec_claims(&["iss", "sub", "aud"]);
                 match self.keys.verify::<Value>(token, &validation).await {
                     Ok(claims) => Some(claims),
-                    Err(TokenError::Store(err)) => return Err(err.into()),
-                    Err(TokenError::KeysUnreadable) => return Err(TokenError::KeysUnreadable.into()),
+                    Err(err) if err.is_server_fault() => return Err(err.into()),
                     Err(_) => {
                         return Ok(Err(oauth(
                             ErrorCode::InvalidRequest,

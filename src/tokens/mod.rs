@@ -51,6 +51,14 @@ pub enum TokenError {
     KeysUnreadable,
 }
 
+impl TokenError {
+    /// The server could not check the token (its database or keys failed), as opposed to the
+    /// token failing the check: the caller answers with an error, not with "invalid".
+    pub fn is_server_fault(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::KeysUnreadable)
+    }
+}
+
 /// A fresh opaque value with 256 bits of randomness, URL-safe.
 pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
