@@ -4,6 +4,7 @@
 
 mod group_sync;
 mod postgres;
+mod readers;
 mod sql;
 mod sqlite;
 mod write_batch;

@@ -31,6 +31,11 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// A connection for the reads of `impl_sql_store` (SQLite's have their own; here the pool's).
+    async fn reader(&self) -> StoreResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
     /// The session id in an authorization code's payload (`c.payload`), for `peek_code`.
     const CODE_SESSION_ID: &str = "(c.payload::json ->> 'session_id')";
 

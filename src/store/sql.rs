@@ -692,13 +692,13 @@ macro_rules! impl_sql_store {
 
             async fn get_user(&self, id: &str) -> $crate::store::StoreResult<$crate::store::User> {
                 let sql = format!("SELECT {} FROM users WHERE id = $1", $crate::store::sql::USER_COLUMNS);
-                let row: $crate::store::sql::UserRow = sqlx::query_as(&sql).bind(id).fetch_one(&self.pool).await?;
+                let row: $crate::store::sql::UserRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *self.reader().await?).await?;
                 row.try_into()
             }
 
             async fn list_users(&self) -> $crate::store::StoreResult<Vec<$crate::store::User>> {
                 let sql = format!("SELECT {} FROM users ORDER BY username, id", $crate::store::sql::USER_COLUMNS);
-                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).fetch_all(&mut *self.reader().await?).await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
@@ -768,7 +768,7 @@ macro_rules! impl_sql_store {
                     sqlx::query_scalar("SELECT user_id FROM identity_links WHERE connector_id = $1 AND subject = $2")
                         .bind(connector_id)
                         .bind(subject)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.reader().await?)
                         .await?;
                 Ok(user_id)
             }
@@ -780,7 +780,7 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<Option<$crate::store::User>> {
                 let sql = $crate::store::sql::LINKED_USER.as_str();
                 let row: Option<$crate::store::sql::JoinedUserRow> =
-                    sqlx::query_as(sql).bind(connector_id).bind(subject).fetch_optional(&self.pool).await?;
+                    sqlx::query_as(sql).bind(connector_id).bind(subject).fetch_optional(&mut *self.reader().await?).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -799,13 +799,13 @@ macro_rules! impl_sql_store {
                     .bind(after_name)
                     .bind(after_id)
                     .bind(i64::from(query.limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn count_users(&self) -> $crate::store::StoreResult<u64> {
-                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?;
+                let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&mut *self.reader().await?).await?;
                 Ok(u64::try_from(count).unwrap_or(0))
             }
 
@@ -815,7 +815,7 @@ macro_rules! impl_sql_store {
                      ORDER BY connector_id, subject",
                 )
                 .bind(user_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
@@ -835,7 +835,7 @@ macro_rules! impl_sql_store {
                     "SELECT {} FROM users WHERE LOWER(email) = LOWER($1) AND disabled = FALSE ORDER BY created_at, id LIMIT 10",
                     $crate::store::sql::USER_COLUMNS
                 );
-                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).bind(email).fetch_all(&self.pool).await?;
+                let rows: Vec<$crate::store::sql::UserRow> = sqlx::query_as(&sql).bind(email).fetch_all(&mut *self.reader().await?).await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
@@ -869,7 +869,7 @@ macro_rules! impl_sql_store {
                 let links: Vec<(String, String)> =
                     sqlx::query_as("SELECT subject, user_id FROM identity_links WHERE connector_id = $1 ORDER BY subject")
                         .bind(connector_id)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *self.reader().await?)
                         .await?;
                 Ok(links)
             }
@@ -913,7 +913,7 @@ macro_rules! impl_sql_store {
 
             async fn get_client(&self, client_id: &str) -> $crate::store::StoreResult<$crate::store::ClientRecord> {
                 let sql = format!("SELECT {} FROM clients WHERE client_id = $1", $crate::store::sql::CLIENT_COLUMNS);
-                let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&self.pool).await?;
+                let row: $crate::store::sql::ClientRow = sqlx::query_as(&sql).bind(client_id).fetch_one(&mut *self.reader().await?).await?;
                 row.try_into()
             }
 
@@ -950,7 +950,7 @@ macro_rules! impl_sql_store {
 
             async fn list_clients(&self) -> $crate::store::StoreResult<Vec<$crate::store::ClientRecord>> {
                 let sql = format!("SELECT {} FROM clients ORDER BY client_id", $crate::store::sql::CLIENT_COLUMNS);
-                let rows: Vec<$crate::store::sql::ClientRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                let rows: Vec<$crate::store::sql::ClientRow> = sqlx::query_as(&sql).fetch_all(&mut *self.reader().await?).await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
@@ -1062,20 +1062,20 @@ macro_rules! impl_sql_store {
                 }
                 let exists: Option<String> = sqlx::query_scalar("SELECT id FROM connectors WHERE id = $1")
                     .bind(&connector.id)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await?;
                 Err(if exists.is_some() { $crate::store::StoreError::Conflict } else { $crate::store::StoreError::NotFound })
             }
 
             async fn get_connector(&self, id: &str) -> $crate::store::StoreResult<$crate::store::ConnectorRecord> {
                 let sql = format!("SELECT {} FROM connectors WHERE id = $1", $crate::store::sql::CONNECTOR_COLUMNS);
-                let row: $crate::store::sql::ConnectorRow = sqlx::query_as(&sql).bind(id).fetch_one(&self.pool).await?;
+                let row: $crate::store::sql::ConnectorRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *self.reader().await?).await?;
                 row.try_into()
             }
 
             async fn list_connectors(&self) -> $crate::store::StoreResult<Vec<$crate::store::ConnectorRecord>> {
                 let sql = format!("SELECT {} FROM connectors ORDER BY id", $crate::store::sql::CONNECTOR_COLUMNS);
-                let rows: Vec<$crate::store::sql::ConnectorRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+                let rows: Vec<$crate::store::sql::ConnectorRow> = sqlx::query_as(&sql).fetch_all(&mut *self.reader().await?).await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
@@ -1121,7 +1121,7 @@ macro_rules! impl_sql_store {
                     "SELECT kid, alg, public_jwk, sealed_private_key, created_at, retired_at FROM signing_keys \
                      ORDER BY created_at DESC, kid",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
@@ -1141,7 +1141,7 @@ macro_rules! impl_sql_store {
                     "SELECT kid, purpose, certificate_der, sealed_private_key, created_at, activated_at, retired_at \
                      FROM saml_sp_keys ORDER BY created_at DESC, kid",
                 )
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -1225,7 +1225,7 @@ macro_rules! impl_sql_store {
 
             async fn get_sso_session(&self, id: &str) -> $crate::store::StoreResult<$crate::store::SsoSession> {
                 let sql = format!("SELECT {} FROM sso_sessions WHERE id = $1", $crate::store::sql::SESSION_COLUMNS);
-                let row: $crate::store::sql::SsoSessionRow = sqlx::query_as(&sql).bind(id).fetch_one(&self.pool).await?;
+                let row: $crate::store::sql::SsoSessionRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *self.reader().await?).await?;
                 Ok(row.into())
             }
 
@@ -1235,7 +1235,7 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<Option<($crate::store::SsoSession, $crate::store::User)>> {
                 let sql = $crate::store::sql::SESSION_WITH_USER.as_str();
                 let row: Option<$crate::store::sql::SessionWithUserRow> =
-                    sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    sqlx::query_as(sql).bind(id).fetch_optional(&mut *self.reader().await?).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -1321,7 +1321,7 @@ macro_rules! impl_sql_store {
                 if let Some((before_time, before_id)) = &query.before {
                     select = select.bind(before_time).bind(before_id);
                 }
-                let rows = select.bind(i64::from(query.limit)).fetch_all(&self.pool).await?;
+                let rows = select.bind(i64::from(query.limit)).fetch_all(&mut *self.reader().await?).await?;
                 Ok(rows.into_iter().map(Into::into).collect())
             }
 
@@ -1331,7 +1331,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(now)
                 .bind(now - idle_timeout_secs)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.reader().await?)
                 .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
             }
@@ -1358,7 +1358,7 @@ macro_rules! impl_sql_store {
                     }
                     (None, None) => sqlx::query_scalar("SELECT id FROM sso_sessions WHERE revoked_at IS NULL ORDER BY id"),
                 };
-                Ok(select.fetch_all(&self.pool).await?)
+                Ok(select.fetch_all(&mut *self.reader().await?).await?)
             }
 
             async fn end_sso_session(&self, id: &str, sid: &str, now: i64) -> $crate::store::StoreResult<u64> {
@@ -1425,7 +1425,7 @@ macro_rules! impl_sql_store {
                      ORDER BY id DESC LIMIT $1",
                 )
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
@@ -1449,7 +1449,7 @@ macro_rules! impl_sql_store {
                 .bind(query.until)
                 .bind(query.before_id)
                 .bind(i64::from(query.limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
@@ -1460,7 +1460,7 @@ macro_rules! impl_sql_store {
                      GROUP BY connector_id, outcome ORDER BY connector_id",
                 )
                 .bind(since)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 let mut counts: Vec<$crate::store::SignInCount> = Vec::new();
                 for (connector_id, outcome, count) in rows {
@@ -1494,7 +1494,7 @@ macro_rules! impl_sql_store {
                 .bind(key)
                 .bind(window_start)
                 .bind(expires_at)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.reader().await?)
                 .await?;
                 self.durable().await?;
                 Ok(u64::try_from(count).unwrap_or(0))
@@ -1534,7 +1534,7 @@ macro_rules! impl_sql_store {
                         .bind(kind.as_str())
                         .bind(key)
                         .bind(now)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.reader().await?)
                         .await?;
                 Ok(payload)
             }
@@ -1589,7 +1589,7 @@ macro_rules! impl_sql_store {
                     .bind($crate::store::SingleUseKind::AuthorizationCode.as_str())
                     .bind(code_hash)
                     .bind(now)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await?;
                 let Some(row) = row else { return Ok(None) };
                 let found = row.try_get::<Option<String>, _>("id")?.is_some()
@@ -1613,7 +1613,7 @@ macro_rules! impl_sql_store {
                      WHERE g.id = $1",
                     $crate::store::sql::GRANT_COLUMNS
                 );
-                let row: Option<$crate::store::sql::GrantStateRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
+                let row: Option<$crate::store::sql::GrantStateRow> = sqlx::query_as(&sql).bind(id).fetch_optional(&mut *self.reader().await?).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -1640,7 +1640,7 @@ macro_rules! impl_sql_store {
                     .bind(before_time)
                     .bind(before_id)
                     .bind(i64::from(query.limit))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
             }
@@ -1656,7 +1656,7 @@ macro_rules! impl_sql_store {
                 let rows: Vec<(String, String, i64, Option<i64>)> = sqlx::query_as(<$store>::LATEST_USER_GRANTS)
                 .bind(user_id)
                 .bind(now)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 Ok(rows
                     .into_iter()
@@ -1674,7 +1674,7 @@ macro_rules! impl_sql_store {
                 )
                 .bind(client_id)
                 .bind(now)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.reader().await?)
                 .await?;
                 Ok(u64::try_from(count).unwrap_or(0))
             }
@@ -1704,7 +1704,7 @@ macro_rules! impl_sql_store {
                     sqlx::query_scalar("UPDATE grants SET revoked_at = COALESCE(revoked_at, $2) WHERE code_hash = $1 RETURNING id")
                         .bind(code_hash)
                         .bind(now)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.reader().await?)
                         .await?;
                 self.durable().await?;
                 Ok(id)
@@ -1724,7 +1724,7 @@ macro_rules! impl_sql_store {
                     "SELECT grant_id, issued_at, expires_at, rotated_at FROM refresh_tokens WHERE token_hash = $1",
                 )
                 .bind(token_hash)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.reader().await?)
                 .await?;
                 Ok(row.map(Into::into))
             }
@@ -1735,7 +1735,7 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<Option<$crate::store::RefreshTokenState>> {
                 let sql = $crate::store::sql::REFRESH_TOKEN_STATE.as_str();
                 let row: Option<$crate::store::sql::RefreshTokenStateRow> =
-                    sqlx::query_as(sql).bind(token_hash).fetch_optional(&self.pool).await?;
+                    sqlx::query_as(sql).bind(token_hash).fetch_optional(&mut *self.reader().await?).await?;
                 row.map(TryInto::try_into).transpose()
             }
 
@@ -1763,7 +1763,7 @@ macro_rules! impl_sql_store {
                 let jtis: Vec<String> = sqlx::query_scalar("SELECT jti FROM revoked_access_tokens WHERE expires_at > $1 LIMIT $2")
                     .bind(now)
                     .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_all(&self.pool)
+                    .fetch_all(&mut *self.reader().await?)
                     .await?;
                 Ok(jtis)
             }
@@ -1771,7 +1771,7 @@ macro_rules! impl_sql_store {
             async fn is_access_token_revoked(&self, jti: &str) -> $crate::store::StoreResult<bool> {
                 let found: Option<i64> = sqlx::query_scalar("SELECT expires_at FROM revoked_access_tokens WHERE jti = $1")
                     .bind(jti)
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *self.reader().await?)
                     .await?;
                 Ok(found.is_some())
             }
@@ -1784,7 +1784,7 @@ macro_rules! impl_sql_store {
                     sqlx::query_scalar("SELECT scopes_json FROM consents WHERE user_id = $1 AND client_id = $2")
                         .bind(user_id)
                         .bind(client_id)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&mut *self.reader().await?)
                         .await?;
                 scopes.map(|text| serde_json::from_str(&text).map_err($crate::store::StoreError::from)).transpose()
             }
@@ -1837,7 +1837,7 @@ macro_rules! impl_sql_store {
                 let rows: Vec<(String, String)> =
                     sqlx::query_as("SELECT client_id, scopes_json FROM consents WHERE user_id = $1 ORDER BY client_id")
                         .bind(user_id)
-                        .fetch_all(&self.pool)
+                        .fetch_all(&mut *self.reader().await?)
                         .await?;
                 rows.into_iter()
                     .map(|(client_id, scopes)| Ok((client_id, serde_json::from_str(&scopes)?)))
@@ -1864,7 +1864,7 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(limit))
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.reader().await?)
                 .await?;
                 self.durable().await?;
                 Ok(rows.into_iter().map(Into::into).collect())

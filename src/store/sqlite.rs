@@ -7,6 +7,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Row, SqliteConnection, SqlitePool};
 
 use crate::store::group_sync::{GroupSync, SyncError, SyncFn};
+use crate::store::readers::{ReadConnection, ReadConnections};
 use crate::store::write_batch::{Arg, BatchedWrite, Writer};
 use crate::store::{
     AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, SsoSession, StoreError, StoreResult,
@@ -69,12 +70,18 @@ const RECORD_USER_LOGIN: &str = "\
 const APPEND_AUDIT: &str = "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
 
+/// Reads run on SQLite's side of the connection's thread; more of them than cores only take
+/// turns, and a few let a slow read (an administrator's search) not hold up the others.
+const READ_CONNECTIONS: usize = 4;
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// The embedded database: one file, shared by the connections of one process.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The reads (`reader`), on connections of their own.
+    readers: Arc<ReadConnections>,
     /// SQLite has one writer at a time. Transactions here take turns on this lock rather than
     /// in SQLite's busy handler, which sleeps in steps of up to 100 ms while another
     /// connection's transaction is open (the long tail of concurrent refreshes and redemptions).
@@ -119,6 +126,7 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options.clone()).await?;
         let connection = Arc::new(tokio::sync::Mutex::new(SqliteConnection::connect_with(&options).await?));
+        let readers = Arc::new(ReadConnections::open(&options, READ_CONNECTIONS).await?);
         // sqlx renames an in-memory database, so the URL tells.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let wal_sync = if durability == SqliteDurability::Full && !in_memory {
@@ -130,6 +138,7 @@ impl SqliteStore {
         };
         Ok(Self {
             pool,
+            readers,
             writer: Arc::new(Writer { connection, options }),
             redeem_code: BatchedWrite::new(REDEEM_CODE),
             rotate_refresh_token: BatchedWrite::new(ROTATE_REFRESH_TOKEN),
@@ -157,6 +166,11 @@ impl SqliteStore {
           WHERE l.user_id = $1 AND l.client_id = c.client_id AND l.revoked_at IS NULL AND l.expires_at > $2 \
           ORDER BY l.created_at DESC, l.id DESC LIMIT 1) \
         ORDER BY c.client_id";
+
+    /// A connection for the reads of `impl_sql_store`.
+    async fn reader(&self) -> StoreResult<ReadConnection<'_>> {
+        self.readers.get().await
+    }
 
     /// Held for the length of a write transaction.
     async fn one_writer(&self) -> StoreResult<Option<tokio::sync::MutexGuard<'_, SqliteConnection>>> {
