@@ -29,10 +29,13 @@ pub(super) struct ReadConnection<'a> {
 }
 
 impl ReadConnections {
+    /// Opens `count` connections that refuse to write (`query_only`): a write here would wait
+    /// for SQLite's write lock holding one of these few connections, and every read behind it.
     pub(super) async fn open(options: &SqliteConnectOptions, count: usize) -> StoreResult<Self> {
+        let options = options.clone().pragma("query_only", "ON");
         let mut connections = Vec::with_capacity(count);
         for _ in 0..count {
-            connections.push(Arc::new(Mutex::new(SqliteConnection::connect_with(options).await?)));
+            connections.push(Arc::new(Mutex::new(SqliteConnection::connect_with(&options).await?)));
         }
         Ok(Self { connections, available: Semaphore::new(count) })
     }
@@ -63,17 +66,30 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_reader_waits_for_a_connection_and_gets_the_one_given_back() {
+    async fn a_reader_waits_while_every_connection_is_lent() {
         let options = SqliteConnectOptions::new().in_memory(true);
         let readers = ReadConnections::open(&options, 1).await.unwrap();
         let mut first = readers.get().await.unwrap();
-        sqlx::query("CREATE TEMP TABLE marker (x)").execute(&mut *first).await.unwrap();
+        sqlx::query("SELECT 1").execute(&mut *first).await.unwrap();
         let waiting = readers.get();
         tokio::pin!(waiting);
         assert!(futures_util::poll!(&mut waiting).is_pending(), "the only connection is lent");
         drop(first);
         let mut second = waiting.await.unwrap();
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM marker").fetch_one(&mut *second).await.unwrap();
+        let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut *second).await.unwrap();
+        assert_eq!(one, 1);
+    }
+
+    #[tokio::test]
+    async fn a_read_connection_refuses_to_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SqliteConnectOptions::new().filename(dir.path().join("db")).create_if_missing(true);
+        let mut writer = SqliteConnection::connect_with(&options).await.unwrap();
+        sqlx::query("CREATE TABLE t (x)").execute(&mut writer).await.unwrap();
+        let readers = ReadConnections::open(&options, 1).await.unwrap();
+        let mut reader = readers.get().await.unwrap();
+        assert!(sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *reader).await.is_err());
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t").fetch_one(&mut *reader).await.unwrap();
         assert_eq!(count, 0);
     }
 }

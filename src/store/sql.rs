@@ -1494,7 +1494,7 @@ macro_rules! impl_sql_store {
                 .bind(key)
                 .bind(window_start)
                 .bind(expires_at)
-                .fetch_one(&mut *self.reader().await?)
+                .fetch_one(&self.pool)
                 .await?;
                 self.durable().await?;
                 Ok(u64::try_from(count).unwrap_or(0))
@@ -1704,7 +1704,7 @@ macro_rules! impl_sql_store {
                     sqlx::query_scalar("UPDATE grants SET revoked_at = COALESCE(revoked_at, $2) WHERE code_hash = $1 RETURNING id")
                         .bind(code_hash)
                         .bind(now)
-                        .fetch_optional(&mut *self.reader().await?)
+                        .fetch_optional(&self.pool)
                         .await?;
                 self.durable().await?;
                 Ok(id)
@@ -1864,7 +1864,7 @@ macro_rules! impl_sql_store {
                 .bind(now)
                 .bind(lease_until)
                 .bind(i64::from(limit))
-                .fetch_all(&mut *self.reader().await?)
+                .fetch_all(&self.pool)
                 .await?;
                 self.durable().await?;
                 Ok(rows.into_iter().map(Into::into).collect())

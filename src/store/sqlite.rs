@@ -167,7 +167,7 @@ impl SqliteStore {
           ORDER BY l.created_at DESC, l.id DESC LIMIT 1) \
         ORDER BY c.client_id";
 
-    /// A connection for the reads of `impl_sql_store`.
+    /// A connection for the reads of `impl_sql_store`; it refuses writes.
     async fn reader(&self) -> StoreResult<ReadConnection<'_>> {
         self.readers.get().await
     }
