@@ -13,6 +13,8 @@ RUN apt-get update \
 WORKDIR /src
 # Dependencies first, in their own layer: a change to Gatehouse's code rebuilds only Gatehouse.
 COPY Cargo.toml Cargo.lock ./
+# How the bundled SQLite is compiled (see .cargo/config.toml).
+COPY .cargo .cargo
 COPY benches benches
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --bin gatehouse \

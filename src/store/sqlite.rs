@@ -13,20 +13,30 @@ use crate::store::{
     AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, SsoSession, StoreError, StoreResult,
 };
 
-/// `GrantStore::redeem_code`, batched (`write_batch`). Every write is conditional on the code
-/// being there unexpired, which holds still inside the transaction; the code is deleted last,
-/// even when expired (an expired code stays spent). Answers 1 when this write spent the code.
-const REDEEM_CODE: &str = "\
-    INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, idp, \
-    created_at, expires_at, revoked_at) SELECT $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 \
-    WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
-    INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) SELECT $17, $29, $18, $19, $30 \
-    WHERE $17 IS NOT NULL AND EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
-    INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
-    SELECT $20, $21, $22, $23, $24, $25, $26, $27, $28 \
-    WHERE EXISTS (SELECT 1 FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16); \
-    SELECT COUNT(*) FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16; \
-    DELETE FROM single_use WHERE kind = $1 AND key = $2;";
+/// `GrantStore::redeem_code`, batched (`write_batch`): spends the code if it is there unexpired,
+/// then writes the grant, its audit row and (`REDEEM_CODE_WITH_REFRESH`) its first refresh
+/// token. A code that was not there leaves the grant's id NULL (`changes()` of the delete), which
+/// its `NOT NULL` refuses: the whole write rolls back (`code_not_live`). Single-row inserts need
+/// no statement journal and no second look at the code, which `INSERT … SELECT … WHERE EXISTS`
+/// took for each row.
+macro_rules! redeem_code {
+    ($refresh_token:literal) => {
+        concat!(
+            "DELETE FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $16; \
+            INSERT INTO grants (id, client_id, user_id, session_id, code_hash, scope, audience, auth_time, amr_json, \
+            idp, created_at, expires_at, revoked_at) \
+            VALUES (CASE changes() WHEN 1 THEN $3 END, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
+            INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+            VALUES ($17, $18, $19, $20, $21, $22, $23, $24, $25); ",
+            $refresh_token,
+            "SELECT changes();"
+        )
+    };
+}
+const REDEEM_CODE: &str = redeem_code!("");
+const REDEEM_CODE_WITH_REFRESH: &str = redeem_code!(
+    "INSERT INTO refresh_tokens (token_hash, grant_id, issued_at, expires_at, rotated_at) VALUES ($26, $27, $28, $29, $30); "
+);
 
 /// `GrantStore::rotate_refresh_token`, batched: the new token is stored only if this write spent
 /// the old one (`changes()` of the update, read by the insert); the `changes()` selected at the
@@ -70,6 +80,12 @@ const RECORD_USER_LOGIN: &str = "\
 const APPEND_AUDIT: &str = "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
 
+/// Whether a redemption (`REDEEM_CODE`) failed because its code was not there to spend.
+fn code_not_live(err: &StoreError) -> bool {
+    matches!(err, StoreError::Database(sqlx::Error::Database(db))
+        if db.kind() == sqlx::error::ErrorKind::NotNullViolation && db.message().ends_with("grants.id"))
+}
+
 /// Reads run on SQLite's side of the connection's thread; more of them than cores only take
 /// turns, and a few let a slow read (an administrator's search) not hold up the others.
 const READ_CONNECTIONS: usize = 4;
@@ -88,6 +104,7 @@ pub struct SqliteStore {
     /// The connection also serves the hottest writes, batched (`write_batch`).
     writer: Arc<Writer>,
     redeem_code: Arc<BatchedWrite>,
+    redeem_code_with_refresh: Arc<BatchedWrite>,
     rotate_refresh_token: Arc<BatchedWrite>,
     put_single_use: Arc<BatchedWrite>,
     take_single_use: Arc<BatchedWrite>,
@@ -141,6 +158,7 @@ impl SqliteStore {
             readers,
             writer: Arc::new(Writer { connection, options }),
             redeem_code: BatchedWrite::new(REDEEM_CODE),
+            redeem_code_with_refresh: BatchedWrite::new(REDEEM_CODE_WITH_REFRESH),
             rotate_refresh_token: BatchedWrite::new(ROTATE_REFRESH_TOKEN),
             put_single_use: BatchedWrite::new(PUT_SINGLE_USE),
             take_single_use: BatchedWrite::new(TAKE_SINGLE_USE),
@@ -198,10 +216,9 @@ impl SqliteStore {
         now: i64,
     ) -> StoreResult<bool> {
         self.writes_allowed()?;
-        let (refresh_hash, refresh) = refresh_token.unzip();
         let text = |value: &str| Arg::Text(Some(value.to_owned()));
         let optional = |value: Option<&str>| Arg::Text(value.map(str::to_owned));
-        let arguments = vec![
+        let mut arguments = vec![
             text(SingleUseKind::AuthorizationCode.as_str()),
             text(code_hash),
             text(&grant.id),
@@ -218,9 +235,6 @@ impl SqliteStore {
             Arg::Int(Some(grant.expires_at)),
             Arg::Int(grant.revoked_at),
             Arg::Int(Some(now)),
-            optional(refresh_hash),
-            Arg::Int(refresh.map(|r| r.issued_at)),
-            Arg::Int(refresh.map(|r| r.expires_at)),
             Arg::Int(Some(granted.time)),
             text(&granted.kind),
             text(granted.outcome.as_str()),
@@ -230,12 +244,33 @@ impl SqliteStore {
             optional(granted.connector_id.as_deref()),
             optional(granted.ip.as_deref()),
             optional(granted.detail.as_deref()),
-            optional(refresh.map(|r| r.grant_id.as_str())),
-            Arg::Int(refresh.and_then(|r| r.rotated_at)),
         ];
-        let answer = self.redeem_code.run(&self.writer, arguments).await?;
-        self.durable().await?;
-        Ok(answer.try_get::<i64, _>(0)? == 1)
+        let write = match refresh_token {
+            Some((hash, refresh)) => {
+                arguments.extend([
+                    text(hash),
+                    text(&refresh.grant_id),
+                    Arg::Int(Some(refresh.issued_at)),
+                    Arg::Int(Some(refresh.expires_at)),
+                    Arg::Int(refresh.rotated_at),
+                ]);
+                &self.redeem_code_with_refresh
+            }
+            None => &self.redeem_code,
+        };
+        match write.run(&self.writer, arguments).await {
+            Ok(answer) => {
+                self.durable().await?;
+                Ok(answer.try_get::<i64, _>(0)? == 1)
+            }
+            Err(err) if code_not_live(&err) => {
+                // Spent, never issued, or expired: an expired code is deleted now, so that it
+                // stays spent whatever the clock does.
+                self.spend_single_use(SingleUseKind::AuthorizationCode, code_hash).await?;
+                Ok(false)
+            }
+            Err(err) => Err(err),
+        }
     }
 
     /// `GrantStore::rotate_refresh_token`; the checks and writes of `ROTATE_REFRESH_TOKEN`.
