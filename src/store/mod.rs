@@ -693,9 +693,10 @@ pub trait SingleUseStore: Send + Sync {
 pub trait GrantStore: Send + Sync {
     async fn create_grant(&self, grant: &GrantRecord) -> StoreResult<()>;
     /// Spends the authorization code `code_hash` and creates the grant it was redeemed for (with
-    /// its first refresh token and the `granted` audit event), in one transaction: `false`, and nothing written, when the code
-    /// was already spent or has expired. A concurrent replay of the code waits for this to
-    /// commit, so it finds the grant and revokes it.
+    /// its first refresh token and the `granted` audit event), in one transaction: `false`, and
+    /// nothing written, when the code was already spent, never issued or has expired (an expired
+    /// code is deleted all the same). A concurrent replay of the code waits for this to commit,
+    /// so it finds the grant and revokes it.
     async fn redeem_code(
         &self,
         code_hash: &str,

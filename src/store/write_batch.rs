@@ -29,8 +29,8 @@ pub(super) type Answer = SqliteRow;
 /// One kind of batched write.
 pub(super) struct BatchedWrite {
     /// The write's statements, with arguments `$1` to `$n`. Exactly one statement returns rows,
-    /// exactly one: the write's answer. A write that can fail on its own (a taken key) fails
-    /// its batch, which then runs again one write at a time.
+    /// exactly one: the write's answer. A write that can fail on its own (a taken key, a code no
+    /// longer there) fails its batch, which then runs again one write at a time.
     statements: &'static str,
     /// The highest `$n` in `statements`: the arguments each write takes.
     arity: usize,
@@ -148,7 +148,7 @@ impl BatchedWrite {
                     let _ = answer.send(Err(failed.into_error()));
                 }
             }
-            // A write refused by a constraint (a taken key) rolled the batch back as a whole:
+            // A write refused by a constraint (a taken key, a spent code) rolled the batch back whole:
             // each write again on its own, so that only the one at fault fails.
             Err(Failed::Refused(_)) => {
                 for (arguments, answer) in arguments.into_iter().zip(answers) {
