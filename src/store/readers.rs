@@ -43,7 +43,11 @@ impl ReadConnections {
     pub(super) async fn get(&self) -> StoreResult<ReadConnection<'_>> {
         let permit = self.available.acquire().await.map_err(|_| StoreError::Database(sqlx::Error::PoolClosed))?;
         let connection = self.connections.iter().find_map(|connection| Arc::clone(connection).try_lock_owned().ok());
-        let connection = connection.ok_or(StoreError::Database(sqlx::Error::PoolTimedOut))?;
+        // One permit per connection, each connection locked only under a permit: a permit
+        // always finds one free, and reaching here without is a bug in this module.
+        let connection = connection.ok_or_else(|| {
+            StoreError::Database(sqlx::Error::Protocol("a read permit found every read connection lent".to_owned()))
+        })?;
         Ok(ReadConnection { connection, _permit: permit })
     }
 }
