@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::UnixTime;
 use crate::secret::constant_time_eq;
-use crate::store::{SingleUseKind, Store, StoreError};
+use crate::store::{NewSingleUse, SingleUseKind, Store, StoreError};
 use crate::tokens::{digest, random_token};
 use crate::upstream::UpstreamIdentity;
 use crate::upstream::oidc::{self, PendingUpstreamLogin};
@@ -186,29 +186,11 @@ pub async fn saml_start(
 /// Spends the SAML sign-in `relay_state` named, whatever the IdP's answer; `false` when a
 /// concurrent post spent it first.
 pub async fn spend_saml_start(store: &dyn Store, relay_state: &str, now: UnixTime) -> Result<bool, FlowError> {
+    let spent_until = now + saml::LOGIN_LIFETIME_SECS;
     let key = digest(relay_state);
-    if store.take_single_use(SingleUseKind::SamlRequestId, &key, now).await?.is_none() {
-        return Ok(false);
-    }
-    match store.put_single_use(SingleUseKind::SamlRequestSpent, &key, "", now + saml::LOGIN_LIFETIME_SECS).await {
-        Ok(()) | Err(StoreError::AlreadyExists) => Ok(true),
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// Remembers an accepted assertion until it expires, on every node, so it is accepted once.
-pub async fn accept_assertion_once(
-    store: &dyn Store,
-    at: Return<'_>,
-    assertion_id: &str,
-    replay_until: UnixTime,
-) -> Result<(), FlowError> {
-    let key = digest(&format!("{}\n{assertion_id}", at.connector_id));
-    match store.put_single_use(SingleUseKind::SamlAssertionId, &key, "", replay_until).await {
-        Ok(()) => Ok(()),
-        Err(StoreError::AlreadyExists) => Err(at.refuse(store, FlowFailure::SamlReplay).await),
-        Err(err) => Err(err.into()),
-    }
+    Ok(store
+        .take_single_use_leaving_mark(SingleUseKind::SamlRequestId, &key, now, SingleUseKind::SamlRequestSpent, spent_until)
+        .await?)
 }
 
 /// A verified SAML sign-in between the ACS and the finishing step.
@@ -231,12 +213,35 @@ pub struct VerifiedLogin {
 const VERIFIED_LOGIN_LIFETIME_SECS: i64 = 60;
 const UNSOLICITED_LOGIN_LIFETIME_SECS: i64 = 600;
 
-/// Stores a verified sign-in for the same-site finishing step; returns the hand-off value.
-pub async fn hand_off(store: &dyn Store, record: &VerifiedLogin, now: UnixTime) -> Result<String, FlowError> {
+/// Accepts the assertion once: remembers its id until it expires, on every node, and in the
+/// same write stores the verified sign-in for the same-site finishing step. Returns the
+/// hand-off value; an assertion accepted before is refused (and audited) as a replay, and
+/// nothing is stored.
+pub async fn accept_assertion_and_hand_off(
+    store: &dyn Store,
+    at: Return<'_>,
+    assertion: (&str, UnixTime),
+    record: &VerifiedLogin,
+) -> Result<String, FlowError> {
+    let (assertion_id, replay_until) = assertion;
+    let assertion_key = digest(&format!("{}\n{assertion_id}", at.connector_id));
+    let seen = NewSingleUse { kind: SingleUseKind::SamlAssertionId, key: &assertion_key, payload: "", expires_at: replay_until };
     let handoff = random_token();
+    let handoff_key = digest(&handoff);
     let lifetime = if record.browser_binding.is_some() { VERIFIED_LOGIN_LIFETIME_SECS } else { UNSOLICITED_LOGIN_LIFETIME_SECS };
-    remember(store, SingleUseKind::SamlVerifiedLogin, &handoff, record, now + lifetime).await?;
-    Ok(handoff)
+    let payload = serde_json::to_string(record).map_err(StoreError::from)?;
+    let verified = NewSingleUse {
+        kind: SingleUseKind::SamlVerifiedLogin,
+        key: &handoff_key,
+        payload: &payload,
+        expires_at: at.now + lifetime,
+    };
+    match store.put_single_use_pair(&seen, &verified).await {
+        Ok(()) => Ok(handoff),
+        // The hand-off's key is 256 random bits: a taken key is the assertion's.
+        Err(StoreError::AlreadyExists) => Err(at.refuse(store, FlowFailure::SamlReplay).await),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// The verified sign-in a hand-off value names, read (not yet taken) and checked against this

@@ -64,6 +64,18 @@ pub struct PasswordLogin {
     pub password: Secret<String>,
     pub ip: Option<IpAddr>,
     pub user_agent: Option<String>,
+    /// The id of the waiting request the sign-in continues.
+    pub pending_login: Option<String>,
+}
+
+/// A sign-in that succeeded. No `Debug`: the waiting request's resume path names a stored
+/// authorization request.
+pub struct Started {
+    pub session: SsoSession,
+    pub user: User,
+    /// The waiting request the sign-in continues, spent in the sign-in's write; `None` when it
+    /// named none, or one that had expired or was used meanwhile.
+    pub resumed: Option<crate::session::pending::PendingLogin>,
 }
 
 pub struct LoginPolicy<'a> {
@@ -78,7 +90,7 @@ pub async fn password_login(
     policy: LoginPolicy<'_>,
     attempt: PasswordLogin,
     now: UnixTime,
-) -> Result<(SsoSession, User), LoginError> {
+) -> Result<Started, LoginError> {
     let users = match store.get_connector(&attempt.connector_id).await {
         Ok(record) if !record.disabled => crate::upstream::spec::local_users(&record).ok_or(LoginError::UnknownConnector)?,
         Ok(_) => return Err(LoginError::UnknownConnector),
@@ -131,7 +143,9 @@ pub async fn password_login(
     };
 
     let origin = Origin { ip: attempt.ip, user_agent: attempt.user_agent.clone() };
-    let signed_in = sign_in(store.as_ref(), policy.session, &identity, LinkPolicy::default(), origin, now).await?;
+    let link = LinkPolicy::default();
+    let signed_in =
+        sign_in(store.as_ref(), policy.session, &identity, link, origin, attempt.pending_login.as_deref(), now).await?;
     counters.release(store.as_ref()).await?;
     Ok(signed_in)
 }
@@ -222,8 +236,9 @@ pub async fn sign_in(
     identity: &UpstreamIdentity,
     link: LinkPolicy,
     origin: Origin,
+    pending_login: Option<&str>,
     now: UnixTime,
-) -> Result<(SsoSession, User), LoginError> {
+) -> Result<Started, LoginError> {
     let audit = |outcome: AuditOutcome, user_id: Option<String>, detail: Option<&str>| AuditEvent {
         time: now,
         kind: AUDIT_LOGIN.to_owned(),
@@ -235,7 +250,7 @@ pub async fn sign_in(
         ip: origin.ip.map(|ip| ip.to_string()),
         detail: detail.map(str::to_owned),
     };
-    let user = match mapping::map_identity(store, identity, link, now).await {
+    let mut user = match mapping::map_identity(store, identity, link, now).await {
         Ok(user) => user,
         Err(MappingError::Disabled) => {
             store.record_audit(&audit(AuditOutcome::Failure, None, Some("disabled"))).await?;
@@ -253,12 +268,15 @@ pub async fn sign_in(
     let new_session = NewSession {
         user_id: &user.id,
         connector_id: &identity.connector_id,
+        subject: &identity.subject,
+        pending_login,
         ip: origin.ip.map(|ip| ip.to_string()),
         user_agent: origin.user_agent.clone(),
     };
-    let sso = session::start(store, new_session, settings, now).await?;
-    store.record_audit(&audit(AuditOutcome::Success, Some(user.id.clone()), None)).await?;
-    Ok((sso, user))
+    let signed_in = audit(AuditOutcome::Success, Some(user.id.clone()), None);
+    let (session, resumed) = session::start(store, new_session, settings, now, &signed_in).await?;
+    user.last_login_at = Some(now);
+    Ok(Started { session, user, resumed })
 }
 
 /// What an administrator's test sign-in found; nothing was created.

@@ -121,6 +121,8 @@ pub async fn preview(store: &dyn Store, identity: &UpstreamIdentity, policy: Lin
     })
 }
 
+/// The local user an upstream identity is, found or made; the sign-in itself is recorded with
+/// its session (`session::start`).
 pub async fn map_identity(
     store: &dyn Store,
     identity: &UpstreamIdentity,
@@ -138,8 +140,6 @@ pub async fn map_identity(
     if !created && UserProfile::from(&user) != profile {
         user = store.update_user_profile(&user.id, &profile, now).await?;
     }
-    store.record_user_login(&user.id, &identity.connector_id, &identity.subject, now).await?;
-    user.last_login_at = Some(now);
     Ok(user)
 }
 

@@ -11,7 +11,7 @@ use crate::provider::{
     AUDIT_ACCESS_DENIED, CODE_LIFETIME_SECS, ErrorCode, OAuthError, Provider, ProviderResult, REQUEST_LIFETIME_SECS, has_scope,
     is_scope_token, oauth, split_scope,
 };
-use crate::store::{AuditEvent, AuditOutcome, ClientRecord, SingleUseKind, SsoSession, StoreError, User};
+use crate::store::{AuditEvent, AuditOutcome, ClientRecord, NewSingleUse, SingleUseKind, SsoSession, StoreError, User};
 use crate::tokens::{digest, random_token};
 
 const MAX_LOGIN_HINT_CHARS: usize = 256;
@@ -117,14 +117,50 @@ pub struct CodeGrant {
     pub grant_id: String,
 }
 
-/// A new grant's id: a UUIDv7 of `now` and this process's counter, so that ids sort in the order
-/// grants are made. Each grant's entries (its row id, its refresh tokens' grant index) then land
-/// beside the previous ones at the end of their index, where a random id put each on a page of
-/// its own that the commit and the next checkpoint write out whole.
+/// A new grant's id: a UUIDv7 of `now`'s second (or a later one this process has made ids in),
+/// then the nanoseconds since this process made its first id in that second, then random bits;
+/// so ids sort in the order grants are made. Each
+/// grant's entries (its row id, its refresh tokens' grant index) then land beside the previous
+/// ones at the end of their index, where a random id put each on a page of its own that the
+/// commit and the next checkpoint write out whole. The ordering part is time, not a count:
+/// access tokens carry the id (`gid`), and two of them must not tell an application how many
+/// grants were made in between.
 pub fn new_grant_id(now: UnixTime) -> String {
-    static ORDER: std::sync::Mutex<uuid::ContextV7> = std::sync::Mutex::new(uuid::ContextV7::new());
-    let seconds = u64::try_from(now).unwrap_or_default();
-    uuid::Uuid::new_v7(uuid::Timestamp::from_unix(&ORDER, seconds, 0)).to_string()
+    static ORDER: std::sync::Mutex<Option<SecondInProgress>> = std::sync::Mutex::new(None);
+    let now = u64::try_from(now).unwrap_or_default();
+    let (second, offset) = {
+        // Consistent between any two statements, so a panic elsewhere leaves it usable.
+        let mut order = ORDER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A request that read the clock just before the second changed gets an id in the new
+        // second, after the ids already made in it, as if it had come later.
+        let current = match order.as_mut() {
+            Some(current) if current.second >= now => current,
+            _ => order.insert(SecondInProgress { second: now, began: std::time::Instant::now(), last: 0 }),
+        };
+        let elapsed = u64::try_from(current.began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // One past the last when two ids fall in one nanosecond; a second that lasts past the
+        // field's 68 s (a clock stopped in a test) keeps its last value, its ids then in random order.
+        current.last = elapsed.max(current.last.saturating_add(1)).min(GRANT_ID_OFFSET_MAX);
+        (current.second, current.last)
+    };
+    // After the version, a UUIDv7 has 12 bits (`rand_a`), then after the variant 62 (`rand_b`):
+    // the offset's top 12 bits, then its other 24 and 38 random ones.
+    let rand_a = u16::try_from(offset >> 24).unwrap_or(u16::MAX);
+    let rand_b = ((offset & 0xFF_FFFF) << 38) | (rand::random::<u64>() >> 26);
+    let [a0, a1] = rand_a.to_be_bytes();
+    let [b0, b1, b2, b3, b4, b5, b6, b7] = rand_b.to_be_bytes();
+    let bits = [a0, a1, b0, b1, b2, b3, b4, b5, b6, b7];
+    uuid::Builder::from_unix_timestamp_millis(second.saturating_mul(1000), &bits).into_uuid().to_string()
+}
+
+/// The offset of an id in its second, in nanoseconds: 36 bits.
+const GRANT_ID_OFFSET_MAX: u64 = (1 << 36) - 1;
+
+/// The second `new_grant_id` is making ids in.
+struct SecondInProgress {
+    second: u64,
+    began: std::time::Instant,
+    last: u64,
 }
 
 fn random_grant_id() -> String {
@@ -442,15 +478,20 @@ impl Provider {
 
     /// Issues a code for the signed-in user and returns the redirect that carries it; never to a
     /// user the client's access policy refuses, whichever path (a prompt-free authorization, a
-    /// consent that was open while the user lost access) led here.
+    /// consent that was open while the user lost access) led here. The request it answers, when
+    /// it was stored (`stored_id`), is discarded either way: with a code, in the code's write.
     pub async fn issue_code(
         &self,
         request: &AuthorizationRequest,
         client: &ClientRecord,
         session: &SsoSession,
         user: &User,
+        stored_id: Option<&str>,
     ) -> ProviderResult<Result<String, Refusal>> {
         if let Err(refusal) = self.check_access(client, user, &session.connector_id, "issue").await? {
+            if let Some(id) = stored_id {
+                self.discard_request(id).await?;
+            }
             return Ok(Err(refusal));
         }
         let amr = match self.store.get_connector(&session.connector_id).await {
@@ -474,8 +515,20 @@ impl Provider {
         };
         let code = random_token();
         let payload = serde_json::to_string(&grant).map_err(StoreError::from)?;
-        let expires_at = self.clock.now() + CODE_LIFETIME_SECS;
-        self.store.put_single_use(SingleUseKind::AuthorizationCode, &digest(&code), &payload, expires_at).await?;
+        let code_key = digest(&code);
+        let record = NewSingleUse {
+            kind: SingleUseKind::AuthorizationCode,
+            key: &code_key,
+            payload: &payload,
+            expires_at: self.clock.now() + CODE_LIFETIME_SECS,
+        };
+        match stored_id {
+            Some(id) => {
+                let request_key = digest(id);
+                self.store.put_single_use_discarding(&record, (SingleUseKind::AuthorizationRequest, &request_key)).await?;
+            }
+            None => self.store.put_single_use(record.kind, record.key, record.payload, record.expires_at).await?,
+        }
         let mut params = vec![("code", code.as_str())];
         if let Some(state) = &request.state {
             params.push(("state", state));
@@ -538,12 +591,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn grant_ids_sort_in_the_order_they_are_made() {
+    fn grant_ids_sort_in_the_order_they_are_made_and_hold_a_time_not_a_count() {
         let same_second: Vec<String> = (0..1000).map(|_| new_grant_id(1_800_000_000)).collect();
         assert!(same_second.windows(2).all(|pair| pair[0] < pair[1]), "ids of one second out of order");
         let later = new_grant_id(1_800_000_001);
         assert!(same_second.iter().all(|id| *id < later));
         assert!(same_second.iter().all(|id| uuid::Uuid::parse_str(id).is_ok_and(|u| u.get_version_num() == 7)));
+        let distinct: std::collections::HashSet<&String> = same_second.iter().collect();
+        assert_eq!(distinct.len(), same_second.len());
+
+        // In the same test: the order is kept for one second at a time, process-wide.
+        let first = new_grant_id(1_900_000_000);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let second = new_grant_id(1_900_000_000);
+        let apart = offset_in_second(&second) - offset_in_second(&first);
+        assert!(apart >= 5_000_000, "two ids 5 ms apart are {apart} apart, as a count would be");
+        assert!(new_grant_id(1_899_999_999) > second, "a clock read before the second changed still sorts after");
+    }
+
+    /// The nanoseconds a grant id holds after its second.
+    fn offset_in_second(id: &str) -> u64 {
+        let bytes = *uuid::Uuid::parse_str(id).unwrap().as_bytes();
+        let rand_a = u64::from(u16::from_be_bytes([bytes[6], bytes[7]]) & 0x0FFF);
+        let rand_b = u64::from_be_bytes(bytes[8..16].try_into().unwrap()) & ((1 << 62) - 1);
+        (rand_a << 24) | (rand_b >> 38)
     }
 
     #[test]

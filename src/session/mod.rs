@@ -5,7 +5,7 @@ pub mod pending;
 
 use crate::clock::UnixTime;
 use crate::config::SessionSettings;
-use crate::store::{AuditEvent, AuditOutcome, SsoSession, Store, StoreError, StoreResult, User};
+use crate::store::{AuditEvent, AuditOutcome, SingleUseKind, SsoSession, Store, StoreError, StoreResult, User};
 use crate::tokens::{digest, random_token};
 
 /// How stale `last_seen_at` may get before a request writes it again: a quarter of the idle
@@ -26,11 +26,24 @@ pub struct Resumed {
 pub struct NewSession<'a> {
     pub user_id: &'a str,
     pub connector_id: &'a str,
+    /// Who the connector said signed in: their identity link's key.
+    pub subject: &'a str,
+    /// The id of the waiting request (`pending::PendingLogin`) the sign-in continues.
+    pub pending_login: Option<&'a str>,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
 }
 
-pub async fn start(store: &dyn Store, new: NewSession<'_>, settings: &SessionSettings, now: UnixTime) -> StoreResult<SsoSession> {
+/// Starts a session and records the sign-in that started it in the same write: the user's and
+/// the identity link's last sign-in, the `signed_in` audit event, and the taking of the waiting
+/// request (`pending::PendingLogin`) the sign-in continues, which it returns if it was there.
+pub async fn start(
+    store: &dyn Store,
+    new: NewSession<'_>,
+    settings: &SessionSettings,
+    now: UnixTime,
+    signed_in: &AuditEvent,
+) -> StoreResult<(SsoSession, Option<pending::PendingLogin>)> {
     let session = SsoSession {
         id: random_token(),
         user_id: new.user_id.to_owned(),
@@ -42,8 +55,10 @@ pub async fn start(store: &dyn Store, new: NewSession<'_>, settings: &SessionSet
         ip: new.ip,
         user_agent: new.user_agent,
     };
-    store.create_sso_session(&session).await?;
-    Ok(session)
+    let pending_key = new.pending_login.map(digest);
+    let taking = pending_key.as_deref().map(|key| (SingleUseKind::PendingLogin, key));
+    let resumed = store.start_sso_session(&session, new.subject, signed_in, taking).await?;
+    Ok((session, pending::decode(resumed)?))
 }
 
 /// The session and its user when the session is still good; `None` once it is revoked, past

@@ -65,7 +65,7 @@ pub async fn create(
     Ok(id)
 }
 
-fn decode(payload: Option<String>) -> StoreResult<Option<PendingLogin>> {
+pub(super) fn decode(payload: Option<String>) -> StoreResult<Option<PendingLogin>> {
     let Some(payload) = payload else { return Ok(None) };
     let pending: PendingLogin = serde_json::from_str(&payload)?;
     Ok(is_local_path(&pending.resume_path).then_some(pending))

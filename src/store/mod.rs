@@ -548,8 +548,6 @@ pub trait UserStore: Send + Sync {
     /// Disabling also revokes every grant the user gave, in the same transaction, so enabling
     /// the user again revives no token.
     async fn set_user_disabled(&self, id: &str, disabled: bool, now: UnixTime) -> StoreResult<()>;
-    /// Records a sign-in of the user through the identity `(connector_id, subject)`.
-    async fn record_user_login(&self, id: &str, connector_id: &str, subject: &str, now: UnixTime) -> StoreResult<()>;
     async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> StoreResult<Option<String>>;
     /// The user linked to the identity `(connector_id, subject)`, in one read.
     async fn find_linked_user(&self, connector_id: &str, subject: &str) -> StoreResult<Option<User>>;
@@ -629,6 +627,18 @@ pub trait KeyStore: Send + Sync {
 #[async_trait]
 pub trait SsoSessionStore: Send + Sync {
     async fn create_sso_session(&self, session: &SsoSession) -> StoreResult<()>;
+    /// Records a sign-in in one write: the user's and their identity link's (`subject` at the
+    /// session's connector) last sign-in at the session's `auth_time`, the new session, the
+    /// sign-in's audit event, and the taking of the single-use record `taking` names (the request
+    /// the sign-in continues), whose payload it returns if it was there unexpired at `auth_time`.
+    /// Fails, writing and taking nothing, when the user is gone.
+    async fn start_sso_session(
+        &self,
+        session: &SsoSession,
+        subject: &str,
+        signed_in: &AuditEvent,
+        taking: Option<(SingleUseKind, &str)>,
+    ) -> StoreResult<Option<String>>;
     async fn get_sso_session(&self, id: &str) -> StoreResult<SsoSession>;
     /// The session and its user in one read: `None` when either is gone.
     async fn session_with_user(&self, id: &str) -> StoreResult<Option<(SsoSession, User)>>;
@@ -686,6 +696,37 @@ pub trait SingleUseStore: Send + Sync {
     /// Deletes and returns the record atomically (one statement, or one transaction); `None`
     /// when absent, expired or already taken.
     async fn take_single_use(&self, kind: SingleUseKind, key: &str, now: UnixTime) -> StoreResult<Option<String>>;
+    /// Takes the unexpired record as `take_single_use` does and, in the same write and only if
+    /// this call took it, leaves a `mark` record under the same key until `mark_until` (one
+    /// already there is kept). True when this call took it.
+    async fn take_single_use_leaving_mark(
+        &self,
+        kind: SingleUseKind,
+        key: &str,
+        now: UnixTime,
+        mark: SingleUseKind,
+        mark_until: UnixTime,
+    ) -> StoreResult<bool>;
+    /// Stores both records or neither: `AlreadyExists` when either key is taken.
+    async fn put_single_use_pair(&self, first: &NewSingleUse<'_>, second: &NewSingleUse<'_>) -> StoreResult<()>;
+    /// Stores `record` and, in the same write, deletes `discarded` (kind and key) if it is there.
+    async fn put_single_use_discarding(&self, record: &NewSingleUse<'_>, discarded: (SingleUseKind, &str)) -> StoreResult<()>;
+}
+
+/// A single-use record to store.
+#[derive(Clone, Copy)]
+pub struct NewSingleUse<'a> {
+    pub kind: SingleUseKind,
+    pub key: &'a str,
+    pub payload: &'a str,
+    pub expires_at: UnixTime,
+}
+
+/// The payload may be a code's grant or a verified sign-in, so `Debug` leaves it out.
+impl std::fmt::Debug for NewSingleUse<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSingleUse").field("kind", &self.kind).field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
 }
 
 /// Grants and their tokens.

@@ -4,7 +4,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::store::{AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SsoSession, StoreResult};
+use crate::store::{AuditEvent, GrantRecord, NewSingleUse, RefreshTokenRecord, Rotation, SingleUseKind, SsoSession, StoreResult};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -65,34 +65,73 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// `UserStore::record_user_login`.
-    async fn note_user_login(&self, id: &str, connector_id: &str, subject: &str, now: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        let result =
-            sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1").bind(id).bind(now).execute(&mut *tx).await?;
-        if result.rows_affected() == 0 {
-            return Err(crate::store::StoreError::NotFound);
-        }
-        sqlx::query("UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $1 AND subject = $2 AND user_id = $3")
-            .bind(connector_id)
-            .bind(subject)
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
+    /// `SingleUseStore::put_single_use`.
+    async fn store_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: i64) -> StoreResult<()> {
+        Self::insert_single_use(&self.pool, &NewSingleUse { kind, key, payload, expires_at }).await
+    }
+
+    async fn insert_single_use<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
+        executor: E,
+        record: &NewSingleUse<'_>,
+    ) -> StoreResult<()> {
+        sqlx::query("INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(record.kind.as_str())
+            .bind(record.key)
+            .bind(record.payload)
+            .bind(record.expires_at)
+            .execute(executor)
             .await?;
+        Ok(())
+    }
+
+    /// `SingleUseStore::take_single_use_leaving_mark`. The delete takes the row lock, so a
+    /// concurrent take waits and then finds nothing.
+    async fn spend_single_use_leaving_mark(
+        &self,
+        kind: SingleUseKind,
+        key: &str,
+        now: i64,
+        mark: SingleUseKind,
+        mark_until: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<i64> = sqlx::query_scalar("DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING expires_at")
+            .bind(kind.as_str())
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let live = taken.is_some_and(|expires_at| expires_at > now);
+        if live {
+            sqlx::query("INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, '', $3) ON CONFLICT DO NOTHING")
+                .bind(mark.as_str())
+                .bind(key)
+                .bind(mark_until)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(live)
+    }
+
+    /// `SingleUseStore::put_single_use_pair`.
+    async fn store_single_use_pair(&self, first: &NewSingleUse<'_>, second: &NewSingleUse<'_>) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        Self::insert_single_use(&mut *tx, first).await?;
+        Self::insert_single_use(&mut *tx, second).await?;
         tx.commit().await?;
         Ok(())
     }
 
-    /// `SingleUseStore::put_single_use`.
-    async fn store_single_use(&self, kind: SingleUseKind, key: &str, payload: &str, expires_at: i64) -> StoreResult<()> {
-        sqlx::query("INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4)")
-            .bind(kind.as_str())
-            .bind(key)
-            .bind(payload)
-            .bind(expires_at)
-            .execute(&self.pool)
+    /// `SingleUseStore::put_single_use_discarding`.
+    async fn store_single_use_discarding(&self, record: &NewSingleUse<'_>, discarded: (SingleUseKind, &str)) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM single_use WHERE kind = $1 AND key = $2")
+            .bind(discarded.0.as_str())
+            .bind(discarded.1)
+            .execute(&mut *tx)
             .await?;
+        Self::insert_single_use(&mut *tx, record).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -108,6 +147,53 @@ impl PostgresStore {
 
     /// `SsoSessionStore::create_sso_session`.
     async fn insert_sso_session(&self, session: &SsoSession) -> StoreResult<()> {
+        Self::insert_session(&self.pool, session).await
+    }
+
+    /// `SsoSessionStore::start_sso_session`.
+    async fn insert_signed_in_session(
+        &self,
+        session: &SsoSession,
+        subject: &str,
+        signed_in: &AuditEvent,
+        taking: Option<(SingleUseKind, &str)>,
+    ) -> StoreResult<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        let user = sqlx::query("UPDATE users SET last_login_at = $2 WHERE id = $1")
+            .bind(&session.user_id)
+            .bind(session.auth_time)
+            .execute(&mut *tx)
+            .await?;
+        if user.rows_affected() == 0 {
+            return Err(crate::store::StoreError::NotFound);
+        }
+        sqlx::query("UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $1 AND subject = $2 AND user_id = $3")
+            .bind(&session.connector_id)
+            .bind(subject)
+            .bind(&session.user_id)
+            .bind(session.auth_time)
+            .execute(&mut *tx)
+            .await?;
+        Self::insert_session(&mut *tx, session).await?;
+        Self::insert_audit(&mut *tx, signed_in).await?;
+        let taken: Option<(String, i64)> = match taking {
+            Some((kind, key)) => {
+                sqlx::query_as("DELETE FROM single_use WHERE kind = $1 AND key = $2 RETURNING payload, expires_at")
+                    .bind(kind.as_str())
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        tx.commit().await?;
+        Ok(taken.filter(|(_, expires_at)| *expires_at > session.auth_time).map(|(payload, _)| payload))
+    }
+
+    async fn insert_session<'c, E: sqlx::Executor<'c, Database = sqlx::Postgres>>(
+        executor: E,
+        session: &SsoSession,
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -121,7 +207,7 @@ impl PostgresStore {
         .bind(session.revoked_at)
         .bind(&session.ip)
         .bind(&session.user_agent)
-        .execute(&self.pool)
+        .execute(executor)
         .await?;
         Ok(())
     }

@@ -753,16 +753,6 @@ macro_rules! impl_sql_store {
                 Ok(())
             }
 
-            async fn record_user_login(
-                &self,
-                id: &str,
-                connector_id: &str,
-                subject: &str,
-                now: i64,
-            ) -> $crate::store::StoreResult<()> {
-                self.note_user_login(id, connector_id, subject, now).await
-            }
-
             async fn find_linked_user_id(&self, connector_id: &str, subject: &str) -> $crate::store::StoreResult<Option<String>> {
                 let user_id: Option<String> =
                     sqlx::query_scalar("SELECT user_id FROM identity_links WHERE connector_id = $1 AND subject = $2")
@@ -1223,6 +1213,16 @@ macro_rules! impl_sql_store {
                 self.insert_sso_session(session).await
             }
 
+            async fn start_sso_session(
+                &self,
+                session: &$crate::store::SsoSession,
+                subject: &str,
+                signed_in: &$crate::store::AuditEvent,
+                taking: Option<($crate::store::SingleUseKind, &str)>,
+            ) -> $crate::store::StoreResult<Option<String>> {
+                self.insert_signed_in_session(session, subject, signed_in, taking).await
+            }
+
             async fn get_sso_session(&self, id: &str) -> $crate::store::StoreResult<$crate::store::SsoSession> {
                 let sql = format!("SELECT {} FROM sso_sessions WHERE id = $1", $crate::store::sql::SESSION_COLUMNS);
                 let row: $crate::store::sql::SsoSessionRow = sqlx::query_as(&sql).bind(id).fetch_one(&mut *self.reader().await?).await?;
@@ -1547,6 +1547,33 @@ macro_rules! impl_sql_store {
             ) -> $crate::store::StoreResult<Option<String>> {
                 let taken = self.spend_single_use(kind, key).await?;
                 Ok(taken.filter(|(_, expires_at)| *expires_at > now).map(|(payload, _)| payload))
+            }
+
+            async fn take_single_use_leaving_mark(
+                &self,
+                kind: $crate::store::SingleUseKind,
+                key: &str,
+                now: i64,
+                mark: $crate::store::SingleUseKind,
+                mark_until: i64,
+            ) -> $crate::store::StoreResult<bool> {
+                self.spend_single_use_leaving_mark(kind, key, now, mark, mark_until).await
+            }
+
+            async fn put_single_use_pair(
+                &self,
+                first: &$crate::store::NewSingleUse<'_>,
+                second: &$crate::store::NewSingleUse<'_>,
+            ) -> $crate::store::StoreResult<()> {
+                self.store_single_use_pair(first, second).await
+            }
+
+            async fn put_single_use_discarding(
+                &self,
+                record: &$crate::store::NewSingleUse<'_>,
+                discarded: ($crate::store::SingleUseKind, &str),
+            ) -> $crate::store::StoreResult<()> {
+                self.store_single_use_discarding(record, discarded).await
             }
         }
 

@@ -10,7 +10,8 @@ use crate::store::group_sync::{GroupSync, SyncError, SyncFn};
 use crate::store::readers::{ReadConnection, ReadConnections};
 use crate::store::write_batch::{Arg, BatchedWrite, Writer};
 use crate::store::{
-    AuditEvent, GrantRecord, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, SsoSession, StoreError, StoreResult,
+    AuditEvent, GrantRecord, NewSingleUse, RefreshTokenRecord, Rotation, SingleUseKind, SqliteDurability, SsoSession, StoreError,
+    StoreResult,
 };
 
 /// `GrantStore::redeem_code`, batched (`write_batch`): spends the code if it is there unexpired,
@@ -57,6 +58,24 @@ const TAKE_SINGLE_USE: &str = "SELECT (SELECT payload FROM single_use WHERE kind
     (SELECT expires_at FROM single_use WHERE kind = $1 AND key = $2); \
     DELETE FROM single_use WHERE kind = $1 AND key = $2;";
 
+/// `SingleUseStore::take_single_use_leaving_mark`, batched: the answer is the take's
+/// `changes()`, which the mark's insert reads too; an expired record is deleted afterwards
+/// without counting, so that it stays spent whatever the clock does.
+const TAKE_SINGLE_USE_LEAVING_MARK: &str = "\
+    DELETE FROM single_use WHERE kind = $1 AND key = $2 AND expires_at > $3; SELECT changes(); \
+    INSERT INTO single_use (kind, key, payload, expires_at) SELECT $4, $2, '', $5 WHERE changes() = 1 \
+    ON CONFLICT DO NOTHING; \
+    DELETE FROM single_use WHERE kind = $1 AND key = $2;";
+
+/// `SingleUseStore::put_single_use_pair`, batched: a taken key fails the batch (as
+/// `PUT_SINGLE_USE` does) and rolls back both.
+const PUT_SINGLE_USE_PAIR: &str = "INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4); \
+    INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($5, $6, $7, $8); SELECT changes();";
+
+/// `SingleUseStore::put_single_use_discarding`, batched.
+const PUT_SINGLE_USE_DISCARDING: &str = "DELETE FROM single_use WHERE kind = $5 AND key = $6; \
+    INSERT INTO single_use (kind, key, payload, expires_at) VALUES ($1, $2, $3, $4); SELECT changes();";
+
 /// The browser sessions' records, in the table and encoding of `tower-sessions-sqlx-store`
 /// (which still reads them), batched: a new record, a changed one, a deleted one.
 const CREATE_BROWSER_SESSION: &str =
@@ -70,15 +89,60 @@ const CREATE_SSO_SESSION: &str = "INSERT INTO sso_sessions \
     (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
 
-/// `UserStore::record_user_login`, batched: the link first, so that the answer is the user's
-/// `changes()` (0: no such user, and no link of theirs either).
-const RECORD_USER_LOGIN: &str = "\
-    UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $2 AND subject = $3 AND user_id = $1; \
-    UPDATE users SET last_login_at = $4 WHERE id = $1; SELECT changes();";
+/// `SsoSessionStore::start_sso_session`, batched. A user who is gone fails the session's
+/// foreign key, which rolls the whole write back. Without a record to take, `$20` and `$21` are
+/// NULL and match nothing.
+const START_SSO_SESSION: &str = "\
+    UPDATE identity_links SET last_login_at = $4 WHERE connector_id = $3 AND subject = $10 AND user_id = $2; \
+    UPDATE users SET last_login_at = $4 WHERE id = $2; \
+    INSERT INTO sso_sessions (id, user_id, connector_id, auth_time, last_seen_at, expires_at, revoked_at, ip, user_agent) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); \
+    INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
+    VALUES ($11, $12, $13, $14, $15, $16, $17, $18, $19); \
+    SELECT (SELECT payload FROM single_use WHERE kind = $20 AND key = $21 AND expires_at > $4); \
+    DELETE FROM single_use WHERE kind = $20 AND key = $21;";
 
 /// `AuditStore::record_audit`, batched.
 const APPEND_AUDIT: &str = "INSERT INTO audit_log (time, kind, outcome, actor, user_id, client_id, connector_id, ip, detail) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9); SELECT changes();";
+
+fn single_use_arguments(record: &NewSingleUse<'_>) -> Vec<Arg> {
+    vec![
+        Arg::Text(Some(record.kind.as_str().to_owned())),
+        Arg::Text(Some(record.key.to_owned())),
+        Arg::Text(Some(record.payload.to_owned())),
+        Arg::Int(Some(record.expires_at)),
+    ]
+}
+
+fn sso_session_arguments(session: &SsoSession) -> Vec<Arg> {
+    vec![
+        Arg::Text(Some(session.id.clone())),
+        Arg::Text(Some(session.user_id.clone())),
+        Arg::Text(Some(session.connector_id.clone())),
+        Arg::Int(Some(session.auth_time)),
+        Arg::Int(Some(session.last_seen_at)),
+        Arg::Int(Some(session.expires_at)),
+        Arg::Int(session.revoked_at),
+        Arg::Text(session.ip.clone()),
+        Arg::Text(session.user_agent.clone()),
+    ]
+}
+
+fn audit_arguments(event: &AuditEvent) -> Vec<Arg> {
+    let optional = |value: &Option<String>| Arg::Text(value.clone());
+    vec![
+        Arg::Int(Some(event.time)),
+        Arg::Text(Some(event.kind.clone())),
+        Arg::Text(Some(event.outcome.as_str().to_owned())),
+        optional(&event.actor),
+        optional(&event.user_id),
+        optional(&event.client_id),
+        optional(&event.connector_id),
+        optional(&event.ip),
+        optional(&event.detail),
+    ]
+}
 
 /// Whether a redemption (`REDEEM_CODE`) failed because its code was not there to spend.
 fn code_not_live(err: &StoreError) -> bool {
@@ -108,9 +172,12 @@ pub struct SqliteStore {
     rotate_refresh_token: Arc<BatchedWrite>,
     put_single_use: Arc<BatchedWrite>,
     take_single_use: Arc<BatchedWrite>,
+    take_single_use_leaving_mark: Arc<BatchedWrite>,
+    put_single_use_pair: Arc<BatchedWrite>,
+    put_single_use_discarding: Arc<BatchedWrite>,
     append_audit: Arc<BatchedWrite>,
-    record_user_login: Arc<BatchedWrite>,
     create_sso_session: Arc<BatchedWrite>,
+    start_sso_session: Arc<BatchedWrite>,
     create_browser_session: Arc<BatchedWrite>,
     save_browser_session: Arc<BatchedWrite>,
     delete_browser_session: Arc<BatchedWrite>,
@@ -162,9 +229,12 @@ impl SqliteStore {
             rotate_refresh_token: BatchedWrite::new(ROTATE_REFRESH_TOKEN),
             put_single_use: BatchedWrite::new(PUT_SINGLE_USE),
             take_single_use: BatchedWrite::new(TAKE_SINGLE_USE),
+            take_single_use_leaving_mark: BatchedWrite::new(TAKE_SINGLE_USE_LEAVING_MARK),
+            put_single_use_pair: BatchedWrite::new(PUT_SINGLE_USE_PAIR),
+            put_single_use_discarding: BatchedWrite::new(PUT_SINGLE_USE_DISCARDING),
             append_audit: BatchedWrite::new(APPEND_AUDIT),
-            record_user_login: BatchedWrite::new(RECORD_USER_LOGIN),
             create_sso_session: BatchedWrite::new(CREATE_SSO_SESSION),
+            start_sso_session: BatchedWrite::new(START_SSO_SESSION),
             create_browser_session: BatchedWrite::new(CREATE_BROWSER_SESSION),
             save_browser_session: BatchedWrite::new(SAVE_BROWSER_SESSION),
             delete_browser_session: BatchedWrite::new(DELETE_BROWSER_SESSION),
@@ -324,54 +394,79 @@ impl SqliteStore {
         Ok(answer.try_get::<Option<String>, _>(0)?.zip(answer.try_get::<Option<i64>, _>(1)?))
     }
 
-    /// `AuditStore::record_audit`'s row.
-    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+    /// `SingleUseStore::take_single_use_leaving_mark`.
+    async fn spend_single_use_leaving_mark(
+        &self,
+        kind: SingleUseKind,
+        key: &str,
+        now: i64,
+        mark: SingleUseKind,
+        mark_until: i64,
+    ) -> StoreResult<bool> {
         self.writes_allowed()?;
-        let optional = |value: &Option<String>| Arg::Text(value.clone());
         let arguments = vec![
-            Arg::Int(Some(event.time)),
-            Arg::Text(Some(event.kind.clone())),
-            Arg::Text(Some(event.outcome.as_str().to_owned())),
-            optional(&event.actor),
-            optional(&event.user_id),
-            optional(&event.client_id),
-            optional(&event.connector_id),
-            optional(&event.ip),
-            optional(&event.detail),
+            Arg::Text(Some(kind.as_str().to_owned())),
+            Arg::Text(Some(key.to_owned())),
+            Arg::Int(Some(now)),
+            Arg::Text(Some(mark.as_str().to_owned())),
+            Arg::Int(Some(mark_until)),
         ];
-        self.append_audit.run(&self.writer, arguments).await?;
+        let answer = self.take_single_use_leaving_mark.run(&self.writer, arguments).await?;
+        self.durable().await?;
+        Ok(answer.try_get::<i64, _>(0)? == 1)
+    }
+
+    /// `SingleUseStore::put_single_use_pair`.
+    async fn store_single_use_pair(&self, first: &NewSingleUse<'_>, second: &NewSingleUse<'_>) -> StoreResult<()> {
+        self.writes_allowed()?;
+        let mut arguments = single_use_arguments(first);
+        arguments.extend(single_use_arguments(second));
+        self.put_single_use_pair.run(&self.writer, arguments).await?;
         self.durable().await
     }
 
-    /// `UserStore::record_user_login`.
-    async fn note_user_login(&self, id: &str, connector_id: &str, subject: &str, now: i64) -> StoreResult<()> {
+    /// `SingleUseStore::put_single_use_discarding`.
+    async fn store_single_use_discarding(&self, record: &NewSingleUse<'_>, discarded: (SingleUseKind, &str)) -> StoreResult<()> {
         self.writes_allowed()?;
-        let text = |value: &str| Arg::Text(Some(value.to_owned()));
-        let arguments = vec![text(id), text(connector_id), text(subject), Arg::Int(Some(now))];
-        let answer = self.record_user_login.run(&self.writer, arguments).await?;
-        self.durable().await?;
-        match answer.try_get::<i64, _>(0)? {
-            0 => Err(StoreError::NotFound),
-            _ => Ok(()),
-        }
+        let mut arguments = single_use_arguments(record);
+        arguments.extend([Arg::Text(Some(discarded.0.as_str().to_owned())), Arg::Text(Some(discarded.1.to_owned()))]);
+        self.put_single_use_discarding.run(&self.writer, arguments).await?;
+        self.durable().await
+    }
+
+    /// `AuditStore::record_audit`'s row.
+    async fn append_audit(&self, event: &AuditEvent) -> StoreResult<()> {
+        self.writes_allowed()?;
+        self.append_audit.run(&self.writer, audit_arguments(event)).await?;
+        self.durable().await
     }
 
     /// `SsoSessionStore::create_sso_session`.
     async fn insert_sso_session(&self, session: &SsoSession) -> StoreResult<()> {
         self.writes_allowed()?;
-        let arguments = vec![
-            Arg::Text(Some(session.id.clone())),
-            Arg::Text(Some(session.user_id.clone())),
-            Arg::Text(Some(session.connector_id.clone())),
-            Arg::Int(Some(session.auth_time)),
-            Arg::Int(Some(session.last_seen_at)),
-            Arg::Int(Some(session.expires_at)),
-            Arg::Int(session.revoked_at),
-            Arg::Text(session.ip.clone()),
-            Arg::Text(session.user_agent.clone()),
-        ];
-        self.create_sso_session.run(&self.writer, arguments).await?;
+        self.create_sso_session.run(&self.writer, sso_session_arguments(session)).await?;
         self.durable().await
+    }
+
+    /// `SsoSessionStore::start_sso_session`.
+    async fn insert_signed_in_session(
+        &self,
+        session: &SsoSession,
+        subject: &str,
+        signed_in: &AuditEvent,
+        taking: Option<(SingleUseKind, &str)>,
+    ) -> StoreResult<Option<String>> {
+        self.writes_allowed()?;
+        let mut arguments = sso_session_arguments(session);
+        arguments.push(Arg::Text(Some(subject.to_owned())));
+        arguments.extend(audit_arguments(signed_in));
+        arguments.extend([
+            Arg::Text(taking.map(|(kind, _)| kind.as_str().to_owned())),
+            Arg::Text(taking.map(|(_, key)| key.to_owned())),
+        ]);
+        let answer = self.start_sso_session.run(&self.writer, arguments).await?;
+        self.durable().await?;
+        Ok(answer.try_get::<Option<String>, _>(0)?)
     }
 
     /// Writes a browser session's record (`tower_sessions::session::Record`, as

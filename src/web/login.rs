@@ -98,10 +98,20 @@ async fn upstream_start(state: &AppState, connector_id: &str, request: Option<&s
 
 /// Where to send a signed-in browser: the pending request's resume path (consumed), else home.
 pub(crate) async fn continue_to(state: &AppState, id: Option<&str>) -> Result<Response, WebError> {
-    let Some(id) = id else { return Ok(Redirect::to("/").into_response()) };
-    match pending::take(state.store.as_ref(), id, state.clock.now()).await? {
-        Some(found) => Ok(Redirect::to(&found.resume_path).into_response()),
-        None => Err(WebError::BadRequest(EXPIRED_REQUEST)),
+    let taken = match id {
+        Some(id) => pending::take(state.store.as_ref(), id, state.clock.now()).await?,
+        None => None,
+    };
+    continue_with(id, taken)
+}
+
+/// Where a browser goes once the waiting request `id` named has been spent (`taken`): on to it,
+/// home when it named none, or an error page when it had expired or was used meanwhile.
+pub(crate) fn continue_with(id: Option<&str>, taken: Option<PendingLogin>) -> Result<Response, WebError> {
+    match (id, taken) {
+        (None, _) => Ok(Redirect::to("/").into_response()),
+        (Some(_), Some(found)) => Ok(Redirect::to(&found.resume_path).into_response()),
+        (Some(_), None) => Err(WebError::BadRequest(EXPIRED_REQUEST)),
     }
 }
 
@@ -405,16 +415,17 @@ pub async fn submit(
         password: form.password,
         ip: Some(client_ip(addr, &headers, &state.config.trusted_proxies)),
         user_agent: user_agent(&headers),
+        pending_login: request.clone(),
     };
     let policy = LoginPolicy { login: &state.config.login, session: &state.config.session, hashing: &state.hashing };
     let result = login::password_login(&state.store, policy, attempt, state.clock.now()).await;
     match result {
-        Ok((sso, _user)) => {
+        Ok(started) => {
             state.metrics.record_login(&form.connector, "success");
-            sessions::attach(&state, &session, &sso).await?;
+            sessions::attach(&state, &session, &started.session).await?;
             forms.renew();
             let cookie = last_connector_cookie(&state, Some(&form.connector));
-            Ok(with_cookie(continue_to(&state, request.as_deref()).await?, cookie))
+            Ok(with_cookie(continue_with(request.as_deref(), started.resumed)?, cookie))
         }
         Err(err) => {
             // A connector id that does not exist is input, not a label: it would grow the series.

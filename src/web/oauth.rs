@@ -269,10 +269,8 @@ async fn proceed(
     let next = provider.next_step(&request, client, signed_in).await.map_err(WebError::from)?;
     match (next, current) {
         (Ok(Next::Issue), Some((sso, user))) => {
-            if let Some(id) = &stored_id {
-                provider.discard_request(id).await.map_err(WebError::from)?;
-            }
-            let location = match provider.issue_code(&request, client, &sso, &user).await.map_err(WebError::from)? {
+            let issued = provider.issue_code(&request, client, &sso, &user, stored_id.as_deref()).await;
+            let location = match issued.map_err(WebError::from)? {
                 Ok(location) => location,
                 Err(refusal) => return access_denied_page(state, client, &request, &user, refusal).await,
             };
@@ -462,10 +460,10 @@ pub async fn consent_submit(
         return Ok(redirect(StatusCode::SEE_OTHER, &format!("{RESUME_PATH}?request={id}")));
     };
     let provider = &state.provider;
-    provider.discard_request(&id).await.map_err(WebError::from)?;
     let location = match form.decision.as_str() {
         "allow" => {
-            let location = match provider.issue_code(&request, &client, &sso, &user).await.map_err(WebError::from)? {
+            let issued = provider.issue_code(&request, &client, &sso, &user, Some(&id)).await;
+            let location = match issued.map_err(WebError::from)? {
                 Ok(location) => location,
                 Err(refusal) => return access_denied_page(&state, &client, &request, &user, refusal).await,
             };
@@ -474,6 +472,7 @@ pub async fn consent_submit(
             location
         }
         _ => {
+            provider.discard_request(&id).await.map_err(WebError::from)?;
             let denied = request.error_redirect(oauth(ErrorCode::AccessDenied, "the user did not allow access"));
             error_location(provider.issuer(), &denied)
         }

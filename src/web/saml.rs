@@ -157,14 +157,9 @@ pub async fn acs(
     if !spent {
         return failure_page(&state, &connector, &SamlError::Replay, (test, None), ip).await;
     }
-    match flow::accept_assertion_once(store, at, &assertion.assertion_id, assertion.replay_until).await {
-        Ok(()) => {}
-        Err(FlowError::Refused(failure)) => {
-            return refused_return(&state, &connector, failure, (test, pending_login.as_deref())).await;
-        }
-        Err(err) => return Err(err.into()),
-    }
 
+    // The rules read the assertion alone, so they run before it is accepted: accepting it and
+    // handing the sign-in off are then one write.
     let browser_binding = pending.map(|p| p.browser_binding);
     let rule_input = crate::upstream::received_from_assertion(&assertion, crate::upstream::Bounds::Full);
     let failure = (connector.id(), connector.name());
@@ -176,7 +171,14 @@ pub async fn acs(
     let received =
         if test { crate::upstream::received_from_assertion(&assertion, crate::upstream::Bounds::Shown) } else { Vec::new() };
     let record = VerifiedLogin { identity, pending_login, browser_binding, received, test };
-    let handoff = flow::hand_off(store, &record, now).await?;
+    let handoff =
+        match flow::accept_assertion_and_hand_off(store, at, (&assertion.assertion_id, assertion.replay_until), &record).await {
+            Ok(handoff) => handoff,
+            Err(FlowError::Refused(failure)) => {
+                return refused_return(&state, &connector, failure, (test, record.pending_login.as_deref())).await;
+            }
+            Err(err) => return Err(err.into()),
+        };
     Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())
 }
 

@@ -20,7 +20,7 @@ use crate::web::AppState;
 use crate::web::client::client_ip;
 use crate::web::csrf::Forms;
 use crate::web::error::WebError;
-use crate::web::login::{EXPIRED_REQUEST, continue_to, pending_for, request_id, user_agent};
+use crate::web::login::{EXPIRED_REQUEST, continue_with, pending_for, request_id, user_agent};
 use crate::web::pages::{OidcConnectorPage, ReturnLink, UpstreamErrorPage, render_page};
 use crate::web::sessions;
 
@@ -267,13 +267,15 @@ pub(crate) async fn start_session(
         return Ok(axum::response::Redirect::to(&login::test_result_path(connector_id)).into_response());
     }
     let link = state.upstreams.link_policy(connector_id).await;
-    match login::sign_in(state.store.as_ref(), &state.config.session, identity, link, origin, state.clock.now()).await {
-        Ok((sso, _user)) => {
+    let signed_in =
+        login::sign_in(state.store.as_ref(), &state.config.session, identity, link, origin, pending_login, state.clock.now());
+    match signed_in.await {
+        Ok(started) => {
             state.metrics.record_login(connector_id, "success");
-            sessions::attach(state, forms.session(), &sso).await?;
+            sessions::attach(state, forms.session(), &started.session).await?;
             forms.renew();
             let cookie = crate::web::login::last_connector_cookie(state, Some(connector_id));
-            Ok(crate::web::login::with_cookie(continue_to(state, pending_login).await?, cookie))
+            Ok(crate::web::login::with_cookie(continue_with(pending_login, started.resumed)?, cookie))
         }
         Err(LoginError::Disabled) => {
             state.metrics.record_login(connector_id, "disabled");

@@ -451,9 +451,27 @@ async fn the_console_adds_checks_and_removes_a_saml_provider() {
 
     // A person signed in through it: disabling says so, then ends the session.
     let someone = app.state.store.list_users().await.unwrap().into_iter().next().unwrap();
-    let session = gatehouse::session::NewSession { user_id: &someone.id, connector_id: "partner", ip: None, user_agent: None };
+    let session = gatehouse::session::NewSession {
+        user_id: &someone.id,
+        connector_id: "partner",
+        subject: "s",
+        pending_login: None,
+        ip: None,
+        user_agent: None,
+    };
     let settings = app.state.config.session.clone();
-    gatehouse::session::start(app.state.store.as_ref(), session, &settings, app.clock.now()).await.unwrap();
+    let signed_in = gatehouse::store::AuditEvent {
+        time: app.clock.now(),
+        kind: gatehouse::login::AUDIT_LOGIN.to_owned(),
+        outcome: gatehouse::store::AuditOutcome::Success,
+        actor: Some(someone.username.clone()),
+        user_id: Some(someone.id.clone()),
+        client_id: None,
+        connector_id: Some(String::from("partner")),
+        ip: None,
+        detail: None,
+    };
+    gatehouse::session::start(app.state.store.as_ref(), session, &settings, app.clock.now(), &signed_in).await.unwrap();
     let confirm = alice.get("/admin/connectors/partner/disable").await.text().await.unwrap();
     assert!(confirm.contains("1 active session signed in through Partner SSO ends at once"), "{confirm}");
     let disabled = alice.post_form("/admin/connectors/partner/disable", &[("csrf", &csrf)]).await;

@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use gatehouse::store::{
-    AuditEvent, AuditOutcome, AuditQuery, ClientRecord, ConnectorRecord, GrantQuery, GrantRecord, RefreshTokenRecord, Rotation,
-    SessionListing, SessionQuery, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError, UserProfile, UserQuery,
+    AuditEvent, AuditOutcome, AuditQuery, ClientRecord, ConnectorRecord, GrantQuery, GrantRecord, NewSingleUse,
+    RefreshTokenRecord, Rotation, SessionListing, SessionQuery, SigningKeyRecord, SingleUseKind, SsoSession, Store, StoreError,
+    UserProfile, UserQuery,
 };
 
 use crate::helpers::{START, TestDb, client_record};
@@ -58,13 +59,18 @@ async fn users_and_links(store: &Arc<dyn Store>) {
 
     store.set_user_disabled(&alice.id, true, NOW + 6).await.unwrap();
     assert!(store.get_user(&alice.id).await.unwrap().disabled);
-    store.record_user_login(&alice.id, "corp", "sub-1", NOW + 7).await.unwrap();
+    let mut session = sso("signed-in", &alice.id, NOW + 100);
+    (session.connector_id, session.auth_time) = (String::from("corp"), NOW + 7);
+    let signed_in = audit("login", AuditOutcome::Success, "alice", "192.0.2.1", NOW + 7);
+    store.start_sso_session(&session, "sub-1", &signed_in, None).await.unwrap();
     assert_eq!(store.get_user(&alice.id).await.unwrap().last_login_at, Some(NOW + 7));
     assert_eq!(store.list_user_links(&alice.id).await.unwrap()[0].last_login_at, Some(NOW + 7), "and the identity used");
 
     assert!(matches!(store.get_user("missing").await, Err(StoreError::NotFound)));
     assert!(matches!(store.set_user_disabled("missing", true, NOW).await, Err(StoreError::NotFound)));
-    assert!(matches!(store.record_user_login("missing", "corp", "sub-1", NOW + 8).await, Err(StoreError::NotFound)));
+    let (mut nobody, refused_at) = (sso("nobody's", "missing", NOW + 100), NOW + 8);
+    (nobody.connector_id, nobody.auth_time) = (String::from("corp"), refused_at);
+    assert!(store.start_sso_session(&nobody, "sub-1", &signed_in, None).await.is_err());
     assert_eq!(store.list_user_links(&alice.id).await.unwrap()[0].last_login_at, Some(NOW + 7), "a refused login writes nothing");
     assert!(matches!(store.update_user_profile("missing", &changed, NOW).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_users().await.unwrap().len(), 2);
@@ -357,6 +363,104 @@ async fn single_use_is_taken_once_under_concurrency(store: &Arc<dyn Store>) {
         }
         assert_eq!(winners, 1, "exactly one of 16 concurrent takers may win (round {round})");
     }
+}
+
+async fn single_use_combined_writes(store: &Arc<dyn Store>) {
+    let (request, spent) = (SingleUseKind::SamlRequestId, SingleUseKind::SamlRequestSpent);
+    // A take that leaves a mark: only the taker leaves it, and a mark already there is kept.
+    store.put_single_use(request, "r1", "pending", NOW + 60).await.unwrap();
+    assert!(store.take_single_use_leaving_mark(request, "r1", NOW, spent, NOW + 300).await.unwrap());
+    assert_eq!(store.peek_single_use(request, "r1", NOW).await.unwrap(), None, "taken");
+    assert_eq!(store.peek_single_use(spent, "r1", NOW + 299).await.unwrap().as_deref(), Some(""), "marked until its end");
+    assert_eq!(store.peek_single_use(spent, "r1", NOW + 300).await.unwrap(), None);
+    assert!(!store.take_single_use_leaving_mark(request, "r1", NOW, spent, NOW + 900).await.unwrap(), "taken once");
+    assert!(!store.take_single_use_leaving_mark(request, "never", NOW, spent, NOW + 300).await.unwrap());
+    assert_eq!(store.peek_single_use(spent, "never", NOW).await.unwrap(), None, "no take, no mark");
+    store.put_single_use(request, "old", "pending", NOW + 10).await.unwrap();
+    assert!(!store.take_single_use_leaving_mark(request, "old", NOW + 10, spent, NOW + 300).await.unwrap(), "expired");
+    assert_eq!(store.peek_single_use(spent, "old", NOW).await.unwrap(), None, "an expired record leaves no mark");
+    assert_eq!(store.take_single_use(request, "old", NOW).await.unwrap(), None, "and stays spent if the clock goes back");
+    store.put_single_use(spent, "r2", "", NOW + 30).await.unwrap();
+    store.put_single_use(request, "r2", "pending", NOW + 60).await.unwrap();
+    assert!(store.take_single_use_leaving_mark(request, "r2", NOW, spent, NOW + 300).await.unwrap(), "a mark there already");
+    assert_eq!(store.take_single_use(request, "r2", NOW).await.unwrap(), None);
+
+    // Of 16 concurrent takers of one record, one wins.
+    store.put_single_use(request, "contended", "pending", NOW + 60).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.take_single_use_leaving_mark(request, "contended", NOW, spent, NOW + 300).await.unwrap()
+        }));
+    }
+    let mut winners = 0;
+    for task in tasks {
+        winners += usize::from(task.await.unwrap());
+    }
+    assert_eq!(winners, 1);
+
+    // A pair: both stored, or (a key taken) neither.
+    let (seen, verified) = (SingleUseKind::SamlAssertionId, SingleUseKind::SamlVerifiedLogin);
+    let record = |kind, key, payload| NewSingleUse { kind, key, payload, expires_at: NOW + 60 };
+    store.put_single_use_pair(&record(seen, "a1", ""), &record(verified, "h1", "login 1")).await.unwrap();
+    assert_eq!(store.peek_single_use(seen, "a1", NOW).await.unwrap().as_deref(), Some(""));
+    assert_eq!(store.peek_single_use(verified, "h1", NOW).await.unwrap().as_deref(), Some("login 1"));
+    let again = store.put_single_use_pair(&record(seen, "a1", ""), &record(verified, "h2", "login 2")).await;
+    assert!(matches!(again, Err(StoreError::AlreadyExists)), "{again:?}");
+    assert_eq!(store.peek_single_use(verified, "h2", NOW).await.unwrap(), None, "the second record rolled back too");
+    let taken_second = store.put_single_use_pair(&record(seen, "a3", ""), &record(verified, "h1", "login 3")).await;
+    assert!(matches!(taken_second, Err(StoreError::AlreadyExists)), "{taken_second:?}");
+    assert_eq!(store.peek_single_use(seen, "a3", NOW).await.unwrap(), None, "the first record rolled back too");
+    assert_eq!(store.peek_single_use(verified, "h1", NOW).await.unwrap().as_deref(), Some("login 1"), "the taken one is kept");
+
+    // A put that discards another record, there or not.
+    let (waiting, code) = (SingleUseKind::AuthorizationRequest, SingleUseKind::AuthorizationCode);
+    store.put_single_use(waiting, "req", "request", NOW + 60).await.unwrap();
+    store.put_single_use_discarding(&record(code, "c1", "grant 1"), (waiting, "req")).await.unwrap();
+    assert_eq!(store.peek_single_use(waiting, "req", NOW).await.unwrap(), None, "discarded");
+    assert_eq!(store.take_single_use(code, "c1", NOW).await.unwrap().as_deref(), Some("grant 1"));
+    store.put_single_use_discarding(&record(code, "c2", "grant 2"), (waiting, "req")).await.unwrap();
+    assert_eq!(store.peek_single_use(code, "c2", NOW).await.unwrap().as_deref(), Some("grant 2"), "nothing to discard");
+    store.put_single_use(waiting, "req2", "request", NOW + 60).await.unwrap();
+    let taken = store.put_single_use_discarding(&record(code, "c2", "other"), (waiting, "req2")).await;
+    assert!(matches!(taken, Err(StoreError::AlreadyExists)), "{taken:?}");
+    assert!(store.peek_single_use(waiting, "req2", NOW).await.unwrap().is_some(), "a refused put discards nothing");
+}
+
+async fn session_with_its_audit_event(store: &Arc<dyn Store>) {
+    let (user, _) = store.get_or_create_linked_user("local", "a-user", &profile("a"), NOW).await.unwrap();
+    let mut signed_in = audit("login", AuditOutcome::Success, "a", "192.0.2.9", NOW);
+    signed_in.user_id = Some(user.id.clone());
+    let waiting = SingleUseKind::PendingLogin;
+    store.put_single_use(waiting, "resume-1", "request 1", NOW + 60).await.unwrap();
+    let taking = Some((waiting, "resume-1"));
+    let taken = store.start_sso_session(&sso("s1", &user.id, NOW + 100), "a-user", &signed_in, taking).await.unwrap();
+    assert_eq!(taken.as_deref(), Some("request 1"), "the request the sign-in continues is taken with it");
+    assert_eq!(store.peek_single_use(waiting, "resume-1", NOW).await.unwrap(), None);
+    assert_eq!(store.get_sso_session("s1").await.unwrap().user_id, user.id);
+    assert_eq!(store.list_audit(10).await.unwrap(), vec![signed_in.clone()]);
+    assert_eq!(store.get_user(&user.id).await.unwrap().last_login_at, Some(NOW));
+
+    let taken = store.start_sso_session(&sso("s1", &user.id, NOW + 100), "a-user", &signed_in, None).await;
+    assert!(matches!(taken, Err(StoreError::AlreadyExists)), "{taken:?}");
+    store.put_single_use(waiting, "resume-2", "request 2", NOW + 60).await.unwrap();
+    let orphan = sso("s2", "no-such-user", NOW + 100);
+    assert!(store.start_sso_session(&orphan, "a-user", &signed_in, Some((waiting, "resume-2"))).await.is_err());
+    assert!(matches!(store.get_sso_session("s2").await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_audit(10).await.unwrap().len(), 1, "a refused session records no sign-in");
+    assert!(store.peek_single_use(waiting, "resume-2", NOW).await.unwrap().is_some(), "and takes nothing");
+
+    let no_request = store.start_sso_session(&sso("s3", &user.id, NOW + 100), "a-user", &signed_in, None).await.unwrap();
+    assert_eq!(no_request, None);
+    let (later, used) = (sso("s4", &user.id, NOW + 100), Some((waiting, "resume-1")));
+    let taken = store.start_sso_session(&later, "a-user", &signed_in, used).await.unwrap();
+    assert_eq!(taken, None, "a request used meanwhile: the session starts, nothing is taken");
+    store.put_single_use(waiting, "resume-3", "request 3", NOW).await.unwrap();
+    let (latest, expired) = (sso("s5", &user.id, NOW + 100), Some((waiting, "resume-3")));
+    let taken = store.start_sso_session(&latest, "a-user", &signed_in, expired).await.unwrap();
+    assert_eq!(taken, None, "an expired request is not handed out");
+    assert_eq!(store.take_single_use(waiting, "resume-3", NOW - 10).await.unwrap(), None, "but spent");
 }
 
 async fn expired_rows_are_deleted(store: &Arc<dyn Store>) {
@@ -705,6 +809,8 @@ async fn run_suite(db: &TestDb) {
     part!(login_counters);
     part!(single_use_records);
     part!(single_use_is_taken_once_under_concurrency);
+    part!(single_use_combined_writes);
+    part!(session_with_its_audit_event);
     part!(expired_rows_are_deleted);
     part!(grants_and_refresh_tokens);
     part!(code_redemption);
