@@ -193,6 +193,23 @@ pub async fn spend_saml_start(store: &dyn Store, relay_state: &str, now: UnixTim
         .await?)
 }
 
+/// The replay cache's key of an assertion: its id at this connector.
+fn assertion_key(connector_id: &str, assertion_id: &str) -> String {
+    digest(&format!("{connector_id}\n{assertion_id}"))
+}
+
+/// Remembers an assertion until it expires, on every node, so it is accepted once; one that
+/// was remembered already is refused (and audited) as a replay.
+pub async fn accept_assertion_once(store: &dyn Store, at: Return<'_>, assertion: (&str, UnixTime)) -> Result<(), FlowError> {
+    let (assertion_id, replay_until) = assertion;
+    let key = assertion_key(at.connector_id, assertion_id);
+    match store.put_single_use(SingleUseKind::SamlAssertionId, &key, "", replay_until).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::AlreadyExists) => Err(at.refuse(store, FlowFailure::SamlReplay).await),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// A verified SAML sign-in between the ACS and the finishing step.
 #[derive(Serialize, Deserialize)]
 pub struct VerifiedLogin {
@@ -224,8 +241,8 @@ pub async fn accept_assertion_and_hand_off(
     record: &VerifiedLogin,
 ) -> Result<String, FlowError> {
     let (assertion_id, replay_until) = assertion;
-    let assertion_key = digest(&format!("{}\n{assertion_id}", at.connector_id));
-    let seen = NewSingleUse { kind: SingleUseKind::SamlAssertionId, key: &assertion_key, payload: "", expires_at: replay_until };
+    let seen_key = assertion_key(at.connector_id, assertion_id);
+    let seen = NewSingleUse { kind: SingleUseKind::SamlAssertionId, key: &seen_key, payload: "", expires_at: replay_until };
     let handoff = random_token();
     let handoff_key = digest(&handoff);
     let lifetime = if record.browser_binding.is_some() { VERIFIED_LOGIN_LIFETIME_SECS } else { UNSOLICITED_LOGIN_LIFETIME_SECS };

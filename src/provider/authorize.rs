@@ -137,10 +137,15 @@ pub fn new_grant_id(now: UnixTime) -> String {
             Some(current) if current.second >= now => current,
             _ => order.insert(SecondInProgress { second: now, began: std::time::Instant::now(), last: 0 }),
         };
-        let elapsed = u64::try_from(current.began.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        // One past the last when two ids fall in one nanosecond; a second that lasts past the
-        // field's 68 s (a clock stopped in a test) keeps its last value, its ids then in random order.
-        current.last = elapsed.max(current.last.saturating_add(1)).min(GRANT_ID_OFFSET_MAX);
+        let mut elapsed = u64::try_from(current.began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        // A second that lasts past the offset's 68 s (a clock stopped, or stepped back) goes on
+        // in the next one, so that ids stay ordered and unique by more than their random bits.
+        if elapsed.max(current.last.saturating_add(1)) > GRANT_ID_OFFSET_MAX {
+            *current = SecondInProgress { second: current.second.saturating_add(1), began: std::time::Instant::now(), last: 0 };
+            elapsed = 0;
+        }
+        // One past the last when two ids fall in one nanosecond.
+        current.last = elapsed.max(current.last.saturating_add(1));
         (current.second, current.last)
     };
     // After the version, a UUIDv7 has 12 bits (`rand_a`), then after the variant 62 (`rand_b`):
@@ -479,7 +484,8 @@ impl Provider {
     /// Issues a code for the signed-in user and returns the redirect that carries it; never to a
     /// user the client's access policy refuses, whichever path (a prompt-free authorization, a
     /// consent that was open while the user lost access) led here. The request it answers, when
-    /// it was stored (`stored_id`), is discarded either way: with a code, in the code's write.
+    /// it was stored (`stored_id`), is discarded on a refusal too; with a code, in the code's
+    /// write.
     pub async fn issue_code(
         &self,
         request: &AuthorizationRequest,

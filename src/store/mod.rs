@@ -631,7 +631,7 @@ pub trait SsoSessionStore: Send + Sync {
     /// session's connector) last sign-in at the session's `auth_time`, the new session, the
     /// sign-in's audit event, and the taking of the single-use record `taking` names (the request
     /// the sign-in continues), whose payload it returns if it was there unexpired at `auth_time`.
-    /// Fails, writing and taking nothing, when the user is gone.
+    /// Fails with `NotFound`, writing and taking nothing, when the user is gone.
     async fn start_sso_session(
         &self,
         session: &SsoSession,

@@ -464,7 +464,13 @@ impl SqliteStore {
             Arg::Text(taking.map(|(kind, _)| kind.as_str().to_owned())),
             Arg::Text(taking.map(|(_, key)| key.to_owned())),
         ]);
-        let answer = self.start_sso_session.run(&self.writer, arguments).await?;
+        let answer = match self.start_sso_session.run(&self.writer, arguments).await {
+            // The session's foreign key: the user is gone, as PostgreSQL's count of users tells.
+            Err(StoreError::Database(sqlx::Error::Database(db))) if db.kind() == sqlx::error::ErrorKind::ForeignKeyViolation => {
+                return Err(StoreError::NotFound);
+            }
+            answer => answer?,
+        };
         self.durable().await?;
         Ok(answer.try_get::<Option<String>, _>(0)?)
     }

@@ -27,7 +27,7 @@ use crate::web::error::WebError;
 use crate::web::login::user_agent;
 use crate::web::pages::{ConfirmSignInPage, SamlConnectorPage, render_page};
 use crate::web::upstream::{
-    FailureCause, MALFORMED_POST, SignInStart, SignedIn, UpstreamFailure, apply_rules, audited_failure_page, browser_value,
+    FailureCause, MALFORMED_POST, SignInStart, SignedIn, UpstreamFailure, audited_failure_page, browser_value, mapping_refused,
     refused_page, sign_in_start, start_session, upstream_failure_page,
 };
 
@@ -159,26 +159,33 @@ pub async fn acs(
     }
 
     // The rules read the assertion alone, so they run before it is accepted: accepting it and
-    // handing the sign-in off are then one write.
+    // handing the sign-in off are then one write. An assertion they refuse is accepted once
+    // too, so that posted again it is a replay, whatever the rules say by then.
     let browser_binding = pending.map(|p| p.browser_binding);
     let rule_input = crate::upstream::received_from_assertion(&assertion, crate::upstream::Bounds::Full);
-    let failure = (connector.id(), connector.name());
-    let identity = match apply_rules(&state, failure, identity, &rule_input, (test, pending_login.as_deref()), ip).await? {
+    let seen = (assertion.assertion_id.as_str(), assertion.replay_until);
+    let identity = match state.upstreams.rules(connector.id()).await.apply(identity, &rule_input) {
         Ok(identity) => identity,
-        Err(page) => return Ok(page),
+        Err(refusal) => {
+            let waiting = (test, pending_login.as_deref());
+            return match flow::accept_assertion_once(store, at, seen).await {
+                Ok(()) => mapping_refused(&state, (connector.id(), connector.name()), &refusal, waiting, ip).await,
+                Err(FlowError::Refused(failure)) => refused_return(&state, &connector, failure, waiting).await,
+                Err(err) => Err(err.into()),
+            };
+        }
     };
     // What the IdP sent is kept past this point only for an administrator's test sign-in.
     let received =
         if test { crate::upstream::received_from_assertion(&assertion, crate::upstream::Bounds::Shown) } else { Vec::new() };
     let record = VerifiedLogin { identity, pending_login, browser_binding, received, test };
-    let handoff =
-        match flow::accept_assertion_and_hand_off(store, at, (&assertion.assertion_id, assertion.replay_until), &record).await {
-            Ok(handoff) => handoff,
-            Err(FlowError::Refused(failure)) => {
-                return refused_return(&state, &connector, failure, (test, record.pending_login.as_deref())).await;
-            }
-            Err(err) => return Err(err.into()),
-        };
+    let handoff = match flow::accept_assertion_and_hand_off(store, at, seen, &record).await {
+        Ok(handoff) => handoff,
+        Err(FlowError::Refused(failure)) => {
+            return refused_return(&state, &connector, failure, (test, record.pending_login.as_deref())).await;
+        }
+        Err(err) => return Err(err.into()),
+    };
     Ok(Redirect::to(&format!("/saml/{id}/finish?t={handoff}")).into_response())
 }
 

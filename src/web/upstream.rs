@@ -192,23 +192,32 @@ pub(crate) async fn apply_rules(
     waiting: (bool, Option<&str>),
     ip: std::net::IpAddr,
 ) -> Result<Result<crate::upstream::UpstreamIdentity, Response>, WebError> {
+    match state.upstreams.rules(connector.0).await.apply(identity, received) {
+        Ok(identity) => Ok(Ok(identity)),
+        Err(err) => Ok(Err(mapping_refused(state, connector, &err, waiting, ip).await?)),
+    }
+}
+
+/// The page for a sign-in the connector's mapping rules refuse, recorded with the rule at fault.
+pub(crate) async fn mapping_refused(
+    state: &AppState,
+    connector: (&str, &str),
+    err: &crate::mapping::rules::RuleError,
+    waiting: (bool, Option<&str>),
+    ip: std::net::IpAddr,
+) -> Result<Response, WebError> {
     let (test, pending_login) = waiting;
     let (connector_id, connector_name) = connector;
-    match state.upstreams.rules(connector_id).await.apply(identity, received) {
-        Ok(identity) => Ok(Ok(identity)),
-        Err(err) => {
-            let failure = UpstreamFailure {
-                connector_id,
-                connector_name,
-                reason: "mapping_failed",
-                recorded: format!("mapping_failed: mapping.{err}"),
-                cause: FailureCause::Answer,
-                status: StatusCode::FORBIDDEN,
-                test,
-            };
-            Ok(Err(upstream_failure_page(state, &failure, pending_login, ip).await?))
-        }
-    }
+    let failure = UpstreamFailure {
+        connector_id,
+        connector_name,
+        reason: "mapping_failed",
+        recorded: format!("mapping_failed: mapping.{err}"),
+        cause: FailureCause::Answer,
+        status: StatusCode::FORBIDDEN,
+        test,
+    };
+    upstream_failure_page(state, &failure, pending_login, ip).await
 }
 
 /// A failed test sign-in goes back to the console, which shows this failure: it is kept under

@@ -70,8 +70,11 @@ async fn users_and_links(store: &Arc<dyn Store>) {
     assert!(matches!(store.set_user_disabled("missing", true, NOW).await, Err(StoreError::NotFound)));
     let (mut nobody, refused_at) = (sso("nobody's", "missing", NOW + 100), NOW + 8);
     (nobody.connector_id, nobody.auth_time) = (String::from("corp"), refused_at);
-    assert!(store.start_sso_session(&nobody, "sub-1", &signed_in, None).await.is_err());
-    assert_eq!(store.list_user_links(&alice.id).await.unwrap()[0].last_login_at, Some(NOW + 7), "a refused login writes nothing");
+    let audited = store.list_audit(100).await.unwrap().len();
+    let refused = store.start_sso_session(&nobody, "sub-1", &signed_in, None).await;
+    assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
+    assert!(matches!(store.get_sso_session("nobody's").await, Err(StoreError::NotFound)), "a refused login writes nothing");
+    assert_eq!(store.list_audit(100).await.unwrap().len(), audited, "not even its audit row");
     assert!(matches!(store.update_user_profile("missing", &changed, NOW).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_users().await.unwrap().len(), 2);
 }
@@ -374,6 +377,7 @@ async fn single_use_combined_writes(store: &Arc<dyn Store>) {
     assert_eq!(store.peek_single_use(spent, "r1", NOW + 299).await.unwrap().as_deref(), Some(""), "marked until its end");
     assert_eq!(store.peek_single_use(spent, "r1", NOW + 300).await.unwrap(), None);
     assert!(!store.take_single_use_leaving_mark(request, "r1", NOW, spent, NOW + 900).await.unwrap(), "taken once");
+    assert_eq!(store.peek_single_use(spent, "r1", NOW + 300).await.unwrap(), None, "a second take leaves no later mark");
     assert!(!store.take_single_use_leaving_mark(request, "never", NOW, spent, NOW + 300).await.unwrap());
     assert_eq!(store.peek_single_use(spent, "never", NOW).await.unwrap(), None, "no take, no mark");
     store.put_single_use(request, "old", "pending", NOW + 10).await.unwrap();
@@ -384,6 +388,7 @@ async fn single_use_combined_writes(store: &Arc<dyn Store>) {
     store.put_single_use(request, "r2", "pending", NOW + 60).await.unwrap();
     assert!(store.take_single_use_leaving_mark(request, "r2", NOW, spent, NOW + 300).await.unwrap(), "a mark there already");
     assert_eq!(store.take_single_use(request, "r2", NOW).await.unwrap(), None);
+    assert_eq!(store.peek_single_use(spent, "r2", NOW + 30).await.unwrap(), None, "the mark there is kept as it was");
 
     // Of 16 concurrent takers of one record, one wins.
     store.put_single_use(request, "contended", "pending", NOW + 60).await.unwrap();
@@ -446,7 +451,8 @@ async fn session_with_its_audit_event(store: &Arc<dyn Store>) {
     assert!(matches!(taken, Err(StoreError::AlreadyExists)), "{taken:?}");
     store.put_single_use(waiting, "resume-2", "request 2", NOW + 60).await.unwrap();
     let orphan = sso("s2", "no-such-user", NOW + 100);
-    assert!(store.start_sso_session(&orphan, "a-user", &signed_in, Some((waiting, "resume-2"))).await.is_err());
+    let refused = store.start_sso_session(&orphan, "a-user", &signed_in, Some((waiting, "resume-2"))).await;
+    assert!(matches!(refused, Err(StoreError::NotFound)), "{refused:?}");
     assert!(matches!(store.get_sso_session("s2").await, Err(StoreError::NotFound)));
     assert_eq!(store.list_audit(10).await.unwrap().len(), 1, "a refused session records no sign-in");
     assert!(store.peek_single_use(waiting, "resume-2", NOW).await.unwrap().is_some(), "and takes nothing");

@@ -286,6 +286,20 @@ async fn idp_initiated_sign_in_lands_on_the_portal_only_when_allowed() {
     assert_eq!(post(&app, &answer).await.status(), StatusCode::FORBIDDEN);
     assert_eq!(last_failure(&app).await, "replay");
     app.stop().await;
+
+    // An assertion the mapping rules refuse is remembered too: posted again, it is a replay,
+    // whatever the rules say by then.
+    let strict = r#"allow_idp_initiated = true
+[connectors.mapping]
+username = { transforms = [{ regex_extract = '^emp-(\d+)$' }] }"#;
+    let (_db, app, idp) = setup(&python, json!({}), strict).await;
+    let page = app.http.get(initiated(&idp)).send().await.unwrap().text().await.unwrap();
+    let answer = auto_post(&page);
+    assert_eq!(post(&app, &answer).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(last_failure(&app).await, "mapping_failed");
+    assert_eq!(post(&app, &answer).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(last_failure(&app).await, "replay");
+    app.stop().await;
 }
 
 pub(crate) fn fixture(path: &str) -> PathBuf {
